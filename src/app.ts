@@ -1,0 +1,78 @@
+import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController } from "fastify";
+import type { Config } from "./config.js";
+import { EventsDbError } from "./errors.js";
+import type { EventStore } from "./events/store.js";
+import type { Metrics } from "./metrics.js";
+import { operationsRoutes } from "./transports/operations.js";
+import { restRoutes } from "./transports/rest.js";
+import { httpStatus } from "./transports/status.js";
+
+export interface AppDeps {
+  readonly config: Config;
+  readonly store: EventStore;
+  readonly metrics: Metrics;
+  /** Pino options or false; the process decides (server.ts), tests pass false. */
+  readonly logger?: boolean | Record<string, unknown>;
+  /** The one-port HTTP/1.1 + h2c front (server.ts); absent in tests that use inject(). */
+  readonly serverFactory?: FastifyServerFactory;
+}
+
+/**
+ * Builds the whole app: edge (errors, limits), then each transport, registered explicitly so the
+ * architecture reads in this one file. No port is opened here; server.ts listens.
+ */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config, store, metrics } = deps;
+  const app = Fastify({
+    logger: deps.logger ?? false,
+    bodyLimit: config.limits.maxBodyBytes,
+    // Request logs at info would cost more than the append itself; errors are still logged.
+    logController: new LogController({ disableRequestLogging: true }),
+    forceCloseConnections: true,
+    return503OnClosing: true,
+    ...(deps.serverFactory === undefined ? {} : { serverFactory: deps.serverFactory }),
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const { status, body, retryAfter } = toErrorResponse(error);
+    if (status >= 500) request.log.error({ err: error }, "request failed");
+    if (retryAfter !== undefined) void reply.header("retry-after", String(retryAfter));
+    return reply.code(status).send(body);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send(errorBody("not_found", `no route ${request.method} ${request.url.split("?")[0]}`)),
+  );
+
+  await app.register(operationsRoutes, { store, metrics });
+  await app.register(restRoutes, { store, metrics });
+  return app;
+}
+
+function errorBody(code: string, message: string) {
+  return { error: { code, message } };
+}
+
+/** Domain errors keep their code; Fastify's own 4xx (bad JSON, body too large, …) map by status. */
+function toErrorResponse(error: unknown): {
+  status: number;
+  body: ReturnType<typeof errorBody>;
+  retryAfter?: number;
+} {
+  if (error instanceof EventsDbError) {
+    return {
+      status: httpStatus(error.code),
+      body: errorBody(error.code, error.message),
+      ...(error.retryAfterSeconds === undefined ? {} : { retryAfter: error.retryAfterSeconds }),
+    };
+  }
+  const fastifyError = error as { statusCode?: number; code?: string; message?: string };
+  const status = fastifyError.statusCode;
+  if (status === 413)
+    return { status, body: errorBody("payload_too_large", "the request body is too large") };
+  if (status === 415)
+    return { status, body: errorBody("unsupported_media_type", "unsupported Content-Type") };
+  if (status !== undefined && status >= 400 && status < 500) {
+    return { status: 400, body: errorBody("invalid_argument", fastifyError.message ?? "bad request") };
+  }
+  return { status: 500, body: errorBody("internal", "internal error") };
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+import { Command, Option } from "commander";
+import { type Config, ConfigError, describeStore, envName, loadConfig, SERVE_OPTIONS } from "./config.js";
+import { startServer } from "./server.js";
+import { migrate } from "./storage/migrate.js";
+import { openDialect } from "./storage/open.js";
+
+const EXIT_USAGE = 2;
+
+/** Options as commander hands them over (camelCase keys) → the flag table's names. */
+function flagValues(options: Record<string, unknown>): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const spec of SERVE_OPTIONS) {
+    const key = spec.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    const value = options[key];
+    out[spec.flag] = value === undefined ? undefined : String(value);
+  }
+  return out;
+}
+
+function configFrom(options: Record<string, unknown>): Config {
+  try {
+    return loadConfig(process.env, flagValues(options));
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`eventsdb: invalid configuration: ${error.message}\n`);
+      process.exit(EXIT_USAGE);
+    }
+    throw error;
+  }
+}
+
+function addServeOptions(command: Command): Command {
+  for (const spec of SERVE_OPTIONS) {
+    const option = new Option(`--${spec.flag} <value>`, spec.description);
+    option.env(envName(spec.flag));
+    if ("default" in spec) option.default(undefined, spec.default);
+    command.addOption(option);
+  }
+  return command;
+}
+
+async function serve(options: Record<string, unknown>): Promise<void> {
+  const config = configFrom(options);
+  const logger = {
+    level: config.logLevel,
+    // Tokens must never reach a log line.
+    redact: ["req.headers.authorization", "req.headers.cookie", 'res.headers["set-cookie"]'],
+  };
+  if (config.store.kind === "sqlite") {
+    process.stderr.write(
+      `eventsdb: no MySQL configured; using the embedded SQLite file ${describeStore(config.store)}\n`,
+    );
+  }
+  const server = await startServer(config, { logger });
+  if (config.authToken === undefined) {
+    server.app.log.warn("AUTH_TOKEN is not set: the API is open to anyone who can reach it");
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    server.app.log.info({ signal }, "shutting down");
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        server.app.log.error({ err: error }, "shutdown failed");
+        process.exit(1);
+      },
+    );
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+}
+
+async function runMigrate(options: Record<string, unknown>): Promise<void> {
+  const config = configFrom(options);
+  const dialect = openDialect(config.store);
+  try {
+    const applied = await migrate(dialect);
+    process.stdout.write(
+      applied.length === 0
+        ? `eventsdb: ${describeStore(config.store)} is up to date\n`
+        : `eventsdb: applied ${applied.join(", ")} to ${describeStore(config.store)}\n`,
+    );
+  } finally {
+    await dialect.close();
+  }
+}
+
+export function buildCli(): Command {
+  const program = new Command("eventsdb")
+    .description("A CloudEvents store with live streams (REST, SSE, Connect/gRPC)")
+    .showHelpAfterError()
+    .exitOverride((error) => {
+      process.exit(error.exitCode === 0 ? 0 : EXIT_USAGE);
+    });
+  addServeOptions(program.command("serve", { isDefault: true }).description("run the server")).action(serve);
+  addServeOptions(
+    program.command("migrate").description("apply pending database migrations and exit"),
+  ).action(runMigrate);
+  return program;
+}
+
+buildCli()
+  .parseAsync(process.argv)
+  .catch((error: unknown) => {
+    process.stderr.write(`eventsdb: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  });

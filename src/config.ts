@@ -1,0 +1,305 @@
+import path from "node:path";
+
+/** Where events live: the embedded SQLite file (default) or a MySQL-compatible server. */
+export type StoreConfig =
+  | { readonly kind: "sqlite"; readonly path: string }
+  | { readonly kind: "mysql"; readonly url: string; readonly poolSize: number };
+
+/** The whole configuration, parsed and validated once at start, then frozen. */
+export interface Config {
+  readonly host: string;
+  readonly restPort: number;
+  readonly grpcPort: number;
+  readonly store: StoreConfig;
+  readonly logLevel: string;
+  readonly limits: Limits;
+  readonly writer: WriterConfig;
+  readonly streams: StreamConfig;
+  readonly authToken: string | undefined;
+}
+
+/** Input limits; every one is named here with its default. */
+export interface Limits {
+  /** Bytes of event data (stored in MEDIUMBLOB, so at most 16 MiB - 1). */
+  readonly maxEventBytes: number;
+  /** Bytes of one HTTP request body. */
+  readonly maxBodyBytes: number;
+  /** Events in one batch request. */
+  readonly maxBatchEvents: number;
+}
+
+export interface WriterConfig {
+  /** Events waiting for a commit; beyond it appends fail fast with 503. */
+  readonly queueEvents: number;
+  /** Bytes of event data waiting for a commit; beyond it appends fail fast with 503. */
+  readonly queueBytes: number;
+  /** Events in one group-commit transaction (a single request's batch is never split). */
+  readonly commitEvents: number;
+  /** Bytes of event data in one group-commit transaction. */
+  readonly commitBytes: number;
+}
+
+export interface StreamConfig {
+  readonly clientBufferSize: number;
+  readonly maxTotalClients: number;
+  readonly streamBatchSize: number;
+  readonly heartbeatIntervalSeconds: number;
+  readonly writeTimeoutSeconds: number;
+}
+
+/** Raised for invalid configuration; the CLI prints its message on one line and exits with code 2. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+type Kind = "port" | "positive" | "nonnegative" | "string";
+
+interface OptionSpec {
+  /** Flag name without dashes, e.g. `rest-port`; the env twin is its upper snake case. */
+  readonly flag: string;
+  readonly kind: Kind;
+  readonly default?: string;
+  readonly description: string;
+  readonly max?: number;
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * Every server option: one flag, its env twin (REST_PORT for --rest-port) and its default.
+ * The CLI builds its options from this table, so flags, env and docs cannot drift apart.
+ */
+export const SERVE_OPTIONS = [
+  { flag: "host", kind: "string", default: "0.0.0.0", description: "address to listen on" },
+  { flag: "rest-port", kind: "port", default: "8080", description: "port for REST, SSE and Connect" },
+  {
+    flag: "grpc-port",
+    kind: "port",
+    default: "50051",
+    description: "port for gRPC (same app as --rest-port)",
+  },
+  {
+    flag: "database-url",
+    kind: "string",
+    description: "mysql://user:pass@host:port/db or sqlite:path (default sqlite:./data/events.db)",
+  },
+  {
+    flag: "db-pool-size",
+    kind: "positive",
+    default: "10",
+    description: "MySQL connections for reads",
+    max: 1000,
+  },
+  {
+    flag: "log-level",
+    kind: "string",
+    default: "info",
+    description: "fatal, error, warn, info, debug, trace",
+  },
+  {
+    flag: "max-event-bytes",
+    kind: "positive",
+    default: String(MiB),
+    description: "largest event data in bytes",
+    max: 16 * MiB - 1,
+  },
+  {
+    flag: "max-body-bytes",
+    kind: "positive",
+    default: String(16 * MiB),
+    description: "largest request body",
+  },
+  { flag: "max-batch-events", kind: "positive", default: "1000", description: "events in one batch request" },
+  { flag: "write-queue-events", kind: "positive", default: "20000", description: "events waiting to commit" },
+  {
+    flag: "write-queue-bytes",
+    kind: "positive",
+    default: String(64 * MiB),
+    description: "event bytes waiting to commit",
+  },
+  { flag: "commit-events", kind: "positive", default: "1000", description: "events in one group commit" },
+  {
+    flag: "commit-bytes",
+    kind: "positive",
+    default: String(8 * MiB),
+    description: "event bytes in one commit",
+  },
+  {
+    flag: "client-buffer-size",
+    kind: "positive",
+    default: "100",
+    description: "live events buffered per stream",
+  },
+  { flag: "max-total-clients", kind: "positive", default: "10000", description: "concurrent streams" },
+  { flag: "stream-batch-size", kind: "positive", default: "10", description: "events per catch-up page" },
+  {
+    flag: "heartbeat-interval",
+    kind: "positive",
+    default: "15",
+    description: "seconds between SSE heartbeats",
+  },
+  {
+    flag: "write-timeout",
+    kind: "positive",
+    default: "60",
+    description: "seconds a stream may stay unwritable",
+  },
+] as const satisfies readonly OptionSpec[];
+
+export type ServeFlag = (typeof SERVE_OPTIONS)[number]["flag"];
+
+/** `rest-port` → `REST_PORT`. */
+export function envName(flag: string): string {
+  return flag.toUpperCase().replaceAll("-", "_");
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Builds the configuration from the environment and command-line flags (flags win over env,
+ * env over defaults). Throws {@link ConfigError} with one clear line on invalid input.
+ */
+export function loadConfig(env: Env, flags: Readonly<Record<string, string | undefined>> = {}): Config {
+  const raw = (spec: OptionSpec): string | undefined => {
+    const fromFlag = flags[spec.flag];
+    if (fromFlag !== undefined) return fromFlag;
+    const fromEnv = env[envName(spec.flag)];
+    if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
+    return spec.default;
+  };
+  const source = (spec: OptionSpec): string =>
+    flags[spec.flag] !== undefined ? `--${spec.flag}` : `${envName(spec.flag)}`;
+
+  const values = new Map<string, string | number | undefined>();
+  for (const spec of SERVE_OPTIONS as readonly OptionSpec[]) {
+    const value = raw(spec);
+    if (value === undefined) {
+      values.set(spec.flag, undefined);
+      continue;
+    }
+    if (spec.kind === "string") {
+      values.set(spec.flag, value);
+      continue;
+    }
+    if (!/^\d+$/.test(value.trim())) {
+      throw new ConfigError(`${source(spec)} must be a whole number, got ${JSON.stringify(value)}`);
+    }
+    const n = Number(value.trim());
+    const min = spec.kind === "positive" ? 1 : 0;
+    const max = spec.kind === "port" ? 65535 : (spec.max ?? Number.MAX_SAFE_INTEGER);
+    if (n < min || n > max) {
+      throw new ConfigError(`${source(spec)} must be between ${min} and ${max}, got ${value}`);
+    }
+    values.set(spec.flag, n);
+  }
+  const num = (flag: ServeFlag): number => values.get(flag) as number;
+  const str = (flag: ServeFlag): string | undefined => values.get(flag) as string | undefined;
+
+  const logLevel = str("log-level") ?? "info";
+  if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(logLevel)) {
+    throw new ConfigError(
+      `LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent; got ${logLevel}`,
+    );
+  }
+
+  const config: Config = {
+    host: str("host") ?? "0.0.0.0",
+    restPort: num("rest-port"),
+    grpcPort: num("grpc-port"),
+    store: storeConfig(env, str("database-url"), num("db-pool-size")),
+    logLevel,
+    limits: {
+      maxEventBytes: num("max-event-bytes"),
+      maxBodyBytes: num("max-body-bytes"),
+      maxBatchEvents: num("max-batch-events"),
+    },
+    writer: {
+      queueEvents: num("write-queue-events"),
+      queueBytes: num("write-queue-bytes"),
+      commitEvents: num("commit-events"),
+      commitBytes: num("commit-bytes"),
+    },
+    streams: {
+      clientBufferSize: num("client-buffer-size"),
+      maxTotalClients: num("max-total-clients"),
+      streamBatchSize: num("stream-batch-size"),
+      heartbeatIntervalSeconds: num("heartbeat-interval"),
+      writeTimeoutSeconds: num("write-timeout"),
+    },
+    authToken: env.AUTH_TOKEN === "" ? undefined : env.AUTH_TOKEN,
+  };
+  if (config.limits.maxBatchEvents > config.writer.queueEvents) {
+    throw new ConfigError("--max-batch-events must not exceed --write-queue-events");
+  }
+  return deepFreeze(config);
+}
+
+const MYSQL_ENV = [
+  "MYSQL_USER",
+  "MYSQL_PASSWORD",
+  "MYSQL_DATABASE_NAME",
+  "MYSQL_HOST",
+  "MYSQL_PORT",
+] as const;
+
+/** The default SQLite file when no MySQL setting is given at all. */
+export const DEFAULT_SQLITE_PATH = path.join("data", "events.db");
+
+function storeConfig(env: Env, databaseUrl: string | undefined, poolSize: number): StoreConfig {
+  if (databaseUrl !== undefined && databaseUrl !== "") return parseDatabaseUrl(databaseUrl, poolSize);
+  if (MYSQL_ENV.some((name) => env[name] !== undefined && env[name] !== "")) {
+    // (compat) Events DB's MYSQL_* variables; unset ones take the usual MySQL defaults.
+    const port = env.MYSQL_PORT || "3306";
+    if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+      throw new ConfigError(`MYSQL_PORT must be a port number, got ${JSON.stringify(port)}`);
+    }
+    const url = new URL("mysql://localhost");
+    url.hostname = env.MYSQL_HOST || "localhost";
+    url.port = port;
+    url.username = encodeURIComponent(env.MYSQL_USER || "root");
+    url.password = encodeURIComponent(env.MYSQL_PASSWORD ?? "");
+    url.pathname = `/${encodeURIComponent(env.MYSQL_DATABASE_NAME || "eventsdb")}`;
+    return { kind: "mysql", url: url.toString(), poolSize };
+  }
+  return { kind: "sqlite", path: DEFAULT_SQLITE_PATH };
+}
+
+/** Accepts `mysql://user:pass@host:port/db`, `sqlite:relative/or/absolute/path`, `sqlite:///abs/path`, `sqlite::memory:`. */
+export function parseDatabaseUrl(value: string, poolSize = 10): StoreConfig {
+  if (value.startsWith("sqlite:")) {
+    let file = value.slice("sqlite:".length);
+    if (file.startsWith("//")) file = file.slice(2);
+    if (file === "")
+      throw new ConfigError("DATABASE_URL sqlite: needs a file path, e.g. sqlite:./data/events.db");
+    return { kind: "sqlite", path: file };
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError("DATABASE_URL must be mysql://user:pass@host:port/database or sqlite:path");
+  }
+  if (url.protocol !== "mysql:" && url.protocol !== "mariadb:") {
+    throw new ConfigError(`DATABASE_URL scheme ${url.protocol} is not supported; use mysql:// or sqlite:`);
+  }
+  if (url.pathname.length <= 1)
+    throw new ConfigError("DATABASE_URL must name a database: mysql://host/database");
+  url.protocol = "mysql:";
+  return { kind: "mysql", url: url.toString(), poolSize };
+}
+
+/** The store for the start log, without a password. */
+export function describeStore(store: StoreConfig): string {
+  if (store.kind === "sqlite") return `SQLite file ${path.resolve(store.path)}`;
+  const url = new URL(store.url);
+  if (url.password) url.password = "***";
+  return `MySQL ${url.toString()}`;
+}
+
+function deepFreeze<T extends object>(value: T): T {
+  for (const key of Object.keys(value)) {
+    const child = (value as Record<string, unknown>)[key];
+    if (child !== null && typeof child === "object") deepFreeze(child);
+  }
+  return Object.freeze(value);
+}

@@ -1,0 +1,61 @@
+/** A CloudEvents extension attribute value (CloudEvents 1.0 §Type System: String, Integer, Boolean). */
+export type ExtensionValue = string | number | boolean;
+
+/** An event accepted from a client, validated, not yet stored. */
+export interface NewEvent {
+  readonly source: string;
+  readonly type: string;
+  readonly subject: string;
+  /** The producer's CloudEvents `id`; with `source` the idempotency key. Absent in the simple format. */
+  readonly ceId: string | undefined;
+  /** RFC 3339 in UTC with microseconds, see time.ts; absent = the server's time of append. */
+  readonly time: string | undefined;
+  readonly datacontenttype: string | undefined;
+  readonly dataschema: string | undefined;
+  readonly extensions: Readonly<Record<string, ExtensionValue>> | undefined;
+  readonly data: Buffer;
+}
+
+/** An event as stored: the server id is the cursor everywhere. */
+export interface StoredEvent {
+  readonly id: number;
+  readonly source: string;
+  readonly type: string;
+  readonly subject: string;
+  readonly ceId: string | undefined;
+  /** Canonical UTC RFC 3339 with six fractional digits, e.g. `2026-01-02T03:04:05.123456Z`. */
+  readonly time: string;
+  readonly datacontenttype: string | undefined;
+  readonly dataschema: string | undefined;
+  readonly extensions: Readonly<Record<string, ExtensionValue>> | undefined;
+  readonly data: Buffer;
+}
+
+/** What a read selects: one subject (or all), optionally everything below it, optionally one type. */
+export interface EventFilter {
+  /** Exact subject; undefined = all subjects. */
+  readonly subject: string | undefined;
+  /** Subject itself and every subject below it in `/`-separated segments. */
+  readonly recursive: boolean;
+  readonly type: string | undefined;
+}
+
+/** A page read: events with id > fromId in id order. */
+export interface PageQuery extends EventFilter {
+  readonly fromId: number;
+  readonly limit: number;
+}
+
+export interface Page {
+  readonly events: readonly StoredEvent[];
+  readonly hasMore: boolean;
+  /** The cursor to pass as the next fromId: the last id returned, or the given fromId when empty. */
+  readonly nextFromId: number;
+}
+
+/** The outcome of appending one event. */
+export interface AppendResult {
+  readonly id: number;
+  /** False when (source, ceId) was already stored and this append created nothing. */
+  readonly created: boolean;
+}

@@ -1,0 +1,198 @@
+import { isUtf8 } from "node:buffer";
+import type { Limits } from "../config.js";
+import { invalidArgument } from "../errors.js";
+import type { ExtensionValue, NewEvent, StoredEvent } from "./event.js";
+import { displayTime } from "./time.js";
+import { decodeBase64, isJsonContentType, RESERVED_ATTRIBUTES, validateEvent } from "./validate.js";
+
+/**
+ * The two JSON shapes of an event: the simple format of the original Events DB
+ * (`{source, type, subject, data: base64}`) and CloudEvents 1.0 structured mode (JSON event format).
+ *
+ * Parsing is written here rather than with the `cloudevents` SDK's `HTTP.toEvent` on purpose: the SDK
+ * invents an `id` and `time` when they are missing (which would break idempotency on (source, id)),
+ * validates with ajv per event (too slow for the hot path), and cannot give the precise 400 messages
+ * and limits this store promises. Tests use the SDK's emitters as independent clients.
+ */
+
+type Json = Record<string, unknown>;
+
+function isObject(value: unknown): value is Json {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The simple format; unknown fields are ignored (compat: Go's JSON decoder did the same). */
+export function fromSimpleJson(body: unknown, limits: Limits, where = ""): NewEvent {
+  if (!isObject(body))
+    throw invalidArgument(`${where === "" ? "" : `${where}: `}event must be a JSON object`);
+  const data =
+    body.data === undefined || body.data === null ? Buffer.alloc(0) : decodeBase64(body.data, "data", where);
+  return validateEvent({ source: body.source, type: body.type, subject: body.subject, data }, limits, where);
+}
+
+/** CloudEvents JSON format (structured mode), specversion 1.0. */
+export function fromStructured(body: unknown, limits: Limits, where = ""): NewEvent {
+  const at = where === "" ? "" : `${where}: `;
+  if (!isObject(body)) throw invalidArgument(`${at}a CloudEvent must be a JSON object`);
+  if (body.specversion !== "1.0") {
+    throw invalidArgument(`${at}specversion must be "1.0", got ${JSON.stringify(body.specversion ?? null)}`);
+  }
+  if (body.id === undefined || body.id === null || body.id === "")
+    throw invalidArgument(`${at}id is required`);
+  const datacontenttype = body.datacontenttype ?? undefined;
+  let data: Buffer;
+  const hasData = body.data !== undefined && body.data !== null;
+  const hasBase64 = body.data_base64 !== undefined && body.data_base64 !== null;
+  if (hasData && hasBase64) {
+    throw invalidArgument(`${at}data and data_base64 must not both be present`);
+  } else if (hasBase64) {
+    data = decodeBase64(body.data_base64, "data_base64", where);
+  } else if (!hasData) {
+    data = Buffer.alloc(0);
+  } else if (datacontenttype === undefined || isJsonContentType(String(datacontenttype))) {
+    // JSON event format §3.1: with a JSON (or absent) datacontenttype, data is the JSON value itself.
+    data = Buffer.from(JSON.stringify(body.data), "utf8");
+  } else if (typeof body.data === "string") {
+    data = Buffer.from(body.data, "utf8");
+  } else {
+    throw invalidArgument(
+      `${at}data must be a string when datacontenttype is not JSON; send binary data as data_base64`,
+    );
+  }
+  const extensions: Json = {};
+  for (const key of Object.keys(body)) {
+    if (!RESERVED_ATTRIBUTES.has(key)) extensions[key] = body[key];
+  }
+  return validateEvent(
+    {
+      source: body.source,
+      type: body.type,
+      subject: body.subject,
+      ceId: body.id,
+      time: body.time,
+      datacontenttype,
+      dataschema: body.dataschema,
+      extensions,
+      data,
+    },
+    limits,
+    where,
+  );
+}
+
+/** Either JSON shape: a body with `specversion` is a structured CloudEvent, otherwise the simple format. */
+export function fromJsonEvent(body: unknown, limits: Limits, where = ""): NewEvent {
+  return isObject(body) && "specversion" in body
+    ? fromStructured(body, limits, where)
+    : fromSimpleJson(body, limits, where);
+}
+
+/**
+ * CloudEvents HTTP binding §3.1 binary mode: attributes in `ce-*` headers (values percent-encoded,
+ * §3.1.3.2), Content-Type is datacontenttype, the body is the data.
+ */
+export function fromBinary(
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+  body: Buffer,
+  limits: Limits,
+): NewEvent {
+  const attrs: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (!name.startsWith("ce-") || value === undefined) continue;
+    const raw = Array.isArray(value) ? value.join(",") : value;
+    try {
+      attrs[name.slice(3)] = decodeURIComponent(raw);
+    } catch {
+      throw invalidArgument(`header ${name} has an invalid percent-encoding`);
+    }
+  }
+  if (attrs.specversion !== "1.0") {
+    throw invalidArgument(`ce-specversion must be "1.0", got ${JSON.stringify(attrs.specversion ?? null)}`);
+  }
+  if (attrs.id === undefined || attrs.id === "") throw invalidArgument("ce-id is required");
+  const extensions: Record<string, string> = {};
+  for (const [name, value] of Object.entries(attrs)) {
+    if (RESERVED_ATTRIBUTES.has(name)) continue;
+    if (name === "datacontenttype")
+      throw invalidArgument("binary mode carries datacontenttype in Content-Type");
+    extensions[name] = value;
+  }
+  const contentType = headers["content-type"];
+  return validateEvent(
+    {
+      source: attrs.source,
+      type: attrs.type,
+      subject: attrs.subject,
+      ceId: attrs.id,
+      time: attrs.time,
+      datacontenttype: typeof contentType === "string" && contentType !== "" ? contentType : undefined,
+      dataschema: attrs.dataschema,
+      extensions,
+      data: body,
+    },
+    limits,
+  );
+}
+
+/** The simple read format of Events DB, with the CloudEvents attributes it lacks added when present. */
+export interface SimpleEventJson {
+  id: number;
+  source: string;
+  type: string;
+  subject: string;
+  time: string;
+  data: string;
+  ce_id?: string;
+  datacontenttype?: string;
+  dataschema?: string;
+  extensions?: Record<string, ExtensionValue>;
+}
+
+export function toSimpleJson(event: StoredEvent): SimpleEventJson {
+  const out: SimpleEventJson = {
+    id: event.id,
+    source: event.source,
+    type: event.type,
+    subject: event.subject,
+    time: displayTime(event.time),
+    data: event.data.toString("base64"),
+  };
+  if (event.ceId !== undefined) out.ce_id = event.ceId;
+  if (event.datacontenttype !== undefined) out.datacontenttype = event.datacontenttype;
+  if (event.dataschema !== undefined) out.dataschema = event.dataschema;
+  if (event.extensions !== undefined) out.extensions = { ...event.extensions };
+  return out;
+}
+
+/**
+ * A structured CloudEvent. Its `id` is the producer's, or the server id as a decimal string when the
+ * producer gave none. Data goes out as JSON when it is JSON, as text for text types, else base64.
+ */
+export function toStructured(event: StoredEvent): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    specversion: "1.0",
+    id: event.ceId ?? String(event.id),
+    source: event.source,
+    type: event.type,
+    subject: event.subject,
+    time: displayTime(event.time),
+  };
+  if (event.datacontenttype !== undefined) out.datacontenttype = event.datacontenttype;
+  if (event.dataschema !== undefined) out.dataschema = event.dataschema;
+  if (event.extensions !== undefined) Object.assign(out, event.extensions);
+  if (event.data.length > 0) {
+    const ct = event.datacontenttype;
+    if (ct === undefined || isJsonContentType(ct)) {
+      try {
+        out.data = JSON.parse(event.data.toString("utf8"));
+      } catch {
+        out.data_base64 = event.data.toString("base64");
+      }
+    } else if (ct.toLowerCase().startsWith("text/") && isUtf8(event.data)) {
+      out.data = event.data.toString("utf8");
+    } else {
+      out.data_base64 = event.data.toString("base64");
+    }
+  }
+  return out;
+}

@@ -1,0 +1,165 @@
+import type { Config, Limits } from "../config.js";
+import { EventsDbError, invalidArgument } from "../errors.js";
+import type { Metrics } from "../metrics.js";
+import type { StorageDialect } from "../storage/dialect.js";
+import { migrate } from "../storage/migrate.js";
+import { openDialect } from "../storage/open.js";
+import { EventRepository } from "../storage/repository.js";
+import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent } from "./event.js";
+import { Writer } from "./writer.js";
+
+/** Largest page a client may ask for. */
+export const MAX_PAGE_LIMIT = 1000;
+/** Page size when the client names none. */
+export const DEFAULT_PAGE_LIMIT = 100;
+
+export interface DependencyCheck {
+  readonly status: "ok" | "unavailable";
+  readonly [detail: string]: unknown;
+}
+
+export interface Readiness {
+  readonly status: "ok" | "unavailable";
+  readonly checks: { readonly store: DependencyCheck; readonly writer: DependencyCheck };
+}
+
+type CommitListener = (events: readonly StoredEvent[]) => void;
+
+/**
+ * The domain service every transport calls: validate, append (group commit), read, delete,
+ * list subjects. It owns the storage dialect and the writer and closes them.
+ */
+export class EventStore {
+  readonly limits: Limits;
+  readonly #dialect: StorageDialect;
+  readonly #repository: EventRepository;
+  readonly #writer: Writer;
+  readonly #listeners = new Set<CommitListener>();
+
+  private constructor(dialect: StorageDialect, config: Config, metrics: Metrics) {
+    this.limits = config.limits;
+    this.#dialect = dialect;
+    this.#repository = new EventRepository(dialect);
+    this.#writer = new Writer(this.#repository, config.writer, metrics, (events) => {
+      for (const listener of this.#listeners) listener(events);
+    });
+  }
+
+  /** Opens the configured store and applies pending migrations. */
+  static async open(config: Config, metrics: Metrics): Promise<EventStore> {
+    const dialect = openDialect(config.store);
+    try {
+      await migrate(dialect);
+    } catch (error) {
+      await dialect.close();
+      throw error;
+    }
+    return new EventStore(dialect, config, metrics);
+  }
+
+  get dialect(): StorageDialect {
+    return this.#dialect;
+  }
+
+  get repository(): EventRepository {
+    return this.#repository;
+  }
+
+  /** Called after each COMMIT with the events it created, in id order (the hub subscribes here). */
+  onCommitted(listener: CommitListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Appends events atomically; ids in input order. Idempotent on (source, CloudEvents id). */
+  append(events: readonly NewEvent[]): Promise<AppendResult[]> {
+    if (events.length > this.limits.maxBatchEvents) {
+      return Promise.reject(
+        invalidArgument(`a batch holds at most ${this.limits.maxBatchEvents} events (--max-batch-events)`),
+      );
+    }
+    return this.#writer.append(events);
+  }
+
+  async get(id: number): Promise<StoredEvent> {
+    checkId(id, "id", 1);
+    const event = await unavailableOnFailure(() => this.#repository.get(id));
+    if (event === undefined) throw new EventsDbError("not_found", `event ${id} not found`);
+    return event;
+  }
+
+  async page(query: PageQuery): Promise<Page> {
+    checkFilter(query);
+    checkId(query.fromId, "from_id", 0);
+    if (!Number.isSafeInteger(query.limit) || query.limit < 1 || query.limit > MAX_PAGE_LIMIT) {
+      throw invalidArgument(`limit must be between 1 and ${MAX_PAGE_LIMIT}`);
+    }
+    return unavailableOnFailure(() => this.#repository.page(query));
+  }
+
+  async delete(filter: EventFilter, fromId: number): Promise<number> {
+    if (filter.subject === undefined || filter.subject === "") throw invalidArgument("subject is required");
+    checkFilter(filter);
+    checkId(fromId, "from_id", 0);
+    return unavailableOnFailure(() => this.#repository.delete(filter, fromId));
+  }
+
+  async subjects(prefix: string): Promise<string[]> {
+    return unavailableOnFailure(() => this.#repository.subjects(prefix));
+  }
+
+  /** Store reachable and writer not saturated, with per-dependency detail. */
+  async readiness(): Promise<Readiness> {
+    let store: DependencyCheck;
+    const started = performance.now();
+    try {
+      await this.#repository.ping();
+      store = { status: "ok", dialect: this.#dialect.name, latency_ms: round(performance.now() - started) };
+    } catch (error) {
+      store = { status: "unavailable", dialect: this.#dialect.name, error: errorMessage(error) };
+    }
+    const writer: DependencyCheck = {
+      status: this.#writer.saturated ? "unavailable" : "ok",
+      queued_events: this.#writer.queuedEvents,
+    };
+    const status = store.status === "ok" && writer.status === "ok" ? "ok" : "unavailable";
+    return { status, checks: { store, writer } };
+  }
+
+  /** Flushes the writer, then closes the database. */
+  async close(): Promise<void> {
+    await this.#writer.close();
+    await this.#dialect.close();
+  }
+}
+
+function checkId(value: number, name: string, min: number): void {
+  if (!Number.isSafeInteger(value) || value < min)
+    throw invalidArgument(`${name} must be an integer >= ${min}`);
+}
+
+function checkFilter(filter: EventFilter): void {
+  if (filter.subject !== undefined && filter.subject.length > 1024)
+    throw invalidArgument("subject is too long");
+  if (filter.type !== undefined && filter.type.length > 1024) throw invalidArgument("type is too long");
+}
+
+async function unavailableOnFailure<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw new EventsDbError("unavailable", "the event store is unavailable", {
+      cause: error,
+      retryAfterSeconds: 1,
+    });
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}
+
+function errorMessage(error: unknown): string {
+  if (error instanceof Error) return (error as { code?: string }).code ?? error.message;
+  return String(error);
+}

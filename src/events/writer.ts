@@ -1,0 +1,170 @@
+import type { WriterConfig } from "../config.js";
+import { EventsDbError } from "../errors.js";
+import type { Metrics } from "../metrics.js";
+import type { EventRepository } from "../storage/repository.js";
+import type { AppendResult, NewEvent, StoredEvent } from "./event.js";
+import { nowTime } from "./time.js";
+
+interface Job {
+  readonly events: readonly NewEvent[];
+  readonly bytes: number;
+  readonly resolve: (results: AppendResult[]) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/**
+ * Group commit (DESIGN §4). When idle, an append is written at once; while a transaction is in
+ * flight, new appends queue and go together in the next one. A caller is answered only after
+ * COMMIT. The queue is bounded in events and bytes: when full, appends fail fast with
+ * resource_exhausted (503 + Retry-After) instead of growing memory.
+ */
+export class Writer {
+  readonly #repository: EventRepository;
+  readonly #config: WriterConfig;
+  readonly #metrics: Metrics;
+  readonly #onCommitted: (events: readonly StoredEvent[]) => void;
+  #queue: Job[] = [];
+  #queuedEvents = 0;
+  #queuedBytes = 0;
+  #running: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(
+    repository: EventRepository,
+    config: WriterConfig,
+    metrics: Metrics,
+    onCommitted: (events: readonly StoredEvent[]) => void,
+  ) {
+    this.#repository = repository;
+    this.#config = config;
+    this.#metrics = metrics;
+    this.#onCommitted = onCommitted;
+  }
+
+  /** Events waiting for a commit (the in-flight transaction excluded). */
+  get queuedEvents(): number {
+    return this.#queuedEvents;
+  }
+
+  /** True when the queue is more than 90 % full (readiness). */
+  get saturated(): boolean {
+    return (
+      this.#queuedEvents > this.#config.queueEvents * 0.9 || this.#queuedBytes > this.#config.queueBytes * 0.9
+    );
+  }
+
+  /** Appends the events atomically (one transaction); resolves after COMMIT with their ids. */
+  append(events: readonly NewEvent[]): Promise<AppendResult[]> {
+    if (this.#closed) return Promise.reject(new EventsDbError("unavailable", "the server is shutting down"));
+    if (events.length === 0) return Promise.resolve([]);
+    let bytes = 0;
+    for (const event of events) bytes += event.data.length;
+    if (
+      this.#queuedEvents + events.length > this.#config.queueEvents ||
+      this.#queuedBytes + bytes > this.#config.queueBytes
+    ) {
+      this.#metrics.writerRejected.inc();
+      return Promise.reject(
+        new EventsDbError("resource_exhausted", "the write queue is full; retry shortly", {
+          retryAfterSeconds: 1,
+        }),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ events, bytes, resolve, reject });
+      this.#queuedEvents += events.length;
+      this.#queuedBytes += bytes;
+      this.#updateGauges();
+      // A microtask, not setImmediate: appends of the same tick share the transaction without delay.
+      if (this.#running === undefined) {
+        this.#running = new Promise<void>((done) => queueMicrotask(() => this.#drain().finally(done)));
+      }
+    });
+  }
+
+  /** Stops taking appends and waits until everything queued is committed or failed. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#running;
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const jobs = this.#take();
+        await this.#commit(jobs);
+      }
+    } finally {
+      this.#running = undefined;
+    }
+  }
+
+  /** The next group: whole jobs up to the commit limits, always at least one. */
+  #take(): Job[] {
+    let count = 0;
+    let events = 0;
+    let bytes = 0;
+    for (const job of this.#queue) {
+      if (
+        count > 0 &&
+        (events + job.events.length > this.#config.commitEvents ||
+          bytes + job.bytes > this.#config.commitBytes)
+      ) {
+        break;
+      }
+      count++;
+      events += job.events.length;
+      bytes += job.bytes;
+    }
+    const jobs = this.#queue.splice(0, count);
+    this.#queuedEvents -= events;
+    this.#queuedBytes -= bytes;
+    this.#updateGauges();
+    return jobs;
+  }
+
+  async #commit(jobs: Job[]): Promise<void> {
+    const events = jobs.length === 1 ? (jobs[0] as Job).events : jobs.flatMap((job) => job.events);
+    const end = this.#metrics.writerCommitSeconds.startTimer();
+    let outcome: Awaited<ReturnType<EventRepository["append"]>>;
+    try {
+      outcome = await this.#repository.append(events, nowTime());
+    } catch (error) {
+      end();
+      if (jobs.length > 1 && !isConnectionError(error)) {
+        // One job must not fail the others: retry each alone, so only a bad one fails.
+        for (const job of jobs) await this.#commit([job]);
+        return;
+      }
+      (jobs[0] as Job).reject(
+        new EventsDbError("unavailable", "the event store is unavailable", { cause: error }),
+      );
+      return;
+    }
+    end();
+    this.#metrics.writerBatchEvents.observe(events.length);
+    let offset = 0;
+    for (const job of jobs) {
+      job.resolve(outcome.results.slice(offset, offset + job.events.length));
+      offset += job.events.length;
+    }
+    if (outcome.created.length > 0) this.#onCommitted(outcome.created);
+  }
+
+  #updateGauges(): void {
+    this.#metrics.writerQueueEvents.set(this.#queuedEvents);
+    this.#metrics.writerQueueBytes.set(this.#queuedBytes);
+  }
+}
+
+/** Errors that say the store is unreachable (retrying job by job would only wait longer). */
+function isConnectionError(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  const { code, fatal } = error as { code?: unknown; fatal?: unknown };
+  return (
+    fatal === true ||
+    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "ENOTFOUND", "PROTOCOL_CONNECTION_LOST"].includes(
+      String(code),
+    )
+  );
+}

@@ -1,0 +1,129 @@
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from "node:http2";
+import net, { type AddressInfo, type Socket } from "node:net";
+
+export type Handler = (
+  req: IncomingMessage | Http2ServerRequest,
+  res: ServerResponse | Http2ServerResponse,
+) => void;
+
+// RFC 9113 §3.4: a prior-knowledge HTTP/2 client starts with this preface; HTTP/1.x never does.
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/**
+ * One port for HTTP/1.1 and cleartext HTTP/2 (gRPC needs h2c with prior knowledge): a plain TCP
+ * listener peeks at the first bytes and hands the socket to an `http` or an `http2` server that
+ * share the app's handler. Several ports can share one Front (REST and gRPC ports serve the same
+ * app). It tracks sockets, h2 sessions and in-flight requests so shutdown can drain, then close.
+ */
+export class Front {
+  readonly http1: http.Server;
+  readonly http2: http2.Http2Server;
+  readonly #listeners: net.Server[] = [];
+  readonly #sockets = new Set<Socket>();
+  readonly #sessions = new Set<Http2Session>();
+  /** In-flight HTTP/1.1 requests per socket, to close idle keep-alive sockets at shutdown. */
+  readonly #busy = new Map<Socket, number>();
+  #inFlight = 0;
+  #closing = false;
+
+  constructor(handler: Handler) {
+    const tracked: Handler = (req, res) => {
+      this.#inFlight++;
+      const socket = "stream" in req ? undefined : (req.socket as Socket);
+      if (socket !== undefined) this.#busy.set(socket, (this.#busy.get(socket) ?? 0) + 1);
+      res.once("close", () => {
+        this.#inFlight--;
+        if (socket === undefined) return;
+        const left = (this.#busy.get(socket) ?? 1) - 1;
+        if (left > 0) this.#busy.set(socket, left);
+        else {
+          this.#busy.delete(socket);
+          if (this.#closing) socket.destroySoon();
+        }
+      });
+      handler(req, res);
+    };
+    this.http1 = http.createServer(tracked as (req: IncomingMessage, res: ServerResponse) => void);
+    this.http1.keepAliveTimeout = 65_000; // beyond common proxies' 60 s idle timeout
+    this.http2 = http2.createServer(tracked as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+    this.http2.on("session", (session: Http2Session) => {
+      this.#sessions.add(session);
+      session.once("close", () => this.#sessions.delete(session));
+    });
+  }
+
+  /** In-flight requests (HTTP/1.1 and HTTP/2 streams). */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Listens on host:port (0 = any free port); resolves with the bound port. */
+  async listen(port: number, host: string): Promise<number> {
+    const listener = net.createServer((socket) => this.#dispatch(socket));
+    this.#listeners.push(listener);
+    await new Promise<void>((resolve, reject) => {
+      listener.once("error", reject);
+      listener.listen(port, host, () => {
+        listener.off("error", reject);
+        resolve();
+      });
+    });
+    return (listener.address() as AddressInfo).port;
+  }
+
+  #dispatch(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.once("close", () => {
+      this.#sockets.delete(socket);
+      this.#busy.delete(socket);
+    });
+    socket.on("error", () => socket.destroy());
+    let head: Buffer = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, H2_PREFACE.length);
+      const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(head);
+      if (isH2) {
+        // The h2 session drains what is buffered on its next tick; resuming here would race it.
+        this.http2.emit("connection", socket);
+      } else {
+        this.http1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+  }
+
+  /** Stops accepting connections on every port. */
+  stopAccepting(): void {
+    this.#closing = true;
+    for (const listener of this.#listeners) listener.close();
+    // Idle keep-alive sockets would otherwise carry new requests during the drain.
+    for (const socket of this.#sockets) if (!this.#busy.has(socket)) socket.destroySoon();
+    for (const session of this.#sessions) session.close();
+  }
+
+  /** Waits until no request is in flight, at most `ms`. */
+  async drain(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.#inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  /** Destroys whatever is left and waits for the listeners to close. */
+  async close(): Promise<void> {
+    this.stopAccepting();
+    for (const session of this.#sessions) session.destroy();
+    for (const socket of this.#sockets) socket.destroy();
+    await Promise.all(
+      this.#listeners.map(
+        (listener) =>
+          new Promise<void>((resolve) => (listener.listening ? listener.close(() => resolve()) : resolve())),
+      ),
+    );
+  }
+}

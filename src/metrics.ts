@@ -1,0 +1,84 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+
+/** Operation label values shared by every transport (compat names of Events DB). */
+export type Operation =
+  | "create_event"
+  | "create_events"
+  | "get_event"
+  | "stream_events"
+  | "historic_events"
+  | "delete_events"
+  | "list_subjects";
+
+/**
+ * The process's metrics, on a registry of its own so that several apps (tests) never collide.
+ * Compat names: app_event_operations_total, app_event_operation_duration_seconds,
+ * app_active_event_streams.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly operations = new Counter({
+    name: "app_event_operations_total",
+    help: "Event operations by operation and status (success or error).",
+    labelNames: ["operation", "status"] as const,
+    registers: [this.registry],
+  });
+  readonly duration = new Histogram({
+    name: "app_event_operation_duration_seconds",
+    help: "Duration of event operations in seconds.",
+    labelNames: ["operation"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly activeStreams = new Gauge({
+    name: "app_active_event_streams",
+    help: "Open event streams (SSE and gRPC).",
+    registers: [this.registry],
+  });
+  readonly writerBatchEvents = new Histogram({
+    name: "eventsdb_writer_batch_events",
+    help: "Events per group-commit transaction.",
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
+    registers: [this.registry],
+  });
+  readonly writerCommitSeconds = new Histogram({
+    name: "eventsdb_writer_commit_duration_seconds",
+    help: "Duration of one group-commit transaction in seconds.",
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly writerQueueEvents = new Gauge({
+    name: "eventsdb_writer_queue_events",
+    help: "Events waiting for a group commit.",
+    registers: [this.registry],
+  });
+  readonly writerQueueBytes = new Gauge({
+    name: "eventsdb_writer_queue_bytes",
+    help: "Bytes of event data waiting for a group commit.",
+    registers: [this.registry],
+  });
+  readonly writerRejected = new Counter({
+    name: "eventsdb_writer_rejected_total",
+    help: "Appends refused because the write queue was full.",
+    registers: [this.registry],
+  });
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Times one operation and counts its outcome. */
+  async observe<T>(operation: Operation, fn: () => Promise<T>): Promise<T> {
+    const end = this.duration.startTimer({ operation });
+    try {
+      const result = await fn();
+      this.operations.inc({ operation, status: "success" });
+      return result;
+    } catch (error) {
+      this.operations.inc({ operation, status: "error" });
+      throw error;
+    } finally {
+      end();
+    }
+  }
+}

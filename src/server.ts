@@ -1,0 +1,93 @@
+import type { FastifyInstance } from "fastify";
+import { buildApp } from "./app.js";
+import { type Config, describeStore } from "./config.js";
+import { EventStore } from "./events/store.js";
+import { Front, type Handler } from "./front.js";
+import { Metrics } from "./metrics.js";
+
+/** How long shutdown waits for in-flight requests before closing their connections. */
+export const DRAIN_TIMEOUT_MS = 10_000;
+
+export interface RunningServer {
+  readonly app: FastifyInstance;
+  readonly store: EventStore;
+  readonly metrics: Metrics;
+  /** Bound ports (useful when 0 was asked for). */
+  readonly restPort: number;
+  readonly grpcPort: number;
+  /** Graceful stop: stop accepting, drain requests, flush the writer, close the store. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface ServerOptions {
+  /** Pino options, or false for none (tests). */
+  readonly logger?: boolean | Record<string, unknown>;
+  /** Collect prom-client's process metrics (off in tests that start many servers). */
+  readonly defaultMetrics?: boolean;
+}
+
+/**
+ * Opens the store, builds the app and listens on the REST and gRPC ports, both served by one
+ * HTTP/1.1 + h2c front (see front.ts), so every protocol works on either port.
+ */
+export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
+  const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
+  const store = await EventStore.open(config, metrics);
+  let front: Front | undefined;
+  let app: FastifyInstance;
+  try {
+    app = await buildApp({
+      config,
+      store,
+      metrics,
+      logger: options.logger ?? false,
+      serverFactory: (handler) => {
+        // Fastify handles HTTP/1.1 and HTTP/2 compat requests alike per request.
+        front = new Front(handler as unknown as Handler);
+        return front.http1;
+      },
+    });
+    await app.ready();
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  const edge = front as unknown as Front;
+  let restPort: number;
+  let grpcPort: number;
+  try {
+    restPort = await edge.listen(config.restPort, config.host);
+    grpcPort =
+      config.grpcPort === config.restPort && config.restPort !== 0
+        ? restPort
+        : await edge.listen(config.grpcPort, config.host);
+  } catch (error) {
+    await edge.close();
+    await app.close();
+    await store.close();
+    throw error;
+  }
+  app.log.info(
+    { restPort, grpcPort, store: describeStore(config.store) },
+    `eventsdb listening; store: ${describeStore(config.store)}`,
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    app,
+    store,
+    metrics,
+    restPort,
+    grpcPort,
+    close() {
+      closing ??= (async () => {
+        edge.stopAccepting();
+        await edge.drain(DRAIN_TIMEOUT_MS);
+        await edge.close();
+        await app.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

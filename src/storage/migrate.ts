@@ -1,0 +1,56 @@
+import fs from "node:fs/promises";
+import type { StorageDialect } from "./dialect.js";
+
+const SQL_ROOT = new URL("../../sql/", import.meta.url);
+
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+/** The numbered migrations of a dialect, `sql/<dialect>/NNN_name.sql`, in order. */
+export async function loadMigrations(dialect: StorageDialect["name"]): Promise<Migration[]> {
+  const dir = new URL(`${dialect}/`, SQL_ROOT);
+  const files = (await fs.readdir(dir)).filter((f) => /^\d+_.+\.sql$/.test(f)).sort();
+  return Promise.all(
+    files.map(async (file) => ({
+      version: Number.parseInt(file, 10),
+      name: file.replace(/\.sql$/, ""),
+      sql: await fs.readFile(new URL(file, dir), "utf8"),
+    })),
+  );
+}
+
+/**
+ * Applies the migrations not yet recorded in `eventsdb_migrations`. Safe to run twice and from two
+ * processes at once: the dialect's lock serializes runners, and each re-reads what is applied.
+ * Returns the names it applied.
+ */
+export async function migrate(dialect: StorageDialect): Promise<string[]> {
+  const migrations = await loadMigrations(dialect.name);
+  const { db } = dialect;
+  return dialect.withMigrationLock(async () => {
+    await db.schema
+      .createTable("eventsdb_migrations")
+      .ifNotExists()
+      .addColumn("version", "integer", (c) => c.primaryKey())
+      .addColumn("name", "varchar(255)", (c) => c.notNull())
+      .addColumn("applied_at", "varchar(32)", (c) => c.notNull())
+      .execute();
+    const applied = new Set(
+      (await db.selectFrom("eventsdb_migrations").select("version").execute()).map((r) => Number(r.version)),
+    );
+    const done: string[] = [];
+    for (const migration of migrations) {
+      if (applied.has(migration.version)) continue;
+      await dialect.runScript(migration.sql);
+      await db
+        .insertInto("eventsdb_migrations")
+        .values({ version: migration.version, name: migration.name, applied_at: new Date().toISOString() })
+        .execute();
+      done.push(migration.name);
+    }
+    return done;
+  });
+}

@@ -1,0 +1,275 @@
+import type { ExpressionBuilder, Selectable, Transaction } from "kysely";
+import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent } from "../events/event.js";
+import type { StorageDialect } from "./dialect.js";
+import type { Database, EventsTable } from "./schema.js";
+
+/** Rows per INSERT statement, and bytes: keeps each statement well under max_allowed_packet (16 MiB). */
+const INSERT_ROWS = 500;
+const INSERT_BYTES = 4 * 1024 * 1024;
+/** A concurrent append of the same (source, id) by another process surfaces as a duplicate key: retry. */
+const DUPLICATE_RETRIES = 3;
+
+/** The result of one committed append transaction. */
+export interface AppendOutcome {
+  /** One result per input event, in input order. */
+  readonly results: AppendResult[];
+  /** The events this transaction created, in id order (what the hub publishes). */
+  readonly created: StoredEvent[];
+}
+
+/** Every read and write of events, on Kysely, the same on both dialects. */
+export class EventRepository {
+  readonly #dialect: StorageDialect;
+
+  constructor(dialect: StorageDialect) {
+    this.#dialect = dialect;
+  }
+
+  get dialect(): StorageDialect {
+    return this.#dialect;
+  }
+
+  /**
+   * Appends events in one transaction. Events whose (source, ceId) is already stored, or that
+   * repeat an earlier event of the same call, create nothing and get the stored id. `now` is the
+   * time of events that carry none.
+   */
+  async append(events: readonly NewEvent[], now: string): Promise<AppendOutcome> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#dialect.db.transaction().execute((trx) => this.#appendIn(trx, events, now));
+      } catch (error) {
+        if (attempt >= DUPLICATE_RETRIES || !this.#dialect.isDuplicateKey(error)) throw error;
+      }
+    }
+  }
+
+  async #appendIn(
+    trx: Transaction<Database>,
+    events: readonly NewEvent[],
+    now: string,
+  ): Promise<AppendOutcome> {
+    const results: (AppendResult | undefined)[] = new Array(events.length);
+    // Idempotency key → index of the first event in this call with it.
+    const firstWithKey = new Map<string, number>();
+    const keyed: { source: string; ceId: string }[] = [];
+    const fresh: number[] = [];
+    events.forEach((event, i) => {
+      if (event.ceId === undefined) {
+        fresh.push(i);
+        return;
+      }
+      const key = idempotencyKey(event.source, event.ceId);
+      if (firstWithKey.has(key)) return; // resolved after the first one below
+      firstWithKey.set(key, i);
+      keyed.push({ source: event.source, ceId: event.ceId });
+    });
+
+    // A writer in another process appending the same key concurrently is caught by the unique
+    // index at INSERT; append() then retries, and the retry sees the other commit here.
+    const newIndexes = new Set(fresh);
+    const stored = keyed.length === 0 ? new Map<string, number>() : await this.#existing(trx, keyed);
+    for (const [key, i] of firstWithKey) {
+      const id = stored.get(key);
+      if (id === undefined) newIndexes.add(i);
+      else results[i] = { id, created: false };
+    }
+    const order = [...newIndexes].sort((a, b) => a - b);
+    const created: StoredEvent[] = [];
+    if (order.length > 0) {
+      const last = await this.#dialect.allocateIds(trx, order.length);
+      let id = last - order.length + 1;
+      for (const i of order) {
+        const event = events[i] as NewEvent;
+        created.push({ ...event, id, time: event.time ?? now });
+        results[i] = { id, created: true };
+        id++;
+      }
+      await this.#insert(trx, created);
+    }
+    // Later repeats of a key inside this call point at the first one's result.
+    events.forEach((event, i) => {
+      if (results[i] !== undefined || event.ceId === undefined) return;
+      const first = firstWithKey.get(idempotencyKey(event.source, event.ceId)) as number;
+      results[i] = { id: (results[first] as AppendResult).id, created: false };
+    });
+    return { results: results as AppendResult[], created };
+  }
+
+  async #existing(
+    trx: Transaction<Database>,
+    keys: { source: string; ceId: string }[],
+  ): Promise<Map<string, number>> {
+    const found = new Map<string, number>();
+    for (let start = 0; start < keys.length; start += INSERT_ROWS) {
+      const chunk = keys.slice(start, start + INSERT_ROWS);
+      const rows = await trx
+        .selectFrom("events")
+        .select(["id", "source", "ce_id"])
+        .where((eb) =>
+          eb(
+            eb.refTuple("source", "ce_id"),
+            "in",
+            chunk.map((k) => eb.tuple(k.source, k.ceId)),
+          ),
+        )
+        .execute();
+      for (const row of rows) found.set(idempotencyKey(row.source, row.ce_id ?? ""), Number(row.id));
+    }
+    return found;
+  }
+
+  async #insert(trx: Transaction<Database>, events: readonly StoredEvent[]): Promise<void> {
+    let start = 0;
+    while (start < events.length) {
+      let end = start;
+      let bytes = 0;
+      while (end < events.length && end - start < INSERT_ROWS) {
+        const size = (events[end] as StoredEvent).data.length + 512;
+        if (end > start && bytes + size > INSERT_BYTES) break;
+        bytes += size;
+        end++;
+      }
+      await trx
+        .insertInto("events")
+        .values(events.slice(start, end).map((e) => this.#toRow(e)))
+        .execute();
+      start = end;
+    }
+  }
+
+  #toRow(event: StoredEvent) {
+    return {
+      id: event.id,
+      source: event.source,
+      type: event.type,
+      subject: event.subject,
+      ce_id: event.ceId ?? null,
+      time: this.#dialect.writeTime(event.time),
+      datacontenttype: event.datacontenttype ?? null,
+      dataschema: event.dataschema ?? null,
+      extensions: event.extensions === undefined ? null : JSON.stringify(event.extensions),
+      data: event.data,
+    };
+  }
+
+  /** One event by server id, or undefined. */
+  async get(id: number): Promise<StoredEvent | undefined> {
+    const row = await this.#dialect.db
+      .selectFrom("events")
+      .selectAll()
+      .where("id", "=", id)
+      .executeTakeFirst();
+    return row === undefined ? undefined : this.#fromRow(row);
+  }
+
+  /** Events with id > fromId matching the filter, in id order (keyset pagination). */
+  async page(query: PageQuery): Promise<Page> {
+    const rows = await this.#dialect.db
+      .selectFrom("events")
+      .selectAll()
+      .where((eb) => matches(eb, query))
+      .where("id", ">", query.fromId)
+      .orderBy("id")
+      .limit(query.limit + 1)
+      .execute();
+    const hasMore = rows.length > query.limit;
+    const events = (hasMore ? rows.slice(0, query.limit) : rows).map((row) => this.#fromRow(row));
+    const last = events.at(-1);
+    return { events, hasMore, nextFromId: last === undefined ? query.fromId : last.id };
+  }
+
+  /** Deletes events with id > fromId matching the filter; returns how many. */
+  async delete(filter: EventFilter, fromId: number): Promise<number> {
+    const result = await this.#dialect.db
+      .deleteFrom("events")
+      .where((eb) => matches(eb, filter))
+      .where("id", ">", fromId)
+      .executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
+  /** Distinct subjects, sorted, optionally those starting with a plain string prefix. */
+  async subjects(prefix: string): Promise<string[]> {
+    let query = this.#dialect.db.selectFrom("events").select("subject").distinct().orderBy("subject");
+    if (prefix !== "") {
+      query = query.where("subject", ">=", prefix);
+      const upper = prefixUpperBound(prefix);
+      if (upper !== undefined) query = query.where("subject", "<", upper);
+    }
+    const rows = await query.execute();
+    return rows.map((r) => r.subject).filter((s) => s.startsWith(prefix));
+  }
+
+  /** The highest id stored, 0 when empty. */
+  async lastId(): Promise<number> {
+    const row = await this.#dialect.db
+      .selectFrom("events")
+      .select((eb) => eb.fn.max("id").as("max"))
+      .executeTakeFirst();
+    return row?.max === null || row?.max === undefined ? 0 : Number(row.max);
+  }
+
+  /** A cheap round trip for readiness. */
+  async ping(): Promise<void> {
+    await this.#dialect.db.selectFrom("event_sequence").select("last_id").limit(1).execute();
+  }
+
+  #fromRow(row: Selectable<EventsTable>): StoredEvent {
+    const ext = row.extensions;
+    return {
+      id: Number(row.id),
+      source: row.source,
+      type: row.type,
+      subject: row.subject,
+      ceId: row.ce_id ?? undefined,
+      time: this.#dialect.readTime(row.time),
+      datacontenttype: row.datacontenttype ?? undefined,
+      dataschema: row.dataschema ?? undefined,
+      // MariaDB's JSON is LONGTEXT (a string); MySQL's JSON arrives parsed; SQLite stores text.
+      extensions: ext === null ? undefined : typeof ext === "string" ? JSON.parse(ext) : ext,
+      data: Buffer.isBuffer(row.data) ? row.data : Buffer.from(row.data),
+    } as StoredEvent;
+  }
+}
+
+function idempotencyKey(source: string, ceId: string): string {
+  return `${source}\u0000${ceId}`;
+}
+
+/**
+ * Subject filter as index ranges, not LIKE: `recursive` = the subject itself or any subject in
+ * [S + "/", S + "0"), "0" being the code point after "/". So `%`, `_` and `\` are plain characters,
+ * `orders` never matches `orders-archive`, and both engines range-scan the (subject, id) index.
+ */
+function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter) {
+  const conditions = [];
+  if (filter.subject !== undefined) {
+    conditions.push(
+      filter.recursive
+        ? eb.or([
+            eb("subject", "=", filter.subject),
+            eb.and([eb("subject", ">=", `${filter.subject}/`), eb("subject", "<", `${filter.subject}0`)]),
+          ])
+        : eb("subject", "=", filter.subject),
+    );
+  }
+  if (filter.type !== undefined) conditions.push(eb("type", "=", filter.type));
+  return eb.and(conditions);
+}
+
+/**
+ * The smallest string greater than every string starting with `prefix`, in code point order:
+ * the prefix with its last code point incremented (skipping surrogates), or undefined if none.
+ */
+export function prefixUpperBound(prefix: string): string | undefined {
+  const points = [...prefix];
+  while (points.length > 0) {
+    const last = (points.pop() as string).codePointAt(0) as number;
+    if (last < 0x10ffff) {
+      const next = last + 1 === 0xd800 ? 0xe000 : last + 1;
+      return points.join("") + String.fromCodePoint(next);
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,60 @@
+import fs from "node:fs";
+import path from "node:path";
+import SqliteDatabase from "better-sqlite3";
+import { Kysely, SqliteDialect, sql } from "kysely";
+import type { StorageDialect } from "./dialect.js";
+import type { Database } from "./schema.js";
+
+/** Embedded SQLite (better-sqlite3) in WAL mode: the default store, one file, no server. */
+export function createSqliteDialect(file: string): StorageDialect {
+  if (file !== ":memory:") fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const database = new SqliteDatabase(file);
+  // WAL lets readers run beside the writer; FULL sync because nothing acknowledged may be lost.
+  database.pragma("journal_mode = WAL");
+  database.pragma("synchronous = FULL");
+  database.pragma("busy_timeout = 10000");
+  database.pragma("foreign_keys = ON");
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  let closed = false;
+
+  return {
+    name: "sqlite",
+    db,
+    async allocateIds(trx, count) {
+      const row = await sql<{ last_id: number }>`
+        UPDATE event_sequence SET last_id = last_id + ${count} WHERE name = 'events' RETURNING last_id
+      `.execute(trx);
+      const last = row.rows[0]?.last_id;
+      if (last === undefined) throw new Error("event_sequence has no row 'events'; run the migrations");
+      return Number(last);
+    },
+    async withMigrationLock(fn) {
+      // BEGIN IMMEDIATE takes the write lock up front, so a second process waits (busy_timeout)
+      // instead of failing half-way; SQLite DDL is transactional, so a failure leaves nothing.
+      database.exec("BEGIN IMMEDIATE");
+      try {
+        const result = await fn();
+        database.exec("COMMIT");
+        return result;
+      } catch (error) {
+        if (database.inTransaction) database.exec("ROLLBACK");
+        throw error;
+      }
+    },
+    async runScript(script) {
+      database.exec(script);
+    },
+    readTime: (value) => value,
+    writeTime: (canonical) => canonical,
+    isDuplicateKey: (error) =>
+      typeof error === "object" &&
+      error !== null &&
+      (error as { code?: unknown }).code === "SQLITE_CONSTRAINT_UNIQUE",
+    poolStats: () => ({ used: 0, idle: 1, size: 1 }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,21 @@
+import type { FastifyInstance } from "fastify";
+import type { EventStore } from "../events/store.js";
+import type { Metrics } from "../metrics.js";
+
+/** /healthz, /readyz and /metrics: open routes for orchestrators and Prometheus. */
+export async function operationsRoutes(
+  app: FastifyInstance,
+  deps: { store: EventStore; metrics: Metrics },
+): Promise<void> {
+  app.get("/healthz", async () => ({ status: "ok" }));
+
+  app.get("/readyz", async (_request, reply) => {
+    const readiness = await deps.store.readiness();
+    return reply.code(readiness.status === "ok" ? 200 : 503).send(readiness);
+  });
+
+  app.get("/metrics", async (_request, reply) => {
+    const text = await deps.metrics.registry.metrics();
+    return reply.type(deps.metrics.registry.contentType).send(text);
+  });
+}

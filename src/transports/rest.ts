@@ -1,0 +1,196 @@
+import { isUtf8 } from "node:buffer";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { EventsDbError, invalidArgument } from "../errors.js";
+import type { EventFilter, NewEvent } from "../events/event.js";
+import { fromBinary, fromJsonEvent, fromStructured, toSimpleJson, toStructured } from "../events/formats.js";
+import { DEFAULT_PAGE_LIMIT, type EventStore } from "../events/store.js";
+import type { Metrics } from "../metrics.js";
+
+export interface RestDeps {
+  readonly store: EventStore;
+  readonly metrics: Metrics;
+}
+
+const CE_JSON = "application/cloudevents+json";
+const CE_BATCH = "application/cloudevents-batch+json";
+/** Content types read as the JSON of the simple format; curl -d sends form-urlencoded (compat). */
+const JSON_LIKE = new Set(["", "application/json", "application/x-www-form-urlencoded", "text/plain"]);
+
+type Query = Record<string, string | string[] | undefined>;
+
+/**
+ * The REST surface (DESIGN §6): Events DB's paths unchanged, plus the CloudEvents HTTP content
+ * modes, keyset pages, delete and subjects. Registered in its own scope: its catch-all body parser
+ * (raw bytes, the mode is chosen per request) must not leak into other transports.
+ */
+export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<void> {
+  const { store, metrics } = deps;
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) => done(null, body));
+
+  app.post("/events", async (request) => {
+    const { batch, parse } = createMode(request, store);
+    const results = await metrics.observe(batch ? "create_events" : "create_event", () =>
+      store.append(parse()),
+    );
+    return batch ? { ids: results.map((r) => r.id) } : { id: (results[0] as { id: number }).id };
+  });
+
+  const getOne = async (rawId: unknown, request: FastifyRequest, reply: FastifyReply) => {
+    const event = await metrics.observe("get_event", () => store.get(parseId(rawId, "id")));
+    if (accepts(request, CE_JSON)) {
+      return reply.type(CE_JSON).send(JSON.stringify(toStructured(event)));
+    }
+    return toSimpleJson(event);
+  };
+  app.get("/events/get", (request, reply) => getOne((request.query as Query).id, request, reply));
+  app.get("/events/:id", (request, reply) => getOne((request.params as { id: string }).id, request, reply));
+
+  app.get("/events", async (request, reply) => {
+    const query = request.query as Query;
+    const page = await metrics.observe("historic_events", () =>
+      store.page({
+        ...parseFilter(query),
+        fromId: parseInteger(query.from_id, "from_id", 0),
+        limit: parseInteger(query.limit, "limit", DEFAULT_PAGE_LIMIT),
+      }),
+    );
+    if (accepts(request, CE_BATCH)) {
+      return reply
+        .type(CE_BATCH)
+        .header("x-has-more", String(page.hasMore))
+        .header("x-next-from-id", String(page.nextFromId))
+        .send(JSON.stringify(page.events.map(toStructured)));
+    }
+    return { events: page.events.map(toSimpleJson), has_more: page.hasMore, next_from_id: page.nextFromId };
+  });
+
+  app.delete("/events", async (request) => {
+    const query = request.query as Query;
+    const deleted = await metrics.observe("delete_events", () =>
+      store.delete(parseFilter(query), parseInteger(query.from_id, "from_id", 0)),
+    );
+    return { deleted };
+  });
+
+  app.get("/subjects", async (request) => {
+    const prefix = single((request.query as Query).prefix, "prefix") ?? "";
+    return metrics.observe("list_subjects", () => store.subjects(prefix));
+  });
+}
+
+/**
+ * Picks the CloudEvents HTTP content mode (binding §3): structured and batched by Content-Type,
+ * binary by the ce-specversion header, otherwise the JSON of the simple format (an array = batch).
+ * `parse` runs inside the metrics-observed operation, so bad input counts as an error.
+ */
+function createMode(request: FastifyRequest, store: EventStore): { batch: boolean; parse: () => NewEvent[] } {
+  const contentType = mediaType(request.headers["content-type"]);
+  const body = request.body instanceof Buffer ? request.body : Buffer.alloc(0);
+  const limits = store.limits;
+  const batchOf = (read: (item: unknown, where: string) => NewEvent, kind: string) => () => {
+    const items = parseJson(body);
+    if (!Array.isArray(items)) throw invalidArgument(`${kind} must be a JSON array of events`);
+    if (items.length > limits.maxBatchEvents) {
+      throw invalidArgument(`a batch holds at most ${limits.maxBatchEvents} events (--max-batch-events)`);
+    }
+    return items.map((item, i) => read(item, `event ${i}`));
+  };
+
+  if (contentType === CE_JSON)
+    return { batch: false, parse: () => [fromStructured(parseJson(body), limits)] };
+  if (contentType === CE_BATCH)
+    return { batch: true, parse: batchOf((e, at) => fromStructured(e, limits, at), CE_BATCH) };
+  if (request.headers["ce-specversion"] !== undefined) {
+    return { batch: false, parse: () => [fromBinary(request.headers, body, limits)] };
+  }
+  if (JSON_LIKE.has(contentType)) {
+    return startsWithBracket(body)
+      ? { batch: true, parse: batchOf((e, at) => fromJsonEvent(e, limits, at), "a batch") }
+      : { batch: false, parse: () => [fromJsonEvent(parseJson(body), limits)] };
+  }
+  return {
+    batch: false,
+    parse: () => {
+      throw new EventsDbError(
+        "unsupported_media_type",
+        `unsupported Content-Type ${JSON.stringify(contentType)}: send application/json, ${CE_JSON}, ${CE_BATCH}, ` +
+          "or binary mode (ce-specversion, ce-id, ce-source, ce-type, ce-subject headers)",
+      );
+    },
+  };
+}
+
+function startsWithBracket(body: Buffer): boolean {
+  for (const byte of body) {
+    if (byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d) continue;
+    return byte === 0x5b; // [
+  }
+  return false;
+}
+
+function parseJson(body: Buffer): unknown {
+  if (body.length === 0) throw invalidArgument("the request body is empty");
+  if (!isUtf8(body)) throw invalidArgument("the request body is not valid UTF-8");
+  try {
+    return JSON.parse(body.toString("utf8"));
+  } catch {
+    throw invalidArgument("the request body is not valid JSON");
+  }
+}
+
+function mediaType(header: string | undefined): string {
+  if (header === undefined) return "";
+  const semi = header.indexOf(";");
+  return (semi === -1 ? header : header.slice(0, semi)).trim().toLowerCase();
+}
+
+/** True when the Accept header names the media type (with a non-zero q). */
+function accepts(request: FastifyRequest, type: string): boolean {
+  const accept = request.headers.accept;
+  if (accept === undefined) return false;
+  return accept.split(",").some((part) => {
+    const [media, ...params] = part.split(";").map((s) => s.trim().toLowerCase());
+    return media === type && !params.some((p) => /^q=0(\.0*)?$/.test(p));
+  });
+}
+
+function single(value: string | string[] | undefined, name: string): string | undefined {
+  if (Array.isArray(value)) throw invalidArgument(`${name} may be given once`);
+  return value;
+}
+
+function parseId(value: unknown, name: string): number {
+  if (typeof value !== "string" || !/^\d{1,16}$/.test(value))
+    throw invalidArgument(`${name} must be a positive integer`);
+  const n = Number(value);
+  if (n < 1 || !Number.isSafeInteger(n)) throw invalidArgument(`${name} must be a positive integer`);
+  return n;
+}
+
+function parseInteger(value: string | string[] | undefined, name: string, fallback: number): number {
+  const text = single(value, name);
+  if (text === undefined || text === "") return fallback;
+  if (!/^\d{1,16}$/.test(text) || !Number.isSafeInteger(Number(text))) {
+    throw invalidArgument(`${name} must be a non-negative integer`);
+  }
+  return Number(text);
+}
+
+/** `recursive`, `recursive=true` and `=1` are true; `false`, `0` false. */
+function parseBoolean(value: string | string[] | undefined, name: string): boolean {
+  const text = single(value, name);
+  if (text === undefined || text === "false" || text === "0") return false;
+  if (text === "" || text === "true" || text === "1") return true;
+  throw invalidArgument(`${name} must be true or false`);
+}
+
+function parseFilter(query: Query): EventFilter {
+  const subject = single(query.subject, "subject");
+  const type = single(query.type, "type");
+  return {
+    subject: subject === "" ? undefined : subject,
+    recursive: parseBoolean(query.recursive, "recursive"),
+    type: type === "" ? undefined : type,
+  };
+}
