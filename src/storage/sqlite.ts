@@ -1,7 +1,16 @@
 import fs from "node:fs";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
-import { Kysely, SqliteDialect, sql } from "kysely";
+import {
+  CompiledQuery,
+  type DatabaseConnection,
+  type Driver,
+  Kysely,
+  SqliteDialect,
+  type SqliteDialectConfig,
+  SqliteDriver,
+  sql,
+} from "kysely";
 import type { StorageDialect } from "./dialect.js";
 import type { Database } from "./schema.js";
 
@@ -14,7 +23,7 @@ export function createSqliteDialect(file: string): StorageDialect {
   database.pragma("synchronous = FULL");
   database.pragma("busy_timeout = 10000");
   database.pragma("foreign_keys = ON");
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database }) });
   let closed = false;
 
   return {
@@ -57,4 +66,27 @@ export function createSqliteDialect(file: string): StorageDialect {
       await db.destroy();
     },
   };
+}
+
+/**
+ * Transactions start with BEGIN IMMEDIATE: a deferred BEGIN that later writes fails at once with
+ * SQLITE_BUSY when another process holds the write lock; IMMEDIATE waits for it (busy_timeout).
+ */
+class ImmediateSqliteDialect extends SqliteDialect {
+  readonly #config: SqliteDialectConfig;
+
+  constructor(config: SqliteDialectConfig) {
+    super(config);
+    this.#config = config;
+  }
+
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.#config);
+  }
+}
+
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw("begin immediate"));
+  }
 }

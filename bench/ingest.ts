@@ -1,0 +1,385 @@
+import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import type { Instance, Request, Result } from "autocannon";
+import autocannon from "autocannon";
+import type { Connection, RowDataPacket } from "mysql2/promise";
+import { createConnection } from "mysql2/promise";
+import { startMariaDb } from "../test/support/mariadb.js";
+import {
+  buildDist,
+  Cleanup,
+  formatRate,
+  formatTable,
+  machineInfo,
+  parseDuration,
+  percentile,
+  ROOT,
+  type ServerChild,
+  startServerChild,
+  writeResults,
+} from "./support.js";
+
+/** Rows of the raw ceiling run, and rows per multi-row INSERT (the server's INSERT_ROWS too). */
+const RAW_ROWS = 100_000;
+const RAW_STATEMENT_ROWS = 500;
+const SINGLE_ROW_SECONDS = 3;
+const DATA_BYTES = 100;
+const SUBJECTS = 100;
+const DEFAULT_SECONDS = 10;
+const WARMUP_SECONDS = 2;
+const WARMUP_CONNECTIONS = 16;
+const CONNECTION_STEPS = [1, 16, 64] as const;
+const DISTINCT_BODIES = 64;
+const BATCH_EVENTS = 500;
+const BATCH_BODIES = 4;
+const BATCH_CONNECTIONS = 4;
+
+const TARGET_1_CONN = 2_200;
+const TARGET_64_CONNS = 14_000;
+/** Batch POST must reach this fraction of the raw 500-row INSERT ceiling measured in the same run. */
+const BATCH_TARGET_FRACTION = 0.5;
+const REFERENCE = "Go Events DB ~4,800/s at 64 connections (one INSERT per request)";
+
+/** One line of the results table. */
+interface Measurement {
+  name: string;
+  eventsPerSecond: number;
+  p50Ms: number | undefined;
+  p99Ms: number | undefined;
+  errors: number | undefined;
+  non2xx: number | undefined;
+  target: number | undefined;
+  ok: boolean | undefined;
+  /** Events stored by this run (2xx × events per request, or rows inserted). */
+  events: number;
+  seconds: number;
+  detail?: Record<string, unknown>;
+}
+
+interface RawResult {
+  rows: number;
+  statements: number;
+  seconds: number;
+  rowsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** `npm run bench -- ingest [--duration S]`: REST ingest throughput against a throwaway MariaDB. */
+export async function runIngest(args: readonly string[]): Promise<void> {
+  const seconds = parseDuration(args, DEFAULT_SECONDS);
+  const cleanup = new Cleanup();
+  const removeSignalHandlers = cleanup.onSignals();
+  try {
+    process.stderr.write("bench: building dist/ (tsc -p tsconfig.build.json)\n");
+    await buildDist();
+
+    process.stderr.write("bench: starting MariaDB\n");
+    const mariadb = await startMariaDb();
+    cleanup.add("stop MariaDB", () => mariadb.stop());
+
+    const admin = await createConnection({ host: "127.0.0.1", port: mariadb.port, user: "root" });
+    cleanup.add("close MySQL connection", () => admin.end());
+    const [versionRows] = await admin.query<RowDataPacket[]>("SELECT VERSION() AS version");
+    const mariadbVersion = String(versionRows[0]?.version ?? "unknown");
+
+    process.stderr.write(`bench: raw ceiling: ${RAW_ROWS} rows as ${RAW_STATEMENT_ROWS}-row INSERTs\n`);
+    const raw = await rawInserts(admin);
+
+    process.stderr.write("bench: starting the server\n");
+    const server = await startServerChild({ DATABASE_URL: mariadb.url, LOG_LEVEL: "warn" });
+    cleanup.add("stop server", () => server.stop());
+
+    let current: Instance | undefined;
+    cleanup.add("stop load", async () => current?.stop());
+    const cannon = async (title: string, options: CannonOptions): Promise<CannonRun> => {
+      process.stderr.write(`bench: ${title}: ${options.connections} connections for ${options.duration} s\n`);
+      current = autocannon({
+        url: `${server.baseUrl}/events`,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        pipelining: 1,
+        title,
+        ...options,
+      });
+      // autocannon's histogram keeps whole milliseconds; record the exact times for p50/p99.
+      const latencies: number[] = [];
+      current.on("response", (_client: unknown, _status: number, _bytes: number, ms: number) => {
+        latencies.push(ms);
+      });
+      const result = await current;
+      current = undefined;
+      assertAlive(server);
+      return { result, latencies };
+    };
+
+    const single = singleBodies();
+    const { result: warmup } = await cannon("warm-up", {
+      connections: WARMUP_CONNECTIONS,
+      duration: WARMUP_SECONDS,
+      requests: single,
+    });
+    let storedAtLeast = warmup["2xx"];
+
+    const measurements: Measurement[] = [
+      {
+        name: "raw single-row INSERT (rows/s)",
+        ...rawMeasurement(raw.single),
+        target: undefined,
+        ok: undefined,
+      },
+      {
+        name: `raw ${RAW_STATEMENT_ROWS}-row INSERT ceiling (rows/s)`,
+        ...rawMeasurement(raw.multi),
+        target: undefined,
+        ok: undefined,
+      },
+    ];
+    for (const connections of CONNECTION_STEPS) {
+      const name = connections === 1 ? "POST 1 conn" : `POST ${connections} conns`;
+      const run = await cannon(name, { connections, duration: seconds, requests: single });
+      storedAtLeast += run.result["2xx"];
+      const target = connections === 1 ? TARGET_1_CONN : connections === 64 ? TARGET_64_CONNS : undefined;
+      measurements.push(cannonMeasurement(name, run, 1, target));
+    }
+    const batchName = `batch POST ${BATCH_EVENTS}/req`;
+    const batch = await cannon(batchName, {
+      connections: BATCH_CONNECTIONS,
+      duration: seconds,
+      requests: batchBodies(),
+    });
+    storedAtLeast += batch.result["2xx"] * BATCH_EVENTS;
+    measurements.push(
+      cannonMeasurement(
+        batchName,
+        batch,
+        BATCH_EVENTS,
+        Math.round(raw.multi.rowsPerSecond * BATCH_TARGET_FRACTION),
+      ),
+    );
+
+    const verification = await verify(server, admin, storedAtLeast);
+
+    const header = ["run", "events/s", "p50 ms", "p99 ms", "errors/non-2xx", "target", "vs target"];
+    const rows = measurements.map((m) => [
+      m.name,
+      formatRate(m.eventsPerSecond),
+      m.p50Ms === undefined ? "-" : m.p50Ms.toFixed(2),
+      m.p99Ms === undefined ? "-" : m.p99Ms.toFixed(2),
+      m.errors === undefined && m.non2xx === undefined ? "-" : `${m.errors ?? "-"}/${m.non2xx ?? "-"}`,
+      m.target === undefined ? "-" : `>= ${formatRate(m.target)}`,
+      m.ok === undefined ? "-" : m.ok ? "ok" : "below",
+    ]);
+    const machine = { ...machineInfo(), mariadb: mariadbVersion };
+    const lines = [
+      "",
+      `ingest: ${seconds} s per run, ${DATA_BYTES}-byte data, MariaDB ${mariadbVersion}, ` +
+        `${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}`,
+      "",
+      formatTable(header, rows),
+      "",
+      `batch target = ${BATCH_TARGET_FRACTION * 100} % of the raw ${RAW_STATEMENT_ROWS}-row INSERT ceiling measured in this run`,
+      `reference: ${REFERENCE}`,
+      `verify: GET /events?limit=1 ${verification.getStatus} (${verification.getEvents} event); ` +
+        `stored events ${formatRate(verification.stored)} >= 2xx events ${formatRate(storedAtLeast)}: ` +
+        (verification.ok ? "ok" : "MISMATCH"),
+      `server log lines at warn or above: ${server.logLines.length}`,
+    ];
+    process.stdout.write(`${lines.join("\n")}\n`);
+
+    const file = await writeResults("ingest", {
+      suite: "ingest",
+      finishedAt: new Date().toISOString(),
+      secondsPerRun: seconds,
+      warmup: { connections: WARMUP_CONNECTIONS, seconds: WARMUP_SECONDS, "2xx": warmup["2xx"] },
+      machine,
+      raw,
+      measurements,
+      targets: {
+        post1Conn: TARGET_1_CONN,
+        post64Conns: TARGET_64_CONNS,
+        batchFractionOfRawCeiling: BATCH_TARGET_FRACTION,
+      },
+      reference: REFERENCE,
+      verification: { ...verification, storedAtLeast },
+      serverLog: server.logLines,
+      table: formatTable(header, rows),
+    });
+    process.stdout.write(`results: ${path.relative(process.cwd(), file)}\n`);
+    if (!verification.ok) throw new Error("stored event count is below the 2xx count");
+  } finally {
+    await cleanup.run();
+    removeSignalHandlers();
+  }
+}
+
+type CannonOptions = { connections: number; duration: number; requests: Request[] };
+
+/** An autocannon result and every response time in ms (non-2xx included, as autocannon does). */
+type CannonRun = { result: Result; latencies: number[] };
+
+function assertAlive(server: ServerChild): void {
+  const exit = server.exited();
+  if (exit !== undefined) throw new Error(`the server died during the run (${exit})`);
+}
+
+function rawMeasurement(raw: RawResult) {
+  return {
+    eventsPerSecond: raw.rowsPerSecond,
+    p50Ms: raw.p50Ms,
+    p99Ms: raw.p99Ms,
+    errors: 0,
+    non2xx: undefined,
+    events: raw.rows,
+    seconds: raw.seconds,
+    detail: { statements: raw.statements, latency: "per INSERT statement" },
+  };
+}
+
+function cannonMeasurement(
+  name: string,
+  { result, latencies }: CannonRun,
+  eventsPerRequest: number,
+  target: number | undefined,
+): Measurement {
+  const events = result["2xx"] * eventsPerRequest;
+  const eventsPerSecond = result.duration > 0 ? events / result.duration : 0;
+  return {
+    name,
+    eventsPerSecond,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+    errors: result.errors,
+    non2xx: result.non2xx,
+    target,
+    ok: target === undefined ? undefined : eventsPerSecond >= target,
+    events,
+    seconds: result.duration,
+    detail: {
+      connections: result.connections,
+      eventsPerRequest,
+      requestsPerSecondAverage: result.requests.average,
+      completedRequests: result.requests.total,
+      sentRequests: result.requests.sent,
+      "2xx": result["2xx"],
+      timeouts: result.timeouts,
+      statusCodes: result.statusCodeStats,
+      autocannonLatencyMs: {
+        average: result.latency.average,
+        p50: result.latency.p50,
+        p90: result.latency.p90,
+        p99: result.latency.p99,
+        max: result.latency.max,
+      },
+    },
+  };
+}
+
+function simpleEvent(k: number): Record<string, string> {
+  return {
+    source: "bench",
+    type: "bench.created",
+    subject: `bench/${k % SUBJECTS}`,
+    data: randomBytes(DATA_BYTES).toString("base64"),
+  };
+}
+
+/** A few single-event bodies, so subjects and data vary between requests. */
+function singleBodies(): Request[] {
+  return Array.from({ length: DISTINCT_BODIES }, (_, k) => ({ body: JSON.stringify(simpleEvent(k)) }));
+}
+
+/** A few batch bodies of BATCH_EVENTS simple events each. */
+function batchBodies(): Request[] {
+  return Array.from({ length: BATCH_BODIES }, (_, b) => ({
+    body: JSON.stringify(Array.from({ length: BATCH_EVENTS }, (_, i) => simpleEvent(b * BATCH_EVENTS + i))),
+  }));
+}
+
+/** `YYYY-MM-DD HH:MM:SS.mmm` in UTC, as DATETIME(6) takes it. */
+function sqlTime(date: Date): string {
+  return date.toISOString().replace("T", " ").replace("Z", "");
+}
+
+type RawRow = [number, string, string, string, string, Buffer];
+
+function rawRow(id: number, time: string): RawRow {
+  return [id, "bench", "bench.created", `bench/${id % SUBJECTS}`, time, randomBytes(DATA_BYTES)];
+}
+
+const RAW_INSERT = "INSERT INTO events (id, source, type, subject, time, data) VALUES";
+
+/**
+ * The ceiling the server is measured against: same table, one connection, autocommit, explicit
+ * ids; first RAW_ROWS rows as RAW_STATEMENT_ROWS-row INSERTs, then single-row INSERTs for a few s.
+ */
+async function rawInserts(connection: Connection): Promise<{ multi: RawResult; single: RawResult }> {
+  await connection.query("CREATE DATABASE raw");
+  await connection.query("USE raw");
+  await connection.query(await readFile(path.join(ROOT, "sql", "mysql", "001_events.sql"), "utf8"));
+  await connection.query("SET autocommit = 1");
+  const time = sqlTime(new Date());
+
+  const statements: RawRow[][] = [];
+  for (let start = 1; start <= RAW_ROWS; start += RAW_STATEMENT_ROWS) {
+    const count = Math.min(RAW_STATEMENT_ROWS, RAW_ROWS - start + 1);
+    statements.push(Array.from({ length: count }, (_, i) => rawRow(start + i, time)));
+  }
+  const multiLatencies: number[] = [];
+  const multiStart = performance.now();
+  for (const rows of statements) {
+    const t0 = performance.now();
+    await connection.query(`${RAW_INSERT} ?`, [rows]);
+    multiLatencies.push(performance.now() - t0);
+  }
+  const multiSeconds = (performance.now() - multiStart) / 1000;
+
+  const singleLatencies: number[] = [];
+  let id = RAW_ROWS;
+  const singleStart = performance.now();
+  const singleEnd = singleStart + SINGLE_ROW_SECONDS * 1000;
+  let now = singleStart;
+  while (now < singleEnd) {
+    const row = rawRow(++id, time);
+    await connection.query(`${RAW_INSERT} (?, ?, ?, ?, ?, ?)`, row);
+    const after = performance.now();
+    singleLatencies.push(after - now);
+    now = after;
+  }
+  const singleSeconds = (now - singleStart) / 1000;
+
+  const [countRows] = await connection.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM events");
+  const stored = Number(countRows[0]?.n);
+  if (stored !== id) throw new Error(`raw table holds ${stored} rows, expected ${id}`);
+  await connection.query("USE eventsdb");
+
+  const result = (rows: number, seconds: number, latencies: number[]): RawResult => ({
+    rows,
+    statements: latencies.length,
+    seconds,
+    rowsPerSecond: rows / seconds,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+  });
+  return {
+    multi: result(RAW_ROWS, multiSeconds, multiLatencies),
+    single: result(singleLatencies.length, singleSeconds, singleLatencies),
+  };
+}
+
+/** GET /events?limit=1 answers, and the table holds at least every event acknowledged with 2xx. */
+async function verify(server: ServerChild, connection: Connection, storedAtLeast: number) {
+  const response = await fetch(`${server.baseUrl}/events?limit=1`, { signal: AbortSignal.timeout(10_000) });
+  const body = (await response.json()) as { events?: unknown[] };
+  const getEvents = Array.isArray(body.events) ? body.events.length : 0;
+  const [rows] = await connection.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM eventsdb.events");
+  const stored = Number(rows[0]?.n);
+  return {
+    getStatus: response.status,
+    getEvents,
+    stored,
+    ok: response.status === 200 && getEvents === 1 && stored >= storedAtLeast,
+  };
+}

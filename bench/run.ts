@@ -1,0 +1,28 @@
+import { runIngest } from "./ingest.js";
+
+/** A benchmark suite: gets the arguments after its name (e.g. `--duration 5`). */
+type Suite = (args: readonly string[]) => Promise<void>;
+
+/** `npm run bench -- <suite>`; later: fanout, grpc. */
+const SUITES: Readonly<Record<string, Suite>> = { ingest: runIngest };
+
+const EXIT_USAGE = 2;
+
+function usage(): string {
+  return `usage: npm run bench -- <suite> [--duration S]\nsuites: ${Object.keys(SUITES).join(", ")}\n`;
+}
+
+const [name, ...rest] = process.argv.slice(2);
+const suite = name !== undefined && Object.hasOwn(SUITES, name) ? SUITES[name] : undefined;
+if (suite === undefined) {
+  if (name !== undefined) process.stderr.write(`bench: unknown suite ${JSON.stringify(name)}\n`);
+  process.stderr.write(usage());
+  process.exit(EXIT_USAGE);
+}
+try {
+  await suite(rest);
+  process.exit(0);
+} catch (error) {
+  process.stderr.write(`bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+}

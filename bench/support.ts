@@ -1,0 +1,268 @@
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdir, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root (bench/..). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** `--duration S` among the arguments after the suite name, else the fallback (seconds). */
+export function parseDuration(args: readonly string[], fallback: number): number {
+  const at = args.indexOf("--duration");
+  if (at === -1) return fallback;
+  const value = Number(args[at + 1]);
+  if (!Number.isFinite(value) || value <= 0) throw new Error("--duration needs a positive number of seconds");
+  return value;
+}
+
+/** Compiles src/ to dist/ with the build tsconfig (incremental, so cheap when nothing changed). */
+export function buildDist(): Promise<void> {
+  const tsc = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [tsc, "-p", "tsconfig.build.json"],
+      { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error === null) resolve();
+        else reject(new Error(`build failed (tsc -p tsconfig.build.json):\n${stdout}${stderr}`));
+      },
+    );
+  });
+}
+
+/** Asks the OS for a free TCP port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : undefined;
+      server.close(() => {
+        if (port === undefined) reject(new Error("could not determine a free port"));
+        else resolve(port);
+      });
+    });
+  });
+}
+
+/** Cleanup steps run once, last registered first, on normal end, on error and on SIGINT/SIGTERM. */
+export class Cleanup {
+  readonly #steps: { name: string; run: () => Promise<void> }[] = [];
+  #running: Promise<void> | undefined;
+
+  add(name: string, run: () => Promise<void>): void {
+    this.#steps.push({ name, run });
+  }
+
+  run(): Promise<void> {
+    this.#running ??= (async () => {
+      for (const step of this.#steps.reverse()) {
+        try {
+          await step.run();
+        } catch (error) {
+          process.stderr.write(`bench: cleanup "${step.name}" failed: ${String(error)}\n`);
+        }
+      }
+    })();
+    return this.#running;
+  }
+
+  /** On SIGINT or SIGTERM: clean up, then exit 130 / 143. Returns a function removing the handlers. */
+  onSignals(): () => void {
+    const handler = (signal: NodeJS.Signals) => {
+      process.stderr.write(`\nbench: ${signal}, cleaning up\n`);
+      void this.run().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+    };
+    process.on("SIGINT", handler);
+    process.on("SIGTERM", handler);
+    return () => {
+      process.off("SIGINT", handler);
+      process.off("SIGTERM", handler);
+    };
+  }
+}
+
+/** An eventsdb server child process (`node dist/cli.js serve`). */
+export interface ServerChild {
+  readonly pid: number;
+  readonly restPort: number;
+  readonly grpcPort: number;
+  readonly baseUrl: string;
+  /** Everything the server wrote to stdout/stderr (pino JSON at LOG_LEVEL or plain text), first 200 lines. */
+  readonly logLines: string[];
+  /** Exit code or signal if the child died, else undefined. */
+  exited(): string | undefined;
+  /** SIGTERM by pid, wait for exit (SIGKILL after the timeout). Idempotent. */
+  stop(): Promise<void>;
+}
+
+const MAX_LOG_LINES = 200;
+
+/** Starts `node dist/cli.js serve` on free ports and waits for GET /readyz = 200 (bounded). */
+export async function startServerChild(
+  env: Record<string, string>,
+  extraArgs: readonly string[] = [],
+  readyTimeoutMs = 30_000,
+): Promise<ServerChild> {
+  const restPort = await freePort();
+  let grpcPort = await freePort();
+  while (grpcPort === restPort) grpcPort = await freePort();
+  const args = [
+    path.join(ROOT, "dist", "cli.js"),
+    "serve",
+    "--rest-port",
+    String(restPort),
+    "--grpc-port",
+    String(grpcPort),
+    "--host",
+    "127.0.0.1",
+    ...extraArgs,
+  ];
+  const child: ChildProcess = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let exitInfo: string | undefined;
+  const exited = new Promise<void>((resolve) => {
+    child.once("exit", (code, signal) => {
+      exitInfo = signal ?? `exit code ${code}`;
+      resolve();
+    });
+  });
+  let spawnError: Error | undefined;
+  child.once("error", (error) => {
+    spawnError = error;
+  });
+  const logLines: string[] = [];
+  const collect = (stream: NodeJS.ReadableStream | null) => {
+    if (stream === null) return;
+    let pending = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => {
+      pending += chunk;
+      const lines = pending.split("\n");
+      pending = lines.pop() ?? "";
+      for (const line of lines) {
+        if (line.trim() === "") continue;
+        if (logLines.length < MAX_LOG_LINES) logLines.push(line);
+        process.stderr.write(`[server] ${line}\n`);
+      }
+    });
+  };
+  collect(child.stdout);
+  collect(child.stderr);
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (exitInfo !== undefined || child.pid === undefined) return;
+      process.kill(child.pid, "SIGTERM");
+      const timedOut = await Promise.race([exited.then(() => false), sleep(20_000).then(() => true)]);
+      if (timedOut && exitInfo === undefined) {
+        process.stderr.write(`bench: server pid ${child.pid} ignored SIGTERM for 20 s; SIGKILL\n`);
+        process.kill(child.pid, "SIGKILL");
+        await exited;
+      }
+    })();
+    return stopping;
+  };
+
+  const baseUrl = `http://127.0.0.1:${restPort}`;
+  const deadline = Date.now() + readyTimeoutMs;
+  try {
+    for (;;) {
+      if (spawnError !== undefined) throw spawnError;
+      if (exitInfo !== undefined) throw new Error(`server exited before it was ready (${exitInfo})`);
+      try {
+        const response = await fetch(`${baseUrl}/readyz`, { signal: AbortSignal.timeout(2_000) });
+        await response.arrayBuffer();
+        if (response.status === 200) break;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(`server not ready (GET /readyz = 200) within ${readyTimeoutMs / 1000} s`);
+      }
+      await sleep(100);
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return {
+    pid: child.pid as number,
+    restPort,
+    grpcPort,
+    baseUrl,
+    logLines,
+    exited: () => exitInfo,
+    stop,
+  };
+}
+
+export interface MachineInfo {
+  cpus: number;
+  cpuModel: string;
+  totalMemoryBytes: number;
+  platform: string;
+  release: string;
+  arch: string;
+  node: string;
+}
+
+export function machineInfo(): MachineInfo {
+  const cpus = os.cpus();
+  return {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? "unknown",
+    totalMemoryBytes: os.totalmem(),
+    platform: os.platform(),
+    release: os.release(),
+    arch: os.arch(),
+    node: process.version,
+  };
+}
+
+/** Plain-text table: first column left-aligned, the others right-aligned. */
+export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, i) => (i === 0 ? cell.padEnd(widths[i] ?? 0) : cell.padStart(widths[i] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  const rule = widths.map((w) => "-".repeat(w)).join("  ");
+  return [line(header), rule, ...rows.map(line)].join("\n");
+}
+
+/** 12345.6 → "12,346". */
+export function formatRate(value: number): string {
+  return Math.round(value).toLocaleString("en-US");
+}
+
+/** Writes bench/results/<suite>-<ISO timestamp>.json (colons made dashes for portable file names). */
+export async function writeResults(suite: string, data: unknown): Promise<string> {
+  const dir = path.join(ROOT, "bench", "results");
+  await mkdir(dir, { recursive: true });
+  const stamp = new Date().toISOString().replaceAll(":", "-");
+  const file = path.join(dir, `${suite}-${stamp}.json`);
+  await writeFile(file, `${JSON.stringify(data, null, 2)}\n`);
+  return file;
+}
+
+/** Percentile (0–100) of an unsorted list of numbers, nearest rank. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[rank] as number;
+}
