@@ -47,11 +47,6 @@ async function serve(options: Record<string, unknown>): Promise<void> {
     // Tokens must never reach a log line.
     redact: ["req.headers.authorization", "req.headers.cookie", 'res.headers["set-cookie"]'],
   };
-  if (config.store.kind === "sqlite") {
-    process.stderr.write(
-      `eventsdb: no MySQL configured; using the embedded SQLite file ${describeStore(config.store)}\n`,
-    );
-  }
   const server = await startServer(config, { logger });
   if (config.authToken === undefined) {
     server.app.log.warn("AUTH_TOKEN is not set: the API is open to anyone who can reach it");

@@ -67,9 +67,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     await store.close();
     throw error;
   }
+  const where =
+    config.store.kind === "sqlite"
+      ? `no MySQL configured, storing events in the embedded ${describeStore(config.store)}`
+      : `storing events in ${describeStore(config.store)}`;
   app.log.info(
-    { restPort, grpcPort, store: describeStore(config.store) },
-    `eventsdb listening; store: ${describeStore(config.store)}`,
+    { restPort, grpcPort },
+    `eventsdb listening on ports ${restPort} (REST) and ${grpcPort} (gRPC); ${where}`,
   );
 
   let closing: Promise<void> | undefined;

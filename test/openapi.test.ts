@@ -15,7 +15,8 @@ import { OpenApiContract, parseMediaType } from "./support/openapi.js";
 
 const MAX_BODY_BYTES = 65_536;
 const MAX_EVENT_BYTES = 1024;
-/** Smaller than one event's data may be, so an append of more bytes meets a full queue: a 503. */
+const MAX_BATCH_EVENTS = 10;
+/** Below --max-event-bytes: an event with more data than this never fits the write queue (a sure 503). */
 const WRITE_QUEUE_BYTES = 512;
 
 const contract = new OpenApiContract();
@@ -34,7 +35,7 @@ interface Reply {
 interface CallOptions {
   /** Values for `{name}` in the path template. */
   readonly params?: Record<string, string>;
-  readonly query?: Record<string, string | readonly string[]>;
+  readonly query?: Record<string, string | readonly string[] | undefined>;
   readonly headers?: Record<string, string>;
   readonly body?: string | Uint8Array<ArrayBuffer>;
 }
@@ -54,7 +55,8 @@ async function call(method: string, template: string, options: CallOptions = {})
   });
   const url = new URL(path, baseUrl);
   for (const [name, value] of Object.entries(options.query ?? {})) {
-    for (const item of typeof value === "string" ? [value] : value) url.searchParams.append(name, item);
+    for (const item of typeof value === "string" ? [value] : (value ?? []))
+      url.searchParams.append(name, item);
   }
   const response = await fetch(url, {
     method,
@@ -96,6 +98,7 @@ beforeAll(async () => {
       host: "127.0.0.1",
       "max-body-bytes": String(MAX_BODY_BYTES),
       "max-event-bytes": String(MAX_EVENT_BYTES),
+      "max-batch-events": String(MAX_BATCH_EVENTS),
       "write-queue-bytes": String(WRITE_QUEUE_BYTES),
     },
   );
@@ -211,12 +214,16 @@ describe("REST API against openapi.yaml", () => {
       batchIds = ids;
     });
 
-    it("reads text/plain (curl -d compatibility) as JSON → 200 {id}", async () => {
-      const text = json({ source: "test/openapi", type: "note", subject: "notes" });
-      expectDocumentedRequest("text/plain", text);
-      const reply = await call("POST", "/events", { headers: { "content-type": "text/plain" }, body: text });
-      expect(reply.status).toBe(200);
-      expect((reply.body as { id: number }).id).toBe((batchIds.at(-1) ?? 0) + 1);
+    it("reads text/plain and form-urlencoded (curl -d compatibility) as JSON → 200 {id}", async () => {
+      let previous = batchIds.at(-1) ?? 0;
+      for (const contentType of ["text/plain", "application/x-www-form-urlencoded"]) {
+        const text = json({ source: "test/openapi", type: "note", subject: "notes", data: null });
+        expectDocumentedRequest(contentType, text);
+        const reply = await call("POST", "/events", { headers: { "content-type": contentType }, body: text });
+        expect(reply.status).toBe(200);
+        expect((reply.body as { id: number }).id).toBe(previous + 1);
+        previous += 1;
+      }
     });
 
     it("stores a structured CloudEvent (application/cloudevents+json) idempotently → 200 {id}", async () => {
@@ -284,6 +291,64 @@ describe("REST API against openapi.yaml", () => {
       expect(reply.status).toBe(200);
       binaryId = (reply.body as { id: number }).id;
       expect(binaryId).toBe(cloudEventId + 3);
+    });
+
+    it("reads a ce-specversion header with Content-Type application/json as binary mode → 200", async () => {
+      const reply = await call("POST", "/events", {
+        headers: {
+          "content-type": "application/json",
+          "ce-specversion": "1.0",
+          "ce-id": "bin-json-1",
+          "ce-source": "test/openapi/binary",
+          "ce-type": "metric.sample",
+          "ce-subject": "logs/json",
+        },
+        body: json({ cpu: 0.5 }),
+      });
+      expect(reply.status).toBe(200);
+      const { id } = reply.body as { id: number };
+      expect(id).toBe(binaryId + 1);
+      const stored = await call("GET", "/events/{id}", {
+        params: { id: String(id) },
+        headers: { accept: "application/cloudevents+json" },
+      });
+      expect(stored.body).toMatchObject({
+        id: "bin-json-1",
+        datacontenttype: "application/json",
+        data: { cpu: 0.5 },
+      });
+    });
+
+    it("reads a JSON batch mixing simple events and CloudEvents → 200 {ids}", async () => {
+      const batch = [
+        { source: "test/openapi", type: "mixed", subject: "mixed/1" },
+        { specversion: "1.0", id: "mixed-2", source: "test/openapi", type: "mixed", subject: "mixed/2" },
+      ];
+      expectDocumentedRequest("application/json", batch);
+      const reply = await call("POST", "/events", {
+        headers: { "content-type": "application/json" },
+        body: json(batch),
+      });
+      expect(reply.status).toBe(200);
+      expect(reply.body).toEqual({ ids: [binaryId + 2, binaryId + 3] });
+      const second = await call("GET", "/events/get", { query: { id: String(binaryId + 3) } });
+      expect(second.body).toMatchObject({ subject: "mixed/2", ce_id: "mixed-2", data: "" });
+    });
+
+    it("rejects a batch over --max-batch-events → 400", async () => {
+      const batch = Array.from({ length: MAX_BATCH_EVENTS + 1 }, (_, i) => ({
+        source: "s",
+        type: "t",
+        subject: `many/${i}`,
+      }));
+      const reply = await call("POST", "/events", {
+        headers: { "content-type": "application/json" },
+        body: json(batch),
+      });
+      expect(reply.status).toBe(400);
+      expect((reply.body as { error: { message: string } }).error.message).toContain(
+        `at most ${MAX_BATCH_EVENTS} events`,
+      );
     });
 
     it("rejects data that is not valid base64 → 400 invalid_argument", async () => {
@@ -511,7 +576,17 @@ describe("REST API against openapi.yaml", () => {
     it("lists distinct subjects, sorted → 200", async () => {
       const reply = await call("GET", "/subjects");
       expect(reply.status).toBe(200);
-      expect(reply.body).toEqual(["invoices/7", "invoices/8", "logs/app", "notes", "orders/1", "orders/2"]);
+      expect(reply.body).toEqual([
+        "invoices/7",
+        "invoices/8",
+        "logs/app",
+        "logs/json",
+        "mixed/1",
+        "mixed/2",
+        "notes",
+        "orders/1",
+        "orders/2",
+      ]);
     });
 
     it("filters by prefix → 200; a repeated prefix → 400", async () => {
@@ -563,7 +638,7 @@ describe("REST API against openapi.yaml", () => {
       const reply = await call("GET", "/metrics");
       expect(reply.status).toBe(200);
       const text = reply.body as string;
-      expect(text).toMatch(/^app_event_operations_total\{operation="create_events",status="success"\} 2$/m);
+      expect(text).toMatch(/^app_event_operations_total\{operation="create_events",status="success"\} 3$/m);
       expect(text).toMatch(/^app_event_operations_total\{operation="get_event",status="error"\} \d+$/m);
       expect(text).toContain("# TYPE app_event_operation_duration_seconds histogram");
     });

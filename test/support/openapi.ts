@@ -216,15 +216,37 @@ export class OpenApiContract {
     this.coveredResponses.add(`${operation} ${key}`);
   }
 
-  /** Validates a request body against the documented request body schema of a media type. */
+  /**
+   * Errors of a request body against the documented schema of its media type, or undefined. A string
+   * schema with `contentMediaType: application/json` also has its `contentSchema` checked on the
+   * parsed text (Ajv treats both as annotations).
+   */
   requestBodyErrors(path: string, method: string, mediaType: string, body: unknown): string | undefined {
     const operation = this.#operation(path, method);
     const requestBody = this.#resolve(operation.requestBody, "requestBodies");
     const content = isObject(requestBody) && isObject(requestBody.content) ? requestBody.content : {};
     const media = content[mediaType];
     if (!isObject(media)) return `${mediaType} is not a documented request body type`;
-    const validate = this.#validator(`${method} ${path} request ${mediaType}`, media.schema ?? {});
-    return validate(body) ? undefined : describeErrors(validate.errors);
+    const schema = media.schema ?? {};
+    const where = `${method.toUpperCase()} ${path} request ${mediaType}`;
+    const validate = this.#validator(where, schema);
+    if (!validate(body)) return describeErrors(validate.errors);
+    if (
+      isObject(schema) &&
+      schema.contentMediaType === "application/json" &&
+      schema.contentSchema !== undefined &&
+      typeof body === "string"
+    ) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body);
+      } catch {
+        return "the text is not JSON (contentMediaType: application/json)";
+      }
+      const validateContent = this.#validator(`${where} contentSchema`, schema.contentSchema);
+      if (!validateContent(parsed)) return `contentSchema: ${describeErrors(validateContent.errors)}`;
+    }
+    return undefined;
   }
 
   #paths(): Json {

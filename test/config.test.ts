@@ -1,0 +1,84 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, parseDatabaseUrl, SERVE_OPTIONS } from "../src/config.js";
+
+describe("configuration", () => {
+  it("has the seed's defaults and SQLite at ./data/events.db without any MySQL setting", () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      restPort: 8080,
+      grpcPort: 50051,
+      store: { kind: "sqlite", path: "data/events.db" },
+      limits: { maxEventBytes: 1024 * 1024, maxBatchEvents: 1000 },
+      streams: {
+        clientBufferSize: 100,
+        maxTotalClients: 10000,
+        streamBatchSize: 10,
+        heartbeatIntervalSeconds: 15,
+      },
+      authToken: undefined,
+    });
+    expect(Object.isFrozen(config.limits)).toBe(true);
+  });
+
+  it("reads env twins and lets flags win", () => {
+    const env = { REST_PORT: "9000", GRPC_PORT: "9001", CLIENT_BUFFER_SIZE: "7", AUTH_TOKEN: "secret" };
+    expect(loadConfig(env)).toMatchObject({ restPort: 9000, grpcPort: 9001, authToken: "secret" });
+    expect(loadConfig(env, { "rest-port": "9100" })).toMatchObject({ restPort: 9100, grpcPort: 9001 });
+    expect(loadConfig(env).streams.clientBufferSize).toBe(7);
+  });
+
+  it("builds a MySQL URL from Events DB's MYSQL_* variables", () => {
+    const config = loadConfig({
+      MYSQL_USER: "u",
+      MYSQL_PASSWORD: "p@ss word",
+      MYSQL_HOST: "db",
+      MYSQL_PORT: "3307",
+      MYSQL_DATABASE_NAME: "events",
+    });
+    expect(config.store.kind).toBe("mysql");
+    const url = new URL((config.store as { url: string }).url);
+    expect([url.hostname, url.port, url.username, decodeURIComponent(url.password), url.pathname]).toEqual([
+      "db",
+      "3307",
+      "u",
+      "p@ss word",
+      "/events",
+    ]);
+  });
+
+  it("prefers DATABASE_URL and parses both schemes", () => {
+    expect(loadConfig({ DATABASE_URL: "sqlite:/tmp/x.db", MYSQL_HOST: "db" }).store).toEqual({
+      kind: "sqlite",
+      path: "/tmp/x.db",
+    });
+    expect(parseDatabaseUrl("sqlite:///var/e.db")).toEqual({ kind: "sqlite", path: "/var/e.db" });
+    expect(parseDatabaseUrl("mysql://root@127.0.0.1:3306/e", 4)).toEqual({
+      kind: "mysql",
+      url: "mysql://root@127.0.0.1:3306/e",
+      poolSize: 4,
+    });
+  });
+
+  it.each([
+    [{ REST_PORT: "http" }, {}, "REST_PORT must be a whole number"],
+    [{}, { "rest-port": "70000" }, "--rest-port must be between 0 and 65535"],
+    [{}, { "client-buffer-size": "0" }, "--client-buffer-size must be between 1"],
+    [{}, { "max-event-bytes": String(16 * 1024 * 1024) }, "--max-event-bytes must be between 1 and 16777215"],
+    [{ DATABASE_URL: "postgres://x/y" }, {}, "scheme postgres: is not supported"],
+    [{ DATABASE_URL: "mysql://host" }, {}, "must name a database"],
+    [{ MYSQL_PORT: "x" }, {}, "MYSQL_PORT must be a port number"],
+    [{ LOG_LEVEL: "loud" }, {}, "LOG_LEVEL must be one of"],
+    [{}, { "max-batch-events": "5", "write-queue-events": "4" }, "--max-batch-events must not exceed"],
+  ])("rejects %j %j with one clear line", (env, flags, message) => {
+    expect(() => loadConfig(env, flags)).toThrow(ConfigError);
+    expect(() => loadConfig(env, flags)).toThrow(message);
+  });
+
+  it("names every option once, each with an env twin", () => {
+    const flags = SERVE_OPTIONS.map((o) => o.flag);
+    expect(new Set(flags).size).toBe(flags.length);
+    expect(flags).toEqual(
+      expect.arrayContaining(["rest-port", "grpc-port", "client-buffer-size", "max-total-clients"]),
+    );
+  });
+});
