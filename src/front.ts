@@ -60,7 +60,8 @@ export class Front {
 
   /** Listens on host:port (0 = any free port); resolves with the bound port. */
   async listen(port: number, host: string): Promise<number> {
-    const listener = net.createServer((socket) => this.#dispatch(socket));
+    // noDelay: small responses (an ack is ~10 bytes) must not wait for Nagle and delayed ACKs.
+    const listener = net.createServer({ noDelay: true, keepAlive: true }, (socket) => this.#dispatch(socket));
     this.#listeners.push(listener);
     await new Promise<void>((resolve, reject) => {
       listener.once("error", reject);

@@ -1,5 +1,8 @@
-import type { Kysely, Transaction } from "kysely";
-import type { Database } from "./schema.js";
+import type { Insertable, Kysely } from "kysely";
+import type { Database, EventsTable } from "./schema.js";
+
+/** A row to append; the dialect assigns its id. */
+export type NewRow = Omit<Insertable<EventsTable>, "id">;
 
 /**
  * What differs between the storage engines; everything else is one Kysely query in repository.ts.
@@ -8,8 +11,12 @@ import type { Database } from "./schema.js";
 export interface StorageDialect {
   readonly name: "mysql" | "sqlite";
   readonly db: Kysely<Database>;
-  /** Reserves `count` ids inside `trx`; returns the last one (ids are last-count+1 … last). */
-  allocateIds(trx: Transaction<Database>, count: number): Promise<number>;
+  /**
+   * One append transaction: reserves rows.length ids from event_sequence (whose row lock orders
+   * concurrent writers, also across processes, until COMMIT), inserts the rows with consecutive ids
+   * in order, commits, and returns the first id.
+   */
+  insertEvents(rows: readonly NewRow[]): Promise<number>;
   /** Runs `fn` holding a lock that serializes migrations across processes. */
   withMigrationLock<T>(fn: () => Promise<T>): Promise<T>;
   /** Runs one migration file's statements. */

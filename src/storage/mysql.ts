@@ -1,14 +1,14 @@
-import { Kysely, MysqlDialect, sql } from "kysely";
-import { createPool, type Pool, type PoolConnection } from "mysql2";
+import { type CompiledQuery, Kysely, MysqlDialect, sql } from "kysely";
+import { type Connection, createConnection, createPool, type Pool, type PoolOptions } from "mysql2";
 import { fromSqlDateTime, toSqlDateTime } from "../events/time.js";
+import { INSERT_BYTES, insertChunks } from "./chunks.js";
 import type { StorageDialect } from "./dialect.js";
 import type { Database } from "./schema.js";
 
-/** MySQL 8 or MariaDB 10.11+ through a mysql2 pool. */
+/** MySQL 8 or MariaDB 10.11+ through a mysql2 pool (reads) and one writer connection. */
 export function createMysqlDialect(url: string, poolSize: number): StorageDialect {
-  const pool: Pool = createPool({
+  const options: PoolOptions = {
     uri: url,
-    connectionLimit: poolSize,
     charset: "utf8mb4",
     // BIGINT ids as numbers while they are safe integers (2^53; far beyond any event count).
     supportBigNumbers: true,
@@ -17,42 +17,48 @@ export function createMysqlDialect(url: string, poolSize: number): StorageDialec
     dateStrings: true,
     timezone: "Z",
     enableKeepAlive: true,
-  });
+  };
+  const pool: Pool = createPool({ ...options, connectionLimit: poolSize });
+  const writer = new WriterConnection(options);
   const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool }) });
   let closed = false;
 
-  const getConnection = (): Promise<PoolConnection> =>
+  const getConnection = (): Promise<Connection & { release(): void }> =>
     new Promise((resolve, reject) => pool.getConnection((err, conn) => (err ? reject(err) : resolve(conn))));
-  const query = (conn: PoolConnection, text: string, values: unknown[] = []): Promise<unknown> =>
-    new Promise((resolve, reject) =>
-      conn.query(text, values, (err, rows) => (err ? reject(err) : resolve(rows))),
-    );
 
   return {
     name: "mysql",
     db,
-    async allocateIds(trx, count) {
-      // LAST_INSERT_ID(expr) hands the new value back in the OK packet: one round trip, and the row
-      // lock serializes writers across processes until COMMIT (see sql/mysql/002_event_sequence.sql).
-      const result = await sql`
-        UPDATE event_sequence SET last_id = LAST_INSERT_ID(last_id + ${count}) WHERE name = 'events'
-      `.execute(trx);
-      if (result.numAffectedRows !== 1n || result.insertId === undefined) {
+    async insertEvents(rows) {
+      const n = rows.length;
+      // LAST_INSERT_ID(expr) remembers the reserved range in this session and hands it back in the
+      // OK packet; the INSERTs number their rows from it, so the transaction needs no answer before
+      // it is sent whole. The sequence row stays locked until COMMIT (sql/mysql/002_event_sequence.sql).
+      const reserve = sql`UPDATE event_sequence SET last_id = LAST_INSERT_ID(last_id + ${n}) WHERE name = 'events'`;
+      const statements: CompiledQuery[] = [reserve.compile(db)];
+      let k = 0;
+      for (const chunk of insertChunks(rows)) {
+        const values = chunk.map((row) => ({ ...row, id: sql<number>`LAST_INSERT_ID() - ${n - 1 - k++}` }));
+        statements.push(db.insertInto("events").values(values).compile());
+      }
+      const results = await writer.transaction(statements);
+      const update = results[0] as { affectedRows?: number; insertId?: number | string };
+      if (update.affectedRows !== 1 || update.insertId === undefined) {
         throw new Error("event_sequence has no row 'events'; run the migrations");
       }
-      return Number(result.insertId);
+      return Number(update.insertId) - n + 1;
     },
     async withMigrationLock(fn) {
       const conn = await getConnection();
       try {
-        const rows = (await query(conn, "SELECT GET_LOCK('eventsdb_migrations', 120) AS got")) as {
+        const rows = (await run(conn, "SELECT GET_LOCK('eventsdb_migrations', 120) AS got")) as {
           got: number;
         }[];
         if (rows[0]?.got !== 1) throw new Error("timed out waiting for another process's migrations");
         try {
           return await fn();
         } finally {
-          await query(conn, "SELECT RELEASE_LOCK('eventsdb_migrations')");
+          await run(conn, "SELECT RELEASE_LOCK('eventsdb_migrations')");
         }
       } finally {
         conn.release();
@@ -61,7 +67,7 @@ export function createMysqlDialect(url: string, poolSize: number): StorageDialec
     async runScript(script) {
       const conn = await getConnection();
       try {
-        for (const statement of splitStatements(script)) await query(conn, statement);
+        for (const statement of splitStatements(script)) await run(conn, statement);
       } finally {
         conn.release();
       }
@@ -83,6 +89,7 @@ export function createMysqlDialect(url: string, poolSize: number): StorageDialec
     async close() {
       if (closed) return;
       closed = true;
+      await writer.close();
       await db.destroy();
     },
   };
@@ -98,4 +105,86 @@ export function splitStatements(script: string): string[] {
     .split(/;\s*$/m)
     .map((s) => s.trim())
     .filter((s) => s !== "");
+}
+
+function run(conn: Connection, text: string, values: readonly unknown[] = []): Promise<unknown> {
+  return new Promise((resolve, reject) =>
+    conn.query(text, values as unknown[], (err, result) => (err ? reject(err) : resolve(result))),
+  );
+}
+
+/**
+ * The writer's own connection, with multiple statements enabled; it is only ever given statements
+ * compiled by Kysely with bound parameters. A whole group-commit transaction (START TRANSACTION,
+ * the id reservation, the INSERTs, COMMIT) goes out as one packet when it fits: one round trip
+ * instead of four. Reconnects lazily after a connection error.
+ */
+class WriterConnection {
+  readonly #options: PoolOptions;
+  #connection: Connection | undefined;
+
+  constructor(options: PoolOptions) {
+    this.#options = options;
+  }
+
+  /** Runs the statements in one transaction; returns each statement's result. */
+  async transaction(statements: readonly CompiledQuery[]): Promise<unknown[]> {
+    const packets: { text: string[]; values: unknown[]; bytes: number }[] = [];
+    let packet = { text: ["START TRANSACTION"], values: [] as unknown[], bytes: 0 };
+    for (const statement of statements) {
+      const bytes = statement.sql.length + estimateBytes(statement.parameters);
+      if (packet.bytes > 0 && packet.bytes + bytes > INSERT_BYTES) {
+        packets.push(packet);
+        packet = { text: [], values: [], bytes: 0 };
+      }
+      packet.text.push(statement.sql);
+      packet.values.push(...statement.parameters);
+      packet.bytes += bytes;
+    }
+    packet.text.push("COMMIT");
+    packets.push(packet);
+
+    const conn = await this.#connect();
+    const results: unknown[] = [];
+    try {
+      for (const p of packets) {
+        const result = await run(conn, p.text.join(";\n"), p.values);
+        // A multi-statement packet answers with one result per statement.
+        results.push(...(p.text.length > 1 ? (result as unknown[]) : [result]));
+      }
+    } catch (error) {
+      await run(conn, "ROLLBACK").catch(() => this.#drop(conn));
+      throw error;
+    }
+    // Drop the results of START TRANSACTION and COMMIT.
+    return results.slice(1, -1);
+  }
+
+  async #connect(): Promise<Connection> {
+    if (this.#connection !== undefined) return this.#connection;
+    const conn = createConnection({ ...this.#options, multipleStatements: true });
+    conn.on("error", () => this.#drop(conn));
+    await new Promise<void>((resolve, reject) => conn.connect((err) => (err ? reject(err) : resolve())));
+    this.#connection = conn;
+    return conn;
+  }
+
+  #drop(conn: Connection): void {
+    if (this.#connection === conn) this.#connection = undefined;
+    conn.destroy();
+  }
+
+  async close(): Promise<void> {
+    const conn = this.#connection;
+    this.#connection = undefined;
+    if (conn !== undefined) await new Promise<void>((resolve) => conn.end(() => resolve()));
+  }
+}
+
+function estimateBytes(values: readonly unknown[]): number {
+  let bytes = 0;
+  for (const v of values) {
+    bytes += Buffer.isBuffer(v) ? v.length * 2 + 3 : typeof v === "string" ? v.length * 2 + 2 : 24;
+  }
+  return bytes;
 }

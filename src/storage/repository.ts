@@ -1,11 +1,10 @@
-import type { ExpressionBuilder, Selectable, Transaction } from "kysely";
+import type { ExpressionBuilder, Selectable } from "kysely";
 import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent } from "../events/event.js";
-import type { StorageDialect } from "./dialect.js";
+import type { NewRow, StorageDialect } from "./dialect.js";
 import type { Database, EventsTable } from "./schema.js";
 
-/** Rows per INSERT statement, and bytes: keeps each statement well under max_allowed_packet (16 MiB). */
-const INSERT_ROWS = 500;
-const INSERT_BYTES = 4 * 1024 * 1024;
+/** Idempotency keys looked up per query. */
+const LOOKUP_KEYS = 500;
 /** A concurrent append of the same (source, id) by another process surfaces as a duplicate key: retry. */
 const DUPLICATE_RETRIES = 3;
 
@@ -37,55 +36,48 @@ export class EventRepository {
   async append(events: readonly NewEvent[], now: string): Promise<AppendOutcome> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#dialect.db.transaction().execute((trx) => this.#appendIn(trx, events, now));
+        return await this.#appendOnce(events, now);
       } catch (error) {
+        // A writer in another process stored one of our keys between our check and our INSERT;
+        // the unique index refused the whole transaction, and the retry's check sees that commit.
         if (attempt >= DUPLICATE_RETRIES || !this.#dialect.isDuplicateKey(error)) throw error;
       }
     }
   }
 
-  async #appendIn(
-    trx: Transaction<Database>,
-    events: readonly NewEvent[],
-    now: string,
-  ): Promise<AppendOutcome> {
+  async #appendOnce(events: readonly NewEvent[], now: string): Promise<AppendOutcome> {
     const results: (AppendResult | undefined)[] = new Array(events.length);
     // Idempotency key → index of the first event in this call with it.
     const firstWithKey = new Map<string, number>();
-    const keyed: { source: string; ceId: string }[] = [];
     const fresh: number[] = [];
     events.forEach((event, i) => {
-      if (event.ceId === undefined) {
-        fresh.push(i);
-        return;
+      if (event.ceId === undefined) fresh.push(i);
+      else {
+        const key = idempotencyKey(event.source, event.ceId);
+        if (!firstWithKey.has(key)) firstWithKey.set(key, i);
       }
-      const key = idempotencyKey(event.source, event.ceId);
-      if (firstWithKey.has(key)) return; // resolved after the first one below
-      firstWithKey.set(key, i);
-      keyed.push({ source: event.source, ceId: event.ceId });
     });
-
-    // A writer in another process appending the same key concurrently is caught by the unique
-    // index at INSERT; append() then retries, and the retry sees the other commit here.
     const newIndexes = new Set(fresh);
-    const stored = keyed.length === 0 ? new Map<string, number>() : await this.#existing(trx, keyed);
-    for (const [key, i] of firstWithKey) {
-      const id = stored.get(key);
-      if (id === undefined) newIndexes.add(i);
-      else results[i] = { id, created: false };
+    if (firstWithKey.size > 0) {
+      const stored = await this.#existing([...firstWithKey.values()].map((i) => events[i] as NewEvent));
+      for (const [key, i] of firstWithKey) {
+        const id = stored.get(key);
+        if (id === undefined) newIndexes.add(i);
+        else results[i] = { id, created: false };
+      }
     }
-    const order = [...newIndexes].sort((a, b) => a - b);
+    const order =
+      newIndexes.size === events.length ? events.map((_, i) => i) : [...newIndexes].sort((a, b) => a - b);
     const created: StoredEvent[] = [];
     if (order.length > 0) {
-      const last = await this.#dialect.allocateIds(trx, order.length);
-      let id = last - order.length + 1;
+      const rows = order.map((i) => this.#toRow(events[i] as NewEvent, now));
+      let id = await this.#dialect.insertEvents(rows);
       for (const i of order) {
         const event = events[i] as NewEvent;
         created.push({ ...event, id, time: event.time ?? now });
         results[i] = { id, created: true };
         id++;
       }
-      await this.#insert(trx, created);
     }
     // Later repeats of a key inside this call point at the first one's result.
     events.forEach((event, i) => {
@@ -96,21 +88,19 @@ export class EventRepository {
     return { results: results as AppendResult[], created };
   }
 
-  async #existing(
-    trx: Transaction<Database>,
-    keys: { source: string; ceId: string }[],
-  ): Promise<Map<string, number>> {
+  /** Stored ids of the events' (source, ceId) keys. */
+  async #existing(events: readonly NewEvent[]): Promise<Map<string, number>> {
     const found = new Map<string, number>();
-    for (let start = 0; start < keys.length; start += INSERT_ROWS) {
-      const chunk = keys.slice(start, start + INSERT_ROWS);
-      const rows = await trx
+    for (let start = 0; start < events.length; start += LOOKUP_KEYS) {
+      const chunk = events.slice(start, start + LOOKUP_KEYS);
+      const rows = await this.#dialect.db
         .selectFrom("events")
         .select(["id", "source", "ce_id"])
         .where((eb) =>
           eb(
             eb.refTuple("source", "ce_id"),
             "in",
-            chunk.map((k) => eb.tuple(k.source, k.ceId)),
+            chunk.map((e) => eb.tuple(e.source, e.ceId as string)),
           ),
         )
         .execute();
@@ -119,33 +109,13 @@ export class EventRepository {
     return found;
   }
 
-  async #insert(trx: Transaction<Database>, events: readonly StoredEvent[]): Promise<void> {
-    let start = 0;
-    while (start < events.length) {
-      let end = start;
-      let bytes = 0;
-      while (end < events.length && end - start < INSERT_ROWS) {
-        const size = (events[end] as StoredEvent).data.length + 512;
-        if (end > start && bytes + size > INSERT_BYTES) break;
-        bytes += size;
-        end++;
-      }
-      await trx
-        .insertInto("events")
-        .values(events.slice(start, end).map((e) => this.#toRow(e)))
-        .execute();
-      start = end;
-    }
-  }
-
-  #toRow(event: StoredEvent) {
+  #toRow(event: NewEvent, now: string): NewRow {
     return {
-      id: event.id,
       source: event.source,
       type: event.type,
       subject: event.subject,
       ce_id: event.ceId ?? null,
-      time: this.#dialect.writeTime(event.time),
+      time: this.#dialect.writeTime(event.time ?? now),
       datacontenttype: event.datacontenttype ?? null,
       dataschema: event.dataschema ?? null,
       extensions: event.extensions === undefined ? null : JSON.stringify(event.extensions),

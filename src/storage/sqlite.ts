@@ -11,6 +11,7 @@ import {
   SqliteDriver,
   sql,
 } from "kysely";
+import { insertChunks } from "./chunks.js";
 import type { StorageDialect } from "./dialect.js";
 import type { Database } from "./schema.js";
 
@@ -29,13 +30,23 @@ export function createSqliteDialect(file: string): StorageDialect {
   return {
     name: "sqlite",
     db,
-    async allocateIds(trx, count) {
-      const row = await sql<{ last_id: number }>`
-        UPDATE event_sequence SET last_id = last_id + ${count} WHERE name = 'events' RETURNING last_id
-      `.execute(trx);
-      const last = row.rows[0]?.last_id;
-      if (last === undefined) throw new Error("event_sequence has no row 'events'; run the migrations");
-      return Number(last);
+    insertEvents(rows) {
+      return db.transaction().execute(async (trx) => {
+        const result = await sql<{ last_id: number }>`
+          UPDATE event_sequence SET last_id = last_id + ${rows.length} WHERE name = 'events' RETURNING last_id
+        `.execute(trx);
+        const last = result.rows[0]?.last_id;
+        if (last === undefined) throw new Error("event_sequence has no row 'events'; run the migrations");
+        const first = Number(last) - rows.length + 1;
+        let id = first;
+        for (const chunk of insertChunks(rows)) {
+          await trx
+            .insertInto("events")
+            .values(chunk.map((row) => ({ ...row, id: id++ })))
+            .execute();
+        }
+        return first;
+      });
     },
     async withMigrationLock(fn) {
       // BEGIN IMMEDIATE takes the write lock up front, so a second process waits (busy_timeout)
