@@ -31,11 +31,11 @@ export interface StoredEvent {
   readonly data: Buffer;
 }
 
-/** What a read selects: one subject (or all), optionally everything below it, optionally one type. */
+/** What a read selects: some subjects (or all), optionally everything below them, optionally one type. */
 export interface EventFilter {
-  /** Exact subject; undefined = all subjects. */
-  readonly subject: string | undefined;
-  /** Subject itself and every subject below it in `/`-separated segments. */
+  /** Exact subjects, any of which matches; empty = all subjects. */
+  readonly subjects: readonly string[];
+  /** Each subject itself and every subject below it in `/`-separated segments. */
   readonly recursive: boolean;
   readonly type: string | undefined;
 }

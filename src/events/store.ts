@@ -10,6 +10,8 @@ import { Writer } from "./writer.js";
 
 /** Largest page a client may ask for. */
 export const MAX_PAGE_LIMIT = 1000;
+/** Most subjects one read or stream may name (browsers multiplex several on one connection). */
+export const MAX_FILTER_SUBJECTS = 100;
 /** Page size when the client names none. */
 export const DEFAULT_PAGE_LIMIT = 100;
 
@@ -98,7 +100,7 @@ export class EventStore {
   }
 
   async delete(filter: EventFilter, fromId: number): Promise<number> {
-    if (filter.subject === undefined || filter.subject === "") throw invalidArgument("subject is required");
+    if (filter.subjects.length === 0) throw invalidArgument("subject is required");
     checkFilter(filter);
     checkId(fromId, "from_id", 0);
     return unavailableOnFailure(() => this.#repository.delete(filter, fromId));
@@ -139,8 +141,11 @@ function checkId(value: number, name: string, min: number): void {
 }
 
 function checkFilter(filter: EventFilter): void {
-  if (filter.subject !== undefined && filter.subject.length > 1024)
-    throw invalidArgument("subject is too long");
+  if (filter.subjects.length > MAX_FILTER_SUBJECTS) {
+    throw invalidArgument(`at most ${MAX_FILTER_SUBJECTS} subjects in one filter`);
+  }
+  if (filter.subjects.some((s) => s === "")) throw invalidArgument("subject must not be empty");
+  if (filter.subjects.some((s) => s.length > 1024)) throw invalidArgument("subject is too long");
   if (filter.type !== undefined && filter.type.length > 1024) throw invalidArgument("type is too long");
 }
 

@@ -214,14 +214,18 @@ function idempotencyKey(source: string, ceId: string): string {
  */
 function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter) {
   const conditions = [];
-  if (filter.subject !== undefined) {
+  if (filter.subjects.length > 0) {
     conditions.push(
-      filter.recursive
-        ? eb.or([
-            eb("subject", "=", filter.subject),
-            eb.and([eb("subject", ">=", `${filter.subject}/`), eb("subject", "<", `${filter.subject}0`)]),
-          ])
-        : eb("subject", "=", filter.subject),
+      eb.or(
+        filter.subjects.flatMap((subject) =>
+          filter.recursive
+            ? [
+                eb("subject", "=", subject),
+                eb.and([eb("subject", ">=", `${subject}/`), eb("subject", "<", `${subject}0`)]),
+              ]
+            : [eb("subject", "=", subject)],
+        ),
+      ),
     );
   }
   if (filter.type !== undefined) conditions.push(eb("type", "=", filter.type));

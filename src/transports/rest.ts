@@ -185,11 +185,12 @@ function parseBoolean(value: string | string[] | undefined, name: string): boole
   throw invalidArgument(`${name} must be true or false`);
 }
 
+/** `subject` may repeat: events of any of them. */
 function parseFilter(query: Query): EventFilter {
-  const subject = single(query.subject, "subject");
+  const subject = query.subject;
   const type = single(query.type, "type");
   return {
-    subject: subject === "" ? undefined : subject,
+    subjects: subject === undefined ? [] : Array.isArray(subject) ? subject : subject === "" ? [] : [subject],
     recursive: parseBoolean(query.recursive, "recursive"),
     type: type === "" ? undefined : type,
   };

@@ -69,7 +69,13 @@ describe.each(DIALECTS)("group-commit writer on $name", (dialect) => {
     for (const r of rejected) {
       expect(r.reason).toMatchObject({ code: "resource_exhausted", retryAfterSeconds: 1 });
     }
-    const page = await store.page({ subject: "q", recursive: true, type: undefined, fromId: 0, limit: 100 });
+    const page = await store.page({
+      subjects: ["q"],
+      recursive: true,
+      type: undefined,
+      fromId: 0,
+      limit: 100,
+    });
     expect(page.events).toHaveLength(3);
     expect((await metrics.writerRejected.get()).values[0]?.value).toBe(7);
   });
@@ -124,7 +130,7 @@ describe.each(DIALECTS.filter((d) => d.name === "mysql"))("writer failures on $n
       expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
       expect((outcomes[2] as PromiseRejectedResult).reason).toMatchObject({ code: "unavailable" });
       const page = await store.page({
-        subject: "good",
+        subjects: ["good"],
         recursive: true,
         type: undefined,
         fromId: 0,

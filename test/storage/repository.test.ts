@@ -103,7 +103,7 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
   it("pages by keyset with has_more and next_from_id", async () => {
     const { store } = await newStore();
     await store.append(Array.from({ length: 25 }, (_, i) => event(i % 2 === 0 ? "even" : "odd")));
-    const all = { subject: undefined, recursive: false, type: undefined };
+    const all = { subjects: [], recursive: false, type: undefined };
     const first = await store.page({ ...all, fromId: 0, limit: 10 });
     expect(first.events.map((e) => e.id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     expect(first).toMatchObject({ hasMore: true, nextFromId: 10 });
@@ -114,7 +114,7 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
     expect(exact).toMatchObject({ hasMore: false, nextFromId: 25 });
     const empty = await store.page({ ...all, fromId: 25, limit: 10 });
     expect(empty).toMatchObject({ events: [], hasMore: false, nextFromId: 25 });
-    const odd = await store.page({ ...all, subject: "odd", fromId: 0, limit: 100 });
+    const odd = await store.page({ ...all, subjects: ["odd"], fromId: 0, limit: 100 });
     expect(odd.events.map((e) => e.id)).toEqual([2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24]);
     await expect(store.page({ ...all, fromId: 0, limit: 0 })).rejects.toMatchObject({
       code: "invalid_argument",
@@ -144,9 +144,9 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
     ];
     await store.append(subjects.map((s) => event(s)));
     const read = async (subject: string, recursive: boolean) =>
-      (await store.page({ subject, recursive, type: undefined, fromId: 0, limit: 100 })).events.map(
-        (e) => e.subject,
-      );
+      (
+        await store.page({ subjects: [subject], recursive, type: undefined, fromId: 0, limit: 100 })
+      ).events.map((e) => e.subject);
     expect(await read("orders", true)).toEqual(["orders", "orders/1", "orders/1/lines"]);
     expect(await read("orders", false)).toEqual(["orders"]);
     expect(await read("orders/1", true)).toEqual(["orders/1", "orders/1/lines"]);
@@ -165,10 +165,16 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
       event("s", { type: "deleted" }),
       event("t", { type: "deleted" }),
     ]);
-    const page = await store.page({ subject: "s", recursive: true, type: "deleted", fromId: 0, limit: 10 });
+    const page = await store.page({
+      subjects: ["s"],
+      recursive: true,
+      type: "deleted",
+      fromId: 0,
+      limit: 10,
+    });
     expect(page.events.map((e) => e.id)).toEqual([2, 3]);
     const anySubject = await store.page({
-      subject: undefined,
+      subjects: [],
       recursive: false,
       type: "deleted",
       fromId: 0,
@@ -189,19 +195,17 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
   it("deletes by subject, type and from_id, and never reuses ids", async () => {
     const { store } = await newStore();
     await store.append(["x", "x/1", "x", "y", "x"].map((s) => event(s)));
-    const filter = { subject: "x", recursive: true, type: undefined };
+    const filter = { subjects: ["x"], recursive: true, type: undefined };
     expect(await store.delete(filter, 2)).toBe(2); // ids 3 and 5
     const left = await store.page({
-      subject: undefined,
+      subjects: [],
       recursive: false,
       type: undefined,
       fromId: 0,
       limit: 10,
     });
     expect(left.events.map((e) => e.id)).toEqual([1, 2, 4]);
-    await expect(
-      store.delete({ subject: undefined, recursive: false, type: undefined }, 0),
-    ).rejects.toMatchObject({
+    await expect(store.delete({ subjects: [], recursive: false, type: undefined }, 0)).rejects.toMatchObject({
       code: "invalid_argument",
     });
     const [next] = await store.append([event("x")]);
@@ -229,7 +233,13 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
       { id: 2, created: false },
       { id: 5, created: true },
     ]);
-    const page = await store.page({ subject: "s", recursive: false, type: undefined, fromId: 0, limit: 100 });
+    const page = await store.page({
+      subjects: ["s"],
+      recursive: false,
+      type: undefined,
+      fromId: 0,
+      limit: 100,
+    });
     expect(page.events).toHaveLength(5);
   });
 
@@ -243,7 +253,13 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
       expect(ra[0]?.id).toBe(rb[0]?.id);
       expect([ra[0]?.created, rb[0]?.created].filter(Boolean)).toHaveLength(1);
     }
-    const page = await a.page({ subject: "race", recursive: false, type: undefined, fromId: 0, limit: 100 });
+    const page = await a.page({
+      subjects: ["race"],
+      recursive: false,
+      type: undefined,
+      fromId: 0,
+      limit: 100,
+    });
     expect(page.events).toHaveLength(10);
   });
 
@@ -271,7 +287,7 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
     const seen = new Map<number, string>();
     for (;;) {
       const page = await reader.page({
-        subject: undefined,
+        subjects: [],
         recursive: false,
         type: undefined,
         fromId,
