@@ -5,6 +5,7 @@ import type { EventStore } from "./events/store.js";
 import type { Metrics } from "./metrics.js";
 import { operationsRoutes } from "./transports/operations.js";
 import { restRoutes } from "./transports/rest.js";
+import { sseRoutes } from "./transports/sse.js";
 import { httpStatus } from "./transports/status.js";
 
 export interface AppDeps {
@@ -45,6 +46,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await app.register(operationsRoutes, { store, metrics });
   await app.register(restRoutes, { store, metrics });
+  await app.register(sseRoutes, {
+    store,
+    metrics,
+    heartbeatIntervalSeconds: config.streams.heartbeatIntervalSeconds,
+    writeTimeoutSeconds: config.streams.writeTimeoutSeconds,
+    clientBufferSize: config.streams.clientBufferSize,
+  });
   return app;
 }
 

@@ -9,6 +9,7 @@ export type ErrorCode =
   | "unauthenticated"
   | "permission_denied"
   | "resource_exhausted"
+  | "too_many_requests"
   | "unavailable"
   | "payload_too_large"
   | "unsupported_media_type"

@@ -57,6 +57,16 @@ export class Metrics {
     help: "Bytes of event data waiting for a group commit.",
     registers: [this.registry],
   });
+  readonly streamOverflows = new Counter({
+    name: "eventsdb_stream_buffer_overflows_total",
+    help: "Times a stream's live buffer (--client-buffer-size) overflowed and was dropped.",
+    registers: [this.registry],
+  });
+  readonly streamCatchUps = new Counter({
+    name: "eventsdb_stream_catch_up_fallbacks_total",
+    help: "Times a live stream fell back to paging from the store after an overflow.",
+    registers: [this.registry],
+  });
   readonly writerRejected = new Counter({
     name: "eventsdb_writer_rejected_total",
     help: "Appends refused because the write queue was full.",

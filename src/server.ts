@@ -86,6 +86,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     close() {
       closing ??= (async () => {
         edge.stopAccepting();
+        store.endStreams();
         await edge.drain(DRAIN_TIMEOUT_MS);
         await edge.close();
         await app.close();

@@ -1,5 +1,7 @@
 import type { Config, Limits } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
+import { Hub, type SubscribeRequest } from "../hub/hub.js";
+import type { Subscription } from "../hub/subscription.js";
 import type { Metrics } from "../metrics.js";
 import type { StorageDialect } from "../storage/dialect.js";
 import { migrate } from "../storage/migrate.js";
@@ -36,13 +38,16 @@ export class EventStore {
   readonly #dialect: StorageDialect;
   readonly #repository: EventRepository;
   readonly #writer: Writer;
+  readonly #hub: Hub;
   readonly #listeners = new Set<CommitListener>();
 
   private constructor(dialect: StorageDialect, config: Config, metrics: Metrics) {
     this.limits = config.limits;
     this.#dialect = dialect;
     this.#repository = new EventRepository(dialect);
+    this.#hub = new Hub(config.streams, metrics, (query) => this.page(query));
     this.#writer = new Writer(this.#repository, config.writer, metrics, (events) => {
+      this.#hub.publish(events);
       for (const listener of this.#listeners) listener(events);
     });
   }
@@ -106,6 +111,21 @@ export class EventStore {
     return unavailableOnFailure(() => this.#repository.delete(filter, fromId));
   }
 
+  /**
+   * A live subscription: catch-up from `fromId`, then live, gapless (see hub/subscription.ts).
+   * Throws too_many_requests beyond --max-total-clients.
+   */
+  subscribe(request: SubscribeRequest): Subscription {
+    checkFilter(request.filter);
+    checkId(request.fromId, "from_id", 0);
+    return this.#hub.subscribe(request);
+  }
+
+  /** Ends every open stream cleanly (first step of shutdown). */
+  endStreams(): void {
+    this.#hub.close();
+  }
+
   async subjects(prefix: string): Promise<string[]> {
     return unavailableOnFailure(() => this.#repository.subjects(prefix));
   }
@@ -128,8 +148,9 @@ export class EventStore {
     return { status, checks: { store, writer } };
   }
 
-  /** Flushes the writer, then closes the database. */
+  /** Ends streams, flushes the writer, then closes the database. */
   async close(): Promise<void> {
+    this.#hub.close();
     await this.#writer.close();
     await this.#dialect.close();
   }

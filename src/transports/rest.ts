@@ -1,10 +1,11 @@
 import { isUtf8 } from "node:buffer";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { EventsDbError, invalidArgument } from "../errors.js";
-import type { EventFilter, NewEvent } from "../events/event.js";
+import type { NewEvent } from "../events/event.js";
 import { fromBinary, fromJsonEvent, fromStructured, toSimpleJson, toStructured } from "../events/formats.js";
 import { DEFAULT_PAGE_LIMIT, type EventStore } from "../events/store.js";
 import type { Metrics } from "../metrics.js";
+import { parseFilter, parseId, parseInteger, type Query, single } from "./query.js";
 
 export interface RestDeps {
   readonly store: EventStore;
@@ -15,8 +16,6 @@ const CE_JSON = "application/cloudevents+json";
 const CE_BATCH = "application/cloudevents-batch+json";
 /** Content types read as the JSON of the simple format; curl -d sends form-urlencoded (compat). */
 const JSON_LIKE = new Set(["", "application/json", "application/x-www-form-urlencoded", "text/plain"]);
-
-type Query = Record<string, string | string[] | undefined>;
 
 /**
  * The REST surface (DESIGN §6): Events DB's paths unchanged, plus the CloudEvents HTTP content
@@ -153,45 +152,4 @@ function accepts(request: FastifyRequest, type: string): boolean {
     const [media, ...params] = part.split(";").map((s) => s.trim().toLowerCase());
     return media === type && !params.some((p) => /^q=0(\.0*)?$/.test(p));
   });
-}
-
-function single(value: string | string[] | undefined, name: string): string | undefined {
-  if (Array.isArray(value)) throw invalidArgument(`${name} may be given once`);
-  return value;
-}
-
-function parseId(value: unknown, name: string): number {
-  if (typeof value !== "string" || !/^\d{1,16}$/.test(value))
-    throw invalidArgument(`${name} must be a positive integer`);
-  const n = Number(value);
-  if (n < 1 || !Number.isSafeInteger(n)) throw invalidArgument(`${name} must be a positive integer`);
-  return n;
-}
-
-function parseInteger(value: string | string[] | undefined, name: string, fallback: number): number {
-  const text = single(value, name);
-  if (text === undefined || text === "") return fallback;
-  if (!/^\d{1,16}$/.test(text) || !Number.isSafeInteger(Number(text))) {
-    throw invalidArgument(`${name} must be a non-negative integer`);
-  }
-  return Number(text);
-}
-
-/** `recursive`, `recursive=true` and `=1` are true; `false`, `0` false. */
-function parseBoolean(value: string | string[] | undefined, name: string): boolean {
-  const text = single(value, name);
-  if (text === undefined || text === "false" || text === "0") return false;
-  if (text === "" || text === "true" || text === "1") return true;
-  throw invalidArgument(`${name} must be true or false`);
-}
-
-/** `subject` may repeat: events of any of them. */
-function parseFilter(query: Query): EventFilter {
-  const subject = query.subject;
-  const type = single(query.type, "type");
-  return {
-    subjects: subject === undefined ? [] : Array.isArray(subject) ? subject : subject === "" ? [] : [subject],
-    recursive: parseBoolean(query.recursive, "recursive"),
-    type: type === "" ? undefined : type,
-  };
 }

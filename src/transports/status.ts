@@ -17,6 +17,8 @@ export function httpStatus(code: ErrorCode): number {
       return 415; // a content type none of the CloudEvents HTTP modes accepts
     case "resource_exhausted":
       return 503; // server capacity (write queue full): retry after Retry-After
+    case "too_many_requests":
+      return 429; // a client-side cap (--max-total-clients): retry after Retry-After
     case "unavailable":
       return 503; // the store cannot be reached: retry after Retry-After
     case "internal":

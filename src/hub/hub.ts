@@ -1,0 +1,95 @@
+import type { StreamConfig } from "../config.js";
+import { EventsDbError } from "../errors.js";
+import type { EventFilter, Page, PageQuery, StoredEvent } from "../events/event.js";
+import type { Metrics } from "../metrics.js";
+import { SubjectIndex } from "./subject-index.js";
+import { Subscription } from "./subscription.js";
+
+export interface SubscribeRequest {
+  readonly filter: EventFilter;
+  /** Deliver events with id > fromId (the stream's resume cursor). */
+  readonly fromId: number;
+  /** Most events per yielded batch; defaults to --stream-batch-size. */
+  readonly batchSize?: number;
+}
+
+/**
+ * The live fan-out. Subscriptions are indexed by subject (see SubjectIndex); a publish hands each
+ * matching subscription the event and returns: it never awaits a consumer, so a stalled client
+ * cannot slow the writer, the hub or the other clients. Each subscription's buffer is capped;
+ * past the cap it falls back to paging from the store (Subscription).
+ */
+export class Hub {
+  readonly #config: StreamConfig;
+  readonly #metrics: Metrics;
+  readonly #page: (query: PageQuery) => Promise<Page>;
+  readonly #index = new SubjectIndex<Subscription>();
+  readonly #subscriptions = new Set<Subscription>();
+  #closed = false;
+
+  constructor(config: StreamConfig, metrics: Metrics, page: (query: PageQuery) => Promise<Page>) {
+    this.#config = config;
+    this.#metrics = metrics;
+    this.#page = page;
+  }
+
+  /** Open subscriptions. */
+  get size(): number {
+    return this.#subscriptions.size;
+  }
+
+  /**
+   * Registers a subscription at once (live events buffer from now on); iterate it to receive
+   * catch-up pages and then live events; close it (or finish iterating) to free its slot.
+   * Throws too_many_requests beyond --max-total-clients, before anything is sent.
+   */
+  subscribe(request: SubscribeRequest): Subscription {
+    if (this.#closed)
+      throw new EventsDbError("unavailable", "the server is shutting down", { retryAfterSeconds: 1 });
+    if (this.#subscriptions.size >= this.#config.maxTotalClients) {
+      throw new EventsDbError(
+        "too_many_requests",
+        `too many open streams (--max-total-clients ${this.#config.maxTotalClients}); retry later`,
+        { retryAfterSeconds: 5 },
+      );
+    }
+    const { filter } = request;
+    const subscription: Subscription = new Subscription(
+      {
+        filter,
+        fromId: request.fromId,
+        bufferSize: this.#config.clientBufferSize,
+        batchSize: request.batchSize ?? this.#config.streamBatchSize,
+        page: this.#page,
+        onOverflow: () => this.#metrics.streamOverflows.inc(),
+        onCatchUp: () => this.#metrics.streamCatchUps.inc(),
+      },
+      () => {
+        this.#index.delete(subscription, filter.subjects, filter.recursive);
+        this.#subscriptions.delete(subscription);
+        this.#metrics.activeStreams.set(this.#subscriptions.size);
+      },
+    );
+    this.#index.add(subscription, filter.subjects, filter.recursive);
+    this.#subscriptions.add(subscription);
+    this.#metrics.activeStreams.set(this.#subscriptions.size);
+    return subscription;
+  }
+
+  /** Hands committed events (in id order) to every matching subscription. Never blocks. */
+  publish(events: readonly StoredEvent[]): void {
+    if (this.#subscriptions.size === 0) return;
+    for (const event of events) {
+      this.#index.forEachMatch(event.subject, (subscription) => {
+        const type = subscription.filter.type;
+        if (type === undefined || type === event.type) subscription.offer(event);
+      });
+    }
+  }
+
+  /** Ends every subscription (shutdown): streams finish cleanly and clients resume by id. */
+  close(): void {
+    this.#closed = true;
+    for (const subscription of [...this.#subscriptions]) subscription.close();
+  }
+}

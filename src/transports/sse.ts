@@ -1,0 +1,158 @@
+import type { ServerResponse } from "node:http";
+import type { FastifyInstance } from "fastify";
+import { invalidArgument } from "../errors.js";
+import type { StoredEvent } from "../events/event.js";
+import { toSimpleJson, toStructured } from "../events/formats.js";
+import type { EventStore } from "../events/store.js";
+import type { Subscription } from "../hub/subscription.js";
+import type { Metrics } from "../metrics.js";
+import { parseFilter, parseInteger, type Query, single } from "./query.js";
+
+export interface SseOptions {
+  readonly store: EventStore;
+  readonly metrics: Metrics;
+  readonly heartbeatIntervalSeconds: number;
+  readonly writeTimeoutSeconds: number;
+  readonly clientBufferSize: number;
+}
+
+/** Reconnection delay the browser should use (HTML §9.2 `retry:`), in milliseconds. */
+export const RETRY_MS = 2000;
+
+/**
+ * `GET /events/stream`: Server-Sent Events (HTML Living Standard §9.2).
+ *
+ * Frames are written to the raw response after `reply.hijack()` rather than with @fastify/sse:
+ * this route needs the socket's own backpressure (write only while it is writable, wait for
+ * 'drain' with --write-timeout, several frames coalesced into one write), headers flushed before
+ * the first event, and ids written as they are (0 included); @fastify/sse 0.6 hides the first
+ * two and drops id 0.
+ */
+export async function sseRoutes(app: FastifyInstance, options: SseOptions): Promise<void> {
+  const { store, metrics } = options;
+
+  app.get("/events/stream", async (request, reply) => {
+    const query = request.query as Query;
+    let subscription: Subscription;
+    let frame: (event: StoredEvent) => string;
+    try {
+      const format = single(query.format, "format") ?? "simple";
+      if (format !== "simple" && format !== "cloudevents") {
+        throw invalidArgument("format must be simple or cloudevents");
+      }
+      frame = format === "cloudevents" ? cloudEventFrame : simpleFrame;
+      // The browser sends Last-Event-ID on reconnect; it wins over the from_id of the original URL.
+      const lastEventId = request.headers["last-event-id"];
+      const fromId =
+        typeof lastEventId === "string" && lastEventId.trim() !== ""
+          ? parseInteger(lastEventId.trim(), "Last-Event-ID", 0)
+          : parseInteger(query.from_id, "from_id", 0);
+      // SSE may coalesce up to a whole buffer per write; batches only bound how much is held at once.
+      subscription = store.subscribe({
+        filter: parseFilter(query),
+        fromId,
+        batchSize: options.clientBufferSize,
+      });
+      metrics.operations.inc({ operation: "stream_events", status: "success" });
+    } catch (error) {
+      metrics.operations.inc({ operation: "stream_events", status: "error" });
+      throw error;
+    }
+
+    reply.hijack();
+    const res = reply.raw as ServerResponse;
+    const stream = new SseWriter(res, options);
+    const onClose = () => subscription.close();
+    res.once("close", onClose);
+    try {
+      stream.open();
+      for await (const batch of subscription) {
+        let text = "";
+        for (const event of batch) text += frame(event);
+        if (!(await stream.write(text))) break;
+      }
+    } catch (error) {
+      request.log.warn({ err: error }, "event stream failed");
+    } finally {
+      res.off("close", onClose);
+      subscription.close();
+      stream.end();
+    }
+  });
+}
+
+function simpleFrame(event: StoredEvent): string {
+  return `id: ${event.id}\ndata: ${JSON.stringify(toSimpleJson(event))}\n\n`;
+}
+
+function cloudEventFrame(event: StoredEvent): string {
+  return `id: ${event.id}\ndata: ${JSON.stringify(toStructured(event))}\n\n`;
+}
+
+/** Writes SSE text to one response with heartbeats, backpressure and a write timeout. */
+class SseWriter {
+  readonly #res: ServerResponse;
+  readonly #heartbeatMs: number;
+  readonly #writeTimeoutMs: number;
+  #heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(res: ServerResponse, options: SseOptions) {
+    this.#res = res;
+    this.#heartbeatMs = options.heartbeatIntervalSeconds * 1000;
+    this.#writeTimeoutMs = options.writeTimeoutSeconds * 1000;
+  }
+
+  /** Sends the headers and the `retry:` line at once, before any event. */
+  open(): void {
+    const headers: Record<string, string> = {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      // nginx buffers proxied responses unless told not to; SSE must not be buffered.
+      "x-accel-buffering": "no",
+    };
+    // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
+    if (this.#res.req.httpVersionMajor === 1) headers.connection = "keep-alive";
+    this.#res.writeHead(200, headers);
+    this.#res.write(`retry: ${RETRY_MS}\n\n`);
+    this.#heartbeat = setInterval(() => this.#beat(), this.#heartbeatMs);
+    this.#heartbeat.unref();
+  }
+
+  /**
+   * Writes text; when the socket buffer is full, waits for 'drain' at most --write-timeout.
+   * Returns false when the client is gone or stayed unwritable (the response is then destroyed).
+   */
+  async write(text: string): Promise<boolean> {
+    const res = this.#res;
+    if (res.destroyed || res.writableEnded) return false;
+    this.#heartbeat?.refresh(); // any write counts as a heartbeat
+    if (res.write(text)) return true;
+    const drained = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => finish(false), this.#writeTimeoutMs);
+      const finish = (ok: boolean) => {
+        clearTimeout(timer);
+        res.off("drain", onDrain);
+        res.off("close", onClose);
+        resolve(ok);
+      };
+      const onDrain = () => finish(true);
+      const onClose = () => finish(false);
+      res.on("drain", onDrain);
+      res.on("close", onClose);
+    });
+    if (!drained) res.destroy();
+    return drained;
+  }
+
+  /** A comment line keeps proxies and the browser from timing the connection out. */
+  #beat(): void {
+    const res = this.#res;
+    if (res.destroyed || res.writableEnded || res.writableNeedDrain) return;
+    res.write(": heartbeat\n\n");
+  }
+
+  end(): void {
+    clearInterval(this.#heartbeat);
+    if (!this.#res.destroyed && !this.#res.writableEnded) this.#res.end();
+  }
+}
