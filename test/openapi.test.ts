@@ -100,6 +100,7 @@ beforeAll(async () => {
       "max-event-bytes": String(MAX_EVENT_BYTES),
       "max-batch-events": String(MAX_BATCH_EVENTS),
       "write-queue-bytes": String(WRITE_QUEUE_BYTES),
+      "max-total-clients": "1",
     },
   );
   server = await startServer(config, { logger: false, defaultMetrics: false });
@@ -644,9 +645,29 @@ describe("REST API against openapi.yaml", () => {
     });
   });
 
+  describe("GET /events/stream", () => {
+    it("→ 200 text/event-stream, 429 beyond --max-total-clients, 400 for bad parameters", async () => {
+      const controller = new AbortController();
+      const url = `${baseUrl}/events/stream?subject=oas&subject=oas2&recursive=true&format=cloudevents`;
+      const open = await fetch(url, { signal: controller.signal, headers: { "last-event-id": "0" } });
+      try {
+        contract.expectMatches("/events/stream", "GET", open, "");
+        expect(open.status).toBe(200);
+        const second = await call("GET", "/events/stream", { query: { subject: "oas" } });
+        expect(second.status).toBe(429);
+        expect(second.body).toMatchObject({ error: { code: "too_many_requests" } });
+      } finally {
+        controller.abort();
+      }
+      await new Promise((r) => setTimeout(r, 50)); // let the server see the close and free the slot
+      const bad = await call("GET", "/events/stream", { query: { subject: "oas", format: "xml" } });
+      expect(bad.status).toBe(400);
+    });
+  });
+
   describe("coverage of openapi.yaml", () => {
     /** Operations documented ahead of their implementation. */
-    const NOT_IMPLEMENTED = new Set(["GET /events/stream"]);
+    const NOT_IMPLEMENTED = new Set<string>();
     /** Documented responses a black-box test cannot provoke, with the reason. */
     const UNPROVOKABLE: Record<string, string> = {
       "GET /readyz 503": "needs an unreachable store or a >90 % full write queue",
