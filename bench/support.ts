@@ -21,6 +21,17 @@ export function parseDuration(args: readonly string[], fallback: number): number
   return value;
 }
 
+/** `--name N` among the arguments: a whole number >= min; the fallback when the flag is absent. */
+export function parseCountOption(args: readonly string[], name: string, fallback: number, min = 0): number {
+  const at = args.indexOf(name);
+  if (at === -1) return fallback;
+  const text = args[at + 1];
+  if (text === undefined || !/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)) || Number(text) < min) {
+    throw new Error(`${name} needs a whole number >= ${min}`);
+  }
+  return Number(text);
+}
+
 /** Compiles src/ to dist/ with the build tsconfig (incremental, so cheap when nothing changed). */
 export function buildDist(): Promise<void> {
   const tsc = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");

@@ -45,6 +45,8 @@ export interface StreamConfig {
   readonly streamBatchSize: number;
   readonly heartbeatIntervalSeconds: number;
   readonly writeTimeoutSeconds: number;
+  /** Milliseconds between polls for events other processes appended (0 = never). */
+  readonly storePollMs: number;
 }
 
 /** Raised for invalid configuration; the CLI prints its message on one line and exits with code 2. */
@@ -144,6 +146,12 @@ export const SERVE_OPTIONS = [
     default: "60",
     description: "seconds a stream may stay unwritable",
   },
+  {
+    flag: "store-poll-ms",
+    kind: "nonnegative",
+    default: "250",
+    description: "ms between polls for events other processes appended (0 = never)",
+  },
 ] as const satisfies readonly OptionSpec[];
 
 export type ServeFlag = (typeof SERVE_OPTIONS)[number]["flag"];
@@ -225,6 +233,7 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
       streamBatchSize: num("stream-batch-size"),
       heartbeatIntervalSeconds: num("heartbeat-interval"),
       writeTimeoutSeconds: num("write-timeout"),
+      storePollMs: num("store-poll-ms"),
     },
     authToken: env.AUTH_TOKEN === "" ? undefined : env.AUTH_TOKEN,
   };

@@ -1,5 +1,6 @@
 import type { Config, Limits } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
+import { CommitFeed } from "../hub/feed.js";
 import { Hub, type SubscribeRequest } from "../hub/hub.js";
 import type { Subscription } from "../hub/subscription.js";
 import type { Metrics } from "../metrics.js";
@@ -39,29 +40,42 @@ export class EventStore {
   readonly #repository: EventRepository;
   readonly #writer: Writer;
   readonly #hub: Hub;
+  readonly #feed: CommitFeed;
   readonly #listeners = new Set<CommitListener>();
 
-  private constructor(dialect: StorageDialect, config: Config, metrics: Metrics) {
+  private constructor(dialect: StorageDialect, config: Config, metrics: Metrics, lastId: number) {
     this.limits = config.limits;
     this.#dialect = dialect;
     this.#repository = new EventRepository(dialect);
     this.#hub = new Hub(config.streams, metrics, (query) => this.page(query));
-    this.#writer = new Writer(this.#repository, config.writer, metrics, (events) => {
-      this.#hub.publish(events);
-      for (const listener of this.#listeners) listener(events);
+    this.#feed = new CommitFeed({
+      lastId,
+      page: (query) => this.#repository.page(query),
+      publish: (events) => {
+        this.#hub.publish(events);
+        for (const listener of this.#listeners) listener(events);
+      },
+      listening: () => this.#hub.size > 0 || this.#listeners.size > 0,
+      pollMs: config.streams.storePollMs,
+      onError: () => {},
     });
+    this.#writer = new Writer(this.#repository, config.writer, metrics, (events) =>
+      this.#feed.committed(events),
+    );
   }
 
   /** Opens the configured store and applies pending migrations. */
   static async open(config: Config, metrics: Metrics): Promise<EventStore> {
     const dialect = openDialect(config.store);
+    let lastId: number;
     try {
       await migrate(dialect);
+      lastId = await new EventRepository(dialect).lastId();
     } catch (error) {
       await dialect.close();
       throw error;
     }
-    return new EventStore(dialect, config, metrics);
+    return new EventStore(dialect, config, metrics, lastId);
   }
 
   get dialect(): StorageDialect {
@@ -72,7 +86,10 @@ export class EventStore {
     return this.#repository;
   }
 
-  /** Called after each COMMIT with the events it created, in id order (the hub subscribes here). */
+  /**
+   * Called with committed events in id order, each once — also those other processes appended to
+   * the same database, while anyone listens (the hub receives the same).
+   */
   onCommitted(listener: CommitListener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
@@ -151,6 +168,7 @@ export class EventStore {
   /** Ends streams, flushes the writer, then closes the database. */
   async close(): Promise<void> {
     this.#hub.close();
+    this.#feed.close();
     await this.#writer.close();
     await this.#dialect.close();
   }

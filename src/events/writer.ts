@@ -22,7 +22,7 @@ export class Writer {
   readonly #repository: EventRepository;
   readonly #config: WriterConfig;
   readonly #metrics: Metrics;
-  readonly #onCommitted: (events: readonly StoredEvent[]) => void;
+  readonly #onCommitted: (events: readonly StoredEvent[]) => Promise<void>;
   #queue: Job[] = [];
   #queuedEvents = 0;
   #queuedBytes = 0;
@@ -33,7 +33,7 @@ export class Writer {
     repository: EventRepository,
     config: WriterConfig,
     metrics: Metrics,
-    onCommitted: (events: readonly StoredEvent[]) => void,
+    onCommitted: (events: readonly StoredEvent[]) => Promise<void>,
   ) {
     this.#repository = repository;
     this.#config = config;
@@ -148,7 +148,8 @@ export class Writer {
       job.resolve(outcome.results.slice(offset, offset + job.events.length));
       offset += job.events.length;
     }
-    if (outcome.created.length > 0) this.#onCommitted(outcome.created);
+    // Awaited: the next transaction's events must not reach the hub before these.
+    if (outcome.created.length > 0) await this.#onCommitted(outcome.created);
   }
 
   #updateGauges(): void {
