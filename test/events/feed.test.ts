@@ -2,22 +2,11 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { NewEvent } from "../../src/events/event.js";
 import type { EventStore } from "../../src/events/store.js";
 import { DIALECTS } from "../support/dialects.js";
+import { newEvent } from "../support/events.js";
 import { openTestStore } from "../support/server.js";
 import { waitUntil } from "../support/sse.js";
 
-function event(subject: string): NewEvent {
-  return {
-    source: "feed",
-    type: "t",
-    subject,
-    ceId: undefined,
-    time: undefined,
-    datacontenttype: undefined,
-    dataschema: undefined,
-    extensions: undefined,
-    data: Buffer.from(subject),
-  };
-}
+const event = (subject: string): NewEvent => newEvent(subject);
 
 // Two stores on one database stand for two server processes; better-sqlite3 being synchronous,
 // SQLite (one process per file) cannot play this in one thread, so this runs on MySQL.

@@ -3,20 +3,11 @@ import type { NewEvent, StoredEvent } from "../../src/events/event.js";
 import type { EventStore } from "../../src/events/store.js";
 import type { Metrics } from "../../src/metrics.js";
 import { DIALECTS } from "../support/dialects.js";
+import { newEvent } from "../support/events.js";
 import { openTestStore } from "../support/server.js";
 
 function event(subject: string, data = "x", ceId?: string): NewEvent {
-  return {
-    source: "w",
-    type: "t",
-    subject,
-    ceId,
-    time: undefined,
-    datacontenttype: undefined,
-    dataschema: undefined,
-    extensions: undefined,
-    data: Buffer.from(data),
-  };
+  return newEvent(subject, { source: "w", type: "t", ceId, data: Buffer.from(data) });
 }
 
 async function transactions(metrics: Metrics): Promise<{ count: number; sum: number }> {

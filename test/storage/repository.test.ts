@@ -5,22 +5,10 @@ import type { EventStore } from "../../src/events/store.js";
 import { migrate } from "../../src/storage/migrate.js";
 import { openDialect } from "../../src/storage/open.js";
 import { DIALECTS } from "../support/dialects.js";
+import { newEvent } from "../support/events.js";
 import { openTestStore } from "../support/server.js";
 
-function event(subject: string, overrides: Partial<NewEvent> = {}): NewEvent {
-  return {
-    source: "test",
-    type: "test.created",
-    subject,
-    ceId: undefined,
-    time: undefined,
-    datacontenttype: undefined,
-    dataschema: undefined,
-    extensions: undefined,
-    data: Buffer.from(`data of ${subject}`),
-    ...overrides,
-  };
-}
+const event = newEvent;
 
 describe.each(DIALECTS)("repository contract on $name", (dialect) => {
   const open: EventStore[] = [];
