@@ -11,6 +11,8 @@ export interface SubscribeRequest {
   readonly fromId: number;
   /** Most events per yielded batch; defaults to --stream-batch-size. */
   readonly batchSize?: number;
+  /** Aborting it closes the subscription (the transport's request signal). */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -70,6 +72,16 @@ export class Hub {
         this.#metrics.activeStreams.set(this.#subscriptions.size);
       },
     );
+    if (request.signal !== undefined) {
+      const signal = request.signal;
+      if (signal.aborted) subscription.close();
+      else {
+        const onAbort = () => subscription.close();
+        signal.addEventListener("abort", onAbort, { once: true });
+        subscription.onClose(() => signal.removeEventListener("abort", onAbort));
+      }
+      if (subscription.closed) return subscription;
+    }
     this.#index.add(subscription, filter.subjects, filter.recursive);
     this.#subscriptions.add(subscription);
     this.#metrics.activeStreams.set(this.#subscriptions.size);

@@ -37,13 +37,19 @@ export class Subscription implements AsyncIterable<StoredEvent[]> {
   #overflowed = false;
   #closed = false;
   #wake: (() => void) | undefined;
-  #onClose: (() => void) | undefined;
+  #onClose: (() => void)[];
 
   constructor(options: SubscriptionOptions, onClose: () => void) {
     this.filter = options.filter;
     this.#options = options;
     this.#cursor = options.fromId;
-    this.#onClose = onClose;
+    this.#onClose = [onClose];
+  }
+
+  /** Runs `fn` once when the subscription closes. */
+  onClose(fn: () => void): void {
+    if (this.#closed) fn();
+    else this.#onClose.push(fn);
   }
 
   /** The last id delivered (or the starting cursor). */
@@ -76,9 +82,9 @@ export class Subscription implements AsyncIterable<StoredEvent[]> {
     this.#closed = true;
     this.#buffer = [];
     this.#notify();
-    const onClose = this.#onClose;
-    this.#onClose = undefined;
-    onClose?.();
+    const callbacks = this.#onClose;
+    this.#onClose = [];
+    for (const fn of callbacks) fn();
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<StoredEvent[], void, undefined> {

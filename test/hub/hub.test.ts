@@ -1,0 +1,170 @@
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.js";
+import type { Page, PageQuery, StoredEvent } from "../../src/events/event.js";
+import { Hub } from "../../src/hub/hub.js";
+import { SubjectIndex } from "../../src/hub/subject-index.js";
+import { Metrics } from "../../src/metrics.js";
+import { newEvent } from "../support/events.js";
+
+/** An in-memory log standing in for the store: what is "committed" is readable by pages. */
+class MemoryLog {
+  readonly events: StoredEvent[] = [];
+  pages = 0;
+
+  append(subject: string, type = "t"): StoredEvent {
+    const event = {
+      ...newEvent(subject, { type }),
+      id: this.events.length + 1,
+      time: "2026-01-01T00:00:00.000000Z",
+    };
+    this.events.push(event);
+    return event;
+  }
+
+  page = async (query: PageQuery): Promise<Page> => {
+    this.pages++;
+    const matching = this.events.filter(
+      (e) =>
+        e.id > query.fromId &&
+        (query.subjects.length === 0 ||
+          query.subjects.some(
+            (s) => e.subject === s || (query.recursive && e.subject.startsWith(`${s}/`)),
+          )) &&
+        (query.type === undefined || e.type === query.type),
+    );
+    const events = matching.slice(0, query.limit);
+    return { events, hasMore: matching.length > query.limit, nextFromId: events.at(-1)?.id ?? query.fromId };
+  };
+}
+
+function hubFor(log: MemoryLog, flags: Record<string, string> = {}) {
+  const metrics = new Metrics({ defaultMetrics: false });
+  const hub = new Hub(loadConfig({}, flags).streams, metrics, log.page);
+  return { hub, metrics };
+}
+
+async function take(iterator: AsyncIterator<StoredEvent[]>, count: number): Promise<number[]> {
+  const ids: number[] = [];
+  while (ids.length < count) {
+    const next = await iterator.next();
+    if (next.done) break;
+    ids.push(...next.value.map((e) => e.id));
+  }
+  return ids;
+}
+
+describe("subject index", () => {
+  it("matches exact subjects, recursive ancestors by segment, and all-subject entries", () => {
+    const index = new SubjectIndex<string>();
+    index.add("exact", ["a/b"], false);
+    index.add("rec", ["a"], true);
+    index.add("all", [], false);
+    index.add("other", ["ab"], true);
+    const matches = (subject: string) => {
+      const out: string[] = [];
+      index.forEachMatch(subject, (item) => out.push(item));
+      return out.sort();
+    };
+    expect(matches("a/b")).toEqual(["all", "exact", "rec"]);
+    expect(matches("a")).toEqual(["all", "rec"]);
+    expect(matches("a/b/c")).toEqual(["all", "rec"]);
+    expect(matches("ab/c")).toEqual(["all", "other"]);
+    expect(matches("a-b")).toEqual(["all"]);
+    index.delete("rec", ["a"], true);
+    expect(matches("a/b")).toEqual(["all", "exact"]);
+  });
+});
+
+describe("hub and subscription engine", () => {
+  it("catches up, then goes live, without duplicates when a subscription matches an event twice", async () => {
+    const log = new MemoryLog();
+    const { hub } = hubFor(log);
+    log.append("s/1");
+    log.append("s/2");
+    const sub = hub.subscribe({
+      filter: { subjects: ["s", "s/3"], recursive: true, type: undefined },
+      fromId: 0,
+    });
+    const it = sub[Symbol.asyncIterator]();
+    expect(await take(it, 2)).toEqual([1, 2]);
+    hub.publish([log.append("s/3"), log.append("x"), log.append("s/4")]);
+    expect(await take(it, 2)).toEqual([3, 5]);
+    sub.close();
+    expect(await it.next()).toEqual({ done: true, value: undefined });
+    expect(hub.size).toBe(0);
+  });
+
+  it("delivers events published between registration and the end of catch-up exactly once", async () => {
+    const log = new MemoryLog();
+    const { hub } = hubFor(log, { "stream-batch-size": "2" });
+    for (let i = 0; i < 5; i++) log.append("s");
+    const sub = hub.subscribe({ filter: { subjects: ["s"], recursive: false, type: undefined }, fromId: 0 });
+    const it = sub[Symbol.asyncIterator]();
+    const first = await take(it, 2);
+    // Committed and published while the subscription is still paging.
+    hub.publish([log.append("s"), log.append("s")]);
+    expect([...first, ...(await take(it, 5))]).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    sub.close();
+  });
+
+  it("drops an overflowing buffer and pages from the last delivered id instead", async () => {
+    const log = new MemoryLog();
+    const { hub, metrics } = hubFor(log, { "client-buffer-size": "3" });
+    const sub = hub.subscribe({ filter: { subjects: ["s"], recursive: false, type: undefined }, fromId: 0 });
+    const it = sub[Symbol.asyncIterator]();
+    const pending = it.next(); // caught up (empty), now waiting live
+    hub.publish([log.append("s")]);
+    expect((await pending).value?.map((e) => e.id)).toEqual([1]);
+    // The consumer is busy: ten events arrive, far more than the buffer holds.
+    for (let i = 0; i < 10; i++) hub.publish([log.append("s")]);
+    expect((await metrics.streamOverflows.get()).values[0]?.value).toBe(1);
+    expect(await take(it, 10)).toEqual([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect((await metrics.streamCatchUps.get()).values[0]?.value).toBe(1);
+    hub.publish([log.append("s")]);
+    expect(await take(it, 1)).toEqual([12]);
+    sub.close();
+  });
+
+  it("filters by type, closes on abort, and refuses beyond --max-total-clients", async () => {
+    const log = new MemoryLog();
+    const { hub, metrics } = hubFor(log, { "max-total-clients": "1" });
+    const controller = new AbortController();
+    const sub = hub.subscribe({
+      filter: { subjects: [], recursive: false, type: "keep" },
+      fromId: 0,
+      signal: controller.signal,
+    });
+    expect(() =>
+      hub.subscribe({ filter: { subjects: [], recursive: false, type: undefined }, fromId: 0 }),
+    ).toThrow(expect.objectContaining({ code: "too_many_requests" }));
+    expect((await metrics.activeStreams.get()).values[0]?.value).toBe(1);
+    const it = sub[Symbol.asyncIterator]();
+    const pending = it.next();
+    hub.publish([log.append("a", "drop"), log.append("b", "keep")]);
+    expect((await pending).value?.map((e) => e.id)).toEqual([2]);
+    const waiting = it.next();
+    controller.abort();
+    expect(await waiting).toEqual({ done: true, value: undefined });
+    expect(hub.size).toBe(0);
+    expect((await metrics.activeStreams.get()).values[0]?.value).toBe(0);
+  });
+
+  it("ends every subscription on close", async () => {
+    const log = new MemoryLog();
+    const { hub } = hubFor(log);
+    const subs = [1, 2, 3].map(() =>
+      hub.subscribe({ filter: { subjects: ["s"], recursive: false, type: undefined }, fromId: 0 }),
+    );
+    const ends = subs.map(async (sub) => {
+      for await (const _ of sub) {
+        // nothing is published
+      }
+    });
+    hub.close();
+    await Promise.all(ends);
+    expect(hub.size).toBe(0);
+    expect(() =>
+      hub.subscribe({ filter: { subjects: [], recursive: false, type: undefined }, fromId: 0 }),
+    ).toThrow(expect.objectContaining({ code: "unavailable" }));
+  });
+});
