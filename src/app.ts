@@ -3,6 +3,7 @@ import type { Config } from "./config.js";
 import { EventsDbError } from "./errors.js";
 import type { EventStore } from "./events/store.js";
 import type { Metrics } from "./metrics.js";
+import { connectRoutes } from "./transports/connect.js";
 import { operationsRoutes } from "./transports/operations.js";
 import { restRoutes } from "./transports/rest.js";
 import { sseRoutes } from "./transports/sse.js";
@@ -53,6 +54,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     writeTimeoutSeconds: config.streams.writeTimeoutSeconds,
     clientBufferSize: config.streams.clientBufferSize,
   });
+  await app.register(connectRoutes, { config, store, metrics });
   return app;
 }
 

@@ -1,3 +1,4 @@
+import { Code } from "@connectrpc/connect";
 import type { ErrorCode } from "../errors.js";
 
 /** The one mapping from domain error codes to HTTP status (REST and SSE). */
@@ -23,5 +24,28 @@ export function httpStatus(code: ErrorCode): number {
       return 503; // the store cannot be reached: retry after Retry-After
     case "internal":
       return 500; // a bug; the message never carries details
+  }
+}
+
+/** The one mapping from domain error codes to Connect / gRPC codes. */
+export function connectCode(code: ErrorCode): Code {
+  switch (code) {
+    case "invalid_argument":
+    case "payload_too_large": // not retryable: the client must change the request
+    case "unsupported_media_type":
+      return Code.InvalidArgument;
+    case "unauthenticated":
+      return Code.Unauthenticated;
+    case "permission_denied":
+      return Code.PermissionDenied;
+    case "not_found":
+      return Code.NotFound;
+    case "resource_exhausted": // full write queue
+    case "too_many_requests": // --max-total-clients
+      return Code.ResourceExhausted;
+    case "unavailable":
+      return Code.Unavailable;
+    case "internal":
+      return Code.Internal;
   }
 }

@@ -1,0 +1,180 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
+import type { FastifyInstance } from "fastify";
+import type { Config } from "../config.js";
+import { EventsDbError, invalidArgument } from "../errors.js";
+import type { EventFilter, NewEvent, StoredEvent } from "../events/event.js";
+import { DEFAULT_PAGE_LIMIT, type EventStore } from "../events/store.js";
+import { displayTime } from "../events/time.js";
+import { validateEvent } from "../events/validate.js";
+import {
+  type CreateEventRequest,
+  type Event,
+  EventSchema,
+  EventsDB,
+  type StreamEventsFromSubjectReply,
+  StreamEventsFromSubjectReplySchema,
+  type StreamEventsFromSubjectRequest,
+} from "../gen/grpc/eventsdb_pb.js";
+import type { Metrics, Operation } from "../metrics.js";
+import { connectCode } from "./status.js";
+
+export interface ConnectDeps {
+  readonly config: Config;
+  readonly store: EventStore;
+  readonly metrics: Metrics;
+  /** Extra services (health, reflection) registered on the same router. */
+  readonly extraRoutes?: (router: ConnectRouter) => void;
+}
+
+/**
+ * `grpc.EventsDB` over gRPC (HTTP/2), gRPC-Web and the Connect protocol, on the same Fastify app.
+ * Handlers are thin: they translate messages and call the same EventStore and subscription engine
+ * as REST and SSE. Registered in a scope of its own: the plugin's no-op content-type parsers must
+ * not reach the REST routes.
+ */
+export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Promise<void> {
+  const { config, store, metrics } = deps;
+  const limits = store.limits;
+  const observe = <T>(operation: Operation, fn: () => Promise<T>): Promise<T> =>
+    metrics.observe(operation, fn).catch((error: unknown) => {
+      throw toConnectError(error);
+    });
+
+  const routes = (router: ConnectRouter) => {
+    router.service(EventsDB, {
+      createEvent: (request) =>
+        observe("create_event", async () => {
+          const [result] = await store.append([toNewEvent(request, limits)]);
+          return { id: BigInt((result as { id: number }).id) };
+        }),
+      createEvents: (request) =>
+        observe("create_events", async () => {
+          const events = request.events.map((event, i) => toNewEvent(event, limits, `event ${i}`));
+          const results = await store.append(events);
+          return { ids: results.map((r) => BigInt(r.id)) };
+        }),
+      getEventByID: (request) =>
+        observe("get_event", async () => toProto(await store.get(toSafeId(request.id, "id")))),
+      getHistoricEventsFromSubject: (request) =>
+        observe("historic_events", async () => {
+          const page = await store.page({
+            ...toFilter(request),
+            fromId: toSafeId(request.fromId ?? 0n, "from_id"),
+            limit: request.limit ?? DEFAULT_PAGE_LIMIT,
+          });
+          return { events: page.events.map(toProto), hasMore: page.hasMore };
+        }),
+      deleteFromSubject: (request) =>
+        observe("delete_events", async () => ({
+          deleted: BigInt(await store.delete(toFilter(request), toSafeId(request.fromId ?? 0n, "from_id"))),
+        })),
+      listSubjects: (request) =>
+        observe("list_subjects", async () => ({ subjects: await store.subjects(request.prefix) })),
+      streamEventsFromSubject: (request, context) => streamEvents(store, metrics, config, request, context),
+    });
+    deps.extraRoutes?.(router);
+  };
+
+  await app.register(fastifyConnectPlugin, {
+    routes,
+    readMaxBytes: limits.maxBodyBytes,
+  });
+}
+
+/**
+ * Catch-up pages as one message each, then live events that arrive together in one message,
+ * never more than --stream-batch-size per message. Ends when the client cancels.
+ */
+async function* streamEvents(
+  store: EventStore,
+  metrics: Metrics,
+  config: Config,
+  request: StreamEventsFromSubjectRequest,
+  context: HandlerContext,
+): AsyncGenerator<StreamEventsFromSubjectReply> {
+  let subscription: ReturnType<EventStore["subscribe"]>;
+  try {
+    subscription = store.subscribe({
+      filter: toFilter(request),
+      fromId: toSafeId(request.fromId ?? 0n, "from_id"),
+      batchSize: config.streams.streamBatchSize,
+      signal: context.signal,
+    });
+    metrics.operations.inc({ operation: "stream_events", status: "success" });
+  } catch (error) {
+    metrics.operations.inc({ operation: "stream_events", status: "error" });
+    throw toConnectError(error);
+  }
+  try {
+    for await (const batch of subscription) {
+      yield create(StreamEventsFromSubjectReplySchema, { events: batch.map(toProto) });
+    }
+  } catch (error) {
+    throw toConnectError(error);
+  } finally {
+    subscription.close();
+  }
+}
+
+function toFilter(request: { subject: string; type?: string; recursive?: boolean }): EventFilter {
+  return {
+    subjects: request.subject === "" ? [] : [request.subject],
+    recursive: request.recursive ?? false,
+    type: request.type === undefined || request.type === "" ? undefined : request.type,
+  };
+}
+
+function toSafeId(value: bigint, name: string): number {
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER))
+    throw toConnectError(invalidArgument(`${name} is out of range`));
+  return Number(value);
+}
+
+/** proto3 strings are "" when unset: empty optional attributes mean absent. */
+function toNewEvent(request: CreateEventRequest, limits: EventStore["limits"], where = ""): NewEvent {
+  const data = Buffer.from(request.data.buffer, request.data.byteOffset, request.data.byteLength);
+  return validateEvent(
+    {
+      source: request.source,
+      type: request.type,
+      subject: request.subject,
+      ceId: request.id === "" ? undefined : request.id,
+      time: request.time === "" ? undefined : request.time,
+      datacontenttype: request.datacontenttype === "" ? undefined : request.datacontenttype,
+      dataschema: request.dataschema === "" ? undefined : request.dataschema,
+      extensions: request.extensions,
+      data,
+    },
+    limits,
+    where,
+  );
+}
+
+function toProto(event: StoredEvent): Event {
+  const extensions: Record<string, string> = {};
+  if (event.extensions !== undefined) {
+    for (const [name, value] of Object.entries(event.extensions)) extensions[name] = String(value);
+  }
+  return create(EventSchema, {
+    id: BigInt(event.id),
+    source: event.source,
+    type: event.type,
+    subject: event.subject,
+    time: displayTime(event.time),
+    data: event.data,
+    ceId: event.ceId ?? "",
+    datacontenttype: event.datacontenttype ?? "",
+    dataschema: event.dataschema ?? "",
+    extensions,
+  });
+}
+
+/** Domain errors keep their message with the mapped code; anything else is INTERNAL without detail. */
+function toConnectError(error: unknown): ConnectError {
+  if (error instanceof ConnectError) return error;
+  if (error instanceof EventsDbError) return new ConnectError(error.message, connectCode(error.code));
+  // Bugs only: logged by connect-fastify's handler, never sent to the client in detail.
+  return new ConnectError("internal error", Code.Internal, undefined, undefined, error);
+}
