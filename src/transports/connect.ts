@@ -1,5 +1,14 @@
+import type { IncomingMessage } from "node:http";
+import { type Http2ServerRequest, constants as http2 } from "node:http2";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  createContextKey,
+  createContextValues,
+  type HandlerContext,
+} from "@connectrpc/connect";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import type { FastifyInstance } from "fastify";
 import type { Config } from "../config.js";
@@ -80,7 +89,20 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
   await app.register(fastifyConnectPlugin, {
     routes,
     readMaxBytes: limits.maxBodyBytes,
+    contextValues: (request) => createContextValues().set(RAW_REQUEST, request.raw),
   });
+}
+
+/** The Node request under a call, so a stream that stays unwritable can be cut (--write-timeout). */
+const RAW_REQUEST = createContextKey<IncomingMessage | Http2ServerRequest | undefined>(undefined, {
+  description: "the raw Node request",
+});
+
+/** Cancels the HTTP/2 stream (RST_STREAM) or closes the HTTP/1.1 connection under a call. */
+function cutTransport(raw: IncomingMessage | Http2ServerRequest | undefined): void {
+  if (raw === undefined) return;
+  if ("stream" in raw) raw.stream.close(http2.NGHTTP2_CANCEL);
+  else raw.socket.destroy();
 }
 
 /**
@@ -107,9 +129,17 @@ async function* streamEvents(
     metrics.operations.inc({ operation: "stream_events", status: "error" });
     throw toConnectError(error);
   }
+  const writeTimeoutMs = config.streams.writeTimeoutSeconds * 1000;
   try {
     for await (const batch of subscription) {
-      yield create(StreamEventsFromSubjectReplySchema, { events: batch.map(toProto) });
+      // The yield returns once Connect has written the message; a client that stops reading keeps
+      // it pending (HTTP/2 flow control), and is cut after --write-timeout, like an SSE client.
+      const timer = setTimeout(() => cutTransport(context.values.get(RAW_REQUEST)), writeTimeoutMs);
+      try {
+        yield create(StreamEventsFromSubjectReplySchema, { events: batch.map(toProto) });
+      } finally {
+        clearTimeout(timer);
+      }
     }
   } catch (error) {
     throw toConnectError(error);
