@@ -1,0 +1,184 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import fs from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { EventsDbError } from "./errors.js";
+import type { EventFilter } from "./events/event.js";
+
+/** What a caller may do: read and write scopes as subject prefixes ("*" = every subject). */
+export interface Principal {
+  readonly name: string;
+  readonly read: readonly string[];
+  readonly write: readonly string[];
+}
+
+/** Everything, for AUTH_TOKEN and for an open server (no token configured). */
+export const FULL_ACCESS: Readonly<Pick<Principal, "read" | "write">> = { read: ["*"], write: ["*"] };
+
+interface TokenEntry extends Principal {
+  readonly digest: Buffer;
+  /** Epoch ms after which the token is refused; undefined = never. */
+  readonly expires: number | undefined;
+}
+
+const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+const HEX_SHA256 = /^[0-9a-f]{64}$/;
+
+/** SHA-256 of a token: what the auth file stores and what requests are compared by. */
+export function tokenDigest(token: string): Buffer {
+  return createHash("sha256").update(token, "utf8").digest();
+}
+
+/**
+ * The known tokens: AUTH_TOKEN (full access, name "auth-token") and the named tokens of the auth
+ * file. Tokens are compared by their SHA-256 digests with timingSafeEqual over every entry, so
+ * neither a token nor how much of it matched shows in the timing.
+ */
+export class TokenRegistry {
+  #entries: readonly TokenEntry[];
+
+  private constructor(entries: readonly TokenEntry[]) {
+    this.#entries = entries;
+  }
+
+  /** From AUTH_TOKEN and the auth file (JSON or YAML); throws with one clear line when invalid. */
+  static load(authToken: string | undefined, authFile: string | undefined): TokenRegistry {
+    const entries: TokenEntry[] = [];
+    if (authToken !== undefined) {
+      entries.push({
+        name: "auth-token",
+        ...FULL_ACCESS,
+        digest: tokenDigest(authToken),
+        expires: undefined,
+      });
+    }
+    if (authFile !== undefined) entries.push(...readAuthFile(authFile));
+    return new TokenRegistry(entries);
+  }
+
+  /** True when no token is configured: the API is open (compat). */
+  get open(): boolean {
+    return this.#entries.length === 0;
+  }
+
+  get size(): number {
+    return this.#entries.length;
+  }
+
+  /** The principal of a presented token, or undefined when it is unknown or expired. */
+  authenticate(token: string, now = Date.now()): Principal | undefined {
+    const digest = tokenDigest(token);
+    let found: TokenEntry | undefined;
+    for (const entry of this.#entries) {
+      if (timingSafeEqual(entry.digest, digest) && found === undefined) found = entry;
+    }
+    if (found === undefined || (found.expires !== undefined && now >= found.expires)) return undefined;
+    return { name: found.name, read: found.read, write: found.write };
+  }
+
+  /** Whether the named token still exists and is unexpired (sessions re-check on every use). */
+  stillValid(name: string, now = Date.now()): Principal | undefined {
+    const entry = this.#entries.find((e) => e.name === name);
+    if (entry === undefined || (entry.expires !== undefined && now >= entry.expires)) return undefined;
+    return { name: entry.name, read: entry.read, write: entry.write };
+  }
+}
+
+function readAuthFile(file: string): TokenEntry[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (error) {
+    throw new Error(`cannot read --auth-file ${file}: ${(error as NodeJS.ErrnoException).code ?? "error"}`);
+  }
+  let doc: unknown;
+  try {
+    doc = file.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
+  } catch {
+    throw new Error(`--auth-file ${file} is not valid ${file.endsWith(".json") ? "JSON" : "YAML"}`);
+  }
+  const tokens = (doc as { tokens?: unknown } | null)?.tokens;
+  if (!Array.isArray(tokens)) throw new Error(`--auth-file ${file} must have a "tokens" list`);
+  const names = new Set<string>();
+  return tokens.map((raw: unknown, i: number) => {
+    const at = `--auth-file ${file}: tokens[${i}]`;
+    const t = (raw ?? {}) as Record<string, unknown>;
+    if (typeof t.name !== "string" || !NAME.test(t.name)) throw new Error(`${at}: name must match ${NAME}`);
+    if (names.has(t.name)) throw new Error(`${at}: duplicate name ${t.name}`);
+    names.add(t.name);
+    if (typeof t.sha256 !== "string" || !HEX_SHA256.test(t.sha256.toLowerCase())) {
+      throw new Error(`${at}: sha256 must be the token's SHA-256 in hex (echo -n TOKEN | sha256sum)`);
+    }
+    const scopes = (key: "read" | "write"): string[] => {
+      const value = t[key] ?? [];
+      if (!Array.isArray(value) || !value.every((s) => typeof s === "string" && s !== "")) {
+        throw new Error(`${at}: ${key} must be a list of subject prefixes ("*" = all)`);
+      }
+      return value as string[];
+    };
+    let expires: number | undefined;
+    if (t.expires !== undefined && t.expires !== null) {
+      expires = t.expires instanceof Date ? t.expires.getTime() : Date.parse(String(t.expires));
+      if (Number.isNaN(expires)) throw new Error(`${at}: expires must be an RFC 3339 time`);
+    }
+    return {
+      name: t.name,
+      read: scopes("read"),
+      write: scopes("write"),
+      digest: Buffer.from(t.sha256.toLowerCase(), "hex"),
+      expires,
+    };
+  });
+}
+
+/** `subject` is `scope` or below it in path segments ("*" covers everything). */
+export function covers(scope: string, subject: string): boolean {
+  return scope === "*" || subject === scope || subject.startsWith(`${scope}/`);
+}
+
+/** May the principal write events on this subject? */
+export function canWrite(principal: Principal, subject: string): boolean {
+  return principal.write.some((scope) => covers(scope, subject));
+}
+
+/** May the principal read this subject? */
+export function canRead(principal: Principal, subject: string): boolean {
+  return principal.read.some((scope) => covers(scope, subject));
+}
+
+/** Throws permission_denied unless every subject may be written. */
+export function requireWrite(principal: Principal, subjects: Iterable<string>): void {
+  for (const subject of subjects) {
+    if (!canWrite(principal, subject)) {
+      throw new EventsDbError(
+        "permission_denied",
+        `token ${principal.name} may not write subject ${subject}`,
+      );
+    }
+  }
+}
+
+/**
+ * The part of a read filter the principal may see. Exact subjects must be readable; a recursive
+ * subject above the principal's scopes is cut down to the scopes below it (reading `orders`
+ * recursively with a scope `orders/eu` reads `orders/eu` recursively); no subject at all means
+ * every readable scope. Throws permission_denied when nothing readable is left.
+ */
+export function readableFilter(principal: Principal, filter: EventFilter): EventFilter {
+  if (principal.read.includes("*")) return filter;
+  // No subject = everything: cut to every readable scope, each with what lies below it.
+  if (filter.subjects.length === 0)
+    return { subjects: [...principal.read], recursive: true, type: filter.type };
+  const subjects = new Set<string>();
+  for (const subject of filter.subjects) {
+    if (canRead(principal, subject)) {
+      subjects.add(subject);
+      continue;
+    }
+    const below = filter.recursive ? principal.read.filter((scope) => scope.startsWith(`${subject}/`)) : [];
+    if (below.length === 0) {
+      throw new EventsDbError("permission_denied", `token ${principal.name} may not read subject ${subject}`);
+    }
+    for (const scope of below) subjects.add(scope);
+  }
+  return { subjects: [...subjects], recursive: filter.recursive, type: filter.type };
+}
