@@ -14,6 +14,9 @@ export interface Principal {
 /** Everything, for AUTH_TOKEN and for an open server (no token configured). */
 export const FULL_ACCESS: Readonly<Pick<Principal, "read" | "write">> = { read: ["*"], write: ["*"] };
 
+/** The caller of an open server (no token configured), and of internal reads. */
+export const ANYONE: Principal = { name: "anonymous", ...FULL_ACCESS };
+
 interface TokenEntry extends Principal {
   readonly digest: Buffer;
   /** Epoch ms after which the token is refused; undefined = never. */

@@ -1,3 +1,4 @@
+import { ANYONE, canRead, type Principal, readableFilter, requireWrite } from "../auth.js";
 import type { Config, Limits } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
 import { CommitFeed } from "../hub/feed.js";
@@ -95,25 +96,37 @@ export class EventStore {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Appends events atomically; ids in input order. Idempotent on (source, CloudEvents id). */
-  append(events: readonly NewEvent[]): Promise<AppendResult[]> {
+  /**
+   * Appends events atomically; ids in input order. Idempotent on (source, CloudEvents id).
+   * Every event's subject must be in the principal's write scopes.
+   */
+  async append(events: readonly NewEvent[], principal: Principal = ANYONE): Promise<AppendResult[]> {
     if (events.length > this.limits.maxBatchEvents) {
-      return Promise.reject(
-        invalidArgument(`a batch holds at most ${this.limits.maxBatchEvents} events (--max-batch-events)`),
+      throw invalidArgument(
+        `a batch holds at most ${this.limits.maxBatchEvents} events (--max-batch-events)`,
       );
     }
+    requireWrite(
+      principal,
+      events.map((e) => e.subject),
+    );
     return this.#writer.append(events);
   }
 
-  async get(id: number): Promise<StoredEvent> {
+  async get(id: number, principal: Principal = ANYONE): Promise<StoredEvent> {
     checkId(id, "id", 1);
     const event = await unavailableOnFailure(() => this.#repository.get(id));
     if (event === undefined) throw new EventsDbError("not_found", `event ${id} not found`);
+    if (!canRead(principal, event.subject)) {
+      throw new EventsDbError("permission_denied", `token ${principal.name} may not read event ${id}`);
+    }
     return event;
   }
 
-  async page(query: PageQuery): Promise<Page> {
+  /** Events with id > fromId in id order, cut to what the principal may read. */
+  async page(query: PageQuery, principal: Principal = ANYONE): Promise<Page> {
     checkFilter(query);
+    query = { ...query, ...readableFilter(principal, query) };
     checkId(query.fromId, "from_id", 0);
     if (!Number.isSafeInteger(query.limit) || query.limit < 1 || query.limit > MAX_PAGE_LIMIT) {
       throw invalidArgument(`limit must be between 1 and ${MAX_PAGE_LIMIT}`);
@@ -121,9 +134,11 @@ export class EventStore {
     return unavailableOnFailure(() => this.#repository.page(query));
   }
 
-  async delete(filter: EventFilter, fromId: number): Promise<number> {
+  /** Deletes the subjects' events with id > fromId; the subjects must be in the write scopes. */
+  async delete(filter: EventFilter, fromId: number, principal: Principal = ANYONE): Promise<number> {
     if (filter.subjects.length === 0) throw invalidArgument("subject is required");
     checkFilter(filter);
+    requireWrite(principal, filter.subjects);
     checkId(fromId, "from_id", 0);
     return unavailableOnFailure(() => this.#repository.delete(filter, fromId));
   }
@@ -132,10 +147,10 @@ export class EventStore {
    * A live subscription: catch-up from `fromId`, then live, gapless (see hub/subscription.ts).
    * Throws too_many_requests beyond --max-total-clients.
    */
-  subscribe(request: SubscribeRequest): Subscription {
+  subscribe(request: SubscribeRequest, principal: Principal = ANYONE): Subscription {
     checkFilter(request.filter);
     checkId(request.fromId, "from_id", 0);
-    return this.#hub.subscribe(request);
+    return this.#hub.subscribe({ ...request, filter: readableFilter(principal, request.filter) });
   }
 
   /** Ends every open stream cleanly (first step of shutdown). */
@@ -143,8 +158,10 @@ export class EventStore {
     this.#hub.close();
   }
 
-  async subjects(prefix: string): Promise<string[]> {
-    return unavailableOnFailure(() => this.#repository.subjects(prefix));
+  /** Subjects starting with `prefix` that the principal may read. */
+  async subjects(prefix: string, principal: Principal = ANYONE): Promise<string[]> {
+    const subjects = await unavailableOnFailure(() => this.#repository.subjects(prefix));
+    return principal.read.includes("*") ? subjects : subjects.filter((s) => canRead(principal, s));
   }
 
   /** Store reachable and writer not saturated, with per-dependency detail. */
