@@ -32,7 +32,10 @@ function configFrom(options: Record<string, unknown>): Config {
 
 function addServeOptions(command: Command): Command {
   for (const spec of SERVE_OPTIONS) {
-    const option = new Option(`--${spec.flag} <value>`, spec.description);
+    const option = new Option(
+      spec.kind === "boolean" ? `--${spec.flag}` : `--${spec.flag} <value>`,
+      spec.description,
+    );
     option.env(envName(spec.flag));
     if ("default" in spec) option.default(undefined, spec.default);
     command.addOption(option);
@@ -48,7 +51,7 @@ async function serve(options: Record<string, unknown>): Promise<void> {
     redact: ["req.headers.authorization", "req.headers.cookie", 'res.headers["set-cookie"]'],
   };
   const server = await startServer(config, { logger });
-  if (config.authToken === undefined) {
+  if (config.auth.token === undefined && config.auth.file === undefined) {
     server.app.log.warn("AUTH_TOKEN is not set: the API is open to anyone who can reach it");
   }
   let stopping = false;

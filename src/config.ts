@@ -15,7 +15,31 @@ export interface Config {
   readonly limits: Limits;
   readonly writer: WriterConfig;
   readonly streams: StreamConfig;
-  readonly authToken: string | undefined;
+  readonly auth: AuthConfig;
+  /** Origins allowed by CORS; empty = CORS off. */
+  readonly corsOrigins: readonly string[];
+  /** Requests per minute per token (or IP without one); 0 = no rate limit. */
+  readonly rateLimitPerMinute: number;
+  readonly tls: TlsConfig | undefined;
+  /** Seconds SIGTERM waits for in-flight requests and the write queue before exiting. */
+  readonly shutdownTimeoutSeconds: number;
+}
+
+export interface AuthConfig {
+  /** (compat) AUTH_TOKEN: one token with full access; unset (and no auth file) = open. */
+  readonly token: string | undefined;
+  /** Named tokens with scopes (JSON or YAML), reloaded on SIGHUP. */
+  readonly file: string | undefined;
+  readonly protectMetrics: boolean;
+  readonly allowQueryToken: boolean;
+  readonly sessionTtlSeconds: number;
+}
+
+export interface TlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Require client certificates signed by this CA (mutual TLS). */
+  readonly clientCaFile: string | undefined;
 }
 
 /** Input limits; every one is named here with its default. */
@@ -54,7 +78,7 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
 
-type Kind = "port" | "positive" | "nonnegative" | "string";
+type Kind = "port" | "positive" | "nonnegative" | "string" | "boolean";
 
 interface OptionSpec {
   /** Flag name without dashes, e.g. `rest-port`; the env twin is its upper snake case. */
@@ -152,6 +176,34 @@ export const SERVE_OPTIONS = [
     default: "250",
     description: "ms between polls for events other processes appended (0 = never)",
   },
+  { flag: "auth-file", kind: "string", description: "named tokens with read/write scopes (JSON or YAML)" },
+  { flag: "protect-metrics", kind: "boolean", default: "false", description: "require a token for /metrics" },
+  {
+    flag: "allow-query-token",
+    kind: "boolean",
+    default: "false",
+    description: "accept ?access_token= on the stream route",
+  },
+  { flag: "session-ttl", kind: "positive", default: "43200", description: "seconds a browser session lasts" },
+  {
+    flag: "cors-origin",
+    kind: "string",
+    description: "comma-separated origins allowed by CORS (default: none)",
+  },
+  {
+    flag: "rate-limit",
+    kind: "nonnegative",
+    default: "0",
+    description: "requests per minute per token or IP (0 = off)",
+  },
+  {
+    flag: "tls-cert-file",
+    kind: "string",
+    description: "PEM certificate chain: serve HTTPS (h2 + http/1.1)",
+  },
+  { flag: "tls-key-file", kind: "string", description: "PEM private key for --tls-cert-file" },
+  { flag: "tls-client-ca-file", kind: "string", description: "PEM CA: require client certificates (mTLS)" },
+  { flag: "shutdown-timeout", kind: "positive", default: "30", description: "seconds to drain on SIGTERM" },
 ] as const satisfies readonly OptionSpec[];
 
 export type ServeFlag = (typeof SERVE_OPTIONS)[number]["flag"];
@@ -187,6 +239,14 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     }
     if (spec.kind === "string") {
       values.set(spec.flag, value);
+      continue;
+    }
+    if (spec.kind === "boolean") {
+      const text = value.trim().toLowerCase();
+      if (!["true", "false", "1", "0", "yes", "no"].includes(text)) {
+        throw new ConfigError(`${source(spec)} must be true or false, got ${JSON.stringify(value)}`);
+      }
+      values.set(spec.flag, ["true", "1", "yes"].includes(text) ? 1 : 0);
       continue;
     }
     if (!/^\d+$/.test(value.trim())) {
@@ -235,12 +295,38 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
       writeTimeoutSeconds: num("write-timeout"),
       storePollMs: num("store-poll-ms"),
     },
-    authToken: env.AUTH_TOKEN === "" ? undefined : env.AUTH_TOKEN,
+    auth: {
+      token: env.AUTH_TOKEN === "" ? undefined : env.AUTH_TOKEN,
+      file: str("auth-file") || undefined,
+      protectMetrics: num("protect-metrics") === 1,
+      allowQueryToken: num("allow-query-token") === 1,
+      sessionTtlSeconds: num("session-ttl"),
+    },
+    corsOrigins: (str("cors-origin") ?? "")
+      .split(",")
+      .map((o) => o.trim())
+      .filter((o) => o !== ""),
+    rateLimitPerMinute: num("rate-limit"),
+    tls: tlsConfig(str("tls-cert-file"), str("tls-key-file"), str("tls-client-ca-file")),
+    shutdownTimeoutSeconds: num("shutdown-timeout"),
   };
   if (config.limits.maxBatchEvents > config.writer.queueEvents) {
     throw new ConfigError("--max-batch-events must not exceed --write-queue-events");
   }
   return deepFreeze(config);
+}
+
+function tlsConfig(
+  cert: string | undefined,
+  key: string | undefined,
+  ca: string | undefined,
+): TlsConfig | undefined {
+  if (!cert && !key) {
+    if (ca) throw new ConfigError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file");
+    return undefined;
+  }
+  if (!cert || !key) throw new ConfigError("TLS needs both TLS_CERT_FILE and TLS_KEY_FILE");
+  return { certFile: cert, keyFile: key, clientCaFile: ca || undefined };
 }
 
 const MYSQL_ENV = [

@@ -15,14 +15,14 @@ describe("configuration", () => {
         streamBatchSize: 10,
         heartbeatIntervalSeconds: 15,
       },
-      authToken: undefined,
+      auth: { token: undefined, file: undefined, protectMetrics: false, allowQueryToken: false },
     });
     expect(Object.isFrozen(config.limits)).toBe(true);
   });
 
   it("reads env twins and lets flags win", () => {
     const env = { REST_PORT: "9000", GRPC_PORT: "9001", CLIENT_BUFFER_SIZE: "7", AUTH_TOKEN: "secret" };
-    expect(loadConfig(env)).toMatchObject({ restPort: 9000, grpcPort: 9001, authToken: "secret" });
+    expect(loadConfig(env)).toMatchObject({ restPort: 9000, grpcPort: 9001, auth: { token: "secret" } });
     expect(loadConfig(env, { "rest-port": "9100" })).toMatchObject({ restPort: 9100, grpcPort: 9001 });
     expect(loadConfig(env).streams.clientBufferSize).toBe(7);
   });
@@ -69,9 +69,26 @@ describe("configuration", () => {
     [{ MYSQL_PORT: "x" }, {}, "MYSQL_PORT must be a port number"],
     [{ LOG_LEVEL: "loud" }, {}, "LOG_LEVEL must be one of"],
     [{}, { "max-batch-events": "5", "write-queue-events": "4" }, "--max-batch-events must not exceed"],
+    [{ PROTECT_METRICS: "maybe" }, {}, "PROTECT_METRICS must be true or false"],
+    [{ TLS_CERT_FILE: "cert.pem" }, {}, "TLS needs both TLS_CERT_FILE and TLS_KEY_FILE"],
   ])("rejects %j %j with one clear line", (env, flags, message) => {
     expect(() => loadConfig(env, flags)).toThrow(ConfigError);
     expect(() => loadConfig(env, flags)).toThrow(message);
+  });
+
+  it("reads the edge options: auth file, booleans, CORS origins, TLS files", () => {
+    const config = loadConfig(
+      {
+        AUTH_FILE: "tokens.yaml",
+        TLS_CERT_FILE: "c.pem",
+        TLS_KEY_FILE: "k.pem",
+        CORS_ORIGIN: "https://a, https://b",
+      },
+      { "protect-metrics": "true", "allow-query-token": "1" },
+    );
+    expect(config.auth).toMatchObject({ file: "tokens.yaml", protectMetrics: true, allowQueryToken: true });
+    expect(config.corsOrigins).toEqual(["https://a", "https://b"]);
+    expect(config.tls).toEqual({ certFile: "c.pem", keyFile: "k.pem", clientCaFile: undefined });
   });
 
   it("names every option once, each with an env twin", () => {
