@@ -1,9 +1,16 @@
+import fastifyCors from "@fastify/cors";
+import fastifyRateLimit from "@fastify/rate-limit";
 import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController } from "fastify";
+import type { TokenRegistry } from "./auth.js";
 import type { Config } from "./config.js";
 import { EventsDbError } from "./errors.js";
 import type { EventStore } from "./events/store.js";
 import type { Metrics } from "./metrics.js";
+import { SessionStore } from "./sessions.js";
+import { installAuth } from "./transports/authenticate.js";
 import { connectRoutes } from "./transports/connect.js";
+import { healthRoutes } from "./transports/grpc-health.js";
+import { reflectionRoutes } from "./transports/grpc-reflection.js";
 import { operationsRoutes } from "./transports/operations.js";
 import { restRoutes } from "./transports/rest.js";
 import { sseRoutes } from "./transports/sse.js";
@@ -13,6 +20,8 @@ export interface AppDeps {
   readonly config: Config;
   readonly store: EventStore;
   readonly metrics: Metrics;
+  /** The current tokens; a function so that a reload (SIGHUP) applies to the next request. */
+  readonly registry: () => TokenRegistry;
   /** Pino options or false; the process decides (server.ts), tests pass false. */
   readonly logger?: boolean | Record<string, unknown>;
   /** The one-port HTTP/1.1 + h2c front (server.ts); absent in tests that use inject(). */
@@ -45,6 +54,52 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     reply.code(404).send(errorBody("not_found", `no route ${request.method} ${request.url.split("?")[0]}`)),
   );
 
+  if (config.corsOrigins.length > 0) {
+    const any = config.corsOrigins.includes("*");
+    // Never "*" together with credentials: a wildcard serves anonymous reads only.
+    await app.register(fastifyCors, {
+      origin: any ? "*" : [...config.corsOrigins],
+      credentials: !any,
+      exposedHeaders: ["x-has-more", "x-next-from-id", "retry-after"],
+    });
+  }
+  await installAuth(app, {
+    registry: deps.registry,
+    sessions: new SessionStore(config.auth.sessionTtlSeconds),
+    protectMetrics: config.auth.protectMetrics,
+    allowQueryToken: config.auth.allowQueryToken,
+    secureCookies: config.tls !== undefined,
+  });
+  if (config.rateLimitPerMinute > 0) {
+    await app.register(fastifyRateLimit, {
+      max: config.rateLimitPerMinute,
+      timeWindow: 60_000,
+      // After authentication, so a token is limited as one caller wherever it comes from.
+      hook: "preHandler",
+      keyGenerator: (request) =>
+        request.principal.name === "anonymous" ? `ip:${request.ip}` : `token:${request.principal.name}`,
+      // Thrown, so the one error handler answers it like every other error (429 + Retry-After).
+      errorResponseBuilder: (_request, context) =>
+        new EventsDbError("too_many_requests", `rate limit of ${context.max} requests per minute exceeded`, {
+          retryAfterSeconds: Math.max(1, Math.ceil(context.ttl / 1000)),
+        }) as unknown as { statusCode: number },
+    });
+  }
+  // One line per request (streams log their own open and close); the URL without its query, which
+  // may carry an access_token.
+  app.addHook("onResponse", async (request, reply) => {
+    request.log.info(
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? request.url.split("?")[0],
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 100) / 100,
+        caller: request.principal.name,
+      },
+      "request",
+    );
+  });
+
   await app.register(operationsRoutes, { store, metrics });
   await app.register(restRoutes, { store, metrics });
   await app.register(sseRoutes, {
@@ -54,7 +109,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     writeTimeoutSeconds: config.streams.writeTimeoutSeconds,
     clientBufferSize: config.streams.clientBufferSize,
   });
-  await app.register(connectRoutes, { config, store, metrics });
+  await app.register(connectRoutes, {
+    config,
+    store,
+    metrics,
+    extraRoutes: (router) => {
+      healthRoutes(router, () => store.readiness());
+      reflectionRoutes(router);
+    },
+  });
   return app;
 }
 

@@ -50,7 +50,16 @@ async function serve(options: Record<string, unknown>): Promise<void> {
     // Tokens must never reach a log line.
     redact: ["req.headers.authorization", "req.headers.cookie", 'res.headers["set-cookie"]'],
   };
-  const server = await startServer(config, { logger });
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    server = await startServer(config, { logger });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`eventsdb: invalid configuration: ${error.message}\n`);
+      process.exit(EXIT_USAGE);
+    }
+    throw error;
+  }
   if (config.auth.token === undefined && config.auth.file === undefined) {
     server.app.log.warn("AUTH_TOKEN is not set: the API is open to anyone who can reach it");
   }
@@ -67,6 +76,13 @@ async function serve(options: Record<string, unknown>): Promise<void> {
       },
     );
   };
+  process.on("SIGHUP", () => {
+    try {
+      server.reload();
+    } catch (error) {
+      server.app.log.error({ err: error }, "reload failed; keeping the previous configuration");
+    }
+  });
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
 }

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { buildApp } from "./app.js";
-import { type Config, describeStore } from "./config.js";
+import { TokenRegistry } from "./auth.js";
+import { type Config, ConfigError, describeStore } from "./config.js";
 import { EventStore } from "./events/store.js";
 import { Front, type Handler } from "./front.js";
 import { Metrics } from "./metrics.js";
@@ -17,6 +18,8 @@ export interface RunningServer {
   readonly grpcPort: number;
   /** Graceful stop: stop accepting, drain requests, flush the writer, close the store. Idempotent. */
   close(): Promise<void>;
+  /** Re-reads the auth file (SIGHUP); keeps the old tokens and throws when the new file is invalid. */
+  reload(): void;
 }
 
 export interface ServerOptions {
@@ -31,6 +34,7 @@ export interface ServerOptions {
  * HTTP/1.1 + h2c front (see front.ts), so every protocol works on either port.
  */
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
+  let registry = loadRegistry(config);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   const store = await EventStore.open(config, metrics);
   let front: Front | undefined;
@@ -40,6 +44,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       config,
       store,
       metrics,
+      registry: () => registry,
       logger: options.logger ?? false,
       serverFactory: (handler) => {
         // Fastify handles HTTP/1.1 and HTTP/2 compat requests alike per request.
@@ -83,6 +88,10 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     metrics,
     restPort,
     grpcPort,
+    reload() {
+      registry = loadRegistry(config);
+      app.log.info({ tokens: registry.size }, "auth tokens reloaded");
+    },
     close() {
       closing ??= (async () => {
         edge.stopAccepting();
@@ -95,4 +104,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       return closing;
     },
   };
+}
+
+/** The tokens of AUTH_TOKEN and --auth-file; an unreadable or invalid file is a configuration error. */
+function loadRegistry(config: Config): TokenRegistry {
+  try {
+    return TokenRegistry.load(config.auth.token, config.auth.file);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
 }

@@ -43,12 +43,14 @@ const OPEN_SERVICES = new Set(["grpc.health.v1.Health"]);
  * `WWW-Authenticate` on REST and SSE; Connect routes get it through their context values and
  * answer UNAUTHENTICATED in their own protocol. Scopes (403) are checked by the EventStore.
  */
-export async function authHook(app: FastifyInstance, options: AuthOptions): Promise<void> {
+export async function installAuth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   await app.register(fastifyCookie);
-  app.decorateRequest("principal", ANYONE);
+  // Fastify wants null for reference types here; the hook below sets it on every request.
+  app.decorateRequest("principal", null as unknown as Principal);
   app.decorateRequest("authError", undefined);
 
   app.addHook("onRequest", async (request, reply) => {
+    request.principal = ANYONE;
     const registry = options.registry();
     if (registry.open) return;
     const route = request.routeOptions.url ?? "";

@@ -11,6 +11,7 @@ import {
 } from "@connectrpc/connect";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import type { FastifyInstance } from "fastify";
+import type { Principal } from "../auth.js";
 import type { Config } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
 import type { EventFilter, NewEvent, StoredEvent } from "../events/event.js";
@@ -27,6 +28,7 @@ import {
   type StreamEventsFromSubjectRequest,
 } from "../gen/grpc/eventsdb_pb.js";
 import type { Metrics, Operation } from "../metrics.js";
+import { connectAuthInterceptor, PRINCIPAL, principalOf } from "./authenticate.js";
 import { connectCode } from "./status.js";
 
 export interface ConnectDeps {
@@ -53,34 +55,43 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
 
   const routes = (router: ConnectRouter) => {
     router.service(EventsDB, {
-      createEvent: (request) =>
+      createEvent: (request, context) =>
         observe("create_event", async () => {
-          const [result] = await store.append([toNewEvent(request, limits)]);
+          const [result] = await store.append([toNewEvent(request, limits)], caller(context));
           return { id: BigInt((result as { id: number }).id) };
         }),
-      createEvents: (request) =>
+      createEvents: (request, context) =>
         observe("create_events", async () => {
           const events = request.events.map((event, i) => toNewEvent(event, limits, `event ${i}`));
-          const results = await store.append(events);
+          const results = await store.append(events, caller(context));
           return { ids: results.map((r) => BigInt(r.id)) };
         }),
-      getEventByID: (request) =>
-        observe("get_event", async () => toProto(await store.get(toSafeId(request.id, "id")))),
-      getHistoricEventsFromSubject: (request) =>
+      getEventByID: (request, context) =>
+        observe("get_event", async () =>
+          toProto(await store.get(toSafeId(request.id, "id"), caller(context))),
+        ),
+      getHistoricEventsFromSubject: (request, context) =>
         observe("historic_events", async () => {
-          const page = await store.page({
-            ...toFilter(request),
-            fromId: toSafeId(request.fromId ?? 0n, "from_id"),
-            limit: request.limit ?? DEFAULT_PAGE_LIMIT,
-          });
+          const page = await store.page(
+            {
+              ...toFilter(request),
+              fromId: toSafeId(request.fromId ?? 0n, "from_id"),
+              limit: request.limit ?? DEFAULT_PAGE_LIMIT,
+            },
+            caller(context),
+          );
           return { events: page.events.map(toProto), hasMore: page.hasMore };
         }),
-      deleteFromSubject: (request) =>
+      deleteFromSubject: (request, context) =>
         observe("delete_events", async () => ({
-          deleted: BigInt(await store.delete(toFilter(request), toSafeId(request.fromId ?? 0n, "from_id"))),
+          deleted: BigInt(
+            await store.delete(toFilter(request), toSafeId(request.fromId ?? 0n, "from_id"), caller(context)),
+          ),
         })),
-      listSubjects: (request) =>
-        observe("list_subjects", async () => ({ subjects: await store.subjects(request.prefix) })),
+      listSubjects: (request, context) =>
+        observe("list_subjects", async () => ({
+          subjects: await store.subjects(request.prefix, caller(context)),
+        })),
       streamEventsFromSubject: (request, context) => streamEvents(store, metrics, config, request, context),
     });
     deps.extraRoutes?.(router);
@@ -89,7 +100,9 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
   await app.register(fastifyConnectPlugin, {
     routes,
     readMaxBytes: limits.maxBodyBytes,
-    contextValues: (request) => createContextValues().set(RAW_REQUEST, request.raw),
+    contextValues: (request) =>
+      createContextValues().set(RAW_REQUEST, request.raw).set(PRINCIPAL, principalOf(request)),
+    interceptors: [connectAuthInterceptor],
   });
 }
 
@@ -118,12 +131,15 @@ async function* streamEvents(
 ): AsyncGenerator<StreamEventsFromSubjectReply> {
   let subscription: ReturnType<EventStore["subscribe"]>;
   try {
-    subscription = store.subscribe({
-      filter: toFilter(request),
-      fromId: toSafeId(request.fromId ?? 0n, "from_id"),
-      batchSize: config.streams.streamBatchSize,
-      signal: context.signal,
-    });
+    subscription = store.subscribe(
+      {
+        filter: toFilter(request),
+        fromId: toSafeId(request.fromId ?? 0n, "from_id"),
+        batchSize: config.streams.streamBatchSize,
+        signal: context.signal,
+      },
+      caller(context),
+    );
     metrics.operations.inc({ operation: "stream_events", status: "success" });
   } catch (error) {
     metrics.operations.inc({ operation: "stream_events", status: "error" });
@@ -207,4 +223,11 @@ function toConnectError(error: unknown): ConnectError {
   if (error instanceof EventsDbError) return new ConnectError(error.message, connectCode(error.code));
   // Bugs only: logged by connect-fastify's handler, never sent to the client in detail.
   return new ConnectError("internal error", Code.Internal, undefined, undefined, error);
+}
+
+/** The authenticated caller (connectAuthInterceptor refuses unauthenticated calls first). */
+function caller(context: HandlerContext): Principal {
+  const principal = context.values.get(PRINCIPAL);
+  if (principal instanceof EventsDbError) throw new ConnectError(principal.message, Code.Unauthenticated);
+  return principal;
 }

@@ -30,13 +30,15 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
   app.post("/events", async (request) => {
     const { batch, parse } = createMode(request, store);
     const results = await metrics.observe(batch ? "create_events" : "create_event", () =>
-      store.append(parse()),
+      store.append(parse(), request.principal),
     );
     return batch ? { ids: results.map((r) => r.id) } : { id: (results[0] as { id: number }).id };
   });
 
   const getOne = async (rawId: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const event = await metrics.observe("get_event", () => store.get(parseId(rawId, "id")));
+    const event = await metrics.observe("get_event", () =>
+      store.get(parseId(rawId, "id"), request.principal),
+    );
     if (accepts(request, CE_JSON)) {
       return reply.type(CE_JSON).send(JSON.stringify(toStructured(event)));
     }
@@ -48,11 +50,14 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
   app.get("/events", async (request, reply) => {
     const query = request.query as Query;
     const page = await metrics.observe("historic_events", () =>
-      store.page({
-        ...parseFilter(query),
-        fromId: parseInteger(query.from_id, "from_id", 0),
-        limit: parseInteger(query.limit, "limit", DEFAULT_PAGE_LIMIT),
-      }),
+      store.page(
+        {
+          ...parseFilter(query),
+          fromId: parseInteger(query.from_id, "from_id", 0),
+          limit: parseInteger(query.limit, "limit", DEFAULT_PAGE_LIMIT),
+        },
+        request.principal,
+      ),
     );
     if (accepts(request, CE_BATCH)) {
       return reply
@@ -67,14 +72,14 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
   app.delete("/events", async (request) => {
     const query = request.query as Query;
     const deleted = await metrics.observe("delete_events", () =>
-      store.delete(parseFilter(query), parseInteger(query.from_id, "from_id", 0)),
+      store.delete(parseFilter(query), parseInteger(query.from_id, "from_id", 0), request.principal),
     );
     return { deleted };
   });
 
   app.get("/subjects", async (request) => {
     const prefix = single((request.query as Query).prefix, "prefix") ?? "";
-    return metrics.observe("list_subjects", () => store.subjects(prefix));
+    return metrics.observe("list_subjects", () => store.subjects(prefix, request.principal));
   });
 }
 

@@ -48,11 +48,14 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
           ? parseInteger(lastEventId.trim(), "Last-Event-ID", 0)
           : parseInteger(query.from_id, "from_id", 0);
       // SSE may coalesce up to a whole buffer per write; batches only bound how much is held at once.
-      subscription = store.subscribe({
-        filter: parseFilter(query),
-        fromId,
-        batchSize: options.clientBufferSize,
-      });
+      subscription = store.subscribe(
+        {
+          filter: parseFilter(query),
+          fromId,
+          batchSize: options.clientBufferSize,
+        },
+        request.principal,
+      );
       metrics.operations.inc({ operation: "stream_events", status: "success" });
     } catch (error) {
       metrics.operations.inc({ operation: "stream_events", status: "error" });
