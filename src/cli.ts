@@ -68,6 +68,11 @@ async function serve(options: Record<string, unknown>): Promise<void> {
     if (stopping) return;
     stopping = true;
     server.app.log.info({ signal }, "shutting down");
+    // A last resort: whatever hangs, the process ends within --shutdown-timeout.
+    setTimeout(() => {
+      server.app.log.error("shutdown timed out");
+      process.exit(1);
+    }, config.shutdownTimeoutSeconds * 1000).unref();
     server.close().then(
       () => process.exit(0),
       (error: unknown) => {

@@ -1,6 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from "node:http2";
 import net, { type AddressInfo, type Socket } from "node:net";
+import type { SecureContextOptions, TLSSocket } from "node:tls";
 
 export type Handler = (
   req: IncomingMessage | Http2ServerRequest,
@@ -10,16 +11,27 @@ export type Handler = (
 // RFC 9113 §3.4: a prior-knowledge HTTP/2 client starts with this preface; HTTP/1.x never does.
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
+/** Certificates for TLS; `ca` + requestCert for mutual TLS. */
+export interface FrontTls extends SecureContextOptions {
+  readonly requestCert: boolean;
+}
+
 /**
- * One port for HTTP/1.1 and cleartext HTTP/2 (gRPC needs h2c with prior knowledge): a plain TCP
+ * One port for HTTP/1.1 and HTTP/2. Cleartext (gRPC needs h2c with prior knowledge): a plain TCP
  * listener peeks at the first bytes and hands the socket to an `http` or an `http2` server that
- * share the app's handler. Several ports can share one Front (REST and gRPC ports serve the same
+ * share the app's handler. With TLS: one HTTP/2 secure server with `allowHTTP1`, ALPN choosing
+ * h2 or http/1.1 per connection; its certificates can be replaced live (setSecureContext), which
+ * touches no open connection. Several ports share one Front (REST and gRPC ports serve the same
  * app). It tracks sockets, h2 sessions and in-flight requests so shutdown can drain, then close.
  */
 export class Front {
   readonly http1: http.Server;
   readonly http2: http2.Http2Server;
+  readonly #secure: http2.Http2SecureServer | undefined;
   readonly #listeners: net.Server[] = [];
+  /** Every accepted TCP socket (closed at the end). */
+  readonly #raw = new Set<Socket>();
+  /** Sockets carrying HTTP: the plain ones, or the TLS sockets above the raw ones. */
   readonly #sockets = new Set<Socket>();
   readonly #sessions = new Set<Http2Session>();
   /** In-flight HTTP/1.1 requests per socket, to close idle keep-alive sockets at shutdown. */
@@ -27,7 +39,7 @@ export class Front {
   #inFlight = 0;
   #closing = false;
 
-  constructor(handler: Handler) {
+  constructor(handler: Handler, tls?: FrontTls) {
     const tracked: Handler = (req, res) => {
       this.#inFlight++;
       const socket = "stream" in req ? undefined : (req.socket as Socket);
@@ -47,10 +59,33 @@ export class Front {
     this.http1 = http.createServer(tracked as (req: IncomingMessage, res: ServerResponse) => void);
     this.http1.keepAliveTimeout = 65_000; // beyond common proxies' 60 s idle timeout
     this.http2 = http2.createServer(tracked as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
-    this.http2.on("session", (session: Http2Session) => {
+    const trackSession = (session: Http2Session) => {
       this.#sessions.add(session);
       session.once("close", () => this.#sessions.delete(session));
-    });
+    };
+    this.http2.on("session", trackSession);
+    if (tls !== undefined) {
+      const secure = http2.createSecureServer(
+        { ...tls, allowHTTP1: true, rejectUnauthorized: tls.requestCert },
+        tracked as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+      );
+      secure.on("session", trackSession);
+      secure.on("secureConnection", (socket: TLSSocket) => {
+        this.#sockets.add(socket);
+        socket.once("close", () => {
+          this.#sockets.delete(socket);
+          this.#busy.delete(socket);
+        });
+      });
+      // A failed handshake (wrong CA, no client certificate) only ends that connection.
+      secure.on("tlsClientError", (_error, socket) => socket.destroy());
+      this.#secure = secure;
+    }
+  }
+
+  /** Replaces the certificates for new connections; open ones keep theirs. */
+  setSecureContext(tls: SecureContextOptions): void {
+    this.#secure?.setSecureContext(tls);
   }
 
   /** In-flight requests (HTTP/1.1 and HTTP/2 streams). */
@@ -74,12 +109,18 @@ export class Front {
   }
 
   #dispatch(socket: Socket): void {
+    this.#raw.add(socket);
+    socket.once("close", () => this.#raw.delete(socket));
+    socket.on("error", () => socket.destroy());
+    if (this.#secure !== undefined) {
+      this.#secure.emit("connection", socket);
+      return;
+    }
     this.#sockets.add(socket);
     socket.once("close", () => {
       this.#sockets.delete(socket);
       this.#busy.delete(socket);
     });
-    socket.on("error", () => socket.destroy());
     let head: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
@@ -119,7 +160,7 @@ export class Front {
   async close(): Promise<void> {
     this.stopAccepting();
     for (const session of this.#sessions) session.destroy();
-    for (const socket of this.#sockets) socket.destroy();
+    for (const socket of this.#raw) socket.destroy();
     await Promise.all(
       this.#listeners.map(
         (listener) =>

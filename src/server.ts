@@ -1,13 +1,14 @@
+import fs from "node:fs";
 import type { FastifyInstance } from "fastify";
 import { buildApp } from "./app.js";
 import { TokenRegistry } from "./auth.js";
-import { type Config, ConfigError, describeStore } from "./config.js";
+import { type Config, ConfigError, describeStore, type TlsConfig } from "./config.js";
 import { EventStore } from "./events/store.js";
-import { Front, type Handler } from "./front.js";
+import { Front, type FrontTls, type Handler } from "./front.js";
 import { Metrics } from "./metrics.js";
 
-/** How long shutdown waits for in-flight requests before closing their connections. */
-export const DRAIN_TIMEOUT_MS = 10_000;
+/** How often certificate files are checked for changes. */
+export const TLS_WATCH_MS = 1000;
 
 export interface RunningServer {
   readonly app: FastifyInstance;
@@ -35,6 +36,7 @@ export interface ServerOptions {
  */
 export async function startServer(config: Config, options: ServerOptions = {}): Promise<RunningServer> {
   let registry = loadRegistry(config);
+  const tls = config.tls === undefined ? undefined : readTls(config.tls);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   const store = await EventStore.open(config, metrics);
   let front: Front | undefined;
@@ -48,7 +50,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       logger: options.logger ?? false,
       serverFactory: (handler) => {
         // Fastify handles HTTP/1.1 and HTTP/2 compat requests alike per request.
-        front = new Front(handler as unknown as Handler);
+        front = new Front(handler as unknown as Handler, tls);
         return front.http1;
       },
     });
@@ -81,6 +83,28 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     `eventsdb listening on ports ${restPort} (REST) and ${grpcPort} (gRPC); ${where}`,
   );
 
+  /** New certificates for new connections; a broken pair keeps the old one (and says so). */
+  const reloadTls = () => {
+    if (config.tls === undefined) return;
+    try {
+      edge.setSecureContext(readTls(config.tls));
+      app.log.info("TLS certificates reloaded");
+    } catch (error) {
+      app.log.error({ err: error }, "TLS reload failed; keeping the previous certificates");
+    }
+  };
+  const watched = config.tls === undefined ? [] : [config.tls.certFile, config.tls.keyFile];
+  let pending: NodeJS.Timeout | undefined;
+  for (const file of watched) {
+    // watchFile polls, so it also sees a file replaced by rename (how cert tools rotate).
+    fs.watchFile(file, { interval: TLS_WATCH_MS, persistent: false }, () => {
+      // Cert and key change one after the other: reload once both are written.
+      clearTimeout(pending);
+      pending = setTimeout(reloadTls, TLS_WATCH_MS);
+      pending.unref();
+    });
+  }
+
   let closing: Promise<void> | undefined;
   return {
     app,
@@ -89,14 +113,18 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     restPort,
     grpcPort,
     reload() {
+      reloadTls();
       registry = loadRegistry(config);
       app.log.info({ tokens: registry.size }, "auth tokens reloaded");
     },
     close() {
       closing ??= (async () => {
+        for (const file of watched) fs.unwatchFile(file);
+        clearTimeout(pending);
         edge.stopAccepting();
         store.endStreams();
-        await edge.drain(DRAIN_TIMEOUT_MS);
+        // In-flight requests get most of --shutdown-timeout; the rest is for the write queue and the pool.
+        await edge.drain(config.shutdownTimeoutSeconds * 800);
         await edge.close();
         await app.close();
         await store.close();
@@ -113,4 +141,23 @@ function loadRegistry(config: Config): TokenRegistry {
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }
+}
+
+/** Reads the PEM files; unreadable files are a configuration error. */
+function readTls(tls: TlsConfig): FrontTls {
+  const read = (file: string, what: string) => {
+    try {
+      return fs.readFileSync(file);
+    } catch (error) {
+      throw new ConfigError(
+        `cannot read ${what} ${file}: ${(error as NodeJS.ErrnoException).code ?? "error"}`,
+      );
+    }
+  };
+  return {
+    cert: read(tls.certFile, "TLS_CERT_FILE"),
+    key: read(tls.keyFile, "TLS_KEY_FILE"),
+    ...(tls.clientCaFile === undefined ? {} : { ca: read(tls.clientCaFile, "TLS_CLIENT_CA_FILE") }),
+    requestCert: tls.clientCaFile !== undefined,
+  };
 }

@@ -17,9 +17,9 @@ export class SubjectIndex<T> {
     }
     const map = recursive ? this.#recursive : this.#exact;
     for (const subject of subjects) {
-      let set = map.get(subject);
-      if (set === undefined) map.set(subject, (set = new Set()));
-      set.add(item);
+      const set = map.get(subject);
+      if (set === undefined) map.set(subject, new Set([item]));
+      else set.add(item);
     }
   }
 
