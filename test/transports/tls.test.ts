@@ -19,6 +19,11 @@ const ca = makeCa(dir);
 const server = issue(dir, ca, "server", 1001);
 const caPem = fs.readFileSync(ca.caCert);
 
+type CreateEvent = (
+  request: object,
+  callback: (error: grpc.ServiceError | null, reply: { id: string }) => void,
+) => void;
+
 /** The serial number of the certificate a new TLS connection is served. */
 function servedSerial(port: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -90,13 +95,13 @@ describe("TLS", () => {
         EventsDB: new (
           target: string,
           credentials: grpc.ChannelCredentials,
-        ) => grpc.Client & Record<string, Function>;
+        ) => grpc.Client & { CreateEvent: CreateEvent };
       };
     };
     const client = new pkg.grpc.EventsDB(`localhost:${t.server.grpcPort}`, grpc.credentials.createSsl(caPem));
     try {
       const reply = await new Promise<{ id: string }>((resolve, reject) =>
-        (client.CreateEvent as Function).call(
+        client.CreateEvent.call(
           client,
           { source: "tls", type: "t", subject: "tls/1" },
           (e: Error | null, r: { id: string }) => (e ? reject(e) : resolve(r)),
@@ -135,7 +140,6 @@ describe("TLS", () => {
         "the new certificate",
         15_000,
       );
-      await fetch("about:blank").catch(() => {});
       const res = await run("curl", [
         "-s",
         "--cacert",
