@@ -1,15 +1,20 @@
+import { runFanout } from "./fanout.js";
 import { runIngest } from "./ingest.js";
 
 /** A benchmark suite: gets the arguments after its name (e.g. `--duration 5`). */
 type Suite = (args: readonly string[]) => Promise<void>;
 
-/** `npm run bench -- <suite>`; later: fanout, grpc. */
-const SUITES: Readonly<Record<string, Suite>> = { ingest: runIngest };
+/** `npm run bench -- <suite>`; later: grpc. */
+const SUITES: Readonly<Record<string, Suite>> = { ingest: runIngest, fanout: runFanout };
 
 const EXIT_USAGE = 2;
 
 function usage(): string {
-  return `usage: npm run bench -- <suite> [--duration S]\nsuites: ${Object.keys(SUITES).join(", ")}\n`;
+  return (
+    "usage: npm run bench -- ingest [--duration S]\n" +
+    "       npm run bench -- fanout [--clients N] [--idle N] [--catchup N]\n" +
+    `suites: ${Object.keys(SUITES).join(", ")}\n`
+  );
 }
 
 const [name, ...rest] = process.argv.slice(2);

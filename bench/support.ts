@@ -26,7 +26,12 @@ export function parseCountOption(args: readonly string[], name: string, fallback
   const at = args.indexOf(name);
   if (at === -1) return fallback;
   const text = args[at + 1];
-  if (text === undefined || !/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)) || Number(text) < min) {
+  if (
+    text === undefined ||
+    !/^\d+$/.test(text) ||
+    !Number.isSafeInteger(Number(text)) ||
+    Number(text) < min
+  ) {
     throw new Error(`${name} needs a whole number >= ${min}`);
   }
   return Number(text);

@@ -21,6 +21,8 @@ export interface StorageDialect {
   withMigrationLock<T>(fn: () => Promise<T>): Promise<T>;
   /** Runs one migration file's statements. */
   runScript(sql: string): Promise<void>;
+  /** Index hint for one subject's pages (`FORCE INDEX (…)`), or "" to leave it to the planner. */
+  readonly subjectIndexHint: string;
   /** Stored time text → canonical RFC 3339; canonical → stored text. */
   readTime(value: string): string;
   writeTime(canonical: string): string;

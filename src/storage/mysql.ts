@@ -72,6 +72,7 @@ export function createMysqlDialect(url: string, poolSize: number): StorageDialec
         conn.release();
       }
     },
+    subjectIndexHint: "FORCE INDEX (events_subject_id)",
     readTime: fromSqlDateTime,
     writeTime: toSqlDateTime,
     isDuplicateKey: (error) =>

@@ -1,4 +1,4 @@
-import type { ExpressionBuilder, Selectable } from "kysely";
+import { type ExpressionBuilder, type Selectable, sql } from "kysely";
 import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent } from "../events/event.js";
 import type { NewRow, StorageDialect } from "./dialect.js";
 import type { Database, EventsTable } from "./schema.js";
@@ -135,18 +135,42 @@ export class EventRepository {
 
   /** Events with id > fromId matching the filter, in id order (keyset pagination). */
   async page(query: PageQuery): Promise<Page> {
-    const rows = await this.#dialect.db
-      .selectFrom("events")
-      .selectAll()
-      .where((eb) => matches(eb, query))
-      .where("id", ">", query.fromId)
-      .orderBy("id")
-      .limit(query.limit + 1)
-      .execute();
+    const [subject] = query.subjects;
+    const rows =
+      subject !== undefined &&
+      query.subjects.length === 1 &&
+      !query.recursive &&
+      this.#dialect.subjectIndexHint !== ""
+        ? await this.#pageOfSubject(subject, query)
+        : await this.#dialect.db
+            .selectFrom("events")
+            .selectAll()
+            .where((eb) => matches(eb, query))
+            .where("id", ">", query.fromId)
+            .orderBy("id")
+            .limit(query.limit + 1)
+            .execute();
     const hasMore = rows.length > query.limit;
     const events = (hasMore ? rows.slice(0, query.limit) : rows).map((row) => this.#fromRow(row));
     const last = events.at(-1);
     return { events, hasMore, nextFromId: last === undefined ? query.fromId : last.id };
+  }
+
+  /**
+   * One subject's page with the dialect's index hint. MariaDB 10.11 otherwise reads the
+   * (subject, id) index by subject alone and skips ids up to the cursor row by row, so each page
+   * of a long catch-up cost more than the last (4 ms at 1k, 60 ms at 750k); with the hint it
+   * seeks to (subject, cursor): about 2 ms per page at any depth.
+   */
+  #pageOfSubject(subject: string, query: PageQuery): Promise<Selectable<EventsTable>[]> {
+    const byType = query.type === undefined ? sql`` : sql`AND type = ${query.type}`;
+    return sql<Selectable<EventsTable>>`
+      SELECT * FROM events ${sql.raw(this.#dialect.subjectIndexHint)}
+      WHERE subject = ${subject} AND id > ${query.fromId} ${byType}
+      ORDER BY id LIMIT ${query.limit + 1}
+    `
+      .execute(this.#dialect.db)
+      .then((result) => result.rows);
   }
 
   /** Deletes events with id > fromId matching the filter; returns how many. */

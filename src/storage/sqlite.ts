@@ -64,6 +64,8 @@ export function createSqliteDialect(file: string): StorageDialect {
     async runScript(script) {
       database.exec(script);
     },
+    // SQLite's planner seeks (subject, id) by itself.
+    subjectIndexHint: "",
     readTime: (value) => value,
     writeTime: (canonical) => canonical,
     isDuplicateKey: (error) =>
