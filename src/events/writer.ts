@@ -5,6 +5,9 @@ import type { EventRepository } from "../storage/repository.js";
 import type { AppendResult, NewEvent, StoredEvent } from "./event.js";
 import { nowTime } from "./time.js";
 
+/** How long appends fail fast after the store was found unreachable. */
+export const STORE_DOWN_PAUSE_MS = 1000;
+
 interface Job {
   readonly events: readonly NewEvent[];
   readonly bytes: number;
@@ -28,6 +31,8 @@ export class Writer {
   #queuedBytes = 0;
   #running: Promise<void> | undefined;
   #closed = false;
+  /** Until this time (epoch ms) appends fail at once: the last commit found the store unreachable. */
+  #downUntil = 0;
 
   constructor(
     repository: EventRepository,
@@ -57,6 +62,13 @@ export class Writer {
   append(events: readonly NewEvent[]): Promise<AppendResult[]> {
     if (this.#closed) return Promise.reject(new EventsDbError("unavailable", "the server is shutting down"));
     if (events.length === 0) return Promise.resolve([]);
+    if (Date.now() < this.#downUntil) {
+      return Promise.reject(
+        new EventsDbError("unavailable", "the event store is unreachable; retry shortly", {
+          retryAfterSeconds: 1,
+        }),
+      );
+    }
     let bytes = 0;
     for (const event of events) bytes += event.data.length;
     if (
@@ -131,13 +143,19 @@ export class Writer {
       outcome = await this.#repository.append(events, nowTime());
     } catch (error) {
       end();
+      // While the store is unreachable, fail fast instead of queueing callers behind connect
+      // timeouts; the first append after the pause probes it again.
+      if (isConnectionError(error)) this.#downUntil = Date.now() + STORE_DOWN_PAUSE_MS;
       if (jobs.length > 1 && !isConnectionError(error)) {
         // One job must not fail the others: retry each alone, so only a bad one fails.
         for (const job of jobs) await this.#commit([job]);
         return;
       }
       (jobs[0] as Job).reject(
-        new EventsDbError("unavailable", "the event store is unavailable", { cause: error }),
+        new EventsDbError("unavailable", "the event store is unavailable", {
+          cause: error,
+          retryAfterSeconds: 1,
+        }),
       );
       return;
     }

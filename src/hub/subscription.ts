@@ -4,6 +4,9 @@ import type { EventFilter, Page, PageQuery, StoredEvent } from "../events/event.
 export const MAX_CATCH_UP_PAGE = 1000;
 /** Catch-up pages grow while the largest event seen times the page size stays under this. */
 export const CATCH_UP_READ_BYTES = 4 * 1024 * 1024;
+/** Retry delays while the store cannot be read: streams wait for it instead of failing. */
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 2000;
 
 export interface SubscriptionOptions {
   readonly filter: EventFilter;
@@ -17,6 +20,8 @@ export interface SubscriptionOptions {
   readonly page: (query: PageQuery) => Promise<Page>;
   readonly onOverflow: () => void;
   readonly onCatchUp: () => void;
+  /** A page read failed; the subscription waits and retries from the same cursor. */
+  readonly onStoreError?: (error: unknown) => void;
 }
 
 /**
@@ -93,8 +98,8 @@ export class Subscription implements AsyncIterable<StoredEvent[]> {
       let pageSize = this.#options.batchSize;
       while (!this.#closed) {
         if (catchingUp) {
-          const page = await this.#options.page({ ...this.filter, fromId: this.#cursor, limit: pageSize });
-          if (this.#closed) return;
+          const page = await this.#readPage(pageSize);
+          if (page === undefined || this.#closed) return;
           let largest = 0;
           for (const event of page.events) largest = Math.max(largest, event.data.length);
           for (let i = 0; i < page.events.length; i += this.#options.batchSize) {
@@ -140,6 +145,31 @@ export class Subscription implements AsyncIterable<StoredEvent[]> {
     } finally {
       this.close();
     }
+  }
+
+  /**
+   * A catch-up page; while the store is unreachable it waits (backing off) and tries again from
+   * the same cursor, so the stream resumes without a gap when the store returns.
+   */
+  async #readPage(limit: number): Promise<Page | undefined> {
+    let delay = RETRY_FIRST_MS;
+    while (!this.#closed) {
+      try {
+        return await this.#options.page({ ...this.filter, fromId: this.#cursor, limit });
+      } catch (error) {
+        this.#options.onStoreError?.(error);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          this.#wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#wake = undefined;
+        delay = Math.min(delay * 2, RETRY_MAX_MS);
+      }
+    }
+    return undefined;
   }
 
   /** Buffered events past the cursor, at most one batch. */

@@ -17,6 +17,8 @@ export function createMysqlDialect(url: string, poolSize: number): StorageDialec
     dateStrings: true,
     timezone: "Z",
     enableKeepAlive: true,
+    // Fail fast when the server is gone: callers get 503 instead of waiting 10 s.
+    connectTimeout: 2000,
   };
   const pool: Pool = createPool({ ...options, connectionLimit: poolSize });
   const writer = new WriterConnection(options);

@@ -17,6 +17,10 @@ export interface MariaDb {
   pid: number;
   /** Terminates the server and removes its data directory. Idempotent. */
   stop(): Promise<void>;
+  /** Stops the server process but keeps its data (an outage); `resume()` starts it again. */
+  halt(): Promise<void>;
+  /** Starts the halted server again on the same port and data directory. */
+  resume(): Promise<void>;
 }
 
 export interface StartMariaDbOptions {
@@ -227,7 +231,7 @@ export async function startMariaDb(opts: StartMariaDbOptions = {}): Promise<Mari
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
 
-  const kill = async (): Promise<void> => {
+  const terminate = async (): Promise<void> => {
     if (child !== undefined) {
       if (isRunning(child)) {
         child.kill("SIGTERM");
@@ -238,6 +242,9 @@ export async function startMariaDb(opts: StartMariaDbOptions = {}): Promise<Mari
       }
       running.delete(child);
     }
+  };
+  const kill = async (): Promise<void> => {
+    await terminate();
     await rm(datadir, { recursive: true, force: true });
   };
 
@@ -258,29 +265,32 @@ export async function startMariaDb(opts: StartMariaDbOptions = {}): Promise<Mari
       "--innodb-buffer-pool-size=256M",
       ...(opts.extraArgs ?? []),
     ];
-    const log = await open(join(datadir, LOG_FILE), "a");
-    let spawnError: Error | undefined;
-    let server: ChildProcess;
-    try {
-      server = spawn(mariadbd, args, { stdio: ["ignore", log.fd, log.fd] });
-      child = server;
-      // Listeners go on before anything can await, so a spawn failure is never an unhandled 'error'.
-      exited = new Promise((resolve) => server.once("exit", () => resolve()));
-      server.once("error", (error) => {
-        spawnError = error;
-      });
-      installExitHook();
-      running.set(server, datadir);
-    } finally {
-      await log.close();
-    }
-    const pid = server.pid;
-    if (pid === undefined) {
-      await sleep(0);
-      throw new Error(`could not start ${mariadbd}: ${spawnError?.message ?? "no pid"}`);
-    }
+    const launch = async (): Promise<{ pid: number; connection: Connection }> => {
+      const log = await open(join(datadir, LOG_FILE), "a");
+      let spawnError: Error | undefined;
+      let server: ChildProcess;
+      try {
+        server = spawn(mariadbd, args, { stdio: ["ignore", log.fd, log.fd] });
+        child = server;
+        // Listeners go on before anything can await, so a spawn failure is never an unhandled 'error'.
+        exited = new Promise((resolve) => server.once("exit", () => resolve()));
+        server.once("error", (error) => {
+          spawnError = error;
+        });
+        installExitHook();
+        running.set(server, datadir);
+      } finally {
+        await log.close();
+      }
+      const pid = server.pid;
+      if (pid === undefined) {
+        await sleep(0);
+        throw new Error(`could not start ${mariadbd}: ${spawnError?.message ?? "no pid"}`);
+      }
 
-    const connection = await waitUntilReady(server, port, datadir, () => spawnError);
+      return { pid, connection: await waitUntilReady(server, port, datadir, () => spawnError) };
+    };
+    const { pid, connection } = await launch();
     try {
       await connection.query(`CREATE DATABASE IF NOT EXISTS \`${database.replaceAll("`", "``")}\``);
     } finally {
@@ -296,6 +306,11 @@ export async function startMariaDb(opts: StartMariaDbOptions = {}): Promise<Mari
       stop: () => {
         stopping ??= kill();
         return stopping;
+      },
+      halt: terminate,
+      resume: async () => {
+        const { connection: again } = await launch();
+        await again.end();
       },
     };
   } catch (error) {
