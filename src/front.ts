@@ -34,6 +34,8 @@ export class Front {
   /** Sockets carrying HTTP: the plain ones, or the TLS sockets above the raw ones. */
   readonly #sockets = new Set<Socket>();
   readonly #sessions = new Set<Http2Session>();
+  /** Sockets of HTTP/2 sessions: they close through session.close() (GOAWAY), not by the socket. */
+  readonly #h2 = new WeakSet<Socket>();
   /** In-flight HTTP/1.1 requests per socket, to close idle keep-alive sockets at shutdown. */
   readonly #busy = new Map<Socket, number>();
   #inFlight = 0;
@@ -72,6 +74,7 @@ export class Front {
       secure.on("session", trackSession);
       secure.on("secureConnection", (socket: TLSSocket) => {
         this.#sockets.add(socket);
+        if (socket.alpnProtocol === "h2") this.#h2.add(socket);
         socket.once("close", () => {
           this.#sockets.delete(socket);
           this.#busy.delete(socket);
@@ -131,6 +134,7 @@ export class Front {
       socket.pause();
       socket.unshift(head);
       if (isH2) {
+        this.#h2.add(socket);
         // The h2 session drains what is buffered on its next tick; resuming here would race it.
         this.http2.emit("connection", socket);
       } else {
@@ -145,8 +149,10 @@ export class Front {
   stopAccepting(): void {
     this.#closing = true;
     for (const listener of this.#listeners) listener.close();
-    // Idle keep-alive sockets would otherwise carry new requests during the drain.
-    for (const socket of this.#sockets) if (!this.#busy.has(socket)) socket.destroySoon();
+    // Idle HTTP/1.1 keep-alive sockets would otherwise carry new requests during the drain; an
+    // HTTP/2 session gets GOAWAY instead and ends once its open streams (calls) have finished.
+    for (const socket of this.#sockets)
+      if (!this.#busy.has(socket) && !this.#h2.has(socket)) socket.destroySoon();
     for (const session of this.#sessions) session.close();
   }
 
