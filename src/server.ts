@@ -39,6 +39,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const tls = config.tls === undefined ? undefined : readTls(config.tls);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   const store = await EventStore.open(config, metrics);
+  metrics.trackPool(() => store.dialect.poolStats());
   let front: Front | undefined;
   let app: FastifyInstance;
   try {

@@ -5,6 +5,15 @@ import type { Metrics } from "../metrics.js";
 import { SubjectIndex } from "./subject-index.js";
 import { Subscription } from "./subscription.js";
 
+/** When each live event was published (for the delivery-lag metric); catch-up reads have none. */
+const publishedAt = new WeakMap<StoredEvent, number>();
+
+/** Seconds since the event was published live, or undefined for an event read from the store. */
+export function secondsSincePublished(event: StoredEvent): number | undefined {
+  const at = publishedAt.get(event);
+  return at === undefined ? undefined : (performance.now() - at) / 1000;
+}
+
 export interface SubscribeRequest {
   readonly filter: EventFilter;
   /** Deliver events with id > fromId (the stream's resume cursor). */
@@ -91,7 +100,9 @@ export class Hub {
   /** Hands committed events (in id order) to every matching subscription. Never blocks. */
   publish(events: readonly StoredEvent[]): void {
     if (this.#subscriptions.size === 0) return;
+    const now = performance.now();
     for (const event of events) {
+      publishedAt.set(event, now);
       this.#index.forEachMatch(event.subject, (subscription) => {
         const type = subscription.filter.type;
         if (type === undefined || type === event.type) subscription.offer(event);

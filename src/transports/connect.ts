@@ -27,6 +27,7 @@ import {
   StreamEventsFromSubjectReplySchema,
   type StreamEventsFromSubjectRequest,
 } from "../gen/grpc/eventsdb_pb.js";
+import { secondsSincePublished } from "../hub/hub.js";
 import type { Metrics, Operation } from "../metrics.js";
 import { connectAuthInterceptor, PRINCIPAL, principalOf } from "./authenticate.js";
 import { connectCode } from "./status.js";
@@ -153,6 +154,8 @@ async function* streamEvents(
       const timer = setTimeout(() => cutTransport(context.values.get(RAW_REQUEST)), writeTimeoutMs);
       try {
         yield create(StreamEventsFromSubjectReplySchema, { events: batch.map(toProto) });
+        const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
+        if (lag !== undefined) metrics.deliveryLag.observe(lag);
       } finally {
         clearTimeout(timer);
       }

@@ -4,6 +4,7 @@ import { invalidArgument } from "../errors.js";
 import type { StoredEvent } from "../events/event.js";
 import { toSimpleJson, toStructured } from "../events/formats.js";
 import type { EventStore } from "../events/store.js";
+import { secondsSincePublished } from "../hub/hub.js";
 import type { Subscription } from "../hub/subscription.js";
 import type { Metrics } from "../metrics.js";
 import { parseFilter, parseInteger, type Query, single } from "./query.js";
@@ -73,6 +74,8 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
         let text = "";
         for (const event of batch) text += frame(event);
         if (!(await stream.write(text))) break;
+        const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
+        if (lag !== undefined) metrics.deliveryLag.observe(lag);
       }
     } catch (error) {
       request.log.warn({ err: error }, "event stream failed");
