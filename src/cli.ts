@@ -49,6 +49,10 @@ async function serve(options: Record<string, unknown>): Promise<void> {
     level: config.logLevel,
     // Tokens must never reach a log line.
     redact: ["req.headers.authorization", "req.headers.cookie", 'res.headers["set-cookie"]'],
+    // JSON for machines; readable lines for a person at a terminal.
+    ...(process.stdout.isTTY
+      ? { transport: { target: "pino-pretty", options: { translateTime: "SYS:HH:MM:ss.l" } } }
+      : {}),
   };
   let server: Awaited<ReturnType<typeof startServer>>;
   try {

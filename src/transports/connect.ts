@@ -10,7 +10,7 @@ import {
   type HandlerContext,
 } from "@connectrpc/connect";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
-import type { FastifyInstance } from "fastify";
+import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import type { Principal } from "../auth.js";
 import type { Config } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
@@ -93,7 +93,8 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
         observe("list_subjects", async () => ({
           subjects: await store.subjects(request.prefix, caller(context)),
         })),
-      streamEventsFromSubject: (request, context) => streamEvents(store, metrics, config, request, context),
+      streamEventsFromSubject: (request, context) =>
+        streamEvents(store, metrics, config, request, context, app.log),
     });
     deps.extraRoutes?.(router);
   };
@@ -129,6 +130,7 @@ async function* streamEvents(
   config: Config,
   request: StreamEventsFromSubjectRequest,
   context: HandlerContext,
+  log: FastifyBaseLogger,
 ): AsyncGenerator<StreamEventsFromSubjectReply> {
   let subscription: ReturnType<EventStore["subscribe"]>;
   try {
@@ -147,11 +149,20 @@ async function* streamEvents(
     throw toConnectError(error);
   }
   const writeTimeoutMs = config.streams.writeTimeoutSeconds * 1000;
+  let reason = "server ended the stream (shutdown)";
+  const { subjects, recursive, type } = subscription.filter;
+  log.info(
+    { subjects, recursive, type, fromId: subscription.cursor, caller: caller(context).name },
+    "grpc stream opened",
+  );
   try {
     for await (const batch of subscription) {
       // The yield returns once Connect has written the message; a client that stops reading keeps
       // it pending (HTTP/2 flow control), and is cut after --write-timeout, like an SSE client.
-      const timer = setTimeout(() => cutTransport(context.values.get(RAW_REQUEST)), writeTimeoutMs);
+      const timer = setTimeout(() => {
+        reason = `unwritable for --write-timeout ${config.streams.writeTimeoutSeconds} s`;
+        cutTransport(context.values.get(RAW_REQUEST));
+      }, writeTimeoutMs);
       try {
         yield create(StreamEventsFromSubjectReplySchema, { events: batch.map(toProto) });
         const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
@@ -161,9 +172,12 @@ async function* streamEvents(
       }
     }
   } catch (error) {
+    reason = "error";
     throw toConnectError(error);
   } finally {
+    if (context.signal.aborted && reason.startsWith("server")) reason = "client left";
     subscription.close();
+    log.info({ reason, lastId: subscription.cursor }, "grpc stream closed");
   }
 }
 

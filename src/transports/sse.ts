@@ -66,23 +66,37 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
     reply.hijack();
     const res = reply.raw as ServerResponse;
     const stream = new SseWriter(res, options);
-    const onClose = () => subscription.close();
+    let reason = "server ended the stream (shutdown)";
+    const onClose = () => {
+      reason = "client left";
+      subscription.close();
+    };
     res.once("close", onClose);
+    const { subjects, recursive, type } = subscription.filter;
+    request.log.info(
+      { subjects, recursive, type, fromId: subscription.cursor, caller: request.principal.name },
+      "stream opened",
+    );
     try {
       stream.open();
       for await (const batch of subscription) {
         let text = "";
         for (const event of batch) text += frame(event);
-        if (!(await stream.write(text))) break;
+        if (!(await stream.write(text))) {
+          if (stream.timedOut) reason = `unwritable for --write-timeout ${options.writeTimeoutSeconds} s`;
+          break;
+        }
         const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
         if (lag !== undefined) metrics.deliveryLag.observe(lag);
       }
     } catch (error) {
+      reason = "error";
       request.log.warn({ err: error }, "event stream failed");
     } finally {
       res.off("close", onClose);
       subscription.close();
       stream.end();
+      request.log.info({ reason, lastId: subscription.cursor }, "stream closed");
     }
   });
 }
@@ -116,6 +130,8 @@ class SseWriter {
   readonly #heartbeatMs: number;
   readonly #writeTimeoutMs: number;
   #heartbeat: NodeJS.Timeout | undefined;
+  /** The client stayed unwritable past --write-timeout and was dropped. */
+  timedOut = false;
 
   constructor(res: ServerResponse, options: SseOptions) {
     this.#res = res;
@@ -161,7 +177,10 @@ class SseWriter {
       res.on("drain", onDrain);
       res.on("close", onClose);
     });
-    if (!drained) res.destroy();
+    if (!drained) {
+      this.timedOut = !res.destroyed;
+      res.destroy();
+    }
     return drained;
   }
 
