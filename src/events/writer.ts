@@ -87,9 +87,11 @@ export class Writer {
       this.#queuedEvents += events.length;
       this.#queuedBytes += bytes;
       this.#updateGauges();
-      // A microtask, not setImmediate: appends of the same tick share the transaction without delay.
+      // setImmediate, not a microtask: it runs once the event loop has read every socket that
+      // became readable, so their appends share the transaction. That matters for SQLite, whose
+      // commit blocks the loop: requests arrive in bursts between commits.
       if (this.#running === undefined) {
-        this.#running = new Promise<void>((done) => queueMicrotask(() => this.#drain().finally(done)));
+        this.#running = new Promise<void>((done) => setImmediate(() => this.#drain().finally(done)));
       }
     });
   }

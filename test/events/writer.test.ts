@@ -45,7 +45,7 @@ describe.each(DIALECTS)("group-commit writer on $name", (dialect) => {
     await Promise.all(
       Array.from({ length: 5 }, (_, j) => store.append([1, 2, 3, 4].map((i) => event(`b/${j}/${i}`)))),
     );
-    // The first append starts alone (the writer was idle); the other four group 2 + 2 under the cap of 10.
+    // Appends of one tick share transactions: whole batches of 4, 8 at most under the cap of 10.
     expect(await transactions(metrics)).toEqual({ count: 3, sum: 20 });
   });
 
