@@ -125,7 +125,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
         edge.stopAccepting();
         store.endStreams();
         // In-flight requests get most of --shutdown-timeout; the rest is for the write queue and the pool.
-        await edge.drain(config.shutdownTimeoutSeconds * 800);
+        await edge.drain(config.shutdownTimeoutSeconds * 600);
         await edge.close();
         await app.close();
         await store.close();
