@@ -71,6 +71,8 @@ export interface StreamConfig {
   readonly writeTimeoutSeconds: number;
   /** Milliseconds between polls for events other processes appended (0 = never). */
   readonly storePollMs: number;
+  /** Live events are handed to consumers at most this often (milliseconds; 0 = at once). */
+  readonly flushMs: number;
 }
 
 /** Raised for invalid configuration; the CLI prints its message on one line and exits with code 2. */
@@ -169,6 +171,13 @@ export const SERVE_OPTIONS = [
     kind: "positive",
     default: "60",
     description: "seconds a stream may stay unwritable",
+  },
+  {
+    flag: "stream-flush-ms",
+    kind: "nonnegative",
+    default: "20",
+    description: "live events reach streams at most this often (ms; 0 = at once)",
+    max: 1000,
   },
   {
     flag: "store-poll-ms",
@@ -294,6 +303,7 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
       heartbeatIntervalSeconds: num("heartbeat-interval"),
       writeTimeoutSeconds: num("write-timeout"),
       storePollMs: num("store-poll-ms"),
+      flushMs: num("stream-flush-ms"),
     },
     auth: {
       token: env.AUTH_TOKEN === "" ? undefined : env.AUTH_TOKEN,

@@ -66,11 +66,14 @@ export class Subscription implements AsyncIterable<StoredEvent[]> {
     return this.#closed;
   }
 
-  /** Called by the hub for each matching live event, in id order. Never blocks. */
-  offer(event: StoredEvent): void {
-    if (this.#closed || this.#overflowed || event.id <= this.#cursor) return;
+  /**
+   * Called by the hub for each matching live event, in id order. Never blocks. Returns whether
+   * the event was taken; the hub then wakes the consumer with `wake()`.
+   */
+  offer(event: StoredEvent): boolean {
+    if (this.#closed || this.#overflowed || event.id <= this.#cursor) return false;
     const last = this.#buffer.at(-1);
-    if (last !== undefined && event.id <= last.id) return; // matched through two of its subjects
+    if (last !== undefined && event.id <= last.id) return false; // matched through two of its subjects
     if (this.#buffer.length >= this.#options.bufferSize) {
       this.#overflowed = true;
       this.#buffer = [];
@@ -78,6 +81,11 @@ export class Subscription implements AsyncIterable<StoredEvent[]> {
     } else {
       this.#buffer.push(event);
     }
+    return true;
+  }
+
+  /** Lets a consumer waiting for live events take what is buffered. */
+  wake(): void {
     this.#notify();
   }
 

@@ -149,6 +149,21 @@ describe("hub and subscription engine", () => {
     expect((await metrics.activeStreams.get()).values[0]?.value).toBe(0);
   });
 
+  it("wakes consumers at most every --stream-flush-ms, with everything published meanwhile", async () => {
+    const log = new MemoryLog();
+    const { hub } = hubFor(log, { "stream-flush-ms": "200" });
+    const sub = hub.subscribe({ filter: { subjects: ["s"], recursive: false, type: undefined }, fromId: 0 });
+    const it = sub[Symbol.asyncIterator]();
+    const first = it.next(); // caught up, waiting live
+    await new Promise((r) => setTimeout(r, 10));
+    hub.publish([log.append("s")]); // the first wake-up is immediate
+    expect((await first).value?.map((e) => e.id)).toEqual([1]);
+    const second = it.next();
+    for (let i = 0; i < 5; i++) hub.publish([log.append("s")]); // separate commits within the window
+    expect((await second).value?.map((e) => e.id)).toEqual([2, 3, 4, 5, 6]);
+    sub.close();
+  });
+
   it("ends every subscription on close", async () => {
     const log = new MemoryLog();
     const { hub } = hubFor(log);
