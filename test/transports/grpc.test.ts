@@ -14,6 +14,7 @@ import {
   type ProtoStreamReply,
   type ProtoStreamRequest,
 } from "../support/grpc.js";
+import { appendConcurrently } from "../support/load.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 import { waitUntil } from "../support/sse.js";
 
@@ -487,32 +488,11 @@ describe.each(DIALECTS)("gRPC on $name", (dialect) => {
         streams.push(stream);
       }
     });
-    const appends = Array.from({ length: writers }, async (_, w) => {
-      const ids: number[] = [];
-      const mine = Math.floor(total / writers) + (w < total % writers ? 1 : 0);
-      let n = 0;
-      while (n < mine) {
-        const size = Math.min(1 + ((n * 7 + w) % 5), mine - n);
-        const events = Array.from({ length: size }, (_, k) => ({
-          source: `w${w}`,
-          type: "t",
-          subject: `gap/${w}/${n + k}`,
-        }));
-        const res = await fetch(`${t.url}/events`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify(events),
-        });
-        ids.push(...((await res.json()) as { ids: number[] }).ids);
-        n += size;
-      }
-      return ids;
-    });
-    const [written] = await Promise.all([Promise.all(appends), Promise.all(joins)]);
+    const appends = appendConcurrently(t.url, "gap", total, writers);
+    const [all] = await Promise.all([appends, Promise.all(joins)]);
     cleanups.push(() => {
       for (const s of streams) s.close();
     });
-    const all = written.flat().sort((a, b) => a - b);
     expect(all).toHaveLength(total);
     await waitUntil(
       () => streams.every((s) => s.ids().length >= total),

@@ -1,6 +1,7 @@
 import { EventSource } from "eventsource";
 import { afterEach, describe, expect, it } from "vitest";
 import { DIALECTS } from "../support/dialects.js";
+import { appendConcurrently } from "../support/load.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 import { openStream, RawStream, waitUntil } from "../support/sse.js";
 
@@ -81,29 +82,8 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
         streams.push({ ids: () => ids, close: () => es.close() });
       }
     });
-    const appends = Array.from({ length: writers }, async (_, w) => {
-      const ids: number[] = [];
-      const mine = Math.floor(total / writers) + (w < total % writers ? 1 : 0);
-      let n = 0;
-      while (n < mine) {
-        const size = Math.min(1 + ((n * 7 + w) % 5), mine - n);
-        const events = Array.from({ length: size }, (_, k) => ({
-          source: `w${w}`,
-          type: "t",
-          subject: `gap/${w}/${n + k}`,
-        }));
-        const res = await fetch(`${t.url}/events`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify(events),
-        });
-        ids.push(...((await res.json()) as { ids: number[] }).ids);
-        n += size;
-      }
-      return ids;
-    });
-    const [written] = await Promise.all([Promise.all(appends), Promise.all(joins)]);
-    const all = written.flat().sort((a, b) => a - b);
+    const appends = appendConcurrently(t.url, "gap", total, writers);
+    const [all] = await Promise.all([appends, Promise.all(joins)]);
     expect(all).toHaveLength(total);
     cleanups.push(() => {
       for (const s of streams) s.close();
