@@ -15,6 +15,7 @@ import { operationsRoutes } from "./transports/operations.js";
 import { restRoutes } from "./transports/rest.js";
 import { sseRoutes } from "./transports/sse.js";
 import { httpStatus } from "./transports/status.js";
+import { consoleRoutes } from "./ui/console.js";
 
 export interface AppDeps {
   readonly config: Config;
@@ -118,6 +119,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       reflectionRoutes(router);
     },
   });
+  await app.register(consoleRoutes);
   return app;
 }
 

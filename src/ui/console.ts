@@ -1,0 +1,63 @@
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+
+/**
+ * The console's static files. They stay in the source tree (no build step): this URL resolves to
+ * the same directory from src/ui/console.ts (vitest, tsx) and from dist/ui/console.js (npm start).
+ */
+export const CONSOLE_ASSETS = new URL("../../src/ui/public/", import.meta.url);
+
+/** Every /ui response: scripts, styles, fetch and EventSource from this origin only; nothing inline. */
+export const CONSOLE_CSP =
+  "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
+
+const TYPES: Readonly<Record<string, string>> = {
+  "index.html": "text/html; charset=utf-8",
+  "console.css": "text/css; charset=utf-8",
+  "console.js": "text/javascript; charset=utf-8",
+  "favicon.svg": "image/svg+xml",
+};
+
+interface Asset {
+  readonly body: Buffer;
+  readonly type: string;
+  readonly etag: string;
+}
+
+/**
+ * The web console at `/ui/`: an allow-list of files read once at start, with a strict
+ * Content-Security-Policy. The files need no authentication (authenticate.ts leaves routes under
+ * /ui open); the console's API calls carry the session cookie like any other request.
+ */
+export async function consoleRoutes(app: FastifyInstance): Promise<void> {
+  const assets = new Map<string, Asset>();
+  for (const [name, type] of Object.entries(TYPES)) {
+    const body = readFileSync(new URL(name, CONSOLE_ASSETS));
+    const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 22)}"`;
+    assets.set(name, { body, type, etag });
+  }
+
+  // This plugin's own scope: the headers apply to /ui responses only (also redirects and 404s).
+  app.addHook("onSend", async (_request, reply, payload) => {
+    void reply.headers({
+      "content-security-policy": CONSOLE_CSP,
+      "x-content-type-options": "nosniff",
+      "referrer-policy": "no-referrer",
+    });
+    return payload;
+  });
+
+  const serve = (name: string, request: FastifyRequest, reply: FastifyReply) => {
+    const asset = assets.get(name);
+    if (asset === undefined) return reply.callNotFound();
+    void reply.header("cache-control", "no-cache").header("etag", asset.etag);
+    if (request.headers["if-none-match"] === asset.etag) return reply.code(304).send();
+    return reply.type(asset.type).send(asset.body);
+  };
+
+  // Relative, so the redirect also works behind a proxy that mounts the server under a path.
+  app.get("/ui", (_request, reply) => reply.redirect("ui/", 302));
+  app.get("/ui/", (request, reply) => serve("index.html", request, reply));
+  app.get("/ui/:file", (request, reply) => serve((request.params as { file: string }).file, request, reply));
+}
