@@ -66,7 +66,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }
   await installAuth(app, {
     registry: deps.registry,
-    sessions: new SessionStore(config.auth.sessionTtlSeconds),
+    sessions: new SessionStore(store.dialect.db, config.auth.sessionTtlSeconds),
     protectMetrics: config.auth.protectMetrics,
     allowQueryToken: config.auth.allowQueryToken,
     secureCookies: config.tls !== undefined,

@@ -78,7 +78,7 @@ describe("eventsdb command line", () => {
     const cwd = tempDir();
     const first = await run(["migrate"], cleanEnv(), cwd);
     expect(first).toMatchObject({ code: 0 });
-    expect(first.stdout).toContain("applied 001_events, 002_event_sequence");
+    expect(first.stdout).toContain("applied 001_events, 002_event_sequence, 003_sessions");
     expect(fs.existsSync(path.join(cwd, "data", "events.db"))).toBe(true);
     const second = await run(["migrate"], cleanEnv(), cwd);
     expect(second.stdout).toContain("is up to date");
@@ -92,7 +92,7 @@ describe("eventsdb command line", () => {
     const connection = await createConnection(url);
     try {
       const [rows] = await connection.query("SELECT version FROM eventsdb_migrations ORDER BY version");
-      expect(rows).toEqual([{ version: 1 }, { version: 2 }]);
+      expect(rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
     } finally {
       await connection.end();
     }

@@ -27,7 +27,16 @@ export interface MigrationsTable {
   applied_at: string;
 }
 
+export interface SessionsTable {
+  /** SHA-256 (hex) of the session cookie's value. */
+  id_hash: string;
+  token_name: string;
+  /** Epoch milliseconds. */
+  expires_at: ColumnType<number | string | bigint, number, number>;
+}
+
 export interface Database {
+  eventsdb_sessions: SessionsTable;
   events: EventsTable;
   event_sequence: EventSequenceTable;
   eventsdb_migrations: MigrationsTable;

@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { ANYONE, type Principal, type TokenRegistry } from "../auth.js";
 import { EventsDbError } from "../errors.js";
 import type { SessionStore } from "../sessions.js";
+import { connectCode } from "./status.js";
 
 /** The session cookie's name. */
 export const SESSION_COOKIE = "eventsdb_session";
@@ -56,12 +57,13 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
     const route = request.routeOptions.url ?? "";
     if (OPEN_ROUTES.has(route) || (route === "/metrics" && !options.protectMetrics)) return;
     if (route.startsWith("/ui") || OPEN_SERVICES.has(route.split("/")[1] ?? "")) return;
-    const result = authenticate(request, registry, options, route);
+    const result = await authenticate(request, registry, options, route);
     if (result instanceof EventsDbError) {
       if (route.startsWith("/grpc.")) {
         request.authError = result;
         return;
       }
+      if (result.code !== "unauthenticated") throw result; // the error handler answers 503
       return deny(reply, result);
     }
     request.principal = result;
@@ -75,7 +77,7 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
     if (principal === undefined) {
       return deny(reply, new EventsDbError("unauthenticated", "a valid token is required"));
     }
-    const session = options.sessions.create(principal.name);
+    const session = await options.sessions.create(principal.name);
     void reply.setCookie(SESSION_COOKIE, session.id, {
       httpOnly: true,
       sameSite: "strict",
@@ -93,18 +95,18 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
 
   app.delete("/auth/session", async (request, reply) => {
     const id = request.cookies[SESSION_COOKIE];
-    if (id !== undefined) options.sessions.delete(id);
+    if (id !== undefined) await options.sessions.delete(id);
     void reply.clearCookie(SESSION_COOKIE, { path: "/" });
     return reply.code(204).send();
   });
 }
 
-function authenticate(
+async function authenticate(
   request: FastifyRequest,
   registry: TokenRegistry,
   options: AuthOptions,
   route: string,
-): Principal | EventsDbError {
+): Promise<Principal | EventsDbError> {
   const header = request.headers.authorization;
   let token: string | undefined;
   if (header !== undefined) {
@@ -117,7 +119,15 @@ function authenticate(
   if (token === undefined) {
     const session = request.cookies[SESSION_COOKIE];
     if (session !== undefined) {
-      const name = options.sessions.tokenName(session);
+      let name: string | undefined;
+      try {
+        name = await options.sessions.tokenName(session);
+      } catch (error) {
+        return new EventsDbError("unavailable", "sessions cannot be checked: the store is unavailable", {
+          cause: error,
+          retryAfterSeconds: 1,
+        });
+      }
       const principal = name === undefined ? undefined : registry.stillValid(name);
       if (principal !== undefined) return principal;
       return new EventsDbError("unauthenticated", "the session has expired; sign in again");
@@ -154,7 +164,8 @@ function deny(reply: FastifyReply, error: EventsDbError) {
 /** Connect side of the hook: refuses calls the hook could not authenticate. */
 export const connectAuthInterceptor: Interceptor = (next) => async (request) => {
   const principal = request.contextValues.get(PRINCIPAL);
-  if (principal instanceof EventsDbError) throw new ConnectError(principal.message, Code.Unauthenticated);
+  if (principal instanceof EventsDbError)
+    throw new ConnectError(principal.message, connectCode(principal.code));
   return next(request);
 };
 

@@ -245,6 +245,7 @@ function toConnectError(error: unknown): ConnectError {
 /** The authenticated caller (connectAuthInterceptor refuses unauthenticated calls first). */
 function caller(context: HandlerContext): Principal {
   const principal = context.values.get(PRINCIPAL);
-  if (principal instanceof EventsDbError) throw new ConnectError(principal.message, Code.Unauthenticated);
+  if (principal instanceof EventsDbError)
+    throw new ConnectError(principal.message, connectCode(principal.code));
   return principal;
 }
