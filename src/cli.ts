@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
+import { addClientCommands } from "./client/commands.js";
 import { type Config, ConfigError, describeStore, envName, loadConfig, SERVE_OPTIONS } from "./config.js";
 import { startServer } from "./server.js";
 import { migrate } from "./storage/migrate.js";
@@ -122,6 +123,7 @@ export function buildCli(): Command {
   addServeOptions(
     program.command("migrate").description("apply pending database migrations and exit"),
   ).action(runMigrate);
+  addClientCommands(program);
   return program;
 }
 

@@ -1,0 +1,201 @@
+import { type Command, InvalidArgumentError, Option } from "commander";
+import {
+  ClientError,
+  type Connection,
+  connection,
+  EXIT_FAILURE,
+  EXIT_OK,
+  type Filter,
+  oneLine,
+} from "./http.js";
+import { flushed } from "./io.js";
+import { publish } from "./publish.js";
+import { get, subjects } from "./read.js";
+import { tail } from "./tail.js";
+import { exportEvents, importEvents } from "./transfer.js";
+
+interface ConnectionOptions {
+  readonly url: string;
+  readonly token?: string;
+}
+
+interface FilterOptions {
+  readonly subject: string[];
+  readonly recursive?: boolean;
+  readonly type?: string;
+  readonly fromId?: number;
+}
+
+/**
+ * The client commands (`publish`, `get`, `tail`, `subjects`, `export`, `import`): the same binary
+ * talking to a running server over REST and SSE. Exit codes: 0 ok, 1 server or network error,
+ * 2 usage error; every error is one `eventsdb: …` line on stderr.
+ */
+export function addClientCommands(program: Command): void {
+  clientCommand(program, "publish", "append one event; prints its id")
+    .argument("[data]", "the data as text (else --file, else stdin)")
+    .requiredOption("--subject <subject>", "the event's subject")
+    .requiredOption("--type <type>", "the event's type")
+    .requiredOption("--source <source>", "the event's source")
+    .option("--file <file>", "read the data from a file")
+    .option("--ce", "send a structured CloudEvent, idempotent by (source, --id)")
+    .option("--id <id>", "CloudEvents id for --ce (default: a random UUID)")
+    .option(
+      "--content-type <type>",
+      "datacontenttype for --ce (default: text/plain for an argument, application/octet-stream for --file or stdin)",
+    )
+    .action(
+      action(async (data: string | undefined, options: ConnectionOptions & Parameters<typeof publish>[2]) => {
+        const id = await publish(connectionOf(options), data, options);
+        process.stdout.write(`${id}\n`);
+      }),
+    );
+
+  clientCommand(program, "get", "print one event as JSON")
+    .argument("<id>", "the event's server id", eventId)
+    .option("--raw", "write only the decoded data bytes")
+    .addOption(new Option("--ce", "print the structured CloudEvent").conflicts("raw"))
+    .action(
+      action(async (id: number, options: ConnectionOptions & { raw?: boolean; ce?: boolean }) => {
+        await get(connectionOf(options), id, options, process.stdout);
+      }),
+    );
+
+  clientCommand(program, "subjects", "list subjects, one per line")
+    .option("--prefix <prefix>", "only subjects starting with this string")
+    .action(
+      action(async (options: ConnectionOptions & { prefix?: string }) => {
+        await subjects(connectionOf(options), options.prefix, process.stdout);
+      }),
+    );
+
+  filterOptions(clientCommand(program, "tail", "follow events live, one line per event"))
+    .option("--json", "print each event's JSON instead of a summary line")
+    .option("--state-file <file>", "keep the last printed id in this file and resume from it")
+    .option("--idle-timeout <seconds>", "reconnect after this long without data (0 = never)", wholeNumber, 60)
+    .action(
+      action(async (options: ConnectionOptions & FilterOptions & TailFlags) => {
+        await tail(
+          connectionOf(options),
+          {
+            filter: filterOf(options),
+            fromId: options.fromId,
+            json: options.json === true,
+            stateFile: options.stateFile,
+            idleTimeoutMs: options.idleTimeout * 1000,
+          },
+          process.stdout,
+          process.stderr,
+        );
+      }),
+    );
+
+  filterOptions(clientCommand(program, "export", "write events as NDJSON of structured CloudEvents"))
+    .option("--output <file>", "write to this file instead of stdout")
+    .action(
+      action(async (options: ConnectionOptions & FilterOptions & { output?: string }) => {
+        const count = await exportEvents(connectionOf(options), {
+          filter: filterOf(options),
+          fromId: options.fromId ?? 0,
+          output: options.output,
+        });
+        process.stderr.write(`exported ${count} event${count === 1 ? "" : "s"}\n`);
+      }),
+    );
+
+  clientCommand(program, "import", "append NDJSON of structured CloudEvents (idempotent)")
+    .option("--input <file>", "read from this file instead of stdin")
+    .option("--batch <n>", "events per request (1-1000)", batchSize, 500)
+    .action(
+      action(async (options: ConnectionOptions & { input?: string; batch: number }) => {
+        const { imported, fresh } = await importEvents(connectionOf(options), {
+          input: options.input,
+          batch: options.batch,
+        });
+        const events = `imported ${imported} event${imported === 1 ? "" : "s"}`;
+        process.stderr.write(fresh === undefined ? `${events}\n` : `${events} (${fresh} new)\n`);
+      }),
+    );
+}
+
+interface TailFlags {
+  readonly json?: boolean;
+  readonly stateFile?: string;
+  readonly idleTimeout: number;
+}
+
+/** A subcommand with --url and --token, and commander's errors as one `eventsdb: …` line. */
+function clientCommand(program: Command, name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .addOption(
+      new Option("--url <url>", "the server's base URL").env("EVENTSDB_URL").default("http://localhost:8080"),
+    )
+    .addOption(new Option("--token <token>", "bearer token (Authorization header)").env("EVENTSDB_TOKEN"))
+    .showHelpAfterError(false)
+    .configureOutput({
+      outputError: (text, write) => write(`eventsdb: ${oneLine(text.replace(/^error: /, ""))}\n`),
+    });
+}
+
+function filterOptions(command: Command): Command {
+  return command
+    .option("--subject <subject>", "only this subject (repeatable)", collect, [])
+    .option("--recursive", "subjects include everything below them (orders → orders/1/lines)")
+    .option("--type <type>", "only events of this type")
+    .option("--from-id <id>", "start after this id", wholeNumber);
+}
+
+function connectionOf(options: ConnectionOptions): Connection {
+  return connection(options.url, options.token);
+}
+
+function filterOf(options: FilterOptions): Filter {
+  return { subjects: options.subject, recursive: options.recursive === true, type: options.type };
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function wholeNumber(value: string): number {
+  if (!/^\d{1,16}$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new InvalidArgumentError("it must be a non-negative integer");
+  }
+  return Number(value);
+}
+
+function eventId(value: string): number {
+  if (!/^\d{1,16}$/.test(value) || !Number.isSafeInteger(Number(value)) || Number(value) < 1) {
+    throw new InvalidArgumentError("it must be a positive integer");
+  }
+  return Number(value);
+}
+
+function batchSize(value: string): number {
+  const n = wholeNumber(value);
+  if (n < 1 || n > 1000) throw new InvalidArgumentError("it must be between 1 and 1000");
+  return n;
+}
+
+/**
+ * Runs a command body; reports a failure as one line with its exit code, then exits once stdout
+ * has been handed over (an open keep-alive socket must not hold the process).
+ */
+function action<A extends unknown[]>(body: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    // A closed stdout (`| head`) fails the next write; it must not also crash as an 'error' event.
+    process.stdout.on("error", () => {});
+    let code = EXIT_OK;
+    try {
+      await body(...args);
+    } catch (error) {
+      code = error instanceof ClientError ? error.exitCode : EXIT_FAILURE;
+      const message = error instanceof Error ? error.message : String(error);
+      process.stderr.write(`eventsdb: ${oneLine(message)}\n`);
+    }
+    await flushed(process.stdout);
+    process.exit(code);
+  };
+}

@@ -1,0 +1,260 @@
+import { once } from "node:events";
+import fs from "node:fs";
+import type { Readable } from "node:stream";
+import { StringDecoder } from "node:string_decoder";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  ClientError,
+  type Connection,
+  EXIT_USAGE,
+  type Filter,
+  filterParams,
+  lastMatchingId,
+  request,
+  responseError,
+  send,
+  usageError,
+} from "./http.js";
+import { finish, write } from "./io.js";
+import { progress } from "./progress.js";
+
+const CE_BATCH = "application/cloudevents-batch+json";
+/** The server's page limit: one page is all the export holds in memory. */
+const PAGE_LIMIT = 1000;
+
+export interface ExportOptions {
+  readonly filter: Filter;
+  readonly fromId: number;
+  /** A file; undefined = stdout. */
+  readonly output: string | undefined;
+}
+
+/**
+ * `eventsdb export`: NDJSON of structured CloudEvents, one page of `GET /events` at a time
+ * (`Accept: application/cloudevents-batch+json`, cursor in `X-Next-From-Id` while `X-Has-More`),
+ * waiting for the output to drain. Returns the number of events written.
+ */
+export async function exportEvents(conn: Connection, options: ExportOptions): Promise<number> {
+  const out = options.output === undefined ? process.stdout : await openOutput(options.output);
+  let failure: Error | undefined;
+  const onError = (error: Error) => {
+    failure ??= error;
+  };
+  out.on("error", onError);
+  const check = () => {
+    if (failure !== undefined) {
+      const reason = (failure as NodeJS.ErrnoException).code ?? failure.message;
+      throw new ClientError(`cannot write ${options.output ?? "stdout"}: ${reason}`);
+    }
+  };
+  // A bar needs a total: the newest matching id (a few small requests, only at a terminal).
+  const total = process.stderr.isTTY ? (await lastMatchingId(conn, options.filter)) - options.fromId : 0;
+  const bar = progress("exporting", total);
+  let count = 0;
+  try {
+    for (let from = options.fromId; ; ) {
+      const params = filterParams(options.filter);
+      params.set("from_id", String(from));
+      params.set("limit", String(PAGE_LIMIT));
+      const response = await request(conn, "/events", { params, headers: { accept: CE_BATCH } });
+      const events = (await response.json()) as unknown[];
+      for (const event of events) {
+        check();
+        await write(out, `${JSON.stringify(event)}\n`).catch((error: Error) => onError(error));
+      }
+      count += events.length;
+      const hasMore = response.headers.get("x-has-more") === "true";
+      const next = Number(response.headers.get("x-next-from-id"));
+      bar.update(next - options.fromId, count);
+      if (!hasMore) break;
+      if (!Number.isSafeInteger(next) || next <= from) {
+        throw new ClientError(`the server's cursor did not advance past id ${from}`);
+      }
+      from = next;
+    }
+    await finish(out);
+    check();
+  } finally {
+    bar.stop();
+    // The error listener stays: a late EPIPE must not become an uncaught 'error' event.
+    if (out !== process.stdout) out.destroy();
+  }
+  return count;
+}
+
+async function openOutput(file: string): Promise<fs.WriteStream> {
+  const stream = fs.createWriteStream(file);
+  try {
+    await once(stream, "open");
+  } catch (error) {
+    throw usageError(`cannot write ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  return stream;
+}
+
+export interface ImportOptions {
+  /** A file; undefined = stdin. */
+  readonly input: string | undefined;
+  /** Events per POST (1…1000). */
+  readonly batch: number;
+}
+
+export interface ImportResult {
+  readonly imported: number;
+  /** How many were stored anew; undefined when the store's newest id could not be read. */
+  readonly fresh: number | undefined;
+}
+
+/** A batch is also sent early once its JSON reaches this size (the server's body limit is 16 MiB). */
+const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+/** 429 / 503 are retried (Retry-After) this many times: batches are idempotent. */
+const MAX_ATTEMPTS = 6;
+
+/**
+ * `eventsdb import`: NDJSON of structured CloudEvents → batched `POST /events`
+ * (`application/cloudevents-batch+json`). Idempotent: the server stores an event whose (source, id)
+ * it has already once. Each line is checked before its batch goes out; a bad line stops the import
+ * with its number (earlier batches are stored; a re-run skips them).
+ *
+ * New ids are larger than every id that existed before their commit, and a repeat answers the
+ * stored id: with the newest id before the import (and the ids answered so far) as a watermark,
+ * an answered id above it is new.
+ */
+export async function importEvents(conn: Connection, options: ImportOptions): Promise<ImportResult> {
+  let input: Readable;
+  let size = 0;
+  if (options.input === undefined) {
+    if (process.stdin.isTTY) throw usageError("no input: pipe NDJSON on stdin or give --input");
+    input = process.stdin;
+  } else {
+    try {
+      size = (await fs.promises.stat(options.input)).size;
+    } catch (error) {
+      throw usageError(
+        `cannot read ${options.input}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`,
+      );
+    }
+    input = fs.createReadStream(options.input);
+  }
+  let watermark: number | undefined;
+  try {
+    watermark = await lastMatchingId(conn, { subjects: [], recursive: false, type: undefined });
+  } catch (error) {
+    // A token without read access can still import; it just cannot tell new from repeated.
+    if (!(error instanceof ClientError && error.status === 403)) throw error;
+  }
+
+  const bar = progress("importing", size);
+  let imported = 0;
+  let fresh = 0;
+  let bytesRead = 0;
+  let lineNumber = 0;
+  let batch: string[] = [];
+  let batchLines: number[] = [];
+  let batchBytes = 0;
+
+  const flush = async () => {
+    if (batch.length === 0) return;
+    const ids = await postBatch(conn, `[${batch.join(",")}]`, batchLines);
+    imported += ids.length;
+    if (watermark !== undefined) {
+      const bound = watermark;
+      fresh += new Set(ids.filter((id) => id > bound)).size;
+      watermark = Math.max(bound, ...ids);
+    }
+    batch = [];
+    batchLines = [];
+    batchBytes = 0;
+    bar.update(bytesRead, imported);
+  };
+
+  const add = async (line: string) => {
+    lineNumber++;
+    const text = line.endsWith("\r") ? line.slice(0, -1) : line;
+    if (text.trim() === "") return;
+    checkLine(text, lineNumber);
+    batch.push(text);
+    batchLines.push(lineNumber);
+    batchBytes += text.length + 1;
+    if (batch.length >= options.batch || batchBytes >= MAX_BATCH_BYTES) await flush();
+  };
+
+  try {
+    const decoder = new StringDecoder("utf8");
+    let rest = "";
+    try {
+      for await (const chunk of input) {
+        const bytes = chunk as Buffer;
+        bytesRead += bytes.length;
+        rest += decoder.write(bytes);
+        let start = 0;
+        for (let end = rest.indexOf("\n"); end !== -1; end = rest.indexOf("\n", start)) {
+          const line = rest.slice(start, end);
+          start = end + 1;
+          await add(line);
+        }
+        rest = rest.slice(start);
+      }
+    } catch (error) {
+      if (error instanceof ClientError) throw error;
+      throw new ClientError(`cannot read ${options.input ?? "stdin"}: ${(error as Error).message}`);
+    }
+    rest += decoder.end();
+    if (rest !== "") await add(rest);
+    await flush();
+  } finally {
+    bar.stop();
+    if (input !== process.stdin) input.destroy();
+  }
+  return { imported, fresh: watermark === undefined ? undefined : fresh };
+}
+
+/** A line must be a structured CloudEvent the server can take; anything else is a usage error. */
+function checkLine(text: string, lineNumber: number): void {
+  const bad = (why: string) => usageError(`line ${lineNumber}: ${why}`);
+  let event: unknown;
+  try {
+    event = JSON.parse(text);
+  } catch {
+    throw bad("not valid JSON");
+  }
+  if (typeof event !== "object" || event === null || Array.isArray(event)) throw bad("not a JSON object");
+  const fields = event as Record<string, unknown>;
+  if (fields.specversion !== "1.0") throw bad('specversion must be "1.0" (a structured CloudEvent)');
+  for (const name of ["id", "source", "type", "subject"]) {
+    const value = fields[name];
+    if (typeof value !== "string" || value === "") throw bad(`${name} must be a non-empty string`);
+  }
+  const hasData = fields.data !== undefined && fields.data !== null;
+  const hasBase64 = fields.data_base64 !== undefined && fields.data_base64 !== null;
+  if (hasData && hasBase64) throw bad("data and data_base64 must not both be present");
+  if (hasBase64 && typeof fields.data_base64 !== "string") throw bad("data_base64 must be a string");
+}
+
+/** POSTs one batch; retries 429/503 after Retry-After; a refused event is reported by its line. */
+async function postBatch(conn: Connection, body: string, lines: readonly number[]): Promise<number[]> {
+  for (let attempt = 1; ; attempt++) {
+    const response = await send(conn, "/events", {
+      method: "POST",
+      headers: { "content-type": CE_BATCH },
+      body,
+    });
+    if (response.ok) return ((await response.json()) as { ids: number[] }).ids;
+    const retryAfter = Number(response.headers.get("retry-after") ?? "1");
+    const error = await responseError(response);
+    if ((response.status === 429 || response.status === 503) && attempt < MAX_ATTEMPTS) {
+      await sleep(Math.min(30, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 1) * 1000);
+      continue;
+    }
+    // "event 3: subject is required" → the line it came from; nothing of this batch was stored.
+    const at = /^event (\d+): /.exec(error.serverMessage ?? "");
+    const line = at === null ? undefined : lines[Number(at[1])];
+    if (response.status === 400 && line !== undefined) {
+      throw new ClientError(
+        `line ${line}: ${error.message.slice((at as RegExpExecArray)[0].length)}`,
+        EXIT_USAGE,
+      );
+    }
+    throw error;
+  }
+}
