@@ -11,6 +11,8 @@ import { nowMs, SseClients, type SseStream } from "./sse-clients.js";
 import {
   buildDist,
   Cleanup,
+  CpuMeter,
+  clockTicksPerSecond,
   formatRate,
   formatTable,
   machineInfo,
@@ -352,59 +354,11 @@ function execText(command: string, args: readonly string[]): Promise<string> {
 
 // ---- /proc readings -------------------------------------------------------------------------------
 
-async function clockTicksPerSecond(): Promise<number> {
-  try {
-    const ticks = Number((await execText("getconf", ["CLK_TCK"])).trim());
-    return Number.isFinite(ticks) && ticks > 0 ? ticks : 100;
-  } catch {
-    return 100;
-  }
-}
-
 async function rssKb(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, "utf8");
   const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
   if (match === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return Number(match[1]);
-}
-
-/** utime + stime of a process in seconds. */
-async function cpuSeconds(pid: number, ticks: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / ticks;
-}
-
-/** CPU time of several processes over an interval, as a fraction of one core. */
-class CpuMeter {
-  readonly #pids: Record<string, number>;
-  readonly #ticks: number;
-  #start: Record<string, number> = {};
-  #bench = process.cpuUsage();
-  #wall = 0;
-
-  constructor(pids: Record<string, number>, ticks: number) {
-    this.#pids = pids;
-    this.#ticks = ticks;
-  }
-
-  async start(): Promise<void> {
-    for (const [name, pid] of Object.entries(this.#pids))
-      this.#start[name] = await cpuSeconds(pid, this.#ticks);
-    this.#bench = process.cpuUsage();
-    this.#wall = performance.now();
-  }
-
-  async stop(): Promise<Record<string, number>> {
-    const wall = (performance.now() - this.#wall) / 1000;
-    const result: Record<string, number> = {};
-    for (const [name, pid] of Object.entries(this.#pids)) {
-      result[name] = ((await cpuSeconds(pid, this.#ticks)) - (this.#start[name] ?? 0)) / wall;
-    }
-    const bench = process.cpuUsage(this.#bench);
-    result.bench = (bench.user + bench.system) / 1e6 / wall;
-    return result;
-  }
 }
 
 /** Samples a process's VmRSS every RSS_SAMPLE_MS and keeps the peak. */

@@ -17,33 +17,34 @@ import {
   percentile,
   ROOT,
   type ServerChild,
+  serverEnv,
   startServerChild,
   writeResults,
 } from "./support.js";
 
 /** Rows of the raw ceiling run, and rows per multi-row INSERT (the server's INSERT_ROWS too). */
 const RAW_ROWS = 100_000;
-const RAW_STATEMENT_ROWS = 500;
+export const RAW_STATEMENT_ROWS = 500;
 const SINGLE_ROW_SECONDS = 3;
-const DATA_BYTES = 100;
-const SUBJECTS = 100;
+export const DATA_BYTES = 100;
+export const SUBJECTS = 100;
 const DEFAULT_SECONDS = 10;
 const WARMUP_SECONDS = 2;
 const WARMUP_CONNECTIONS = 16;
 const CONNECTION_STEPS = [1, 16, 64] as const;
 const DISTINCT_BODIES = 64;
-const BATCH_EVENTS = 500;
+export const BATCH_EVENTS = 500;
 const BATCH_BODIES = 4;
-const BATCH_CONNECTIONS = 4;
+export const BATCH_CONNECTIONS = 4;
 
 const TARGET_1_CONN = 2_200;
-const TARGET_64_CONNS = 14_000;
+export const TARGET_64_CONNS = 14_000;
 /** Batch POST must reach this fraction of the raw 500-row INSERT ceiling measured in the same run. */
-const BATCH_TARGET_FRACTION = 0.5;
+export const BATCH_TARGET_FRACTION = 0.5;
 const REFERENCE = "Go Events DB ~4,800/s at 64 connections (one INSERT per request)";
 
 /** One line of the results table. */
-interface Measurement {
+export interface Measurement {
   name: string;
   eventsPerSecond: number;
   p50Ms: number | undefined;
@@ -58,7 +59,7 @@ interface Measurement {
   detail?: Record<string, unknown>;
 }
 
-interface RawResult {
+export interface RawResult {
   rows: number;
   statements: number;
   seconds: number;
@@ -89,31 +90,15 @@ export async function runIngest(args: readonly string[]): Promise<void> {
     const raw = await rawInserts(admin);
 
     process.stderr.write("bench: starting the server\n");
-    const server = await startServerChild({ DATABASE_URL: mariadb.url, LOG_LEVEL: "warn" });
+    const server = await startServerChild(serverEnv(mariadb.url));
     cleanup.add("stop server", () => server.stop());
 
     let current: Instance | undefined;
     cleanup.add("stop load", async () => current?.stop());
-    const cannon = async (title: string, options: CannonOptions): Promise<CannonRun> => {
-      process.stderr.write(`bench: ${title}: ${options.connections} connections for ${options.duration} s\n`);
-      current = autocannon({
-        url: `${server.baseUrl}/events`,
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        pipelining: 1,
-        title,
-        ...options,
+    const cannon = (title: string, options: CannonOptions): Promise<CannonRun> =>
+      runCannon(server, title, options, (instance) => {
+        current = instance;
       });
-      // autocannon's histogram keeps whole milliseconds; record the exact times for p50/p99.
-      const latencies: number[] = [];
-      current.on("response", (_client: unknown, _status: number, _bytes: number, ms: number) => {
-        latencies.push(ms);
-      });
-      const result = await current;
-      current = undefined;
-      assertAlive(server);
-      return { result, latencies };
-    };
 
     const single = singleBodies();
     const { result: warmup } = await cannon("warm-up", {
@@ -215,17 +200,51 @@ export async function runIngest(args: readonly string[]): Promise<void> {
   }
 }
 
-type CannonOptions = { connections: number; duration: number; requests: Request[] };
+export type CannonOptions = { connections: number; duration: number; requests: Request[] };
 
 /** An autocannon result and every response time in ms (non-2xx included, as autocannon does). */
-type CannonRun = { result: Result; latencies: number[] };
+export type CannonRun = { result: Result; latencies: number[] };
+
+/**
+ * One autocannon run of POST /events (bodies from `options.requests`); `track` gets the running
+ * instance, then undefined, so that a cleanup step can stop it.
+ */
+export async function runCannon(
+  server: ServerChild,
+  title: string,
+  options: CannonOptions,
+  track: (instance: Instance | undefined) => void = () => {},
+): Promise<CannonRun> {
+  process.stderr.write(`bench: ${title}: ${options.connections} connections for ${options.duration} s\n`);
+  const instance = autocannon({
+    url: `${server.baseUrl}/events`,
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    pipelining: 1,
+    title,
+    ...options,
+  });
+  track(instance);
+  // autocannon's histogram keeps whole milliseconds; record the exact times for p50/p99.
+  const latencies: number[] = [];
+  instance.on("response", (_client: unknown, _status: number, _bytes: number, ms: number) => {
+    latencies.push(ms);
+  });
+  try {
+    const result = await instance;
+    assertAlive(server);
+    return { result, latencies };
+  } finally {
+    track(undefined);
+  }
+}
 
 function assertAlive(server: ServerChild): void {
   const exit = server.exited();
   if (exit !== undefined) throw new Error(`the server died during the run (${exit})`);
 }
 
-function rawMeasurement(raw: RawResult) {
+export function rawMeasurement(raw: RawResult) {
   return {
     eventsPerSecond: raw.rowsPerSecond,
     p50Ms: raw.p50Ms,
@@ -238,7 +257,7 @@ function rawMeasurement(raw: RawResult) {
   };
 }
 
-function cannonMeasurement(
+export function cannonMeasurement(
   name: string,
   { result, latencies }: CannonRun,
   eventsPerRequest: number,
@@ -287,12 +306,12 @@ function simpleEvent(k: number): Record<string, string> {
 }
 
 /** A few single-event bodies, so subjects and data vary between requests. */
-function singleBodies(): Request[] {
+export function singleBodies(): Request[] {
   return Array.from({ length: DISTINCT_BODIES }, (_, k) => ({ body: JSON.stringify(simpleEvent(k)) }));
 }
 
 /** A few batch bodies of BATCH_EVENTS simple events each. */
-function batchBodies(): Request[] {
+export function batchBodies(): Request[] {
   return Array.from({ length: BATCH_BODIES }, (_, b) => ({
     body: JSON.stringify(Array.from({ length: BATCH_EVENTS }, (_, i) => simpleEvent(b * BATCH_EVENTS + i))),
   }));
@@ -315,7 +334,7 @@ const RAW_INSERT = "INSERT INTO events (id, source, type, subject, time, data) V
  * The ceiling the server is measured against: same table, one connection, autocommit, explicit
  * ids; first RAW_ROWS rows as RAW_STATEMENT_ROWS-row INSERTs, then single-row INSERTs for a few s.
  */
-async function rawInserts(connection: Connection): Promise<{ multi: RawResult; single: RawResult }> {
+export async function rawInserts(connection: Connection): Promise<{ multi: RawResult; single: RawResult }> {
   await connection.query("CREATE DATABASE raw");
   await connection.query("USE raw");
   await connection.query(await readFile(path.join(ROOT, "sql", "mysql", "001_events.sql"), "utf8"));
@@ -370,7 +389,7 @@ async function rawInserts(connection: Connection): Promise<{ multi: RawResult; s
 }
 
 /** GET /events?limit=1 answers, and the table holds at least every event acknowledged with 2xx. */
-async function verify(server: ServerChild, connection: Connection, storedAtLeast: number) {
+export async function verify(server: ServerChild, connection: Connection, storedAtLeast: number) {
   const response = await fetch(`${server.baseUrl}/events?limit=1`, { signal: AbortSignal.timeout(10_000) });
   const body = (await response.json()) as { events?: unknown[] };
   const getEvents = Array.isArray(body.events) ? body.events.length : 0;

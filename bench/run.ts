@@ -1,11 +1,12 @@
 import { runFanout } from "./fanout.js";
+import { runGrpc } from "./grpc.js";
 import { runIngest } from "./ingest.js";
 
 /** A benchmark suite: gets the arguments after its name (e.g. `--duration 5`). */
 type Suite = (args: readonly string[]) => Promise<void>;
 
-/** `npm run bench -- <suite>`; later: grpc. */
-const SUITES: Readonly<Record<string, Suite>> = { ingest: runIngest, fanout: runFanout };
+/** `npm run bench -- <suite>`. */
+const SUITES: Readonly<Record<string, Suite>> = { ingest: runIngest, fanout: runFanout, grpc: runGrpc };
 
 const EXIT_USAGE = 2;
 
@@ -13,6 +14,7 @@ function usage(): string {
   return (
     "usage: npm run bench -- ingest [--duration S]\n" +
     "       npm run bench -- fanout [--clients N] [--idle N] [--catchup N]\n" +
+    "       npm run bench -- grpc [--duration S] [--connections N] [--processes N] [--no-grpc-js] [--no-bare]\n" +
     `suites: ${Object.keys(SUITES).join(", ")}\n`
   );
 }

@@ -1,8 +1,9 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 
 /** The repository root (bench/..). */
@@ -104,6 +105,17 @@ export class Cleanup {
       process.off("SIGTERM", handler);
     };
   }
+}
+
+/**
+ * The server child's environment: DATABASE_URL, LOG_LEVEL=warn, and for diagnosis NODE_OPTIONS from
+ * BENCH_SERVER_NODE_OPTIONS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") when set.
+ */
+export function serverEnv(databaseUrl: string): Record<string, string> {
+  const env: Record<string, string> = { DATABASE_URL: databaseUrl, LOG_LEVEL: "warn" };
+  const nodeOptions = process.env.BENCH_SERVER_NODE_OPTIONS;
+  if (nodeOptions !== undefined && nodeOptions !== "") env.NODE_OPTIONS = nodeOptions;
+  return env;
 }
 
 /** An eventsdb server child process (`node dist/cli.js serve`). */
@@ -281,4 +293,76 @@ export function percentile(values: readonly number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[rank] as number;
+}
+
+// ---- /proc readings -------------------------------------------------------------------------------
+
+/** The kernel's clock ticks per second (getconf CLK_TCK; 100 when unknown). */
+export function clockTicksPerSecond(): Promise<number> {
+  return new Promise((resolve) => {
+    execFile("getconf", ["CLK_TCK"], (error, stdout) => {
+      const ticks = Number(stdout.trim());
+      resolve(error === null && Number.isFinite(ticks) && ticks > 0 ? ticks : 100);
+    });
+  });
+}
+
+/** utime + stime of a process in seconds (all its threads). */
+export async function cpuSeconds(pid: number, ticks: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / ticks;
+}
+
+/** Busy and total jiffies of all CPUs together (the first line of /proc/stat). */
+async function systemJiffies(): Promise<{ busy: number; total: number }> {
+  const line = (await readFile("/proc/stat", "utf8")).split("\n", 1)[0] ?? "";
+  // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest is within user)
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = line
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  const busy = user + nice + system + irq + softirq + steal;
+  return { busy, total: busy + idle + iowait };
+}
+
+/**
+ * CPU time of several processes over an interval, as a fraction of one core; `bench` is this
+ * process, `system` the whole machine (in cores), so that what else ran shows up.
+ */
+export class CpuMeter {
+  readonly #pids: Record<string, number>;
+  readonly #ticks: number;
+  #start: Record<string, number> = {};
+  #bench = process.cpuUsage();
+  #system = { busy: 0, total: 0 };
+  #wall = 0;
+
+  constructor(pids: Record<string, number>, ticks: number) {
+    this.#pids = pids;
+    this.#ticks = ticks;
+  }
+
+  async start(): Promise<void> {
+    for (const [name, pid] of Object.entries(this.#pids))
+      this.#start[name] = await cpuSeconds(pid, this.#ticks);
+    this.#bench = process.cpuUsage();
+    this.#system = await systemJiffies();
+    this.#wall = performance.now();
+  }
+
+  async stop(): Promise<Record<string, number>> {
+    const wall = (performance.now() - this.#wall) / 1000;
+    const result: Record<string, number> = {};
+    for (const [name, pid] of Object.entries(this.#pids)) {
+      result[name] = ((await cpuSeconds(pid, this.#ticks)) - (this.#start[name] ?? 0)) / wall;
+    }
+    const bench = process.cpuUsage(this.#bench);
+    result.bench = (bench.user + bench.system) / 1e6 / wall;
+    const system = await systemJiffies();
+    const total = system.total - this.#system.total;
+    result.system = total > 0 ? ((system.busy - this.#system.busy) / total) * os.cpus().length : 0;
+    return result;
+  }
 }
