@@ -51,6 +51,7 @@ export function fromStructured(body: unknown, limits: Limits, where = ""): NewEv
     data = Buffer.alloc(0);
   } else if (datacontenttype === undefined || isJsonContentType(String(datacontenttype))) {
     // JSON event format §3.1: with a JSON (or absent) datacontenttype, data is the JSON value itself.
+    // (The request body's nesting was bounded when it was parsed, so stringify cannot overflow.)
     data = Buffer.from(JSON.stringify(body.data), "utf8");
   } else if (typeof body.data === "string") {
     data = Buffer.from(body.data, "utf8");
@@ -59,7 +60,7 @@ export function fromStructured(body: unknown, limits: Limits, where = ""): NewEv
       `${at}data must be a string when datacontenttype is not JSON; send binary data as data_base64`,
     );
   }
-  const extensions: Json = {};
+  const extensions: Json = Object.create(null);
   for (const key of Object.keys(body)) {
     if (!RESERVED_ATTRIBUTES.has(key)) extensions[key] = body[key];
   }
@@ -96,7 +97,7 @@ export function fromBinary(
   body: Buffer,
   limits: Limits,
 ): NewEvent {
-  const attrs: Record<string, string> = {};
+  const attrs: Record<string, string> = Object.create(null);
   for (const [name, value] of Object.entries(headers)) {
     if (!name.startsWith("ce-") || value === undefined) continue;
     const raw = Array.isArray(value) ? value.join(",") : value;
@@ -110,11 +111,14 @@ export function fromBinary(
     throw invalidArgument(`ce-specversion must be "1.0", got ${JSON.stringify(attrs.specversion ?? null)}`);
   }
   if (attrs.id === undefined || attrs.id === "") throw invalidArgument("ce-id is required");
-  const extensions: Record<string, string> = {};
+  // A null prototype: an attribute named __proto__ must be a key like any other (and be refused).
+  const extensions: Record<string, string> = Object.create(null);
   for (const [name, value] of Object.entries(attrs)) {
-    if (RESERVED_ATTRIBUTES.has(name)) continue;
     if (name === "datacontenttype")
       throw invalidArgument("binary mode carries datacontenttype in Content-Type");
+    if (name === "data" || name === "data_base64")
+      throw invalidArgument(`binary mode carries the data in the body, not ce-${name}`);
+    if (RESERVED_ATTRIBUTES.has(name)) continue;
     extensions[name] = value;
   }
   const contentType = headers["content-type"];
@@ -184,6 +188,7 @@ export function toStructured(event: StoredEvent): Record<string, unknown> {
     const ct = event.datacontenttype;
     if (ct === undefined || isJsonContentType(ct)) {
       try {
+        if (nestedDeeperThan(event.data, MAX_JSON_DEPTH)) throw new Error("too deep to embed");
         out.data = JSON.parse(event.data.toString("utf8"));
       } catch {
         out.data_base64 = event.data.toString("base64");
@@ -195,4 +200,28 @@ export function toStructured(event: StoredEvent): Record<string, unknown> {
     }
   }
   return out;
+}
+
+/**
+ * JSON nested deeper than this is refused in request bodies and sent as data_base64 on reads:
+ * V8's JSON.stringify recurses, and a few thousand levels overflow its stack.
+ */
+export const MAX_JSON_DEPTH = 256;
+
+/** Whether JSON text nests arrays/objects deeper than `max` (strings are skipped; no parsing). */
+export function nestedDeeperThan(bytes: Buffer, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i];
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
 }

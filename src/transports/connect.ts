@@ -9,7 +9,6 @@ import {
   createContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
-import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import type { Principal } from "../auth.js";
 import type { Config } from "../config.js";
@@ -30,6 +29,7 @@ import {
 import { secondsSincePublished } from "../hub/hub.js";
 import type { Metrics, Operation } from "../metrics.js";
 import { connectAuthInterceptor, PRINCIPAL, principalOf } from "./authenticate.js";
+import { connectPlugin } from "./connect-plugin.js";
 import { connectCode } from "./status.js";
 
 export interface ConnectDeps {
@@ -99,7 +99,7 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
     deps.extraRoutes?.(router);
   };
 
-  await app.register(fastifyConnectPlugin, {
+  await app.register(connectPlugin, {
     routes,
     readMaxBytes: limits.maxBodyBytes,
     contextValues: (request) =>

@@ -2,7 +2,15 @@ import { isUtf8 } from "node:buffer";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { EventsDbError, invalidArgument } from "../errors.js";
 import type { NewEvent } from "../events/event.js";
-import { fromBinary, fromJsonEvent, fromStructured, toSimpleJson, toStructured } from "../events/formats.js";
+import {
+  fromBinary,
+  fromJsonEvent,
+  fromStructured,
+  MAX_JSON_DEPTH,
+  nestedDeeperThan,
+  toSimpleJson,
+  toStructured,
+} from "../events/formats.js";
 import { DEFAULT_PAGE_LIMIT, type EventStore } from "../events/store.js";
 import type { Metrics } from "../metrics.js";
 import { parseFilter, parseId, parseInteger, type Query, single } from "./query.js";
@@ -136,6 +144,9 @@ function startsWithBracket(body: Buffer): boolean {
 function parseJson(body: Buffer): unknown {
   if (body.length === 0) throw invalidArgument("the request body is empty");
   if (!isUtf8(body)) throw invalidArgument("the request body is not valid UTF-8");
+  if (nestedDeeperThan(body, MAX_JSON_DEPTH)) {
+    throw invalidArgument(`the request body nests JSON deeper than ${MAX_JSON_DEPTH} levels`);
+  }
   try {
     return JSON.parse(body.toString("utf8"));
   } catch {
