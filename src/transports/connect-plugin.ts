@@ -10,6 +10,7 @@ import {
 } from "@connectrpc/connect";
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
 import * as protoConnect from "@connectrpc/connect/protocol-connect";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
 import * as protoGrpc from "@connectrpc/connect/protocol-grpc";
 import * as protoGrpcWeb from "@connectrpc/connect/protocol-grpc-web";
 import {
@@ -21,7 +22,7 @@ import {
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { EventsDbError } from "../errors.js";
 import { MAX_JSON_DEPTH, nestedDeeperThan } from "../events/formats.js";
-import { httpStatus } from "./status.js";
+import { connectCode, httpStatus } from "./status.js";
 
 export interface ConnectPluginOptions extends ConnectRouterOptions {
   readonly readMaxBytes: number;
@@ -73,14 +74,16 @@ export async function connectPlugin(app: FastifyInstance, options: ConnectPlugin
       }
     });
   });
-  // Errors of the parser above, in the Connect protocol's shape ({code, message}).
+  // Errors before a handler runs (the parser above, the rate limit), in the Connect protocol's
+  // shape ({code, message}); Retry-After as the one error handler of the app sends it.
   app.setErrorHandler((error, _request, reply) => {
     const domain = error instanceof EventsDbError ? error : undefined;
-    const code =
-      domain?.code === "payload_too_large" ? "resource_exhausted" : (domain?.code ?? "invalid_argument");
-    return reply
-      .code(domain === undefined ? 400 : httpStatus(domain.code))
-      .send({ code, message: domain?.message ?? "the request cannot be read" });
+    if (domain?.retryAfterSeconds !== undefined)
+      void reply.header("retry-after", String(domain.retryAfterSeconds));
+    return reply.code(domain === undefined ? 400 : httpStatus(domain.code)).send({
+      code: codeToString(domain === undefined ? Code.InvalidArgument : connectCode(domain.code)),
+      message: domain?.message ?? "the request cannot be read",
+    });
   });
   const noop = (_request: unknown, _payload: unknown, done: (error: null, body?: unknown) => void) =>
     done(null);
