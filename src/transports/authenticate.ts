@@ -34,6 +34,8 @@ export interface AuthOptions {
 export const PRINCIPAL = createContextKey<Principal | EventsDbError>(ANYONE, { description: "caller" });
 
 const OPEN_ROUTES = new Set(["/healthz", "/readyz", "/auth/session"]);
+/** Failed authentications allowed per client address and minute; beyond, 429 (token guessing). */
+export const AUTH_FAILURES_PER_MINUTE = 30;
 /** gRPC health checking stays open for orchestrators, like /healthz. */
 const OPEN_SERVICES = new Set(["grpc.health.v1.Health"]);
 
@@ -50,6 +52,7 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
   app.decorateRequest("principal", null as unknown as Principal);
   app.decorateRequest("authError", undefined);
 
+  const failures = new FailureCounter(AUTH_FAILURES_PER_MINUTE);
   app.addHook("onRequest", async (request, reply) => {
     request.principal = ANYONE;
     const registry = options.registry();
@@ -57,8 +60,10 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
     const route = request.routeOptions.url ?? "";
     if (OPEN_ROUTES.has(route) || (route === "/metrics" && !options.protectMetrics)) return;
     if (route.startsWith("/ui") || OPEN_SERVICES.has(route.split("/")[1] ?? "")) return;
+    failures.check(request.ip);
     const result = await authenticate(request, registry, options, route);
     if (result instanceof EventsDbError) {
+      if (result.code === "unauthenticated") failures.add(request.ip);
       if (route.startsWith("/grpc.")) {
         request.authError = result;
         return;
@@ -71,10 +76,12 @@ export async function installAuth(app: FastifyInstance, options: AuthOptions): P
 
   app.post("/auth/session", async (request, reply) => {
     const registry = options.registry();
+    failures.check(request.ip);
     const body = request.body as { token?: unknown } | undefined;
     const token = typeof body?.token === "string" ? body.token : bearer(request.headers.authorization);
     const principal = registry.open ? ANYONE : token === undefined ? undefined : registry.authenticate(token);
     if (principal === undefined) {
+      failures.add(request.ip);
       return deny(reply, new EventsDbError("unauthenticated", "a valid token is required"));
     }
     const session = await options.sessions.create(principal.name);
@@ -172,4 +179,47 @@ export const connectAuthInterceptor: Interceptor = (next) => async (request) => 
 /** Context values for a Connect call: the principal, or the authentication error. */
 export function principalOf(request: FastifyRequest): Principal | EventsDbError {
   return request.authError ?? request.principal;
+}
+
+/**
+ * Failed authentications per client address in the current minute, so tokens cannot be guessed
+ * at line rate (the --rate-limit limiter runs after authentication and never sees them).
+ * Bounded: it forgets everything each minute and holds at most 10,000 addresses.
+ */
+class FailureCounter {
+  readonly #max: number;
+  #counts = new Map<string, number>();
+  #windowStart = Date.now();
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  add(address: string): void {
+    this.#roll();
+    if (this.#counts.size >= 10_000 && !this.#counts.has(address)) return;
+    this.#counts.set(address, (this.#counts.get(address) ?? 0) + 1);
+  }
+
+  /** Throws too_many_requests when the address failed too often this minute. */
+  check(address: string): void {
+    this.#roll();
+    if ((this.#counts.get(address) ?? 0) >= this.#max) {
+      throw new EventsDbError(
+        "too_many_requests",
+        "too many failed authentications from this address; wait a minute",
+        {
+          retryAfterSeconds: 60,
+        },
+      );
+    }
+  }
+
+  #roll(): void {
+    const now = Date.now();
+    if (now - this.#windowStart >= 60_000) {
+      this.#counts = new Map();
+      this.#windowStart = now;
+    }
+  }
 }

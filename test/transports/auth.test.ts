@@ -234,3 +234,28 @@ describe("authentication and scopes", () => {
     }
   });
 });
+
+describe("token guessing", () => {
+  it("answers 429 after 30 failed authentications from one address in a minute", async () => {
+    const config = loadConfig(
+      { AUTH_TOKEN: ADMIN },
+      { "database-url": "sqlite::memory:", "rest-port": "0", "grpc-port": "0", host: "127.0.0.1" },
+    );
+    const guarded = await startServer(config, { logger: false, defaultMetrics: false });
+    try {
+      const base = `http://127.0.0.1:${guarded.restPort}`;
+      const guess = (token: string) =>
+        fetch(`${base}/subjects`, { headers: { authorization: `Bearer ${token}` } });
+      const statuses: number[] = [];
+      for (let i = 0; i < 30; i++) statuses.push((await guess(`guess-${i}`)).status);
+      expect(statuses).toEqual(Array(30).fill(401));
+      const blocked = await guess(ADMIN);
+      expect(blocked.status).toBe(429);
+      expect(blocked.headers.get("retry-after")).toBe("60");
+      expect(((await blocked.json()) as { error: { code: string } }).error.code).toBe("too_many_requests");
+      expect((await fetch(`${base}/healthz`)).status).toBe(200); // open routes stay open
+    } finally {
+      await guarded.close();
+    }
+  });
+});
