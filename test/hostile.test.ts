@@ -4,10 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { brotliCompressSync, gzipSync } from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
-import * as grpc from "@grpc/grpc-js";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ConnectPeer, connectPeer, GrpcJsClient, metric } from "./support/grpc.js";
+import { type ConnectPeer, connectPeer, metric } from "./support/grpc.js";
 import { startTestServer, type TestServer } from "./support/server.js";
 import { waitUntil } from "./support/sse.js";
 
