@@ -14,7 +14,8 @@ function usage(): string {
   return (
     "usage: npm run bench -- ingest [--duration S]\n" +
     "       npm run bench -- fanout [--clients N] [--idle N] [--catchup N]\n" +
-    "       npm run bench -- grpc [--duration S] [--connections N] [--processes N] [--no-grpc-js] [--no-bare]\n" +
+    "       npm run bench -- grpc [--duration S] [--connections N] [--processes N] [--retries N]\n" +
+    "              [--no-grpc-js] [--no-bare]\n" +
     `suites: ${Object.keys(SUITES).join(", ")}\n`
   );
 }
