@@ -39,7 +39,12 @@ export interface ConnectPluginOptions extends ConnectRouterOptions {
  *   answers 400): the body is read and checked here and handed to Connect already parsed;
  */
 export async function connectPlugin(app: FastifyInstance, options: ConnectPluginOptions): Promise<void> {
-  const router = createConnectRouter({ acceptCompression: [compressionGzip, compressionBrotli], ...options });
+  const router = createConnectRouter({
+    acceptCompression: [compressionGzip, compressionBrotli],
+    // Connect gzips replies from 1 KiB; a list of ids or one event is not worth the CPU.
+    compressMinBytes: 16 * 1024,
+    ...options,
+  });
   options.routes(router);
 
   app.addContentTypeParser(protoConnect.contentTypeUnaryJson, (request, payload, done) => {
