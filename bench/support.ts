@@ -113,6 +113,11 @@ export class Cleanup {
  */
 export function serverEnv(databaseUrl: string): Record<string, string> {
   const env: Record<string, string> = { DATABASE_URL: databaseUrl, LOG_LEVEL: "warn" };
+  // Server options for an experiment pass through: BENCH_SERVER_ENV="STREAM_FLUSH_MS=50 …".
+  for (const pair of (process.env.BENCH_SERVER_ENV ?? "").split(/\s+/).filter(Boolean)) {
+    const [name, ...value] = pair.split("=");
+    if (name !== undefined && name !== "") env[name] = value.join("=");
+  }
   const nodeOptions = process.env.BENCH_SERVER_NODE_OPTIONS;
   if (nodeOptions !== undefined && nodeOptions !== "") env.NODE_OPTIONS = nodeOptions;
   return env;

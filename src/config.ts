@@ -145,7 +145,7 @@ export const SERVE_OPTIONS = [
     default: String(64 * MiB),
     description: "event bytes waiting to commit",
   },
-  { flag: "commit-events", kind: "positive", default: "1000", description: "events in one group commit" },
+  { flag: "commit-events", kind: "positive", default: "2000", description: "events in one group commit" },
   {
     flag: "commit-bytes",
     kind: "positive",
