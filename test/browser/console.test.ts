@@ -1,29 +1,17 @@
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 import { CONSOLE_CSP } from "../../src/ui/console.js";
+import { launchChromium } from "../support/browser.js";
 
-/** Debian's Chromium; .ci/run installs the package when it is missing. */
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--disable-dev-shm-usage",
-];
 const ARTIFACTS = fileURLToPath(new URL("../../test-artifacts/", import.meta.url));
 /** Upper bound for each wait on the browser; a bound, not a timing assertion. */
 const WAIT_MS = 15_000;
@@ -55,14 +43,6 @@ function start(databaseUrl: string, port: number, open = false): Promise<Running
     host: "127.0.0.1",
   });
   return startServer(config, { logger: false, defaultMetrics: false });
-}
-
-function requireChromium(): void {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(
-      `${CHROMIUM} not found: this test needs the Debian package chromium (apt-get install -y chromium; .ci/run installs it)`,
-    );
-  }
 }
 
 /** POSTs one event (or a batch) with the token; returns the ids. */
@@ -136,8 +116,7 @@ describe("web console in Chromium", () => {
   const servers: RunningServer[] = [];
 
   beforeAll(async () => {
-    requireChromium();
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   });
 
   afterAll(async () => {
@@ -156,7 +135,6 @@ describe("web console in Chromium", () => {
   it("signs in, lists subjects with counts, tails, pauses, opens an event and resumes after a restart", {
     timeout: 120_000,
   }, async () => {
-    requireChromium();
     const databaseUrl = `sqlite:${join(dir, "auth.db")}`;
     const port = await freePort();
     const origin = `http://127.0.0.1:${port}`;
@@ -391,7 +369,6 @@ describe("web console in Chromium", () => {
   it("needs no sign-in on an open server and reconnects by itself after a restart", {
     timeout: 60_000,
   }, async () => {
-    requireChromium();
     const databaseUrl = `sqlite:${join(dir, "open.db")}`;
     const port = await freePort();
     const origin = `http://127.0.0.1:${port}`;

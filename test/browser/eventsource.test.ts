@@ -3,23 +3,11 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 import { afterAll, describe, expect, it } from "vitest";
+import { launchChromium } from "../support/browser.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 
-/** Debian's Chromium; .ci/run installs the package when it is missing. */
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--disable-dev-shm-usage",
-];
 const ARTIFACTS = fileURLToPath(new URL("../../test-artifacts/", import.meta.url));
 const SCREENSHOT = join(ARTIFACTS, "eventsource-resume.png");
 /** Upper bound for each wait on the browser; a bound, not a timing assertion. */
@@ -105,18 +93,13 @@ describe("EventSource in Chromium", () => {
   it("resumes with Last-Event-ID after the server restarts on the same port", {
     timeout: 60_000,
   }, async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `${CHROMIUM} not found: this test needs the Debian package chromium (apt-get install -y chromium; .ci/run installs it)`,
-      );
-    }
     const port = await freePort();
     const flags = { "rest-port": String(port), "grpc-port": "0" };
     server = await startTestServer(databaseUrl, flags);
     const origin = server.url;
     expect(origin).toBe(`http://127.0.0.1:${port}`);
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     const page = await browser.newPage();
     // What the browser sent on each stream request that reached a server (attempts refused while
     // the server was down have no response): the reconnect must carry Last-Event-ID.
