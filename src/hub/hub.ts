@@ -5,6 +5,9 @@ import type { Metrics } from "../metrics.js";
 import { SubjectIndex } from "./subject-index.js";
 import { Subscription } from "./subscription.js";
 
+/** Consumers woken per turn of the event loop. */
+const WAKE_SLICE = 50;
+
 /** When each live event was published (for the delivery-lag metric); catch-up reads have none. */
 const publishedAt = new WeakMap<StoredEvent, number>();
 
@@ -137,9 +140,20 @@ export class Hub {
 
   #wakeAll(now: number): void {
     this.#lastWake = now;
-    const pending = this.#pending;
+    const pending = [...this.#pending];
     this.#pending = new Set();
-    for (const subscription of pending) subscription.wake();
+    this.#wakeSlice(pending, 0);
+  }
+
+  /**
+   * Wakes subscriptions a slice at a time, yielding to the event loop between slices: each woken
+   * consumer writes to its socket in the same microtask run, and a thousand of them in one run
+   * would keep appends (and everything else) waiting for the whole burst.
+   */
+  #wakeSlice(pending: readonly Subscription[], start: number): void {
+    const end = Math.min(pending.length, start + WAKE_SLICE);
+    for (let i = start; i < end; i++) (pending[i] as Subscription).wake();
+    if (end < pending.length) setImmediate(() => this.#wakeSlice(pending, end));
   }
 
   /** Ends every subscription (shutdown): streams finish cleanly and clients resume by id. */
