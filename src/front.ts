@@ -41,7 +41,15 @@ export class Front {
   #inFlight = 0;
   #closing = false;
 
-  constructor(handler: Handler, tls?: FrontTls) {
+  /**
+   * @param shortcut takes an HTTP/2 request before the app when it returns true (the unary gRPC
+   *   append path, see transports/grpc-unary.ts)
+   */
+  constructor(
+    handler: Handler,
+    tls?: FrontTls,
+    shortcut?: (req: Http2ServerRequest, res: Http2ServerResponse) => boolean,
+  ) {
     const tracked: Handler = (req, res) => {
       this.#inFlight++;
       const socket = "stream" in req ? undefined : (req.socket as Socket);
@@ -56,6 +64,7 @@ export class Front {
           if (this.#closing) socket.destroySoon();
         }
       });
+      if (shortcut !== undefined && "stream" in req && shortcut(req, res as Http2ServerResponse)) return;
       handler(req, res);
     };
     this.http1 = http.createServer(tracked as (req: IncomingMessage, res: ServerResponse) => void);

@@ -6,6 +6,7 @@ import { type Config, ConfigError, describeStore, type TlsConfig } from "./confi
 import { EventStore } from "./events/store.js";
 import { Front, type FrontTls, type Handler } from "./front.js";
 import { Metrics } from "./metrics.js";
+import { grpcUnaryShortcut } from "./transports/grpc-unary.js";
 
 /** How often certificate files are checked for changes. */
 export const TLS_WATCH_MS = 1000;
@@ -51,7 +52,16 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       logger: options.logger ?? false,
       serverFactory: (handler) => {
         // Fastify handles HTTP/1.1 and HTTP/2 compat requests alike per request.
-        front = new Front(handler as unknown as Handler, tls);
+        front = new Front(
+          handler as unknown as Handler,
+          tls,
+          grpcUnaryShortcut({
+            store,
+            metrics,
+            registry: () => registry,
+            enabled: config.rateLimitPerMinute === 0,
+          }),
+        );
         return front.http1;
       },
     });

@@ -195,8 +195,8 @@ function toSafeId(value: bigint, name: string): number {
   return Number(value);
 }
 
-/** proto3 strings are "" when unset: empty optional attributes mean absent. */
-function toNewEvent(request: CreateEventRequest, limits: EventStore["limits"], where = ""): NewEvent {
+/** A CreateEventRequest as a validated event; proto3 strings are "" when unset, which means absent. */
+export function toNewEvent(request: CreateEventRequest, limits: EventStore["limits"], where = ""): NewEvent {
   const data = Buffer.from(request.data.buffer, request.data.byteOffset, request.data.byteLength);
   return validateEvent(
     {
