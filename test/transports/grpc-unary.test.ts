@@ -1,0 +1,83 @@
+import http2 from "node:http2";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "../support/server.js";
+
+/** A raw gRPC unary call: the body as given, the status from headers or trailers. */
+function call(url: string, path: string, body: Buffer, headers: Record<string, string> = {}) {
+  return new Promise<{ status: string | undefined; message: string | undefined; data: Buffer }>(
+    (resolve, reject) => {
+      const session = http2.connect(url);
+      session.on("error", reject);
+      const stream = session.request({
+        ":method": "POST",
+        ":path": path,
+        "content-type": "application/grpc",
+        te: "trailers",
+        ...headers,
+      });
+      let status: string | undefined;
+      let message: string | undefined;
+      const chunks: Buffer[] = [];
+      const take = (h: http2.IncomingHttpHeaders) => {
+        if (h["grpc-status"] !== undefined) status = String(h["grpc-status"]);
+        if (h["grpc-message"] !== undefined) message = decodeURIComponent(String(h["grpc-message"]));
+      };
+      stream.on("response", take);
+      stream.on("trailers", take);
+      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      stream.on("close", () => {
+        session.close();
+        resolve({ status, message, data: Buffer.concat(chunks) });
+      });
+      stream.end(body);
+    },
+  );
+}
+
+function frame(message: Buffer, flag = 0): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = flag;
+  head.writeUInt32BE(message.length, 1);
+  return Buffer.concat([head, message]);
+}
+
+// CreateEventRequest{source:"s", type:"t", subject:"u"} in protobuf wire format.
+const VALID = Buffer.from([0x0a, 0x01, 0x73, 0x12, 0x01, 0x74, 0x1a, 0x01, 0x75]);
+
+describe("the unary gRPC short path", () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer("sqlite::memory:", { "max-body-bytes": "1024" });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it("appends and answers one length-prefixed reply with grpc-status 0 in the trailers", async () => {
+    const answer = await call(t.grpcUrl, "/grpc.EventsDB/CreateEvent", frame(VALID));
+    expect(answer.status).toBe("0");
+    expect(answer.data.subarray(0, 5)).toEqual(Buffer.from([0, 0, 0, 0, 2]));
+    expect(answer.data.subarray(5)).toEqual(Buffer.from([0x08, 0x01])); // CreateEventReply{id: 1}
+  });
+
+  it.each([
+    ["malformed protobuf", frame(Buffer.from([0xff, 0xff, 0xff])), "3"],
+    ["a compressed flag without grpc-encoding", frame(VALID, 1), "3"],
+    ["two messages", Buffer.concat([frame(VALID), frame(VALID)]), "3"],
+    ["a truncated frame", frame(VALID).subarray(0, 7), "3"],
+    ["an empty body", Buffer.alloc(0), "3"],
+    [
+      "a message over --max-body-bytes",
+      frame(Buffer.concat([VALID, Buffer.from([0x22, 0x80, 0x10]), Buffer.alloc(2048)])),
+      "8",
+    ],
+  ])("answers %s with a status, stores nothing and stays up", async (_name, body, status) => {
+    const before = ((await (await fetch(`${t.url}/events?limit=1000`)).json()) as { events: unknown[] })
+      .events.length;
+    const answer = await call(t.grpcUrl, "/grpc.EventsDB/CreateEvent", body);
+    expect(answer.status).toBe(status);
+    const after = ((await (await fetch(`${t.url}/events?limit=1000`)).json()) as { events: unknown[] }).events
+      .length;
+    expect(after).toBe(before);
+  });
+});
