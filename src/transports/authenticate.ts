@@ -151,7 +151,8 @@ async function authenticate(
   );
 }
 
-function bearer(header: string | undefined): string | undefined {
+/** The token of `Authorization: Bearer <token>`, or undefined. */
+export function bearer(header: string | undefined): string | undefined {
   if (header === undefined) return undefined;
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return match?.[1];

@@ -11,6 +11,7 @@ import {
   CreateEventsRequestSchema,
 } from "../gen/grpc/eventsdb_pb.js";
 import type { Metrics } from "../metrics.js";
+import { bearer } from "./authenticate.js";
 import { toNewEvent } from "./connect.js";
 import { connectCode } from "./status.js";
 
@@ -54,8 +55,7 @@ export function grpcUnaryShortcut(
 function authenticate(registry: TokenRegistry, header: string | undefined): Principal | undefined {
   if (registry.open) return ANYONE;
   if (header === undefined) return undefined;
-  const bearer = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1];
-  return registry.authenticate(bearer ?? header.trim()); // (compat) a bare token in gRPC metadata
+  return registry.authenticate(bearer(header) ?? header.trim()); // (compat) a bare token in gRPC metadata
 }
 
 async function answer(
