@@ -38,6 +38,8 @@ interface CallOptions {
   readonly query?: Record<string, string | readonly string[] | undefined>;
   readonly headers?: Record<string, string>;
   readonly body?: string | Uint8Array<ArrayBuffer>;
+  /** "manual" to see a redirect itself. */
+  readonly redirect?: "manual" | "follow";
 }
 
 function isJsonMediaType(contentType: string | null): boolean {
@@ -62,6 +64,7 @@ async function call(method: string, template: string, options: CallOptions = {})
     method,
     ...(options.headers === undefined ? {} : { headers: options.headers }),
     ...(options.body === undefined ? {} : { body: options.body }),
+    ...(options.redirect === undefined ? {} : { redirect: options.redirect }),
   });
   const text = await response.text();
   const contentType = response.headers.get("content-type");
@@ -619,6 +622,29 @@ describe("REST API against openapi.yaml", () => {
     });
   });
 
+  describe("sessions and the console", () => {
+    it("POST /auth/session → 200 with the session cookie, DELETE → 204", async () => {
+      const created = await call("POST", "/auth/session", {
+        headers: { "content-type": "application/json" },
+        body: json({ token: "anything: this server is open" }),
+      });
+      expect(created.status).toBe(200);
+      expect(created.body).toMatchObject({ name: "anonymous", read: ["*"], write: ["*"] });
+      expect(created.headers.get("set-cookie")).toMatch(/^eventsdb_session=/);
+      const ended = await call("DELETE", "/auth/session");
+      expect(ended.status).toBe(204);
+    });
+
+    it("GET /ui → 302 to /ui/, GET /ui/ → 200 HTML", async () => {
+      const redirect = await call("GET", "/ui", { redirect: "manual" });
+      expect(redirect.status).toBe(302);
+      expect(redirect.headers.get("location")).toBe("ui/"); // relative: /ui/
+      const page = await call("GET", "/ui/");
+      expect(page.status).toBe(200);
+      expect(String(page.body)).toContain("<html");
+    });
+  });
+
   describe("operations", () => {
     it("GET /healthz → 200 ok", async () => {
       const reply = await call("GET", "/healthz");
@@ -671,6 +697,8 @@ describe("REST API against openapi.yaml", () => {
     /** Documented responses a black-box test cannot provoke, with the reason. */
     const UNPROVOKABLE: Record<string, string> = {
       "GET /readyz 503": "needs an unreachable store or a >90 % full write queue",
+      "POST /auth/session 401": "needs a token-protected server: test/transports/auth.test.ts",
+      "POST /auth/session 429": "needs 30 failed sign-ins: test/transports/auth.test.ts",
     };
 
     it("exercised every documented operation", () => {
