@@ -238,7 +238,7 @@ function toProto(event: StoredEvent): Event {
 function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
   if (error instanceof EventsDbError) return new ConnectError(error.message, connectCode(error.code));
-  // Bugs only: logged by connect-fastify's handler, never sent to the client in detail.
+  // Bugs only: logged by the Connect plugin (connect-plugin.ts), never sent to the client in detail.
   return new ConnectError("internal error", Code.Internal, undefined, undefined, error);
 }
 
