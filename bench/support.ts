@@ -1,10 +1,10 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../test/support/ports.js";
 
 /** The repository root (bench/..). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -51,22 +51,6 @@ export function buildDist(): Promise<void> {
         else reject(new Error(`build failed (tsc -p tsconfig.build.json):\n${stdout}${stderr}`));
       },
     );
-  });
-}
-
-/** Asks the OS for a free TCP port on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : undefined;
-      server.close(() => {
-        if (port === undefined) reject(new Error("could not determine a free port"));
-        else resolve(port);
-      });
-    });
   });
 }
 

@@ -1,11 +1,11 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { constants as fsConstants, rmSync } from "node:fs";
 import { access, mkdtemp, open, readFile, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import type { Connection } from "mysql2/promise";
 import { createConnection } from "mysql2/promise";
+import { freePort } from "./ports.js";
 
 /** A throwaway MariaDB server owned by the test process. */
 export interface MariaDb {
@@ -103,23 +103,6 @@ async function resolveBinaries(): Promise<Binaries> {
   const binaries = await findBinaries();
   if (binaries === undefined) throw new Error(NOT_FOUND);
   return binaries;
-}
-
-/** Asks the OS for a free TCP port on 127.0.0.1. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : undefined;
-      server.close(() => {
-        if (port === undefined) reject(new Error("could not determine a free port"));
-        else resolve(port);
-      });
-    });
-  });
 }
 
 function installDataDir(installDb: string, datadir: string): Promise<void> {
