@@ -101,28 +101,25 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
   });
 }
 
-// A live event is one object shared by every subscriber: its frame is built once per format,
-// not once per client (at 1000 clients that was a seventh of the server's time).
-const simpleFrames = new WeakMap<StoredEvent, string>();
-const cloudEventFrames = new WeakMap<StoredEvent, string>();
-
-function simpleFrame(event: StoredEvent): string {
-  let frame = simpleFrames.get(event);
-  if (frame === undefined) {
-    frame = `id: ${event.id}\ndata: ${JSON.stringify(toSimpleJson(event))}\n\n`;
-    simpleFrames.set(event, frame);
-  }
-  return frame;
+/**
+ * A frame builder for one data format that remembers each event's frame: a live event is one
+ * object shared by every subscriber, so its frame is built once, not once per client (at 1000
+ * clients that was a seventh of the server's time).
+ */
+function cachedFrames(toJson: (event: StoredEvent) => unknown): (event: StoredEvent) => string {
+  const frames = new WeakMap<StoredEvent, string>();
+  return (event) => {
+    let frame = frames.get(event);
+    if (frame === undefined) {
+      frame = `id: ${event.id}\ndata: ${JSON.stringify(toJson(event))}\n\n`;
+      frames.set(event, frame);
+    }
+    return frame;
+  };
 }
 
-function cloudEventFrame(event: StoredEvent): string {
-  let frame = cloudEventFrames.get(event);
-  if (frame === undefined) {
-    frame = `id: ${event.id}\ndata: ${JSON.stringify(toStructured(event))}\n\n`;
-    cloudEventFrames.set(event, frame);
-  }
-  return frame;
-}
+const simpleFrame = cachedFrames(toSimpleJson);
+const cloudEventFrame = cachedFrames(toStructured);
 
 /** Writes SSE text to one response with heartbeats, backpressure and a write timeout. */
 class SseWriter {
