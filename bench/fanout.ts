@@ -5,20 +5,20 @@ import { Agent, request } from "node:http";
 import path from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import type { Connection, RowDataPacket } from "mysql2/promise";
-import { createConnection } from "mysql2/promise";
-import { startMariaDb } from "../test/support/mariadb.js";
 import { nowMs, SseClients, type SseStream } from "./sse-clients.js";
 import {
-  buildDist,
   Cleanup,
   CpuMeter,
+  checkArguments,
   clockTicksPerSecond,
   formatRate,
   formatTable,
   machineInfo,
   parseCountOption,
   type ServerChild,
+  serverEnv,
   sleep,
+  startBenchDatabase,
   startServerChild,
   writeResults,
 } from "./support.js";
@@ -71,16 +71,7 @@ interface Options {
 }
 
 function parseOptions(args: readonly string[]): Options {
-  for (let i = 0; i < args.length; i++) {
-    const flag = args[i] as string;
-    if ((SWITCHES as readonly string[]).includes(flag)) continue;
-    if (!(OPTION_FLAGS as readonly string[]).includes(flag)) {
-      throw new Error(
-        `fanout: unknown argument ${JSON.stringify(flag)}; options: ${OPTION_FLAGS.join(" N, ")} N, ${SWITCHES.join(", ")}`,
-      );
-    }
-    i++; // its value, checked below
-  }
+  checkArguments("fanout", args, OPTION_FLAGS, SWITCHES);
   return {
     clients: parseCountOption(args, "--clients", DEFAULT_CLIENTS, 1),
     idle: parseCountOption(args, "--idle", DEFAULT_IDLE, 0),
@@ -114,26 +105,9 @@ export async function runFanout(args: readonly string[]): Promise<void> {
   const cleanup = new Cleanup();
   const removeSignalHandlers = cleanup.onSignals();
   try {
-    process.stderr.write("bench: building dist/ (tsc -p tsconfig.build.json)\n");
-    await buildDist();
-
-    process.stderr.write("bench: starting MariaDB\n");
-    const mariadb = await startMariaDb();
-    cleanup.add("stop MariaDB", () => mariadb.stop());
-    const admin = await createConnection({
-      host: "127.0.0.1",
-      port: mariadb.port,
-      user: "root",
-      database: "eventsdb",
-    });
-    cleanup.add("close MySQL connection", () => admin.end());
-    const [versionRows] = await admin.query<RowDataPacket[]>("SELECT VERSION() AS version");
-    const mariadbVersion = String(versionRows[0]?.version ?? "unknown");
+    const { mariadb, admin, mariadbVersion } = await startBenchDatabase(cleanup, "eventsdb");
     const clockTicks = await clockTicksPerSecond();
-    const env: Record<string, string> = { DATABASE_URL: mariadb.url, LOG_LEVEL: "warn" };
-    // For diagnosis, e.g. BENCH_SERVER_NODE_OPTIONS="--require /path/to/profiler-preload.cjs".
-    const serverNodeOptions = process.env.BENCH_SERVER_NODE_OPTIONS;
-    if (serverNodeOptions !== undefined && serverNodeOptions !== "") env.NODE_OPTIONS = serverNodeOptions;
+    const env = serverEnv(mariadb.url);
     const serverArgs = ["--max-total-clients", String(MAX_TOTAL_CLIENTS)];
     const cpuCount = machineInfo().cpus;
     if (options.pin && cpuCount < 2) throw new Error("--pin needs at least 2 CPUs");

@@ -2,9 +2,6 @@ import { type ChildProcess, spawn } from "node:child_process";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Instance } from "autocannon";
-import type { RowDataPacket } from "mysql2/promise";
-import { createConnection } from "mysql2/promise";
-import { startMariaDb } from "../test/support/mariadb.js";
 import type { LoadClient, LoadConfig, LoadMessage, LoadMethod, LoadResult } from "./grpc-load.js";
 import {
   BATCH_CONNECTIONS,
@@ -25,9 +22,9 @@ import {
   verify,
 } from "./ingest.js";
 import {
-  buildDist,
   Cleanup,
   CpuMeter,
+  checkArguments,
   clockTicksPerSecond,
   formatRate,
   formatTable,
@@ -39,6 +36,7 @@ import {
   type ServerChild,
   serverEnv,
   sleep,
+  startBenchDatabase,
   startServerChild,
   writeResults,
 } from "./support.js";
@@ -83,16 +81,7 @@ interface Options {
 }
 
 function parseOptions(args: readonly string[]): Options {
-  for (let i = 0; i < args.length; i++) {
-    const flag = args[i] as string;
-    if ((SWITCHES as readonly string[]).includes(flag)) continue;
-    if (!(OPTION_FLAGS as readonly string[]).includes(flag)) {
-      throw new Error(
-        `grpc: unknown argument ${JSON.stringify(flag)}; options: ${OPTION_FLAGS.join(" N, ")} N, ${SWITCHES.join(", ")}`,
-      );
-    }
-    i++; // its value, checked below
-  }
+  checkArguments("grpc", args, OPTION_FLAGS, SWITCHES);
   return {
     seconds: parseDuration(args, DEFAULT_SECONDS),
     connections: parseCountOption(args, "--connections", DEFAULT_CONNECTIONS, 2),
@@ -159,16 +148,7 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
   const cleanup = new Cleanup();
   const removeSignalHandlers = cleanup.onSignals();
   try {
-    process.stderr.write("bench: building dist/ (tsc -p tsconfig.build.json)\n");
-    await buildDist();
-
-    process.stderr.write("bench: starting MariaDB\n");
-    const mariadb = await startMariaDb();
-    cleanup.add("stop MariaDB", () => mariadb.stop());
-    const admin = await createConnection({ host: "127.0.0.1", port: mariadb.port, user: "root" });
-    cleanup.add("close MySQL connection", () => admin.end());
-    const [versionRows] = await admin.query<RowDataPacket[]>("SELECT VERSION() AS version");
-    const mariadbVersion = String(versionRows[0]?.version ?? "unknown");
+    const { mariadb, admin, mariadbVersion } = await startBenchDatabase(cleanup);
 
     process.stderr.write(`bench: raw ceiling: ${RAW_STATEMENT_ROWS}-row INSERTs, then single-row INSERTs\n`);
     const raw = await rawInserts(admin);

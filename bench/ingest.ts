@@ -5,10 +5,7 @@ import { performance } from "node:perf_hooks";
 import type { Instance, Request, Result } from "autocannon";
 import autocannon from "autocannon";
 import type { Connection, RowDataPacket } from "mysql2/promise";
-import { createConnection } from "mysql2/promise";
-import { startMariaDb } from "../test/support/mariadb.js";
 import {
-  buildDist,
   Cleanup,
   formatRate,
   formatTable,
@@ -18,6 +15,7 @@ import {
   ROOT,
   type ServerChild,
   serverEnv,
+  startBenchDatabase,
   startServerChild,
   writeResults,
 } from "./support.js";
@@ -74,17 +72,7 @@ export async function runIngest(args: readonly string[]): Promise<void> {
   const cleanup = new Cleanup();
   const removeSignalHandlers = cleanup.onSignals();
   try {
-    process.stderr.write("bench: building dist/ (tsc -p tsconfig.build.json)\n");
-    await buildDist();
-
-    process.stderr.write("bench: starting MariaDB\n");
-    const mariadb = await startMariaDb();
-    cleanup.add("stop MariaDB", () => mariadb.stop());
-
-    const admin = await createConnection({ host: "127.0.0.1", port: mariadb.port, user: "root" });
-    cleanup.add("close MySQL connection", () => admin.end());
-    const [versionRows] = await admin.query<RowDataPacket[]>("SELECT VERSION() AS version");
-    const mariadbVersion = String(versionRows[0]?.version ?? "unknown");
+    const { mariadb, admin, mariadbVersion } = await startBenchDatabase(cleanup);
 
     process.stderr.write(`bench: raw ceiling: ${RAW_ROWS} rows as ${RAW_STATEMENT_ROWS}-row INSERTs\n`);
     const raw = await rawInserts(admin);

@@ -4,6 +4,9 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
+import type { RowDataPacket } from "mysql2/promise";
+import { createConnection } from "mysql2/promise";
+import { startMariaDb } from "../test/support/mariadb.js";
 import { freePort } from "../test/support/ports.js";
 
 /** The repository root (bench/..). */
@@ -354,4 +357,44 @@ export class CpuMeter {
     result.system = total > 0 ? ((system.busy - this.#system.busy) / total) * os.cpus().length : 0;
     return result;
   }
+}
+
+/**
+ * Fails on an argument a suite does not know: `options` take a value (checked by the suite's
+ * parsers), `switches` do not.
+ */
+export function checkArguments(
+  suite: string,
+  args: readonly string[],
+  options: readonly string[],
+  switches: readonly string[],
+): void {
+  for (let i = 0; i < args.length; i++) {
+    const flag = args[i] as string;
+    if (switches.includes(flag)) continue;
+    if (!options.includes(flag)) {
+      throw new Error(
+        `${suite}: unknown argument ${JSON.stringify(flag)}; options: ${options.join(" N, ")} N, ${switches.join(", ")}`,
+      );
+    }
+    i++; // its value, checked by the suite
+  }
+}
+
+/** What every suite starts with: dist/ built, a throwaway MariaDB, an admin connection to it. */
+export async function startBenchDatabase(cleanup: Cleanup, database?: string) {
+  process.stderr.write("bench: building dist/ (tsc -p tsconfig.build.json)\n");
+  await buildDist();
+  process.stderr.write("bench: starting MariaDB\n");
+  const mariadb = await startMariaDb();
+  cleanup.add("stop MariaDB", () => mariadb.stop());
+  const admin = await createConnection({
+    host: "127.0.0.1",
+    port: mariadb.port,
+    user: "root",
+    ...(database === undefined ? {} : { database }),
+  });
+  cleanup.add("close MySQL connection", () => admin.end());
+  const [rows] = await admin.query<RowDataPacket[]>("SELECT VERSION() AS version");
+  return { mariadb, admin, mariadbVersion: String(rows[0]?.version ?? "unknown") };
 }
