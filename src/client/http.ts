@@ -1,3 +1,5 @@
+import type { SimpleEventJson } from "../events/formats.js";
+
 /** Exit codes of the client commands. */
 export const EXIT_OK = 0;
 /** The server answered with an error, or could not be reached. */
@@ -169,16 +171,7 @@ export function oneLine(text: string): string {
 }
 
 /** An event as `GET /events/{id}` and `GET /events` answer it (the simple JSON of Events DB). */
-export interface SimpleEvent {
-  readonly id: number;
-  readonly source: string;
-  readonly type: string;
-  readonly subject: string;
-  readonly time: string;
-  readonly data: string;
-  readonly ce_id?: string;
-  readonly datacontenttype?: string;
-}
+export type SimpleEvent = Readonly<SimpleEventJson>;
 
 interface Page {
   readonly events: SimpleEvent[];
