@@ -24,10 +24,6 @@ export class EventRepository {
     this.#dialect = dialect;
   }
 
-  get dialect(): StorageDialect {
-    return this.#dialect;
-  }
-
   /**
    * Appends events in one transaction. Events whose (source, ceId) is already stored, or that
    * repeat an earlier event of the same call, create nothing and get the stored id. `now` is the
