@@ -1,5 +1,11 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
-import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from "node:http2";
+import http2, {
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type Http2Session,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from "node:http2";
 import net, { type AddressInfo, type Socket } from "node:net";
 import type { SecureContextOptions, TLSSocket } from "node:tls";
 
@@ -10,6 +16,9 @@ export type Handler = (
 
 // RFC 9113 §3.4: a prior-knowledge HTTP/2 client starts with this preface; HTTP/1.x never does.
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/** Takes an HTTP/2 stream before the compatibility layer and the app when it returns true. */
+export type StreamShortcut = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean;
 
 /** Certificates for TLS; `ca` + requestCert for mutual TLS. */
 export interface FrontTls extends SecureContextOptions {
@@ -42,14 +51,10 @@ export class Front {
   #closing = false;
 
   /**
-   * @param shortcut takes an HTTP/2 request before the app when it returns true (the unary gRPC
-   *   append path, see transports/grpc-unary.ts)
+   * @param shortcut takes a raw HTTP/2 stream before the compatibility layer and the app when it
+   *   returns true (the unary gRPC append path, see transports/grpc-unary.ts)
    */
-  constructor(
-    handler: Handler,
-    tls?: FrontTls,
-    shortcut?: (req: Http2ServerRequest, res: Http2ServerResponse) => boolean,
-  ) {
+  constructor(handler: Handler, tls?: FrontTls, shortcut?: StreamShortcut) {
     const tracked: Handler = (req, res) => {
       this.#inFlight++;
       const socket = "stream" in req ? undefined : (req.socket as Socket);
@@ -64,7 +69,6 @@ export class Front {
           if (this.#closing) socket.destroySoon();
         }
       });
-      if (shortcut !== undefined && "stream" in req && shortcut(req, res as Http2ServerResponse)) return;
       handler(req, res);
     };
     this.http1 = http.createServer(tracked as (req: IncomingMessage, res: ServerResponse) => void);
@@ -75,12 +79,14 @@ export class Front {
       session.once("close", () => this.#sessions.delete(session));
     };
     this.http2.on("session", trackSession);
+    if (shortcut !== undefined) this.#shortcut(this.http2, shortcut);
     if (tls !== undefined) {
       const secure = http2.createSecureServer(
         { ...tls, allowHTTP1: true, rejectUnauthorized: tls.requestCert },
         tracked as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
       );
       secure.on("session", trackSession);
+      if (shortcut !== undefined) this.#shortcut(secure, shortcut);
       secure.on("secureConnection", (socket: TLSSocket) => {
         this.#sockets.add(socket);
         if (socket.alpnProtocol === "h2") this.#h2.add(socket);
@@ -93,6 +99,23 @@ export class Front {
       secure.on("tlsClientError", (_error, socket) => socket.destroy());
       this.#secure = secure;
     }
+  }
+
+  /**
+   * Puts `shortcut` in front of the server's compatibility layer (the 'stream' listener that
+   * node:http2 adds for a 'request' handler): a stream it takes never becomes a request object.
+   */
+  #shortcut(server: http2.Http2Server | http2.Http2SecureServer, shortcut: StreamShortcut): void {
+    const compat = server.listeners("stream") as ((...args: unknown[]) => void)[];
+    server.removeAllListeners("stream");
+    server.on("stream", (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
+      if (shortcut(stream, headers)) {
+        this.#inFlight++;
+        stream.once("close", () => this.#inFlight--);
+        return;
+      }
+      for (const listener of compat) listener.call(server, stream, headers, ...rest);
+    });
   }
 
   /** Replaces the certificates for new connections; open ones keep theirs. */

@@ -18,6 +18,8 @@ export interface RunningServer {
   /** Bound ports (useful when 0 was asked for). */
   readonly restPort: number;
   readonly grpcPort: number;
+  /** Requests and gRPC calls in flight (what a graceful stop waits for). */
+  readonly inFlight: number;
   /** Graceful stop: stop accepting, drain requests, flush the writer, close the store. Idempotent. */
   close(): Promise<void>;
   /** Re-reads the auth file (SIGHUP); keeps the old tokens and throws when the new file is invalid. */
@@ -60,6 +62,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
             metrics,
             registry: () => registry,
             enabled: config.rateLimitPerMinute === 0,
+            // Assigned by then: a call arrives only after listen().
+            log: (error, path) => app.log.error({ err: error }, `rpc ${path} failed`),
           }),
         );
         return front.http1;
@@ -123,6 +127,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     metrics,
     restPort,
     grpcPort,
+    get inFlight() {
+      return edge.inFlight;
+    },
     reload() {
       reloadTls();
       registry = loadRegistry(config);

@@ -80,4 +80,14 @@ describe("the unary gRPC short path", () => {
       .length;
     expect(after).toBe(before);
   });
+
+  it("answers a message far beyond the flow-control window at once and ends the stream", async () => {
+    // 1 MiB: the client cannot send it all before the server's answer (64 KiB window).
+    const big = frame(Buffer.concat([VALID, Buffer.from([0x22, 0x80, 0x80, 0x40]), Buffer.alloc(1 << 20)]));
+    const answer = await call(t.grpcUrl, "/grpc.EventsDB/CreateEvent", big);
+    expect(answer.status).toBe("8");
+    expect(answer.message).toContain("--max-body-bytes");
+    // The call is over on the server too: nothing left for a graceful stop to wait for.
+    await expect.poll(() => t.server.inFlight).toBe(0);
+  });
 });
