@@ -60,8 +60,12 @@ export class EventStore {
       pollMs: config.streams.storePollMs,
       onError: () => {},
     });
-    this.#writer = new Writer(this.#repository, config.writer, metrics, (events) =>
-      this.#feed.committed(events),
+    this.#writer = new Writer(
+      this.#repository,
+      config.writer,
+      metrics,
+      (events) => this.#feed.committed(events),
+      dialect.commitsOffLoop,
     );
   }
 

@@ -7,6 +7,8 @@ import { nowTime } from "./time.js";
 
 /** How long appends fail fast after the store was found unreachable. */
 export const STORE_DOWN_PAUSE_MS = 1000;
+/** Appends (jobs) reaching an idle writer together from which they go in two commits (see #take). */
+export const BURST_JOBS = 8;
 
 interface Job {
   readonly events: readonly NewEvent[];
@@ -31,6 +33,7 @@ export class Writer {
   #queuedBytes = 0;
   #running: Promise<void> | undefined;
   #closed = false;
+  readonly #splitBursts: boolean;
   /** Until this time (epoch ms) appends fail at once: the last commit found the store unreachable. */
   #downUntil = 0;
 
@@ -39,7 +42,10 @@ export class Writer {
     config: WriterConfig,
     metrics: Metrics,
     onCommitted: (events: readonly StoredEvent[]) => Promise<void>,
+    /** Whether the loop is free while a commit is in flight (MySQL: yes; SQLite: no, it blocks). */
+    commitsOffLoop: boolean,
   ) {
+    this.#splitBursts = commitsOffLoop;
     this.#repository = repository;
     this.#config = config;
     this.#metrics = metrics;
@@ -104,8 +110,10 @@ export class Writer {
 
   async #drain(): Promise<void> {
     try {
+      let idle = true;
       while (this.#queue.length > 0) {
-        const jobs = this.#take();
+        const jobs = this.#take(idle);
+        idle = false;
         await this.#commit(jobs);
       }
     } finally {
@@ -113,12 +121,26 @@ export class Writer {
     }
   }
 
-  /** The next group: whole jobs up to the commit limits, always at least one. */
-  #take(): Job[] {
+  /**
+   * The next group: whole jobs up to the commit limits, always at least one.
+   *
+   * Callers answered by one commit come back together, and an idle writer would put them all in
+   * one transaction again: they would move in lockstep, the loop idle while the store commits and
+   * the store idle while the loop reads the next requests. So a burst of BURST_JOBS or more that
+   * finds the writer idle goes in two commits, when commits leave the loop free: the first half is
+   * answered (and its callers send their next appends) while the second half commits, and from
+   * then on the two halves alternate.
+   */
+  #take(afterIdle: boolean): Job[] {
+    const maxJobs =
+      afterIdle && this.#splitBursts && this.#queue.length >= BURST_JOBS
+        ? Math.ceil(this.#queue.length / 2)
+        : this.#queue.length;
     let count = 0;
     let events = 0;
     let bytes = 0;
     for (const job of this.#queue) {
+      if (count === maxJobs) break;
       if (
         count > 0 &&
         (events + job.events.length > this.#config.commitEvents ||

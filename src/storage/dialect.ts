@@ -11,6 +11,8 @@ export type NewRow = Omit<Insertable<EventsTable>, "id">;
 export interface StorageDialect {
   readonly name: "mysql" | "sqlite";
   readonly db: Kysely<Database>;
+  /** Whether the event loop is free while a commit is in flight (a network round trip), or blocked. */
+  readonly commitsOffLoop: boolean;
   /**
    * One append transaction: reserves rows.length ids from event_sequence (whose row lock orders
    * concurrent writers, also across processes, until COMMIT), inserts the rows with consecutive ids

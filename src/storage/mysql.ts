@@ -31,6 +31,7 @@ export function createMysqlDialect(url: string, poolSize: number): StorageDialec
   return {
     name: "mysql",
     db,
+    commitsOffLoop: true,
     async insertEvents(rows) {
       const n = rows.length;
       // LAST_INSERT_ID(expr) remembers the reserved range in this session and hands it back in the

@@ -30,6 +30,7 @@ export function createSqliteDialect(file: string): StorageDialect {
   return {
     name: "sqlite",
     db,
+    commitsOffLoop: false,
     insertEvents(rows) {
       return db.transaction().execute(async (trx) => {
         const result = await sql<{ last_id: number }>`

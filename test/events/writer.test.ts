@@ -49,6 +49,21 @@ describe.each(DIALECTS)("group-commit writer on $name", (dialect) => {
     expect(await transactions(metrics)).toEqual({ count: 3, sum: 20 });
   });
 
+  it("splits a burst that finds the writer idle in two commits when commits leave the loop free", async () => {
+    const { store, metrics } = await newStore();
+    await Promise.all(Array.from({ length: 16 }, (_, i) => store.append([event(`burst/${i}`)])));
+    // MySQL: half now, half while the first half is answered (no lockstep); SQLite's commit
+    // blocks the loop, so there is nothing to overlap and the burst stays one transaction.
+    expect(await transactions(metrics)).toEqual(
+      dialect.name === "mysql" ? { count: 2, sum: 16 } : { count: 1, sum: 16 },
+    );
+    // Fewer appends than BURST_JOBS stay together on both.
+    await Promise.all(Array.from({ length: 7 }, (_, i) => store.append([event(`small/${i}`)])));
+    expect(await transactions(metrics)).toEqual(
+      dialect.name === "mysql" ? { count: 3, sum: 23 } : { count: 2, sum: 23 },
+    );
+  });
+
   it("fails fast with resource_exhausted when the queue is full, and stores only what it acknowledged", async () => {
     const { store, metrics } = await newStore({ "write-queue-events": "3", "max-batch-events": "3" });
     const outcomes = await Promise.allSettled(
