@@ -1,8 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Instance } from "autocannon";
 import type { LoadClient, LoadConfig, LoadMessage, LoadMethod, LoadResult } from "./grpc-load.js";
+import { H2LOAD_PACKAGE, h2loadVersion, startH2load, writeBodies } from "./h2load.js";
 import {
   BATCH_CONNECTIONS,
   BATCH_EVENTS,
@@ -29,6 +32,7 @@ import {
   formatRate,
   formatTable,
   machineInfo,
+  nodeArgs,
   parseCountOption,
   parseDuration,
   percentile,
@@ -38,6 +42,7 @@ import {
   sleep,
   startBenchDatabase,
   startServerChild,
+  textOption,
   writeResults,
 } from "./support.js";
 
@@ -67,8 +72,8 @@ const LOAD_SCRIPT = path.join(ROOT, "bench", "grpc-load.ts");
 /** The warning every open (no AUTH_TOKEN) server logs at start; not worth reporting. */
 const EXPECTED_LOG = "AUTH_TOKEN is not set";
 
-const OPTION_FLAGS = ["--duration", "--connections", "--processes", "--retries"] as const;
-const SWITCHES = ["--no-grpc-js", "--no-bare"] as const;
+const OPTION_FLAGS = ["--duration", "--connections", "--processes", "--retries", "--only"] as const;
+const SWITCHES = ["--no-h2load", "--no-grpc-js", "--no-bare"] as const;
 
 interface Options {
   seconds: number;
@@ -76,8 +81,12 @@ interface Options {
   processes: number;
   /** Repeats of a run that other processes disturbed (CPU other >= OTHER_CPU_WARNING). */
   retries: number;
+  /** h2load rows (the targets' load generator); without it the Node clients' rows carry the targets. */
+  h2load: boolean;
   grpcJs: boolean;
   bare: boolean;
+  /** Runs only the rows whose name contains this text (the raw ceiling always runs). */
+  only: string | undefined;
 }
 
 function parseOptions(args: readonly string[]): Options {
@@ -87,14 +96,17 @@ function parseOptions(args: readonly string[]): Options {
     connections: parseCountOption(args, "--connections", DEFAULT_CONNECTIONS, 2),
     processes: parseCountOption(args, "--processes", DEFAULT_PROCESSES, 1),
     retries: parseCountOption(args, "--retries", DEFAULT_RETRIES, 0),
+    h2load: !args.includes("--no-h2load"),
     grpcJs: !args.includes("--no-grpc-js"),
     bare: !args.includes("--no-bare"),
+    only: textOption(args, "--only"),
   };
 }
 
 /** A results row: ingest's measurement plus where the CPU went and how the writer grouped commits. */
 interface Row extends Measurement {
   transport:
+    | "gRPC (h2load)"
     | "gRPC (connect-node)"
     | "gRPC (grpc-js)"
     | "gRPC (bare node:http2)"
@@ -125,22 +137,29 @@ interface Context {
   readonly server: ServerChild;
   readonly mariadbPid: number;
   readonly ticks: number;
-  readonly loads: Set<LoadHandle>;
+  /** Load processes and h2load runs, ended by the cleanup when a run fails. */
+  readonly loads: Set<{ kill(): Promise<void> }>;
+  /** The framed request bodies h2load sends. */
+  readonly bodies: { single: string; batch: string };
+  /** A temp dir for h2load's request logs. */
+  readonly dir: string;
   readonly setCannon: (instance: Instance | undefined) => void;
 }
 
 /**
- * `npm run bench -- grpc [--duration S] [--connections N] [--processes N] [--retries N] [--no-grpc-js] [--no-bare]`:
- * gRPC ingest (unary CreateEvent, CreateEvents of 500) against a throwaway MariaDB, beside the REST
- * figures of the same shapes and the raw 500-row INSERT ceiling, all in one run.
+ * `npm run bench -- grpc [--duration S] [--connections N] [--processes N] [--retries N] [--only TEXT]
+ * [--no-h2load] [--no-grpc-js] [--no-bare]`: gRPC ingest (unary CreateEvent, CreateEvents of 500)
+ * against a throwaway MariaDB, beside the REST figures of the same shapes and the raw 500-row
+ * INSERT ceiling, all in one run.
  *
- * Unary: closed-loop callers (16 and 64) over one HTTP/2 connection and over --connections (8),
- * those spread over --processes (2) load processes so one client process's core is not the
- * limit; then 64 callers over one connection with grpc-js (an independent peer) and with a bare
- * node:http2 client (the cheapest client: what the server does when the client costs ~nothing).
- * Batch: 4 concurrent CreateEvents of 500 events over one connection and over four.
+ * The targets are measured with h2load (nghttp2's C load generator, a few percent of a core):
+ * unary closed-loop callers (16 and 64) over one HTTP/2 connection and over --connections (8),
+ * and 4 concurrent CreateEvents of 500 over one connection and over four. The same shapes with Node
+ * gRPC clients follow for reference: @connectrpc/connect-node (over --processes load processes
+ * when several connections), grpc-js (an independent peer) and a bare node:http2 client; on a
+ * 2-core machine those clients need as much CPU as the server, which their CPU column shows.
  * A run that other processes disturbed (>= 20 % of a core) is repeated, at most --retries (2) times.
- * Diagnosis: BENCH_SERVER_NODE_OPTIONS (server) and BENCH_LOAD_NODE_ARGS (load processes).
+ * Diagnosis: BENCH_SERVER_NODE_ARGS (server) and BENCH_LOAD_NODE_ARGS (load processes).
  */
 export async function runGrpc(args: readonly string[]): Promise<void> {
   const options = parseOptions(args);
@@ -148,6 +167,14 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
   const cleanup = new Cleanup();
   const removeSignalHandlers = cleanup.onSignals();
   try {
+    if (options.h2load && (await h2loadVersion()) === undefined) {
+      throw new Error(
+        `grpc: h2load is not installed (Debian: apt-get install -y ${H2LOAD_PACKAGE}); ` +
+          "or run with --no-h2load (the Node clients' rows then carry the targets)",
+      );
+    }
+    const dir = await mkdtemp(path.join(os.tmpdir(), "eventsdb-bench-grpc-"));
+    cleanup.add("remove temp dir", () => rm(dir, { recursive: true, force: true }));
     const { mariadb, admin, mariadbVersion } = await startBenchDatabase(cleanup);
 
     process.stderr.write(`bench: raw ceiling: ${RAW_STATEMENT_ROWS}-row INSERTs, then single-row INSERTs\n`);
@@ -158,7 +185,7 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
     cleanup.add("stop server", () => server.stop());
 
     let cannon: Instance | undefined;
-    const loads = new Set<LoadHandle>();
+    const loads = new Set<{ kill(): Promise<void> }>();
     cleanup.add("stop load", async () => {
       cannon?.stop();
       await Promise.all([...loads].map((load) => load.kill()));
@@ -168,13 +195,19 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
       mariadbPid: mariadb.pid,
       ticks: await clockTicksPerSecond(),
       loads,
+      bodies: await writeBodies(dir, {
+        dataBytes: DATA_BYTES,
+        subjects: SUBJECTS,
+        batchEvents: BATCH_EVENTS,
+      }),
+      dir,
       setCannon: (instance) => {
         cannon = instance;
       },
     };
 
     const unary = (client: LoadClient, streams: number, connections: number) => ({
-      name: `${client === "connect" ? "gRPC" : client === "h2" ? "bare-h2" : client} CreateEvent ${streams} streams, ${connectionsLabel(connections)}`,
+      name: `${CLIENT_NAMES[client]} CreateEvent ${streams} streams, ${connectionsLabel(connections)}`,
       client,
       method: "CreateEvent" as const,
       connections,
@@ -208,7 +241,8 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
      * Runs a measurement; while other processes took >= OTHER_CPU_WARNING of a core during it, runs
      * it again (at most --retries times) and keeps the least disturbed attempt.
      */
-    const add = async (run: () => Promise<Row>) => {
+    const add = async (name: string, run: () => Promise<Row>) => {
+      if (options.only !== undefined && !name.includes(options.only)) return;
       const attempts: Row[] = [];
       for (let attempt = 1; attempt <= options.retries + 1; attempt++) {
         const row = await run();
@@ -229,25 +263,44 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
     };
 
     // ---- unary CreateEvent ---------------------------------------------------------------------
+    // The targets' rows: h2load, at 16 and 64 calls, over one connection and over several.
     const unaryTarget = (streams: number) => (streams === TARGET_STREAMS ? TARGET_UNARY : undefined);
-    for (const connections of [1, options.connections]) {
-      for (const streams of UNARY_STREAMS) {
-        await add(() =>
-          grpcRun(ctx, { ...unary("connect", streams, connections), target: unaryTarget(streams) }),
-        );
+    if (options.h2load) {
+      for (const connections of [1, options.connections]) {
+        for (const streams of UNARY_STREAMS) {
+          const spec: H2loadRunSpec = {
+            name: `h2load CreateEvent ${streams} streams, ${connectionsLabel(connections)}`,
+            method: "CreateEvent",
+            connections,
+            concurrency: streams,
+            seconds,
+            target: unaryTarget(streams),
+          };
+          await add(spec.name, () => h2loadRun(ctx, spec));
+        }
       }
     }
-    // Peer checks at the target's shape: an independent client, and the cheapest one there is.
+    // The same with Node gRPC clients (all of them with --no-h2load, then with the targets).
+    const nodeTarget = (streams: number) => (options.h2load ? undefined : unaryTarget(streams));
+    for (const connections of [1, options.connections]) {
+      for (const streams of options.h2load ? [TARGET_STREAMS] : UNARY_STREAMS) {
+        const spec = { ...unary("connect", streams, connections), target: nodeTarget(streams) };
+        await add(spec.name, () => grpcRun(ctx, spec));
+      }
+    }
     if (options.grpcJs) {
-      await add(() => grpcRun(ctx, { ...unary("grpc-js", TARGET_STREAMS, 1), target: TARGET_UNARY }));
+      const spec = { ...unary("grpc-js", TARGET_STREAMS, 1), target: nodeTarget(TARGET_STREAMS) };
+      await add(spec.name, () => grpcRun(ctx, spec));
     }
     if (options.bare) {
-      await add(() => grpcRun(ctx, { ...unary("h2", TARGET_STREAMS, 1), target: TARGET_UNARY }));
+      const spec = { ...unary("h2", TARGET_STREAMS, 1), target: nodeTarget(TARGET_STREAMS) };
+      await add(spec.name, () => grpcRun(ctx, spec));
     }
-    await add(() =>
+    const restName = `REST POST ${REST_CONNECTIONS} conns`;
+    await add(restName, () =>
       restRun(
         ctx,
-        `REST POST ${REST_CONNECTIONS} conns`,
+        restName,
         { connections: REST_CONNECTIONS, duration: seconds, requests: singleBodies() },
         1,
         TARGET_64_CONNS,
@@ -256,24 +309,41 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
 
     // ---- CreateEvents of 500 ---------------------------------------------------------------------
     const batchTarget = Math.round(raw.multi.rowsPerSecond * BATCH_TARGET_FRACTION);
-    for (const connections of [1, BATCH_CALLS]) {
-      await add(() =>
+    const batchName = (client: string, connections: number) =>
+      `${client} CreateEvents ${BATCH_EVENTS}/req, ${BATCH_CALLS} calls, ${connectionsLabel(connections)}`;
+    if (options.h2load) {
+      for (const connections of [1, BATCH_CALLS]) {
+        const spec: H2loadRunSpec = {
+          name: batchName("h2load", connections),
+          method: "CreateEvents",
+          connections,
+          concurrency: BATCH_CALLS,
+          seconds,
+          target: batchTarget,
+        };
+        await add(spec.name, () => h2loadRun(ctx, spec));
+      }
+    }
+    for (const connections of options.h2load ? [BATCH_CALLS] : [1, BATCH_CALLS]) {
+      const name = batchName(CLIENT_NAMES.connect, connections);
+      await add(name, () =>
         grpcRun(ctx, {
-          name: `gRPC CreateEvents ${BATCH_EVENTS}/req, ${BATCH_CALLS} calls, ${connectionsLabel(connections)}`,
+          name,
           client: "connect",
           method: "CreateEvents",
           connections,
           concurrency: BATCH_CALLS,
           processes: connections === 1 ? 1 : Math.min(options.processes, connections),
           seconds,
-          target: batchTarget,
+          target: options.h2load ? undefined : batchTarget,
         }),
       );
     }
-    await add(() =>
+    const restBatchName = `REST batch POST ${BATCH_EVENTS}/req, ${BATCH_CONNECTIONS} conns`;
+    await add(restBatchName, () =>
       restRun(
         ctx,
-        `REST batch POST ${BATCH_EVENTS}/req, ${BATCH_CONNECTIONS} conns`,
+        restBatchName,
         { connections: BATCH_CONNECTIONS, duration: seconds, requests: batchBodies() },
         BATCH_EVENTS,
         batchTarget,
@@ -323,8 +393,10 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
       "",
       `grpc: ${seconds} s per run, ${DATA_BYTES}-byte data, ${SUBJECTS} subjects, MariaDB ${mariadbVersion} ` +
         `(innodb_flush_log_at_trx_commit=1), ${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}`,
-      `gRPC clients: @connectrpc/connect-node createGrpcTransport, one Http2SessionManager per connection; ` +
-        `several connections spread over ${options.processes} load processes; grpc-js row: one channel of its own`,
+      `gRPC clients: h2load (nghttp2, C; one thread; the targets' rows) sends one prepared request body ` +
+        `(one event, or ${BATCH_EVENTS} events over ${SUBJECTS} subjects), failures counted by the server; ` +
+        `connect-node: createGrpcTransport, one Http2SessionManager per connection, several connections ` +
+        `spread over ${options.processes} load processes; grpc-js: one channel; node:http2: gRPC framing by hand`,
       "",
       table,
       "",
@@ -503,6 +575,13 @@ async function grpcRun(ctx: Context, spec: GrpcRunSpec): Promise<Row> {
   }
 }
 
+/** How a client is named in the rows. */
+const CLIENT_NAMES = {
+  connect: "connect-node",
+  "grpc-js": "grpc-js",
+  h2: "node:http2",
+} as const satisfies Record<LoadClient, string>;
+
 const TRANSPORTS = {
   connect: "gRPC (connect-node)",
   "grpc-js": "gRPC (grpc-js)",
@@ -549,13 +628,126 @@ function grpcRow(
       errorCodes,
       errorSamples: results.flatMap((r) => r.errorSamples),
       perProcessEventsPerSecond: results.map((r) => r.events / r.seconds),
-      latencyMs: {
-        average: latencies.length === 0 ? 0 : latencies.reduce((a, b) => a + b, 0) / latencies.length,
-        p90: percentile(latencies, 90),
-        max: latencies.length === 0 ? 0 : Math.max(...latencies),
-      },
+      latencyMs: latencySummary(latencies),
     },
   };
+}
+
+/** Average, p90 and max of a run's latencies (a loop: a spread of 10^5 numbers overflows the stack). */
+function latencySummary(latencies: readonly number[]): { average: number; p90: number; max: number } {
+  let sum = 0;
+  let max = 0;
+  for (const latency of latencies) {
+    sum += latency;
+    if (latency > max) max = latency;
+  }
+  return {
+    average: latencies.length === 0 ? 0 : sum / latencies.length,
+    p90: percentile(latencies, 90),
+    max,
+  };
+}
+
+// ---- h2load runs -----------------------------------------------------------------------------------
+
+const H2LOAD_WARMUP_SECONDS = 1;
+/** The CPU window closes this long before h2load's end, while it can still be read. */
+const H2LOAD_METER_MARGIN_MS = 300;
+
+interface H2loadRunSpec {
+  name: string;
+  method: LoadMethod;
+  connections: number;
+  /** Concurrent calls in all, the same number on every connection. */
+  concurrency: number;
+  seconds: number;
+  target?: number;
+}
+
+/**
+ * One h2load run: a warm-up second, then the measured window (CPU and writer counters sampled
+ * inside it). h2load sees HTTP status only, so failed calls are taken from the server's
+ * operation counters and subtracted from h2load's successes.
+ */
+async function h2loadRun(ctx: Context, spec: H2loadRunSpec): Promise<Row> {
+  const { name, connections, concurrency, seconds } = spec;
+  if (concurrency % connections !== 0) {
+    throw new Error(`${name}: ${concurrency} calls do not spread evenly over ${connections} connections`);
+  }
+  process.stderr.write(
+    `bench: ${name}: h2load ${spec.method}, ${concurrency} concurrent over ${connections} connection(s) ` +
+      `for ${seconds} s after ${H2LOAD_WARMUP_SECONDS} s of warm-up\n`,
+  );
+  const operation = spec.method === "CreateEvents" ? "create_events" : "create_event";
+  const eventsPerCall = spec.method === "CreateEvents" ? BATCH_EVENTS : 1;
+  const failuresBefore = await serverFailures(ctx.server, operation);
+  // h2load appends to its log: a fresh file per run.
+  const logFile = path.join(ctx.dir, "h2load.log");
+  await rm(logFile, { force: true });
+  const handle = startH2load({
+    port: ctx.server.grpcPort,
+    method: spec.method,
+    bodyFile: spec.method === "CreateEvents" ? ctx.bodies.batch : ctx.bodies.single,
+    connections,
+    streamsPerConnection: concurrency / connections,
+    warmupSeconds: H2LOAD_WARMUP_SECONDS,
+    seconds,
+    logFile,
+  });
+  ctx.loads.add(handle);
+  try {
+    await sleep(H2LOAD_WARMUP_SECONDS * 1000);
+    const before = await writerCounters(ctx.server);
+    const meter = new CpuMeter(
+      { server: ctx.server.pid, mariadb: ctx.mariadbPid, client0: handle.pid },
+      ctx.ticks,
+    );
+    await meter.start();
+    await sleep(seconds * 1000 - H2LOAD_METER_MARGIN_MS);
+    const cpu = await meter.stop();
+    const after = await writerCounters(ctx.server);
+    const result = await withTimeout(handle.result, LOAD_RESULT_GRACE_MS, `${name}: h2load result`);
+    assertAlive(ctx.server);
+    const failed = (await serverFailures(ctx.server, operation)) - failuresBefore;
+    const calls = Math.max(0, result.succeeded - failed);
+    const events = calls * eventsPerCall;
+    const eventsPerSecond = events / seconds;
+    return {
+      name,
+      transport: "gRPC (h2load)",
+      eventsPerSecond,
+      p50Ms: percentile(result.latenciesMs, 50),
+      p99Ms: percentile(result.latenciesMs, 99),
+      errors: failed + result.failed,
+      non2xx: undefined,
+      target: spec.target,
+      ok: spec.target === undefined ? undefined : eventsPerSecond >= spec.target,
+      events,
+      seconds,
+      // Only the measured window's: warm-up calls are stored too, and verify checks stored >= this.
+      acknowledged: events,
+      cpu: {
+        server: cpu.server ?? 0,
+        mariadb: cpu.mariadb ?? 0,
+        clients: [cpu.client0 ?? 0],
+        other: otherCpu(cpu, [cpu.server, cpu.mariadb, cpu.bench, cpu.client0]),
+      },
+      writer: writerDelta(before, after, (seconds * 1000 - H2LOAD_METER_MARGIN_MS) / 1000),
+      detail: {
+        method: spec.method,
+        connections,
+        concurrentCalls: concurrency,
+        eventsPerCall,
+        calls,
+        httpFailures: result.failed,
+        grpcFailures: failed,
+        latencyMs: latencySummary(result.latenciesMs),
+      },
+    };
+  } finally {
+    await handle.kill();
+    ctx.loads.delete(handle);
+  }
 }
 
 // ---- REST runs (ingest's autocannon run, measured the same way) -----------------------------------
@@ -615,6 +807,17 @@ async function writerCounters(server: ServerChild): Promise<WriterCounters> {
   };
 }
 
+/** Calls of an operation the server answered with an error (app_event_operations_total). */
+async function serverFailures(server: ServerChild, operation: string): Promise<number> {
+  const response = await fetch(`${server.baseUrl}/metrics`, { signal: AbortSignal.timeout(5_000) });
+  const text = await response.text();
+  const line = new RegExp(
+    `^app_event_operations_total\\{operation="${operation}",status="error"\\} (\\S+)$`,
+    "m",
+  ).exec(text);
+  return Number(line?.[1] ?? 0);
+}
+
 function writerDelta(before: WriterCounters, after: WriterCounters, seconds: number): WriterDelta {
   const commits = after.commits - before.commits;
   return {
@@ -652,7 +855,7 @@ interface LoadHandle {
 function startLoad(config: LoadConfig): LoadHandle {
   const child: ChildProcess = spawn(
     process.execPath,
-    ["--import", "tsx", ...loadNodeArgs(), LOAD_SCRIPT, JSON.stringify(config)],
+    ["--import", "tsx", ...nodeArgs("BENCH_LOAD_NODE_ARGS"), LOAD_SCRIPT, JSON.stringify(config)],
     { cwd: ROOT, stdio: ["ignore", "inherit", "inherit", "ipc"], serialization: "advanced" },
   );
   let resolveReady: () => void = () => {};
@@ -723,11 +926,6 @@ function startLoad(config: LoadConfig): LoadHandle {
     },
     kill,
   };
-}
-
-/** Extra node arguments for the load processes, for diagnosis: BENCH_LOAD_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR". */
-function loadNodeArgs(): string[] {
-  return (process.env.BENCH_LOAD_NODE_ARGS ?? "").split(/\s+/).filter((arg) => arg !== "");
 }
 
 /** n split into k whole parts differing by at most one, larger first: spread(16, 3) = [6, 5, 5]. */

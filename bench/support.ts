@@ -26,6 +26,15 @@ export function parseDuration(args: readonly string[], fallback: number): number
 }
 
 /** `--name N` among the arguments: a whole number >= min; the fallback when the flag is absent. */
+/** The text after `name`, when given. */
+export function textOption(args: readonly string[], name: string): string | undefined {
+  const at = args.indexOf(name);
+  if (at === -1) return undefined;
+  const text = args[at + 1];
+  if (text === undefined || text.startsWith("--")) throw new Error(`${name} needs a value`);
+  return text;
+}
+
 export function parseCountOption(args: readonly string[], name: string, fallback: number, min = 0): number {
   const at = args.indexOf(name);
   if (at === -1) return fallback;
@@ -95,8 +104,8 @@ export class Cleanup {
 }
 
 /**
- * The server child's environment: DATABASE_URL, LOG_LEVEL=warn, and for diagnosis NODE_OPTIONS from
- * BENCH_SERVER_NODE_OPTIONS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") when set.
+ * The server child's environment: DATABASE_URL, LOG_LEVEL=warn, and the server options of
+ * BENCH_SERVER_ENV. (Node arguments for diagnosis: BENCH_SERVER_NODE_ARGS, see startServerChild.)
  */
 export function serverEnv(databaseUrl: string): Record<string, string> {
   const env: Record<string, string> = { DATABASE_URL: databaseUrl, LOG_LEVEL: "warn" };
@@ -105,9 +114,15 @@ export function serverEnv(databaseUrl: string): Record<string, string> {
     const [name, ...value] = pair.split("=");
     if (name !== undefined && name !== "") env[name] = value.join("=");
   }
-  const nodeOptions = process.env.BENCH_SERVER_NODE_OPTIONS;
-  if (nodeOptions !== undefined && nodeOptions !== "") env.NODE_OPTIONS = nodeOptions;
   return env;
+}
+
+/**
+ * Extra node arguments, for diagnosis: BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" for the
+ * server, BENCH_LOAD_NODE_ARGS for load processes (--cpu-prof is not allowed in NODE_OPTIONS).
+ */
+export function nodeArgs(variable: "BENCH_SERVER_NODE_ARGS" | "BENCH_LOAD_NODE_ARGS"): string[] {
+  return (process.env[variable] ?? "").split(/\s+/).filter((arg) => arg !== "");
 }
 
 /** An eventsdb server child process (`node dist/cli.js serve`). */
@@ -136,6 +151,7 @@ export async function startServerChild(
   let grpcPort = await freePort();
   while (grpcPort === restPort) grpcPort = await freePort();
   const args = [
+    ...nodeArgs("BENCH_SERVER_NODE_ARGS"),
     path.join(ROOT, "dist", "cli.js"),
     "serve",
     "--rest-port",
