@@ -1,8 +1,8 @@
-import { type CompiledQuery, Kysely, MysqlDialect, sql } from "kysely";
+import { CompiledQuery, Kysely, MysqlDialect, sql } from "kysely";
 import { type Connection, createConnection, createPool, type Pool, type PoolOptions } from "mysql2";
 import { fromSqlDateTime, toSqlDateTime } from "../events/time.js";
 import { INSERT_BYTES, insertChunks } from "./chunks.js";
-import type { StorageDialect } from "./dialect.js";
+import type { NewRow, StorageDialect } from "./dialect.js";
 import type { Database } from "./schema.js";
 
 /** MySQL 8 or MariaDB 10.11+ through a mysql2 pool (reads) and one writer connection. */
@@ -41,8 +41,8 @@ export function createMysqlDialect(url: string, poolSize: number): StorageDialec
       const statements: CompiledQuery[] = [reserve.compile(db)];
       let k = 0;
       for (const chunk of insertChunks(rows)) {
-        const values = chunk.map((row) => ({ ...row, id: sql<number>`LAST_INSERT_ID() - ${n - 1 - k++}` }));
-        statements.push(db.insertInto("events").values(values).compile());
+        statements.push(insertStatement(chunk, n - 1 - k));
+        k += chunk.length;
       }
       const results = await writer.transaction(statements);
       const update = results[0] as { affectedRows?: number; insertId?: number | string };
@@ -183,6 +183,36 @@ class WriterConnection {
     this.#connection = undefined;
     if (conn !== undefined) await new Promise<void>((resolve) => conn.end(() => resolve()));
   }
+}
+
+const INSERT_EVENTS =
+  "INSERT INTO events (id, source, type, subject, ce_id, time, datacontenttype, dataschema, extensions, data) VALUES ";
+const ROW_PARAMETERS = ",?,?,?,?,?,?,?,?,?)";
+
+/**
+ * One multi-row INSERT whose rows number themselves from the reserved range: the first row's id is
+ * LAST_INSERT_ID() - `back`, each next one 1 more. Written out rather than built with Kysely: on the
+ * hot path, Kysely's per-row value parsing and node trees were a tenth of the server's CPU in a
+ * batch ingest and most of its garbage; the SQL is fixed text with bound parameters either way.
+ */
+function insertStatement(rows: readonly NewRow[], back: number): CompiledQuery {
+  const tuples = new Array<string>(rows.length);
+  const parameters: unknown[] = [];
+  rows.forEach((row, i) => {
+    tuples[i] = `(LAST_INSERT_ID()-${back - i}${ROW_PARAMETERS}`;
+    parameters.push(
+      row.source,
+      row.type,
+      row.subject,
+      row.ce_id ?? null,
+      row.time,
+      row.datacontenttype ?? null,
+      row.dataschema ?? null,
+      row.extensions ?? null,
+      row.data,
+    );
+  });
+  return CompiledQuery.raw(INSERT_EVENTS + tuples.join(","), parameters);
 }
 
 function estimateBytes(values: readonly unknown[]): number {
