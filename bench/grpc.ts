@@ -15,6 +15,7 @@ import {
   cannonMeasurement,
   DATA_BYTES,
   type Measurement,
+  mysqlEventCount,
   RAW_STATEMENT_ROWS,
   rawInserts,
   rawMeasurement,
@@ -350,7 +351,7 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
       ),
     );
 
-    const verification = await verify(server, admin, acknowledged);
+    const verification = await verify(server, () => mysqlEventCount(admin), acknowledged);
 
     const header = [
       "run",

@@ -1,12 +1,16 @@
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Instance, Request, Result } from "autocannon";
 import autocannon from "autocannon";
+import SqliteDatabase from "better-sqlite3";
 import type { Connection, RowDataPacket } from "mysql2/promise";
 import {
+  buildDist,
   Cleanup,
+  checkArguments,
   formatRate,
   formatTable,
   machineInfo,
@@ -17,6 +21,7 @@ import {
   serverEnv,
   startBenchDatabase,
   startServerChild,
+  textOption,
   writeResults,
 } from "./support.js";
 
@@ -66,19 +71,61 @@ export interface RawResult {
   p99Ms: number;
 }
 
-/** `npm run bench -- ingest [--duration S]`: REST ingest throughput against a throwaway MariaDB. */
+/** Where the server stores: a throwaway MariaDB (with raw INSERT baselines) or an SQLite file. */
+interface Store {
+  readonly label: string;
+  readonly raw: { single: RawResult; multi: RawResult } | undefined;
+  /** Events in the store, counted beside the server. */
+  count(): Promise<number>;
+}
+
+/**
+ * `npm run bench -- ingest [--duration S] [--store mysql|sqlite]`: REST ingest throughput against a
+ * throwaway MariaDB (default; with the raw INSERT ceiling as baseline) or the embedded SQLite
+ * default (a file in a temp dir; no raw baseline, so no batch target).
+ */
 export async function runIngest(args: readonly string[]): Promise<void> {
+  checkArguments("ingest", args, ["--duration", "--store"], []);
   const seconds = parseDuration(args, DEFAULT_SECONDS);
+  const storeKind = textOption(args, "--store") ?? "mysql";
+  if (storeKind !== "mysql" && storeKind !== "sqlite") throw new Error("--store is mysql or sqlite");
   const cleanup = new Cleanup();
   const removeSignalHandlers = cleanup.onSignals();
   try {
-    const { mariadb, admin, mariadbVersion } = await startBenchDatabase(cleanup);
-
-    process.stderr.write(`bench: raw ceiling: ${RAW_ROWS} rows as ${RAW_STATEMENT_ROWS}-row INSERTs\n`);
-    const raw = await rawInserts(admin);
+    let store: Store;
+    let databaseUrl: string;
+    if (storeKind === "mysql") {
+      const { mariadb, admin, mariadbVersion } = await startBenchDatabase(cleanup);
+      process.stderr.write(`bench: raw ceiling: ${RAW_ROWS} rows as ${RAW_STATEMENT_ROWS}-row INSERTs\n`);
+      store = {
+        label: `MariaDB ${mariadbVersion}`,
+        raw: await rawInserts(admin),
+        count: () => mysqlEventCount(admin),
+      };
+      databaseUrl = mariadb.url;
+    } else {
+      process.stderr.write("bench: building dist/ (tsc -p tsconfig.build.json)\n");
+      await buildDist();
+      const dir = await mkdtemp(path.join(os.tmpdir(), "eventsdb-bench-sqlite-"));
+      cleanup.add("remove the SQLite dir", () => rm(dir, { recursive: true, force: true }));
+      const file = path.join(dir, "events.db");
+      store = {
+        label: "SQLite (WAL, synchronous=FULL)",
+        raw: undefined,
+        count: async () => {
+          const db = new SqliteDatabase(file, { readonly: true });
+          try {
+            return Number((db.prepare("SELECT COUNT(*) AS n FROM events").get() as { n: number }).n);
+          } finally {
+            db.close();
+          }
+        },
+      };
+      databaseUrl = `sqlite:${file}`;
+    }
 
     process.stderr.write("bench: starting the server\n");
-    const server = await startServerChild(serverEnv(mariadb.url));
+    const server = await startServerChild(serverEnv(databaseUrl));
     cleanup.add("stop server", () => server.stop());
 
     let current: Instance | undefined;
@@ -96,20 +143,24 @@ export async function runIngest(args: readonly string[]): Promise<void> {
     });
     let storedAtLeast = warmup["2xx"];
 
-    const measurements: Measurement[] = [
-      {
-        name: "raw single-row INSERT (rows/s)",
-        ...rawMeasurement(raw.single),
-        target: undefined,
-        ok: undefined,
-      },
-      {
-        name: `raw ${RAW_STATEMENT_ROWS}-row INSERT ceiling (rows/s)`,
-        ...rawMeasurement(raw.multi),
-        target: undefined,
-        ok: undefined,
-      },
-    ];
+    const raw = store.raw;
+    const measurements: Measurement[] =
+      raw === undefined
+        ? []
+        : [
+            {
+              name: "raw single-row INSERT (rows/s)",
+              ...rawMeasurement(raw.single),
+              target: undefined,
+              ok: undefined,
+            },
+            {
+              name: `raw ${RAW_STATEMENT_ROWS}-row INSERT ceiling (rows/s)`,
+              ...rawMeasurement(raw.multi),
+              target: undefined,
+              ok: undefined,
+            },
+          ];
     for (const connections of CONNECTION_STEPS) {
       const name = connections === 1 ? "POST 1 conn" : `POST ${connections} conns`;
       const run = await cannon(name, { connections, duration: seconds, requests: single });
@@ -129,11 +180,11 @@ export async function runIngest(args: readonly string[]): Promise<void> {
         batchName,
         batch,
         BATCH_EVENTS,
-        Math.round(raw.multi.rowsPerSecond * BATCH_TARGET_FRACTION),
+        raw === undefined ? undefined : Math.round(raw.multi.rowsPerSecond * BATCH_TARGET_FRACTION),
       ),
     );
 
-    const verification = await verify(server, admin, storedAtLeast);
+    const verification = await verify(server, store.count, storedAtLeast);
 
     const header = ["run", "events/s", "p50 ms", "p99 ms", "errors/non-2xx", "target", "vs target"];
     const rows = measurements.map((m) => [
@@ -145,15 +196,17 @@ export async function runIngest(args: readonly string[]): Promise<void> {
       m.target === undefined ? "-" : `>= ${formatRate(m.target)}`,
       m.ok === undefined ? "-" : m.ok ? "ok" : "below",
     ]);
-    const machine = { ...machineInfo(), mariadb: mariadbVersion };
+    const machine = { ...machineInfo(), store: store.label };
     const lines = [
       "",
-      `ingest: ${seconds} s per run, ${DATA_BYTES}-byte data, MariaDB ${mariadbVersion}, ` +
+      `ingest: ${seconds} s per run, ${DATA_BYTES}-byte data, ${store.label}, ` +
         `${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}`,
       "",
       formatTable(header, rows),
       "",
-      `batch target = ${BATCH_TARGET_FRACTION * 100} % of the raw ${RAW_STATEMENT_ROWS}-row INSERT ceiling measured in this run`,
+      raw === undefined
+        ? "batch: no target (the target is relative to MariaDB's raw INSERT ceiling)"
+        : `batch target = ${BATCH_TARGET_FRACTION * 100} % of the raw ${RAW_STATEMENT_ROWS}-row INSERT ceiling measured in this run`,
       `reference: ${REFERENCE}`,
       `verify: GET /events?limit=1 ${verification.getStatus} (${verification.getEvents} event); ` +
         `stored events ${formatRate(verification.stored)} >= 2xx events ${formatRate(storedAtLeast)}: ` +
@@ -377,12 +430,17 @@ export async function rawInserts(connection: Connection): Promise<{ multi: RawRe
 }
 
 /** GET /events?limit=1 answers, and the table holds at least every event acknowledged with 2xx. */
-export async function verify(server: ServerChild, connection: Connection, storedAtLeast: number) {
+/** Events in the server's MariaDB database, counted over an admin connection. */
+export async function mysqlEventCount(admin: Connection): Promise<number> {
+  const [rows] = await admin.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM eventsdb.events");
+  return Number(rows[0]?.n);
+}
+
+export async function verify(server: ServerChild, count: () => Promise<number>, storedAtLeast: number) {
   const response = await fetch(`${server.baseUrl}/events?limit=1`, { signal: AbortSignal.timeout(10_000) });
   const body = (await response.json()) as { events?: unknown[] };
   const getEvents = Array.isArray(body.events) ? body.events.length : 0;
-  const [rows] = await connection.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM eventsdb.events");
-  const stored = Number(rows[0]?.n);
+  const stored = await count();
   return {
     getStatus: response.status,
     getEvents,

@@ -25,7 +25,6 @@ export function parseDuration(args: readonly string[], fallback: number): number
   return value;
 }
 
-/** `--name N` among the arguments: a whole number >= min; the fallback when the flag is absent. */
 /** The text after `name`, when given. */
 export function textOption(args: readonly string[], name: string): string | undefined {
   const at = args.indexOf(name);
@@ -35,6 +34,7 @@ export function textOption(args: readonly string[], name: string): string | unde
   return text;
 }
 
+/** `--name N` among the arguments: a whole number >= min; the fallback when the flag is absent. */
 export function parseCountOption(args: readonly string[], name: string, fallback: number, min = 0): number {
   const at = args.indexOf(name);
   if (at === -1) return fallback;
