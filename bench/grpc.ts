@@ -383,7 +383,7 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
       if (total >= row.cpu.server) {
         return [
           `note: ${row.name}: the clients used more CPU (${percent(total)}) than the server (${percent(row.cpu.server)}); ` +
-            `with every call in one group commit, client and server take turns, so the client's time is part of the rate`,
+            `on this machine they share the cores, so the client's CPU is part of what limits the rate`,
         ];
       }
       return [];
