@@ -1769,39 +1769,24 @@ type ClientCall =
     }
   | { method: "listSubjects"; request: { prefix: string } };
 
-/** About how many bytes a request message encodes to (an upper bound, strings as UTF-8). */
-function messageBytes(value: unknown): number {
-  if (typeof value === "string") return Buffer.byteLength(value) + 8;
-  if (value instanceof Uint8Array) return value.length + 8;
-  if (Array.isArray(value)) return value.reduce((n: number, v) => n + messageBytes(v), 8);
-  if (typeof value === "object" && value !== null) {
-    return Object.entries(value).reduce((n, [k, v]) => n + Buffer.byteLength(k) + messageBytes(v), 8);
-  }
-  return 16;
-}
-
-const clientCall: fc.Arbitrary<ClientCall> = fc
-  .oneof(
-    createRequest.map((request) => ({ method: "createEvent" as const, request })),
-    fc
-      .array(createRequest, { maxLength: MAX_BATCH_EVENTS + 2 })
-      .map((events) => ({ method: "createEvents" as const, request: { events } })),
-    int64.map((id) => ({ method: "getEventByID" as const, request: { id } })),
-    fc
-      .tuple(
-        fc.constantFrom(
-          "getHistoricEventsFromSubject",
-          "deleteFromSubject",
-          "streamEventsFromSubject" as const,
-        ),
-        filterRequest,
-      )
-      .map(([method, request]): ClientCall => ({ method, request })),
-    clientString.map((prefix) => ({ method: "listSubjects" as const, request: { prefix } })),
-    // Over --max-body-bytes an HTTP/2 stream stays open after the answer until the client ends it
-    // (see the closing note of the edge issue), which would hold the server's shutdown here.
-  )
-  .filter((call) => messageBytes(call.request) < MAX_BODY_BYTES - 4096);
+const clientCall: fc.Arbitrary<ClientCall> = fc.oneof(
+  createRequest.map((request) => ({ method: "createEvent" as const, request })),
+  fc
+    .array(createRequest, { maxLength: MAX_BATCH_EVENTS + 2 })
+    .map((events) => ({ method: "createEvents" as const, request: { events } })),
+  int64.map((id) => ({ method: "getEventByID" as const, request: { id } })),
+  fc
+    .tuple(
+      fc.constantFrom(
+        "getHistoricEventsFromSubject",
+        "deleteFromSubject",
+        "streamEventsFromSubject" as const,
+      ),
+      filterRequest,
+    )
+    .map(([method, request]): ClientCall => ({ method, request })),
+  clientString.map((prefix) => ({ method: "listSubjects" as const, request: { prefix } })),
+);
 
 /** Calls the method; returns the ids a create acknowledged. Streams are cancelled after 30 ms. */
 async function invoke(peer: ConnectPeer, call: ClientCall): Promise<number[]> {

@@ -1,4 +1,5 @@
 import { isUtf8 } from "node:buffer";
+import type { Http2ServerRequest } from "node:http2";
 import type { JsonValue } from "@bufbuild/protobuf";
 import {
   Code,
@@ -108,6 +109,7 @@ export async function connectPlugin(app: FastifyInstance, options: ConnectPlugin
 
   for (const handler of router.handlers) {
     app.all(handler.requestPath, async (request, reply) => {
+      drainUnreadRequestAfterAnswer(request.raw);
       const parsed = request.body as { json?: unknown } | undefined;
       try {
         const response = await handler(
@@ -129,6 +131,27 @@ export async function connectPlugin(app: FastifyInstance, options: ConnectPlugin
     });
   }
 }
+
+/**
+ * After the answer, an HTTP/2 request body the client is still sending (answered early: over the
+ * size limit, say) is read into nothing until the client has sent it, so the call ends. Connect
+ * stops reading such a body and destroys the request object, and node's compatibility layer then
+ * pauses the stream at every chunk it cannot deliver: the stream would stay open (holding a
+ * graceful stop) until the client gave up.
+ */
+function drainUnreadRequestAfterAnswer(raw: FastifyRequest["raw"] | Http2ServerRequest): void {
+  if (!("stream" in raw)) return;
+  const stream = raw.stream;
+  // 'finish': the answer has been handed to the session.
+  stream.once("finish", () => {
+    if (raw.readableEnded || stream.readableEnded || stream.destroyed) return;
+    stream.removeAllListeners("data");
+    stream.on("data", ignore);
+    stream.resume();
+  });
+}
+
+function ignore(): void {}
 
 /**
  * A Connect unary JSON body: UTF-8 (the library's decoder would store U+FFFD), bounded nesting,

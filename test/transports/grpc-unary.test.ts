@@ -90,4 +90,15 @@ describe("the unary gRPC short path", () => {
     // The call is over on the server too: nothing left for a graceful stop to wait for.
     await expect.poll(() => t.server.inFlight).toBe(0);
   });
+
+  it("ends an over-limit call on the Connect path too (gRPC-Web over HTTP/2), not only its answer", async () => {
+    const big = frame(Buffer.concat([VALID, Buffer.from([0x22, 0x80, 0x80, 0x40]), Buffer.alloc(1 << 20)]));
+    const answer = await call(t.grpcUrl, "/grpc.EventsDB/CreateEvent", big, {
+      "content-type": "application/grpc-web+proto",
+    });
+    // gRPC-Web carries the status in a trailer frame (flag 0x80) of the body.
+    expect(answer.data[0]).toBe(0x80);
+    expect(answer.data.subarray(5).toString("latin1")).toMatch(/^grpc-status: ?8\r\n/m);
+    await expect.poll(() => t.server.inFlight).toBe(0);
+  });
 });
