@@ -1,6 +1,11 @@
 import fastifyCors from "@fastify/cors";
 import fastifyRateLimit from "@fastify/rate-limit";
-import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController } from "fastify";
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyServerFactory,
+  LogController,
+} from "fastify";
 import type { TokenRegistry } from "./auth.js";
 import type { Config } from "./config.js";
 import { EventsDbError } from "./errors.js";
@@ -33,6 +38,11 @@ export interface AppDeps {
  * Builds the whole app: edge (errors, limits), then each transport, registered explicitly so the
  * architecture reads in this one file. No port is opened here; server.ts listens.
  */
+/** Whether request lines are written: the log is at info or below. */
+export function logsRequests(log: FastifyBaseLogger): boolean {
+  return ["trace", "debug", "info"].includes(log.level);
+}
+
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, store, metrics } = deps;
   const app = Fastify({
@@ -89,7 +99,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // One line per request (streams log their own open and close); the URL without its query, which
   // may carry an access_token. Only hooked when info lines are written: the hook costs a few
   // percent of a small append.
-  if (["trace", "debug", "info"].includes(app.log.level)) {
+  if (logsRequests(app.log)) {
     app.addHook("onResponse", async (request, reply) => {
       request.log.info(
         {

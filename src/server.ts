@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import type { FastifyInstance } from "fastify";
-import { buildApp } from "./app.js";
+import { buildApp, logsRequests } from "./app.js";
 import { TokenRegistry } from "./auth.js";
 import { type Config, ConfigError, describeStore, type TlsConfig } from "./config.js";
 import { EventStore } from "./events/store.js";
@@ -64,6 +64,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
             enabled: config.rateLimitPerMinute === 0,
             // Assigned by then: a call arrives only after listen().
             log: (error, path) => app.log.error({ err: error }, `rpc ${path} failed`),
+            logCall: () => (logsRequests(app.log) ? (line) => app.log.info(line, "request") : undefined),
           }),
         );
         return front.http1;

@@ -23,6 +23,18 @@ export interface GrpcUnaryDeps {
   readonly enabled: boolean;
   /** Logs an unexpected (non-domain) failure of a call. */
   readonly log?: (error: unknown, path: string) => void;
+  /** The per-request log line (as the app's for REST), when info lines are written. */
+  readonly logCall?: () => ((line: CallLogLine) => void) | undefined;
+}
+
+/** What the request log says of a call taken here (the app's REST line, plus the gRPC status). */
+export interface CallLogLine {
+  readonly method: "POST";
+  readonly route: string;
+  readonly status: 200;
+  readonly grpcStatus: number;
+  readonly ms: number;
+  readonly caller: string;
 }
 
 const CREATE_EVENT = "/grpc.EventsDB/CreateEvent";
@@ -52,22 +64,29 @@ export function grpcUnaryShortcut(
     if (principal === undefined) return false;
     // A reset or broken stream only ends this call (an unhandled 'error' would end the process).
     stream.on("error", ignore);
+    const call: Call = { path, principal, started: performance.now() };
     readMessage(stream, deps.store.limits.maxBodyBytes, (error, message) => {
       if (error !== undefined) {
-        void answer(deps, stream, Promise.reject(error), path).then(() => {
+        void answer(deps, stream, Promise.reject(error), call).then(() => {
           // The response is complete; RST_STREAM(NO_ERROR) asks the client to stop sending the rest
           // of an over-limit message (RFC 9113 §8.1) instead of holding the stream open.
           if (!stream.destroyed) stream.close(constants.NGHTTP2_NO_ERROR);
         });
         return;
       }
-      void answer(deps, stream, append(deps, path === CREATE_EVENTS, message as Uint8Array, principal), path);
+      void answer(deps, stream, append(deps, path === CREATE_EVENTS, message as Uint8Array, principal), call);
     });
     return true;
   };
 }
 
 function ignore(): void {}
+
+interface Call {
+  readonly path: string;
+  readonly principal: Principal;
+  readonly started: number;
+}
 
 function authenticate(registry: TokenRegistry, header: string | undefined): Principal | undefined {
   if (registry.open) return ANYONE;
@@ -112,8 +131,27 @@ async function answer(
   deps: GrpcUnaryDeps,
   stream: ServerHttp2Stream,
   reply: Promise<Uint8Array>,
+  call: Call,
+): Promise<void> {
+  const code = await respond(deps, stream, reply, call.path);
+  const log = deps.logCall?.();
+  log?.({
+    method: "POST",
+    route: call.path,
+    status: 200,
+    grpcStatus: code,
+    ms: Math.round((performance.now() - call.started) * 100) / 100,
+    caller: call.principal.name,
+  });
+}
+
+/** Sends the reply, or the error as a trailers-only response; returns the gRPC status sent (0: OK). */
+async function respond(
+  deps: GrpcUnaryDeps,
+  stream: ServerHttp2Stream,
+  reply: Promise<Uint8Array>,
   path: string,
-) {
+): Promise<number> {
   let message: Uint8Array;
   try {
     message = await reply;
@@ -121,7 +159,10 @@ async function answer(
     const domain = error instanceof EventsDbError ? error : undefined;
     if (domain === undefined) deps.log?.(error, path);
     const code = domain === undefined ? Code.Internal : connectCode(domain.code);
-    if (stream.headersSent || stream.destroyed) return void stream.destroy();
+    if (stream.headersSent || stream.destroyed) {
+      stream.destroy();
+      return code;
+    }
     // Trailers-only response (gRPC over HTTP/2): one HEADERS frame with the status, END_STREAM.
     stream.respond(
       {
@@ -132,10 +173,10 @@ async function answer(
       },
       { endStream: true },
     );
-    return;
+    return code;
   }
   // The caller went away meanwhile: the events are stored; there is no one to tell.
-  if (stream.destroyed || stream.closed) return;
+  if (stream.destroyed || stream.closed) return Code.Canceled;
   const frame = Buffer.allocUnsafe(5 + message.length);
   frame[0] = 0;
   frame.writeUInt32BE(message.length, 1);
@@ -143,6 +184,7 @@ async function answer(
   stream.respond(OK_HEADERS, { waitForTrailers: true });
   stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
   stream.end(frame);
+  return 0;
 }
 
 function decode<T>(fn: () => T): T {

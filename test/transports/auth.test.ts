@@ -229,6 +229,11 @@ describe("authentication and scopes", () => {
   it("never writes a token, cookie or access_token into the log", async () => {
     const all = logLines.join("\n");
     expect(logLines.some((l) => l.includes('"msg":"request"'))).toBe(true);
+    // gRPC appends that bypass Fastify (the unary short path) are logged the same way.
+    const grpcLines = logLines.filter((l) => l.includes('"route":"/grpc.EventsDB/CreateEvent"'));
+    expect(
+      grpcLines.some((l) => l.includes('"grpcStatus":0') && l.includes('"caller":"orders-writer"')),
+    ).toBe(true);
     for (const secret of [ADMIN, EU_READER, ORDERS_WRITER, "eventsdb_session="]) {
       expect(all.includes(secret), secret).toBe(false);
     }
