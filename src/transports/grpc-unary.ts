@@ -68,9 +68,9 @@ export function grpcUnaryShortcut(
     readMessage(stream, deps.store.limits.maxBodyBytes, (error, message) => {
       if (error !== undefined) {
         void answer(deps, stream, Promise.reject(error), call).then(() => {
-          // The response is complete; RST_STREAM(NO_ERROR) asks the client to stop sending the rest
-          // of an over-limit message (RFC 9113 §8.1) instead of holding the stream open.
-          if (!stream.destroyed) stream.close(constants.NGHTTP2_NO_ERROR);
+          // The response is complete; if the client is still sending (an over-limit message),
+          // RST_STREAM(NO_ERROR) asks it to stop (RFC 9113 §8.1) instead of holding the stream open.
+          if (!stream.destroyed && !stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
         });
         return;
       }
