@@ -1,3 +1,4 @@
+import { afterEach } from "vitest";
 import { type Config, loadConfig } from "../../src/config.js";
 import { EventStore } from "../../src/events/store.js";
 import { Metrics } from "../../src/metrics.js";
@@ -30,6 +31,30 @@ export async function startTestServer(
     url: `http://127.0.0.1:${server.restPort}`,
     grpcUrl: `http://127.0.0.1:${server.grpcPort}`,
     close: () => server.close(),
+  };
+}
+
+/**
+ * Servers for the tests of one describe block, all closed after each test: first what the test
+ * registered with `onCleanup` (last first: streams before the clients they run on), then the
+ * servers.
+ */
+export function serversPerTest(databaseUrl: () => string | Promise<string>) {
+  const servers: TestServer[] = [];
+  const cleanups: (() => void)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) cleanup();
+    await Promise.all(servers.splice(0).map((t) => t.close()));
+  });
+  return {
+    start: async (flags: Record<string, string> = {}): Promise<TestServer> => {
+      const t = await startTestServer(await databaseUrl(), flags);
+      servers.push(t);
+      return t;
+    },
+    onCleanup: (...cleanup: (() => void)[]): void => {
+      cleanups.push(...cleanup);
+    },
   };
 }
 

@@ -1,18 +1,10 @@
-import { afterEach, describe, expect, it } from "vitest";
-import { startTestServer, type TestServer } from "../support/server.js";
+import { describe, expect, it } from "vitest";
+import { serversPerTest, type TestServer } from "../support/server.js";
 
 const ORIGIN = "https://app.example";
 
 describe("CORS", () => {
-  const servers: TestServer[] = [];
-  afterEach(async () => {
-    await Promise.all(servers.splice(0).map((t) => t.close()));
-  });
-  const start = async (flags: Record<string, string> = {}) => {
-    const t = await startTestServer("sqlite::memory:", flags);
-    servers.push(t);
-    return t;
-  };
+  const { start } = serversPerTest(() => "sqlite::memory:");
   const preflight = (t: TestServer, origin: string) =>
     fetch(`${t.url}/events`, {
       method: "OPTIONS",

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { DIALECTS } from "../support/dialects.js";
 import {
   CONNECT_KINDS,
@@ -15,7 +15,7 @@ import {
   type ProtoStreamRequest,
 } from "../support/grpc.js";
 import { appendConcurrently } from "../support/load.js";
-import { startTestServer, type TestServer } from "../support/server.js";
+import { serversPerTest, type TestServer } from "../support/server.js";
 import { waitUntil } from "../support/sse.js";
 
 /** RFC 3339 in UTC as the server writes it: seconds, then up to 6 fraction digits, then Z. */
@@ -37,27 +37,16 @@ function largestMessage(replies: readonly { events: readonly unknown[] }[]): num
 }
 
 describe.each(DIALECTS)("gRPC on $name", (dialect) => {
-  const servers: TestServer[] = [];
-  const cleanups: (() => void)[] = [];
-  const start = async (flags: Record<string, string> = {}) => {
-    const t = await startTestServer(await dialect.url(), flags);
-    servers.push(t);
-    return t;
-  };
-  afterEach(async () => {
-    // Last opened, first closed: streams before the clients and connections they run on.
-    for (const cleanup of cleanups.splice(0).reverse()) cleanup();
-    await Promise.all(servers.splice(0).map((t) => t.close()));
-  });
+  const { start, onCleanup } = serversPerTest(() => dialect.url());
 
   const grpcJs = (port: number, ownConnection = false) => {
     const client = new GrpcJsClient(port, ownConnection);
-    cleanups.push(() => client.close());
+    onCleanup(() => client.close());
     return client;
   };
   const peer = (kind: (typeof CONNECT_KINDS)[number], t: TestServer): ConnectPeer => {
     const p = connectPeer(kind, t);
-    cleanups.push(p.close);
+    onCleanup(p.close);
     return p;
   };
   const publish = async (t: TestServer, subject: string, extra: Record<string, unknown> = {}) => {
@@ -431,7 +420,7 @@ describe.each(DIALECTS)("gRPC on $name", (dialect) => {
       const stream = openConnectStream((signal) =>
         client.streamEventsFromSubject({ subject: "cn", recursive: true }, { signal }),
       );
-      cleanups.push(stream.close);
+      onCleanup(stream.close);
       await waitUntil(() => stream.ids().length === 7, "the catch-up");
       const live = (
         await client.createEvents({
@@ -459,7 +448,7 @@ describe.each(DIALECTS)("gRPC on $name", (dialect) => {
       const bad = openConnectStream((signal) =>
         client.streamEventsFromSubject({ subject: "cn", fromId: -1n }, { signal }),
       );
-      cleanups.push(bad.close);
+      onCleanup(bad.close);
       expect(await connectFailure(bad.ended)).toBe(Code.InvalidArgument);
       expect(bad.replies).toEqual([]);
     });
@@ -490,7 +479,7 @@ describe.each(DIALECTS)("gRPC on $name", (dialect) => {
     });
     const appends = appendConcurrently(t.url, "gap", total, writers);
     const [all] = await Promise.all([appends, Promise.all(joins)]);
-    cleanups.push(() => {
+    onCleanup(() => {
       for (const s of streams) s.close();
     });
     expect(all).toHaveLength(total);
@@ -517,7 +506,7 @@ describe.each(DIALECTS)("gRPC on $name", (dialect) => {
     const connectReader = openConnectStream((signal) =>
       client.streamEventsFromSubject({ subject: "big" }, { signal }),
     );
-    cleanups.push(connectReader.close);
+    onCleanup(connectReader.close);
     await waitUntil(async () => (await gauge(t)) === 3, "the readers' streams");
     const readers = [reader, connectReader];
 

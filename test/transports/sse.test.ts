@@ -1,22 +1,12 @@
 import { EventSource } from "eventsource";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { DIALECTS } from "../support/dialects.js";
 import { appendConcurrently } from "../support/load.js";
-import { startTestServer, type TestServer } from "../support/server.js";
+import { serversPerTest, type TestServer } from "../support/server.js";
 import { openStream, RawStream, waitUntil } from "../support/sse.js";
 
 describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
-  const servers: TestServer[] = [];
-  const cleanups: (() => void)[] = [];
-  const start = async (flags: Record<string, string> = {}) => {
-    const t = await startTestServer(await dialect.url(), flags);
-    servers.push(t);
-    return t;
-  };
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0)) cleanup();
-    await Promise.all(servers.splice(0).map((t) => t.close()));
-  });
+  const { start, onCleanup } = serversPerTest(() => dialect.url());
 
   const publish = async (t: TestServer, subject: string, extra: Record<string, unknown> = {}) => {
     const res = await fetch(`${t.url}/events`, {
@@ -40,7 +30,7 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
     const t = await start();
     const before = [await publish(t, "s/1"), await publish(t, "s/2"), await publish(t, "other")];
     const stream = await openStream(`${t.url}/events/stream?subject=s&recursive=true`);
-    cleanups.push(stream.close);
+    onCleanup(stream.close);
     expect(stream.response.status).toBe(200);
     expect(stream.response.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
     expect(stream.response.headers.get("cache-control")).toBe("no-cache");
@@ -58,7 +48,7 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
   it("sends headers before the first event even when there is none", async () => {
     const t = await start();
     const stream = await openStream(`${t.url}/events/stream?subject=empty`);
-    cleanups.push(stream.close);
+    onCleanup(stream.close);
     expect(stream.response.status).toBe(200);
     await waitUntil(() => stream.parser.retry !== undefined, "the retry line");
     expect(stream.parser.events).toEqual([]);
@@ -85,7 +75,7 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
     const appends = appendConcurrently(t.url, "gap", total, writers);
     const [all] = await Promise.all([appends, Promise.all(joins)]);
     expect(all).toHaveLength(total);
-    cleanups.push(() => {
+    onCleanup(() => {
       for (const s of streams) s.close();
     });
     await waitUntil(
@@ -103,11 +93,11 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
     const stream = await openStream(`${t.url}/events/stream?subject=resume&from_id=0`, {
       "last-event-id": String(ids[2]),
     });
-    cleanups.push(stream.close);
+    onCleanup(stream.close);
     await waitUntil(() => stream.parser.events.length === 3, "resumed events");
     expect(stream.parser.ids()).toEqual(ids.slice(3));
     const fromId = await openStream(`${t.url}/events/stream?subject=resume&from_id=${ids[4]}`);
-    cleanups.push(fromId.close);
+    onCleanup(fromId.close);
     await waitUntil(() => fromId.parser.events.length === 1, "from_id events");
     expect(fromId.parser.ids()).toEqual([ids[5]]);
   });
@@ -122,7 +112,7 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
     const stream = await openStream(
       `${t.url}/events/stream?subject=multi/a&subject=multi/b&type=keep&format=cloudevents`,
     );
-    cleanups.push(stream.close);
+    onCleanup(stream.close);
     const live = await publish(t, "multi/b", { type: "keep" });
     await waitUntil(() => stream.parser.events.length === 3, "filtered events");
     expect(stream.parser.ids()).toEqual([a, b, live]);
@@ -130,7 +120,7 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
     expect(ce).toMatchObject({ specversion: "1.0", id: String(a), subject: "multi/a", type: "keep" });
 
     const recursive = await openStream(`${t.url}/events/stream?subject=multi/a&recursive=true&type=keep`);
-    cleanups.push(recursive.close);
+    onCleanup(recursive.close);
     await waitUntil(() => recursive.parser.events.length === 2, "recursive events");
     expect(recursive.parser.events.map((e) => JSON.parse(e.data).subject)).toEqual([
       "multi/a",
@@ -160,7 +150,7 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
     const t = await start({ "max-total-clients": "2" });
     const one = await openStream(`${t.url}/events/stream?subject=cap`);
     const two = await openStream(`${t.url}/events/stream?subject=cap`);
-    cleanups.push(one.close, two.close);
+    onCleanup(one.close, two.close);
     expect(await gauge(t)).toBe(2);
     const third = await fetch(`${t.url}/events/stream?subject=cap`);
     expect(third.status).toBe(429);
@@ -169,7 +159,7 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
     one.close();
     await waitUntil(async () => (await gauge(t)) === 1, "the slot to be freed");
     const again = await openStream(`${t.url}/events/stream?subject=cap`);
-    cleanups.push(again.close);
+    onCleanup(again.close);
     expect(again.response.status).toBe(200);
     expect(await gauge(t)).toBe(2);
   });
@@ -177,7 +167,7 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
   it("sends comment heartbeats every --heartbeat-interval seconds", async () => {
     const t = await start({ "heartbeat-interval": "1" });
     const stream = await openStream(`${t.url}/events/stream?subject=quiet`);
-    cleanups.push(stream.close);
+    onCleanup(stream.close);
     await waitUntil(() => stream.parser.comments.length >= 2, "two heartbeats", 10_000);
     expect(stream.parser.comments[0]).toBe("heartbeat");
   });
@@ -185,14 +175,14 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
   it("does not let a stalled reader hold back others; it catches up in order once it reads again", async () => {
     const t = await start({ "client-buffer-size": "20" });
     const stalled = new RawStream(t.server.restPort, "/events/stream?subject=big");
-    cleanups.push(() => stalled.close());
+    onCleanup(() => stalled.close());
     await waitUntil(() => stalled.parser.retry !== undefined, "the stalled reader's stream");
     stalled.pause();
     const readers = [
       await openStream(`${t.url}/events/stream?subject=big`),
       await openStream(`${t.url}/events/stream?subject=big`),
     ];
-    cleanups.push(...readers.map((r) => r.close));
+    onCleanup(...readers.map((r) => r.close));
     const data = Buffer.alloc(60 * 1024, 7).toString("base64");
     const ids: number[] = [];
     for (let i = 0; i < 400; i += 8) {
@@ -214,7 +204,7 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
   it("drops a reader that stays unwritable past --write-timeout", async () => {
     const t = await start({ "write-timeout": "1", "client-buffer-size": "10" });
     const stalled = new RawStream(t.server.restPort, "/events/stream?subject=timeout");
-    cleanups.push(() => stalled.close());
+    onCleanup(() => stalled.close());
     await waitUntil(() => stalled.parser.retry !== undefined, "the stream");
     stalled.pause();
     const data = Buffer.alloc(60 * 1024, 1).toString("base64");
