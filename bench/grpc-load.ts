@@ -21,6 +21,7 @@ import {
   type CreateEventsRequest,
   CreateEventsRequestSchema,
 } from "../src/gen/grpc/eventsdb_pb.js";
+import { grpcFrame } from "../src/transports/grpc-unary.js";
 import { connectPeer, GrpcJsClient, type ProtoCreateEventRequest } from "../test/support/grpc.js";
 
 /**
@@ -175,19 +176,15 @@ function h2Connection(config: LoadConfig): Connection {
   const session = http2.connect(`http://127.0.0.1:${config.port}`);
   // A broken session fails its streams; those errors are counted per call.
   session.on("error", () => {});
-  const frame = (message: Uint8Array) => {
-    const buffer = Buffer.alloc(5 + message.length);
-    buffer.writeUInt32BE(message.length, 1);
-    buffer.set(message, 5);
-    return buffer;
-  };
   const unary = config.method === "CreateEvent";
   const bodies = unary
     ? Array.from({ length: DISTINCT_REQUESTS }, (_, i) =>
-        frame(toBinary(CreateEventRequestSchema, create(CreateEventRequestSchema, eventFields(config, i)))),
+        grpcFrame(
+          toBinary(CreateEventRequestSchema, create(CreateEventRequestSchema, eventFields(config, i))),
+        ),
       )
     : Array.from({ length: DISTINCT_BATCHES }, (_, b) =>
-        frame(
+        grpcFrame(
           toBinary(
             CreateEventsRequestSchema,
             create(CreateEventsRequestSchema, {

@@ -12,6 +12,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { CreateEventRequestSchema, CreateEventsRequestSchema } from "../src/gen/grpc/eventsdb_pb.js";
+import { grpcFrame } from "../src/transports/grpc-unary.js";
 
 export const H2LOAD = "h2load";
 /** Where h2load comes from, for the message when it is missing. */
@@ -144,21 +145,15 @@ export async function writeBodies(
     subject: `bench/${k % options.subjects}`,
     data: randomBytes(options.dataBytes),
   });
-  const frame = (message: Uint8Array) => {
-    const buffer = Buffer.alloc(5 + message.length);
-    buffer.writeUInt32BE(message.length, 1);
-    buffer.set(message, 5);
-    return buffer;
-  };
   const single = path.join(dir, "create-event.bin");
   const batch = path.join(dir, "create-events.bin");
   await writeFile(
     single,
-    frame(toBinary(CreateEventRequestSchema, create(CreateEventRequestSchema, event(0)))),
+    grpcFrame(toBinary(CreateEventRequestSchema, create(CreateEventRequestSchema, event(0)))),
   );
   await writeFile(
     batch,
-    frame(
+    grpcFrame(
       toBinary(
         CreateEventsRequestSchema,
         create(CreateEventsRequestSchema, {

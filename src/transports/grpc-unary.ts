@@ -177,14 +177,19 @@ async function respond(
   }
   // The caller went away meanwhile: the events are stored; there is no one to tell.
   if (stream.destroyed || stream.closed) return Code.Canceled;
+  stream.respond(OK_HEADERS, { waitForTrailers: true });
+  stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+  stream.end(grpcFrame(message));
+  return 0;
+}
+
+/** One uncompressed gRPC Length-Prefixed-Message: flag 0, the length (big-endian), the message. */
+export function grpcFrame(message: Uint8Array): Buffer {
   const frame = Buffer.allocUnsafe(5 + message.length);
   frame[0] = 0;
   frame.writeUInt32BE(message.length, 1);
   frame.set(message, 5);
-  stream.respond(OK_HEADERS, { waitForTrailers: true });
-  stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
-  stream.end(frame);
-  return 0;
+  return frame;
 }
 
 function decode<T>(fn: () => T): T {
