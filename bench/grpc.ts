@@ -560,14 +560,11 @@ async function grpcRun(ctx: Context, spec: GrpcRunSpec): Promise<Row> {
     const cpu = await meter.stop();
     const after = await writerCounters(ctx.server);
     assertAlive(ctx.server);
-    const clients = handles.map((_, i) => cpu[`client${i}`] ?? 0);
     return grpcRow(spec, results, eventsPerCall, {
-      cpu: {
-        server: cpu.server ?? 0,
-        mariadb: cpu.mariadb ?? 0,
-        clients,
-        other: otherCpu(cpu, [cpu.server, cpu.mariadb, cpu.bench, ...clients]),
-      },
+      cpu: cpuColumns(
+        cpu,
+        handles.map((_, i) => `client${i}`),
+      ),
       writer: writerDelta(before, after, spec.seconds),
     });
   } finally {
@@ -727,12 +724,7 @@ async function h2loadRun(ctx: Context, spec: H2loadRunSpec): Promise<Row> {
       seconds,
       // Only the measured window's: warm-up calls are stored too, and verify checks stored >= this.
       acknowledged: events,
-      cpu: {
-        server: cpu.server ?? 0,
-        mariadb: cpu.mariadb ?? 0,
-        clients: [cpu.client0 ?? 0],
-        other: otherCpu(cpu, [cpu.server, cpu.mariadb, cpu.bench, cpu.client0]),
-      },
+      cpu: cpuColumns(cpu, ["client0"]),
       writer: writerDelta(before, after, (seconds * 1000 - H2LOAD_METER_MARGIN_MS) / 1000),
       detail: {
         method: spec.method,
@@ -771,12 +763,7 @@ async function restRun(
   return {
     ...cannonMeasurement(name, run, eventsPerRequest, target),
     transport: "REST (autocannon)",
-    cpu: {
-      server: cpu.server ?? 0,
-      mariadb: cpu.mariadb ?? 0,
-      clients: [cpu.bench ?? 0],
-      other: otherCpu(cpu, [cpu.server, cpu.mariadb, cpu.bench]),
-    },
+    cpu: cpuColumns(cpu, ["bench"]),
     clientLoop: [utilization],
     writer: writerDelta(before, after, run.result.duration),
     acknowledged: run.result["2xx"] * eventsPerRequest,
@@ -829,9 +816,20 @@ function writerDelta(before: WriterCounters, after: WriterCounters, seconds: num
   };
 }
 
-/** The machine's busy cores minus those of the processes measured (never below 0). */
-function otherCpu(cpu: Record<string, number>, own: readonly (number | undefined)[]): number {
-  return Math.max(0, (cpu.system ?? 0) - own.reduce<number>((sum, c) => sum + (c ?? 0), 0));
+/**
+ * A row's CPU columns from a CpuMeter reading: server, MariaDB, the load generators named by
+ * `clients` (keys of the reading; "bench" when this process is the client), and the rest.
+ */
+function cpuColumns(cpu: Record<string, number>, clients: readonly string[]): NonNullable<Row["cpu"]> {
+  let measured = 0;
+  for (const name of new Set(["server", "mariadb", "bench", ...clients])) measured += cpu[name] ?? 0;
+  return {
+    server: cpu.server ?? 0,
+    mariadb: cpu.mariadb ?? 0,
+    clients: clients.map((name) => cpu[name] ?? 0),
+    // The machine's busy cores minus those of the processes measured (never below 0).
+    other: Math.max(0, (cpu.system ?? 0) - measured),
+  };
 }
 
 function assertAlive(server: ServerChild): void {
