@@ -38,9 +38,11 @@ export interface AppDeps {
  * Builds the whole app: edge (errors, limits), then each transport, registered explicitly so the
  * architecture reads in this one file. No port is opened here; server.ts listens.
  */
-/** Whether request lines are written: the log is at info or below. */
+const REQUEST_LOG_LEVELS: ReadonlySet<string> = new Set(["trace", "debug", "info"]);
+
+/** Whether request lines are written: the log is at info or below (asked per gRPC append). */
 export function logsRequests(log: FastifyBaseLogger): boolean {
-  return ["trace", "debug", "info"].includes(log.level);
+  return REQUEST_LOG_LEVELS.has(log.level);
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
