@@ -6,7 +6,7 @@ import Fastify, {
   type FastifyServerFactory,
   LogController,
 } from "fastify";
-import type { TokenRegistry } from "./auth.js";
+import { clientKey, type TokenRegistry } from "./auth.js";
 import type { Config } from "./config.js";
 import { EventsDbError } from "./errors.js";
 import type { EventStore } from "./events/store.js";
@@ -89,8 +89,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       timeWindow: 60_000,
       // After authentication, so a token is limited as one caller wherever it comes from.
       hook: "preHandler",
-      keyGenerator: (request) =>
-        request.principal.name === "anonymous" ? `ip:${request.ip}` : `token:${request.principal.name}`,
+      keyGenerator: (request) => clientKey(request.principal, request.ip),
       // Thrown, so the one error handler answers it like every other error (429 + Retry-After).
       errorResponseBuilder: (_request, context) =>
         new EventsDbError("too_many_requests", `rate limit of ${context.max} requests per minute exceeded`, {

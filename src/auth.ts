@@ -9,6 +9,12 @@ export interface Principal {
   readonly name: string;
   readonly read: readonly string[];
   readonly write: readonly string[];
+  /**
+   * Whether the credential this principal came from still holds: the token not removed, changed
+   * or expired, the session not signed out. Long-lived streams ask it while they are open and end
+   * when it answers false. Absent = always (ANYONE, internal reads).
+   */
+  readonly stillValid?: () => Promise<boolean>;
 }
 
 /** Everything, for AUTH_TOKEN and for an open server (no token configured). */
@@ -25,6 +31,14 @@ interface TokenEntry extends Principal {
 
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 const HEX_SHA256 = /^[0-9a-f]{64}$/;
+
+/**
+ * The key one caller is counted under (rate limit, open streams per client): the token's name, or
+ * the client address for anonymous callers (an open server).
+ */
+export function clientKey(principal: Principal, address: string): string {
+  return principal.name === ANYONE.name ? `ip:${address}` : `token:${principal.name}`;
+}
 
 /** SHA-256 of a token: what the auth file stores and what requests are compared by. */
 export function tokenDigest(token: string): Buffer {
