@@ -92,6 +92,16 @@ export class TokenRegistry {
     return { name: found.name, read: found.read, write: found.write };
   }
 
+  /** Whether a token with this name and digest is still configured and unexpired (open streams ask). */
+  holds(name: string, digest: Buffer, now = Date.now()): boolean {
+    const entry = this.#entries.find((e) => e.name === name);
+    return (
+      entry !== undefined &&
+      timingSafeEqual(entry.digest, digest) &&
+      (entry.expires === undefined || now < entry.expires)
+    );
+  }
+
   /** Whether the named token still exists and is unexpired (sessions re-check on every use). */
   stillValid(name: string, now = Date.now()): Principal | undefined {
     const entry = this.#entries.find((e) => e.name === name);

@@ -1,7 +1,7 @@
 import { ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import fastifyCookie from "@fastify/cookie";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { ANYONE, type Principal, type TokenRegistry } from "../auth.js";
+import { ANYONE, type Principal, type TokenRegistry, tokenDigest } from "../auth.js";
 import { EventsDbError } from "../errors.js";
 import type { SessionStore } from "../sessions.js";
 import { connectCode } from "./status.js";
@@ -136,7 +136,11 @@ async function authenticate(
         });
       }
       const principal = name === undefined ? undefined : registry.stillValid(name);
-      if (principal !== undefined) return principal;
+      if (principal !== undefined)
+        return {
+          ...principal,
+          stillValid: async () => options.registry().stillValid(principal.name) !== undefined,
+        };
       return new EventsDbError("unauthenticated", "the session has expired; sign in again");
     }
   }
@@ -146,9 +150,11 @@ async function authenticate(
   }
   if (token === undefined)
     return new EventsDbError("unauthenticated", "a token is required (Authorization: Bearer <token>)");
-  return (
-    registry.authenticate(token) ?? new EventsDbError("unauthenticated", "the token is unknown or expired")
-  );
+  const principal = registry.authenticate(token);
+  if (principal === undefined) return new EventsDbError("unauthenticated", "the token is unknown or expired");
+  // The digest, not the token, is what an open stream keeps to ask whether its token still holds.
+  const digest = tokenDigest(token);
+  return { ...principal, stillValid: async () => options.registry().holds(principal.name, digest) };
 }
 
 /** The token of `Authorization: Bearer <token>`, or undefined. */
