@@ -215,11 +215,12 @@ export function toStructuredJson(event: StoredEvent, options: StructuredOptions 
   const attributes = JSON.stringify(out);
   if (event.data.length === 0) return attributes;
   const ct = event.datacontenttype;
+  const jsonType = ct === undefined || isJsonContentType(ct);
+  const json = jsonType ? embeddableJson(event.data, options) : undefined;
   let data: string;
-  const json = ct === undefined || isJsonContentType(ct) ? embeddableJson(event.data, options) : undefined;
   if (json !== undefined) {
     data = `"data":${json}`;
-  } else if (ct?.toLowerCase().startsWith("text/") && isUtf8(event.data)) {
+  } else if (!jsonType && ct.toLowerCase().startsWith("text/") && isUtf8(event.data)) {
     data = `"data":${JSON.stringify(event.data.toString("utf8"))}`;
   } else {
     data = `"data_base64":"${event.data.toString("base64")}"`;
