@@ -324,7 +324,7 @@ describe.each(DIALECTS)("data is byte-exact on $name", (dialect) => {
       }),
       { seed: SEED, numRuns: RUNS },
     );
-  });
+  }, 300_000);
 
   it("export → import into a second store keeps every event's data byte for byte", async () => {
     expect(all.length).toBeGreaterThan(0);
