@@ -268,6 +268,20 @@ describe("eventsdb publish, get, subjects", () => {
     });
   });
 
+  it("--ce keeps JSON data as written: get --raw and get --ce give the very text back", async () => {
+    for (const data of ['{"big": 12345678901234567890, "x": 1.0}', "-0", " 42 ", "null"]) {
+      const args = ["publish", "--ce", "--subject", "exact", "--type", "t", "--source", "shop"];
+      const published = await cli([...args, "--content-type", "application/json", data], { url });
+      expect(published.code, published.stderr).toBe(0);
+      const id = published.out.trim();
+      expect((await cli(["get", id, "--raw"], { url })).out).toBe(data);
+      const ce = await cli(["get", id, "--ce"], { url });
+      expect(ce.code, ce.stderr).toBe(0);
+      if (data.trim() === data && data !== "null") expect(ce.out).toContain(`\n  "data": ${data}\n}`);
+      expect(JSON.parse(ce.out)).toMatchObject({ specversion: "1.0", subject: "exact" });
+    }
+  });
+
   it("lists subjects, one per line, optionally by prefix", async () => {
     await publishSimple(url, "zeta/a", "1");
     await publishSimple(url, "zeta/b", "2");

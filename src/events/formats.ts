@@ -234,7 +234,8 @@ export function toStructuredJson(event: StoredEvent, options: StructuredOptions 
  * belongs to the enclosing object, not to the member), not `null` (a null `data` means "no data",
  * CloudEvents JSON format §3.1), and not nested deeper than a reader's JSON.parse can take.
  */
-function embeddableJson(bytes: Buffer, options: StructuredOptions): string | undefined {
+export function embeddableJson(bytes: Buffer, options: StructuredOptions = {}): string | undefined {
+  if (bytes.length === 0) return undefined;
   if (isJsonWhitespace(bytes[0]) || isJsonWhitespace(bytes[bytes.length - 1])) return undefined;
   if (!isUtf8(bytes) || nestedDeeperThan(bytes, MAX_JSON_DEPTH)) return undefined;
   if (options.carriageReturns === false && bytes.includes(0x0d)) return undefined;
