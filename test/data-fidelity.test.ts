@@ -326,6 +326,22 @@ describe.each(DIALECTS)("data is byte-exact on $name", (dialect) => {
     );
   }, 300_000);
 
+  it("takes the data member JSON.parse takes: the last of repeated names, escaped names included", async () => {
+    const head = '"specversion":"1.0","source":"dup","type":"t","subject":"dup"';
+    const cases: [string, string][] = [
+      [`{${head},"id":"1","data":1.0,"data":2.50}`, "2.50"],
+      [`{${head},"id":"2","d\\u0061ta":[1.0],"data" : {"a": -0} }`, '{"a": -0}'],
+      [`{${head},"id":"3","data":{"data":1},"d\\u0061ta":1E400}`, "1E400"],
+      [`{${head},"id":"4","data":"x","data":null}`, ""],
+    ];
+    for (const [body, stored] of cases) {
+      const [id] = await post(body, { "content-type": CE_JSON });
+      all.push({ id: id as number, data: Buffer.from(stored), ct: undefined });
+      const event = (await (await fetch(`${source.url}/events/${id}`)).json()) as { data: string };
+      expect(Buffer.from(event.data, "base64").toString("utf8"), body).toBe(stored);
+    }
+  });
+
   it("export → import into a second store keeps every event's data byte for byte", async () => {
     expect(all.length).toBeGreaterThan(0);
     const dump = path.join(dir, "dump.ndjson");

@@ -53,8 +53,16 @@ export function valueSpan(text: Buffer): Span {
 
 /** The offset just past the string whose opening quote is at `start`. */
 function stringEnd(text: Buffer, start: number): number {
-  for (let i = start + 1; i < text.length; ) {
-    // indexOf runs natively: long strings (base64 data) are skipped without a byte loop in JS.
+  // Short strings (names, most attributes) byte by byte: cheaper than a native call each.
+  const short = Math.min(text.length, start + 64);
+  let i = start + 1;
+  for (; i < short; i++) {
+    const c = text[i];
+    if (c === BACKSLASH) i++;
+    else if (c === QUOTE) return i + 1;
+  }
+  // Long ones (base64 data) natively: the next quote not preceded by an odd run of backslashes.
+  while (i < text.length) {
     const quote = text.indexOf(QUOTE, i);
     if (quote === -1) return text.length;
     let backslashes = 0;
@@ -111,20 +119,9 @@ export function arrayElements(text: Buffer, span: Span = valueSpan(text)): Span[
 /** The members of the object at `span` (default: the whole text), in order, repeats included. */
 export function objectMembers(text: Buffer, span: Span = valueSpan(text)): Member[] {
   const out: Member[] = [];
-  let i = skipWhitespace(text, span.start + 1, span.end); // past `{`
-  if (text[i] === CLOSE_OBJECT) return out;
-  while (i < span.end) {
-    const nameStart = i;
-    const nameEnd = stringEnd(text, nameStart);
-    i = skipWhitespace(text, nameEnd, span.end);
-    if (text[i] !== COLON) break;
-    const start = skipWhitespace(text, i + 1, span.end);
-    const end = valueEnd(text, start);
-    out.push({ name: memberName(text, nameStart, nameEnd), nameStart, value: { start, end } });
-    i = skipWhitespace(text, end, span.end);
-    if (text[i] !== COMMA) break; // `}`
-    i = skipWhitespace(text, i + 1, span.end);
-  }
+  eachMember(text, span, (nameStart, nameEnd, value) => {
+    out.push({ name: memberName(text, nameStart, nameEnd), nameStart, value });
+  });
   return out;
 }
 
@@ -134,9 +131,53 @@ export function objectMembers(text: Buffer, span: Span = valueSpan(text)): Membe
  * overwrites). Undefined when absent.
  */
 export function memberValue(text: Buffer, name: string, span: Span = valueSpan(text)): Span | undefined {
+  const wanted = Buffer.from(name, "utf8");
   let found: Span | undefined;
-  for (const member of objectMembers(text, span)) if (member.name === name) found = member.value;
+  eachMember(text, span, (nameStart, nameEnd, value) => {
+    if (sameName(text, nameStart, nameEnd, wanted, name)) found = value;
+  });
   return found;
+}
+
+/**
+ * Whether the name at [start, end) (quotes included) is `name`. Names without escapes are compared
+ * as bytes in place: no string or slice per member on the ingest path.
+ */
+function sameName(text: Buffer, start: number, end: number, wanted: Buffer, name: string): boolean {
+  const length = end - start - 2;
+  let escaped = false;
+  let equal = length === wanted.length;
+  for (let k = 0; k < length; k++) {
+    const c = text[start + 1 + k];
+    if (c === BACKSLASH) {
+      escaped = true;
+      break;
+    }
+    if (equal && c !== wanted[k]) equal = false;
+  }
+  return escaped ? memberName(text, start, end) === name : equal;
+}
+
+/** Calls `fn` with each member's name range (quotes included) and value range, in order. */
+function eachMember(
+  text: Buffer,
+  span: Span,
+  fn: (nameStart: number, nameEnd: number, value: Span) => void,
+): void {
+  let i = skipWhitespace(text, span.start + 1, span.end); // past `{`
+  if (text[i] === CLOSE_OBJECT) return;
+  while (i < span.end) {
+    const nameStart = i;
+    const nameEnd = stringEnd(text, nameStart);
+    i = skipWhitespace(text, nameEnd, span.end);
+    if (text[i] !== COLON) return;
+    const start = skipWhitespace(text, i + 1, span.end);
+    const end = valueEnd(text, start);
+    fn(nameStart, nameEnd, { start, end });
+    i = skipWhitespace(text, end, span.end);
+    if (text[i] !== COMMA) return; // `}`
+    i = skipWhitespace(text, i + 1, span.end);
+  }
 }
 
 function memberName(text: Buffer, start: number, end: number): string {
