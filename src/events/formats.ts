@@ -251,7 +251,8 @@ export function embeddableJson(bytes: Buffer, options: StructuredOptions = {}): 
 
 /**
  * JSON nested deeper than this is refused in request bodies and sent as data_base64 on reads:
- * V8's JSON.stringify recurses, and a few thousand levels overflow its stack.
+ * recursive JSON code (V8's JSON.stringify, many readers' parsers) overflows its stack at a few
+ * thousand levels.
  */
 export const MAX_JSON_DEPTH = 256;
 

@@ -127,8 +127,8 @@ export function objectMembers(text: Buffer, span: Span = valueSpan(text)): Membe
 
 /**
  * The value of member `name` of the object at `span`: the last one when the name repeats, which
- * is the one `JSON.parse` keeps (ECMA-262 §25.5.1 InternalizeJSONProperty … CreateDataProperty
- * overwrites). Undefined when absent.
+ * is the one `JSON.parse` keeps (ECMA-262 §25.5.1, NOTE: "lexically preceding values for the same
+ * key shall be overwritten"). Undefined when absent.
  */
 export function memberValue(text: Buffer, name: string, span: Span = valueSpan(text)): Span | undefined {
   const wanted = Buffer.from(name, "utf8");
