@@ -231,8 +231,9 @@ export function toStructuredJson(event: StoredEvent, options: StructuredOptions 
 /**
  * The stored bytes as a JSON text to embed as `data`, when a reader who extracts the member's text
  * (or parses it) gets exactly these bytes back: valid UTF-8 JSON, no whitespace around it (that
- * belongs to the enclosing object, not to the member), not `null` (a null `data` means "no data",
- * CloudEvents JSON format §3.1), and not nested deeper than a reader's JSON.parse can take.
+ * belongs to the enclosing object, not to the member), not `null` (a null member reads as an
+ * absent one: CloudEvents JSON format, "Type System Mapping"; this store does the same on ingest),
+ * and not nested deeper than a reader's JSON.parse can take.
  */
 export function embeddableJson(bytes: Buffer, options: StructuredOptions = {}): string | undefined {
   if (bytes.length === 0) return undefined;
