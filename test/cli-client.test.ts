@@ -268,6 +268,20 @@ describe("eventsdb publish, get, subjects", () => {
     });
   });
 
+  it("--ce keeps JSON data as written: get --raw and get --ce give the very text back", async () => {
+    for (const data of ['{"big": 12345678901234567890, "x": 1.0}', "-0", " 42 ", "null"]) {
+      const args = ["publish", "--ce", "--subject", "exact", "--type", "t", "--source", "shop"];
+      const published = await cli([...args, "--content-type", "application/json", data], { url });
+      expect(published.code, published.stderr).toBe(0);
+      const id = published.out.trim();
+      expect((await cli(["get", id, "--raw"], { url })).out).toBe(data);
+      const ce = await cli(["get", id, "--ce"], { url });
+      expect(ce.code, ce.stderr).toBe(0);
+      if (data.trim() === data && data !== "null") expect(ce.out).toContain(`\n  "data": ${data}\n}`);
+      expect(JSON.parse(ce.out)).toMatchObject({ specversion: "1.0", subject: "exact" });
+    }
+  });
+
   it("lists subjects, one per line, optionally by prefix", async () => {
     await publishSimple(url, "zeta/a", "1");
     await publishSimple(url, "zeta/b", "2");
@@ -472,6 +486,50 @@ describe("eventsdb export and import", () => {
     const after = await cli(["export", "--subject", "orders", "--recursive"], { url: target.url });
     expect(after.out.split("\n").filter((l) => l !== "")).toHaveLength(4);
     expect((await cli(["export"], { url: target.url })).out).toBe(again.out);
+  });
+
+  it("keeps data byte for byte: JSON numbers and spacing as sent, simple events whose bytes look like JSON", async () => {
+    const source = await server();
+    const target = await server();
+    // Structured mode, written by hand: JSON.stringify could not write these numbers.
+    const texts = [
+      "12345678901234567890",
+      "1E400",
+      "-0",
+      "1.0",
+      '{"a": 1}',
+      '{\r\n  "pretty": [1.50, 2e3]\n}',
+    ];
+    const body = texts
+      .map(
+        (data, i) =>
+          `{"specversion":"1.0","id":"n${i}","source":"s","type":"t","subject":"n","data":${data}}`,
+      )
+      .join(",");
+    const res = await fetch(`${source.url}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/cloudevents-batch+json" },
+      body: `[${body}]`,
+    });
+    expect(res.status, await res.text()).toBe(200);
+    // The simple format's bytes that happen to be JSON (or nearly).
+    for (const data of ["1.0", " 42 ", "null", '"x"', "\u0000\u0001"])
+      await publishSimple(source.url, "s", data);
+    const expected = [...texts, "1.0", " 42 ", "null", '"x"', "\u0000\u0001"];
+
+    const dump = path.join(tempDir(), "dump.ndjson");
+    expect((await cli(["export", "--output", dump], { url: source.url })).code).toBe(0);
+    const imported = await cli(["import", "--input", dump], { url: target.url });
+    expect(imported.code, imported.stderr).toBe(0);
+    for (const t of [source, target]) {
+      const page = (await (await fetch(`${t.url}/events`)).json()) as { events: { data: string }[] };
+      expect(page.events.map((e) => Buffer.from(e.data, "base64").toString("utf8"))).toEqual(expected);
+    }
+    // Read as CloudEvents, JSON data is the stored text itself.
+    const ce = await (
+      await fetch(`${target.url}/events/1`, { headers: { accept: "application/cloudevents+json" } })
+    ).text();
+    expect(ce).toContain('"data":12345678901234567890');
   });
 
   it("filters the export by subject, type and --from-id", async () => {

@@ -1,4 +1,6 @@
 import { randomUUID } from "node:crypto";
+import { embeddableJson } from "../events/formats.js";
+import { isJsonContentType } from "../events/validate.js";
 import { type Connection, request, usageError } from "./http.js";
 import { readData } from "./io.js";
 
@@ -12,13 +14,6 @@ export interface PublishOptions {
   readonly contentType?: string;
 }
 
-/** application/json, text/json and every `+json` type (as the server decides it). */
-export function isJsonContentType(contentType: string): boolean {
-  const semi = contentType.indexOf(";");
-  const media = (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase();
-  return media === "application/json" || media === "text/json" || media.endsWith("+json");
-}
-
 /**
  * `eventsdb publish`: without `--ce` the simple JSON of Events DB (no CloudEvents id, no
  * datacontenttype); with `--ce` a structured CloudEvent whose (source, id) makes a retry store
@@ -26,19 +21,21 @@ export function isJsonContentType(contentType: string): boolean {
  */
 export async function publish(
   conn: Connection,
-  data: string | undefined,
+  argument: string | undefined,
   options: PublishOptions,
 ): Promise<number> {
   if (!options.ce && options.id !== undefined) throw usageError("--id needs --ce");
   if (!options.ce && options.contentType !== undefined) {
     throw usageError("--content-type needs --ce (the simple format carries no datacontenttype)");
   }
-  const bytes = await readData(data, options.file);
+  const bytes = await readData(argument, options.file);
   let contentType: string;
   let body: Record<string, unknown>;
+  /** The `data` member's JSON text, added to the body as it is. */
+  let data = "";
   if (options.ce) {
     const datacontenttype =
-      options.contentType ?? (data === undefined ? "application/octet-stream" : "text/plain");
+      options.contentType ?? (argument === undefined ? "application/octet-stream" : "text/plain");
     body = {
       specversion: "1.0",
       id: options.id ?? randomUUID(),
@@ -47,8 +44,10 @@ export async function publish(
       subject: options.subject,
       datacontenttype,
     };
-    const json = isJsonContentType(datacontenttype) ? parseJson(bytes) : undefined;
-    if (json !== undefined && json.value !== null) body.data = json.value;
+    // JSON data goes as its own text, so the server stores these very bytes (a parsed and
+    // re-serialized value would turn `1.0` into `1`); what cannot be embedded goes as base64.
+    const json = isJsonContentType(datacontenttype) ? embeddableJson(bytes) : undefined;
+    if (json !== undefined) data = `"data":${json}`;
     else if (bytes.length > 0) body.data_base64 = bytes.toString("base64");
     contentType = "application/cloudevents+json";
   } else {
@@ -63,18 +62,8 @@ export async function publish(
   const response = await request(conn, "/events", {
     method: "POST",
     headers: { "content-type": contentType },
-    body: JSON.stringify(body),
+    body: data === "" ? JSON.stringify(body) : `${JSON.stringify(body).slice(0, -1)},${data}}`,
   });
   const { id } = (await response.json()) as { id: number };
   return id;
-}
-
-/** The JSON value of UTF-8 bytes, or undefined when they are not JSON (then sent as data_base64). */
-function parseJson(bytes: Buffer): { value: unknown } | undefined {
-  if (bytes.length === 0) return undefined;
-  try {
-    return { value: JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)) };
-  } catch {
-    return undefined;
-  }
 }

@@ -1,4 +1,5 @@
 import type { Writable } from "node:stream";
+import { memberValue } from "../events/json-text.js";
 import { type Connection, request, type SimpleEvent } from "./http.js";
 import { write } from "./io.js";
 
@@ -14,9 +15,23 @@ export async function get(conn: Connection, id: number, options: GetOptions, out
   const response = await request(conn, `/events/${id}`, {
     headers: { accept: options.ce ? "application/cloudevents+json" : "application/json" },
   });
-  const event = (await response.json()) as SimpleEvent;
+  const text = Buffer.from(await response.arrayBuffer());
+  const event = JSON.parse(text.toString("utf8")) as SimpleEvent;
   if (options.raw) await write(out, Buffer.from(event.data, "base64"));
-  else await write(out, `${JSON.stringify(event, null, 2)}\n`);
+  else await write(out, `${options.ce ? prettyCloudEvent(text) : JSON.stringify(event, null, 2)}\n`);
+}
+
+/**
+ * A structured CloudEvent indented for reading, its JSON `data` as the server sent it: the stored
+ * text, which parsing and writing it again would change (`1.0`, big integers).
+ */
+export function prettyCloudEvent(text: Buffer): string {
+  const event = JSON.parse(text.toString("utf8")) as Record<string, unknown>;
+  const data = memberValue(text, "data");
+  if (event.data_base64 !== undefined || data === undefined) return JSON.stringify(event, null, 2);
+  delete event.data;
+  const attributes = JSON.stringify(event, null, 2);
+  return `${attributes.slice(0, -2)},\n  "data": ${text.toString("utf8", data.start, data.end)}\n}`;
 }
 
 /** `eventsdb subjects`: one subject per line. */

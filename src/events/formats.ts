@@ -2,6 +2,7 @@ import { isUtf8 } from "node:buffer";
 import type { Limits } from "../config.js";
 import { invalidArgument } from "../errors.js";
 import type { ExtensionValue, NewEvent, StoredEvent } from "./event.js";
+import { isJsonWhitespace, memberValue } from "./json-text.js";
 import { displayTime } from "./time.js";
 import { decodeBase64, isJsonContentType, RESERVED_ATTRIBUTES, validateEvent } from "./validate.js";
 
@@ -30,8 +31,12 @@ export function fromSimpleJson(body: unknown, limits: Limits, where = ""): NewEv
   return validateEvent({ source: body.source, type: body.type, subject: body.subject, data }, limits, where);
 }
 
-/** CloudEvents JSON format (structured mode), specversion 1.0. */
-export function fromStructured(body: unknown, limits: Limits, where = ""): NewEvent {
+/**
+ * CloudEvents JSON format (structured mode), specversion 1.0. `text` is the object's own JSON text as
+ * it came in (a slice of the request body), `body` what JSON.parse made of it: JSON data is stored
+ * as the text it was sent in, not as JSON.stringify would write the parsed value again.
+ */
+export function fromStructured(body: unknown, text: Buffer, limits: Limits, where = ""): NewEvent {
   const at = where === "" ? "" : `${where}: `;
   if (!isObject(body)) throw invalidArgument(`${at}a CloudEvent must be a JSON object`);
   if (body.specversion !== "1.0") {
@@ -50,9 +55,10 @@ export function fromStructured(body: unknown, limits: Limits, where = ""): NewEv
   } else if (!hasData) {
     data = Buffer.alloc(0);
   } else if (datacontenttype === undefined || isJsonContentType(String(datacontenttype))) {
-    // JSON event format §3.1: with a JSON (or absent) datacontenttype, data is the JSON value itself.
-    // (The request body's nesting was bounded when it was parsed, so stringify cannot overflow.)
-    data = Buffer.from(JSON.stringify(body.data), "utf8");
+    // JSON event format §3.1: with a JSON (or absent) datacontenttype, data is the JSON value itself,
+    // kept as its source text (`1.0`, `-0`, big integers and spacing included). A copy: a slice
+    // would keep the whole request body alive as long as the event is buffered.
+    data = Buffer.from(jsonMemberText(text, "data"));
   } else if (typeof body.data === "string") {
     data = Buffer.from(body.data, "utf8");
   } else {
@@ -81,10 +87,20 @@ export function fromStructured(body: unknown, limits: Limits, where = ""): NewEv
   );
 }
 
-/** Either JSON shape: a body with `specversion` is a structured CloudEvent, otherwise the simple format. */
-export function fromJsonEvent(body: unknown, limits: Limits, where = ""): NewEvent {
+/** The source text of a member that JSON.parse found in `text` (which it accepted). */
+function jsonMemberText(text: Buffer, name: string): Buffer {
+  const span = memberValue(text, name);
+  if (span === undefined) throw new Error(`member ${name} not found in text JSON.parse accepted`);
+  return text.subarray(span.start, span.end);
+}
+
+/**
+ * Either JSON shape: a body with `specversion` is a structured CloudEvent, otherwise the simple format.
+ * `text` is the object's JSON text, as for {@link fromStructured}.
+ */
+export function fromJsonEvent(body: unknown, text: Buffer, limits: Limits, where = ""): NewEvent {
   return isObject(body) && "specversion" in body
-    ? fromStructured(body, limits, where)
+    ? fromStructured(body, text, limits, where)
     : fromSimpleJson(body, limits, where);
 }
 
@@ -168,11 +184,23 @@ export function toSimpleJson(event: StoredEvent): SimpleEventJson {
   return out;
 }
 
+/** How {@link toStructuredJson} may embed JSON data. */
+export interface StructuredOptions {
+  /**
+   * False where a carriage return cannot travel (an SSE data line: every client turns CR into a
+   * line break, HTML §9.2.6): JSON data with one between its tokens goes as data_base64 instead.
+   * Line feeds remain; the SSE writer splits them into `data:` lines, which clients join with LF.
+   */
+  readonly carriageReturns?: boolean;
+}
+
 /**
- * A structured CloudEvent. Its `id` is the producer's, or the server id as a decimal string when the
- * producer gave none. Data goes out as JSON when it is JSON, as text for text types, else base64.
+ * A structured CloudEvent as JSON text. Its `id` is the producer's, or the server id as a decimal
+ * string when the producer gave none. The stored bytes are the event, and every read gives them
+ * back exactly (see {@link embeddableJson}): JSON data goes out as the stored text itself, text
+ * types as a JSON string, anything else as `data_base64`.
  */
-export function toStructured(event: StoredEvent): Record<string, unknown> {
+export function toStructuredJson(event: StoredEvent, options: StructuredOptions = {}): string {
   const out: Record<string, unknown> = {
     specversion: "1.0",
     id: event.ceId ?? String(event.id),
@@ -184,27 +212,48 @@ export function toStructured(event: StoredEvent): Record<string, unknown> {
   if (event.datacontenttype !== undefined) out.datacontenttype = event.datacontenttype;
   if (event.dataschema !== undefined) out.dataschema = event.dataschema;
   if (event.extensions !== undefined) Object.assign(out, event.extensions);
-  if (event.data.length > 0) {
-    const ct = event.datacontenttype;
-    if (ct === undefined || isJsonContentType(ct)) {
-      try {
-        if (nestedDeeperThan(event.data, MAX_JSON_DEPTH)) throw new Error("too deep to embed");
-        out.data = JSON.parse(event.data.toString("utf8"));
-      } catch {
-        out.data_base64 = event.data.toString("base64");
-      }
-    } else if (ct.toLowerCase().startsWith("text/") && isUtf8(event.data)) {
-      out.data = event.data.toString("utf8");
-    } else {
-      out.data_base64 = event.data.toString("base64");
-    }
+  const attributes = JSON.stringify(out);
+  if (event.data.length === 0) return attributes;
+  const ct = event.datacontenttype;
+  const jsonType = ct === undefined || isJsonContentType(ct);
+  const json = jsonType ? embeddableJson(event.data, options) : undefined;
+  let data: string;
+  if (json !== undefined) {
+    data = `"data":${json}`;
+  } else if (!jsonType && ct.toLowerCase().startsWith("text/") && isUtf8(event.data)) {
+    data = `"data":${JSON.stringify(event.data.toString("utf8"))}`;
+  } else {
+    data = `"data_base64":"${event.data.toString("base64")}"`;
   }
-  return out;
+  return `${attributes.slice(0, -1)},${data}}`;
+}
+
+/**
+ * The stored bytes as a JSON text to embed as `data`, when a reader who extracts the member's text
+ * (or parses it) gets exactly these bytes back: valid UTF-8 JSON, no whitespace around it (that
+ * belongs to the enclosing object, not to the member), not `null` (a null member reads as an
+ * absent one: CloudEvents JSON format, "Type System Mapping"; this store does the same on ingest),
+ * and not nested deeper than a reader's JSON.parse can take.
+ */
+export function embeddableJson(bytes: Buffer, options: StructuredOptions = {}): string | undefined {
+  if (bytes.length === 0) return undefined;
+  if (isJsonWhitespace(bytes[0]) || isJsonWhitespace(bytes[bytes.length - 1])) return undefined;
+  if (!isUtf8(bytes) || nestedDeeperThan(bytes, MAX_JSON_DEPTH)) return undefined;
+  if (options.carriageReturns === false && bytes.includes(0x0d)) return undefined;
+  const text = bytes.toString("utf8");
+  if (text === "null") return undefined;
+  try {
+    JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  return text;
 }
 
 /**
  * JSON nested deeper than this is refused in request bodies and sent as data_base64 on reads:
- * V8's JSON.stringify recurses, and a few thousand levels overflow its stack.
+ * recursive JSON code (V8's JSON.stringify, many readers' parsers) overflows its stack at a few
+ * thousand levels.
  */
 export const MAX_JSON_DEPTH = 256;
 

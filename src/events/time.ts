@@ -8,10 +8,25 @@
 const RFC3339 =
   /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
 
-/** Parses an RFC 3339 timestamp into the canonical UTC form, or returns undefined when invalid. */
-export function canonicalTime(value: string): string | undefined {
+/** The canonical form of a time, or why it cannot be stored. */
+export type ParsedTime =
+  | { readonly time: string }
+  /**
+   * `syntax`: not an RFC 3339 date-time (or no such date, hour, offset). `leap-second`: second 60,
+   * which RFC 3339 §5.7 allows. `range`: valid, but its UTC falls outside the years 0001-9999.
+   */
+  | { readonly problem: "syntax" | "leap-second" | "range" };
+
+/**
+ * Parses an RFC 3339 timestamp into the canonical UTC form.
+ *
+ * A leap second (`23:59:60`) is refused rather than kept: neither store can hold it (MySQL's
+ * DATETIME has no second 60, and its text form in SQLite would sort and compare unlike every
+ * other time), and folding it into the next second, as Date does, would silently change the event.
+ */
+export function parseTime(value: string): ParsedTime {
   const m = RFC3339.exec(value);
-  if (m === null) return undefined;
+  if (m === null) return { problem: "syntax" };
   const [, y, mo, d, h, mi, s, frac = "", , sign, oh, om] = m;
   const year = Number(y);
   const month = Number(mo);
@@ -19,16 +34,16 @@ export function canonicalTime(value: string): string | undefined {
   const hour = Number(h);
   const minute = Number(mi);
   const second = Number(s);
-  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return undefined;
-  // RFC 3339 allows a leap second 60; it is folded into the next second below.
-  if (hour > 23 || minute > 59 || second > 60) return undefined;
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return { problem: "syntax" };
+  if (hour > 23 || minute > 59 || second > 60) return { problem: "syntax" };
   let offsetMinutes = 0;
   if (sign !== undefined) {
     const ohn = Number(oh);
     const omn = Number(om);
-    if (ohn > 23 || omn > 59) return undefined;
+    if (ohn > 23 || omn > 59) return { problem: "syntax" };
     offsetMinutes = (sign === "+" ? 1 : -1) * (ohn * 60 + omn);
   }
+  if (second === 60) return { problem: "leap-second" };
   const micros = frac.padEnd(6, "0").slice(0, 6);
   // setUTCFullYear, unlike Date.UTC, does not map years 0-99 to 1900-1999.
   const local = new Date(0);
@@ -36,8 +51,8 @@ export function canonicalTime(value: string): string | undefined {
   local.setUTCHours(hour, minute, second, 0);
   const ms = local.getTime() - offsetMinutes * 60_000;
   const utc = new Date(ms);
-  if (Number.isNaN(ms) || utc.getUTCFullYear() < 1 || utc.getUTCFullYear() > 9999) return undefined;
-  return `${utc.toISOString().slice(0, 19)}.${micros}Z`;
+  if (utc.getUTCFullYear() < 1 || utc.getUTCFullYear() > 9999) return { problem: "range" };
+  return { time: `${utc.toISOString().slice(0, 19)}.${micros}Z` };
 }
 
 /** The server's current time in canonical form (millisecond resolution padded to microseconds). */

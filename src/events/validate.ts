@@ -1,7 +1,7 @@
 import type { Limits } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
 import type { ExtensionValue, NewEvent } from "./event.js";
-import { canonicalTime } from "./time.js";
+import { type ParsedTime, parseTime } from "./time.js";
 
 /** Longest source, type, subject, CloudEvents id and datacontenttype, in characters (VARCHAR(255)). */
 export const MAX_ATTRIBUTE_CHARS = 255;
@@ -71,9 +71,10 @@ export function validateEvent(fields: EventFields, limits: Limits, where = ""): 
   let time: string | undefined;
   const rawTime = optional("time", fields.time, 64);
   if (rawTime !== undefined) {
-    time = canonicalTime(rawTime);
-    if (time === undefined)
-      throw invalidArgument(`${at}time must be an RFC 3339 timestamp, got ${JSON.stringify(rawTime)}`);
+    const parsed = parseTime(rawTime);
+    if (!("time" in parsed))
+      throw invalidArgument(`${at}${TIME_PROBLEMS[parsed.problem](JSON.stringify(rawTime))}`);
+    time = parsed.time;
   }
 
   const datacontenttype = optional("datacontenttype", fields.datacontenttype, MAX_ATTRIBUTE_CHARS);
@@ -95,6 +96,18 @@ export function validateEvent(fields: EventFields, limits: Limits, where = ""): 
   }
   return { source, type, subject, ceId, time, datacontenttype, dataschema, extensions, data: fields.data };
 }
+
+/** The message for each reason a time is refused, given the time as sent (JSON-quoted). */
+const TIME_PROBLEMS: Record<Extract<ParsedTime, { problem: unknown }>["problem"], (time: string) => string> =
+  {
+    syntax: (time) => `time must be an RFC 3339 timestamp like 2026-01-02T03:04:05Z, got ${time}`,
+    "leap-second": (time) =>
+      `time ${time} is a leap second (second 60), which this store cannot keep; ` +
+      "send the second before or after it",
+    range: (time) =>
+      `time ${time} falls outside the years 0001 to 9999 in UTC (0001-01-01T00:00:00Z to ` +
+      "9999-12-31T23:59:59.999999Z), which this store cannot keep",
+  };
 
 function attribute(name: string, value: unknown, max: number, at: string): string {
   if (typeof value !== "string") throw invalidArgument(`${at}${name} must be a string`);

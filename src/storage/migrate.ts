@@ -1,4 +1,5 @@
 import fs from "node:fs/promises";
+import { sql } from "kysely";
 import type { StorageDialect } from "./dialect.js";
 
 const SQL_ROOT = new URL("../../sql/", import.meta.url);
@@ -42,9 +43,15 @@ export async function migrate(dialect: StorageDialect): Promise<string[]> {
       (await db.selectFrom("eventsdb_migrations").select("version").execute()).map((r) => Number(r.version)),
     );
     const done: string[] = [];
+    let collation: string | undefined;
     for (const migration of migrations) {
       if (applied.has(migration.version)) continue;
-      await dialect.runScript(migration.sql);
+      let script = migration.sql;
+      if (dialect.name === "mysql" && script.includes(NO_PAD_BIN)) {
+        collation ??= exactCollation(await exactCollationsOf(dialect));
+        script = script.replaceAll(NO_PAD_BIN, collation);
+      }
+      await dialect.runScript(script);
       await db
         .insertInto("eventsdb_migrations")
         .values({ version: migration.version, name: migration.name, applied_at: new Date().toISOString() })
@@ -53,4 +60,32 @@ export async function migrate(dialect: StorageDialect): Promise<string[]> {
     }
     return done;
   });
+}
+
+/**
+ * MySQL-family migrations name the exact (NO PAD binary) utf8mb4 collation as MariaDB spells it;
+ * the runner writes the server's own name for it instead (see sql/mysql/004_exact_text.sql).
+ */
+const NO_PAD_BIN = "utf8mb4_nopad_bin";
+/** NO PAD binary utf8mb4 collations, preferred first: MariaDB 10.2+, then MySQL 8.0+. */
+const EXACT_COLLATIONS = [NO_PAD_BIN, "utf8mb4_0900_bin"] as const;
+
+/** The exact collation among those a server has (MariaDB's name first), or an error naming both. */
+export function exactCollation(available: readonly string[]): string {
+  const found = EXACT_COLLATIONS.find((name) => available.includes(name));
+  if (found === undefined) {
+    throw new Error(
+      `this MySQL server has neither ${EXACT_COLLATIONS.join(" (MariaDB 10.2+) nor ")} (MySQL 8.0+): ` +
+        "eventsdb needs a NO PAD binary collation to compare subjects and ids exactly",
+    );
+  }
+  return found;
+}
+
+async function exactCollationsOf(dialect: StorageDialect): Promise<string[]> {
+  const result = await sql<{ name: string }>`
+    SELECT COLLATION_NAME AS name FROM information_schema.COLLATIONS
+    WHERE COLLATION_NAME IN (${sql.join(EXACT_COLLATIONS)})
+  `.execute(dialect.db);
+  return result.rows.map((row) => row.name);
 }

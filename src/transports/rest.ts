@@ -9,8 +9,9 @@ import {
   MAX_JSON_DEPTH,
   nestedDeeperThan,
   toSimpleJson,
-  toStructured,
+  toStructuredJson,
 } from "../events/formats.js";
+import { arrayElements, type Span } from "../events/json-text.js";
 import { DEFAULT_PAGE_LIMIT, type EventStore } from "../events/store.js";
 import type { Metrics } from "../metrics.js";
 import { parseFilter, parseId, parseInteger, type Query, single } from "./query.js";
@@ -48,7 +49,7 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
       store.get(parseId(rawId, "id"), request.principal),
     );
     if (accepts(request, CE_JSON)) {
-      return reply.type(CE_JSON).send(JSON.stringify(toStructured(event)));
+      return reply.type(CE_JSON).send(toStructuredJson(event));
     }
     return toSimpleJson(event);
   };
@@ -72,7 +73,7 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
         .type(CE_BATCH)
         .header("x-has-more", String(page.hasMore))
         .header("x-next-from-id", String(page.nextFromId))
-        .send(JSON.stringify(page.events.map(toStructured)));
+        .send(`[${page.events.map((event) => toStructuredJson(event)).join(",")}]`);
     }
     return { events: page.events.map(toSimpleJson), has_more: page.hasMore, next_from_id: page.nextFromId };
   });
@@ -100,26 +101,34 @@ function createMode(request: FastifyRequest, store: EventStore): { batch: boolea
   const contentType = mediaType(request.headers["content-type"]);
   const body = request.body instanceof Buffer ? request.body : Buffer.alloc(0);
   const limits = store.limits;
-  const batchOf = (read: (item: unknown, where: string) => NewEvent, kind: string) => () => {
+  // Readers get each event's JSON value and its text in the body (JSON data is kept as sent).
+  const one = (read: (item: unknown, text: Buffer, where: string) => NewEvent) => () => [
+    read(parseJson(body), body, ""),
+  ];
+  const batchOf = (read: (item: unknown, text: Buffer, where: string) => NewEvent, kind: string) => () => {
     const items = parseJson(body);
     if (!Array.isArray(items)) throw invalidArgument(`${kind} must be a JSON array of events`);
     if (items.length > limits.maxBatchEvents) {
       throw invalidArgument(`a batch holds at most ${limits.maxBatchEvents} events (--max-batch-events)`);
     }
-    return items.map((item, i) => read(item, `event ${i}`));
+    const texts = arrayElements(body);
+    return items.map((item, i) => {
+      const span = texts[i] as Span;
+      return read(item, body.subarray(span.start, span.end), `event ${i}`);
+    });
   };
+  const structured = (item: unknown, text: Buffer, at: string) => fromStructured(item, text, limits, at);
+  const either = (item: unknown, text: Buffer, at: string) => fromJsonEvent(item, text, limits, at);
 
-  if (contentType === CE_JSON)
-    return { batch: false, parse: () => [fromStructured(parseJson(body), limits)] };
-  if (contentType === CE_BATCH)
-    return { batch: true, parse: batchOf((e, at) => fromStructured(e, limits, at), CE_BATCH) };
+  if (contentType === CE_JSON) return { batch: false, parse: one(structured) };
+  if (contentType === CE_BATCH) return { batch: true, parse: batchOf(structured, CE_BATCH) };
   if (request.headers["ce-specversion"] !== undefined) {
     return { batch: false, parse: () => [fromBinary(request.headers, body, limits)] };
   }
   if (JSON_LIKE.has(contentType)) {
     return startsWithBracket(body)
-      ? { batch: true, parse: batchOf((e, at) => fromJsonEvent(e, limits, at), "a batch") }
-      : { batch: false, parse: () => [fromJsonEvent(parseJson(body), limits)] };
+      ? { batch: true, parse: batchOf(either, "a batch") }
+      : { batch: false, parse: one(either) };
   }
   return {
     batch: false,

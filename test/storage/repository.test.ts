@@ -41,7 +41,12 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
     const b = openDialect(config.store);
     try {
       const [first, second] = await Promise.all([migrate(a), migrate(b)]);
-      expect([...first, ...second].sort()).toEqual(["001_events", "002_event_sequence", "003_sessions"]);
+      expect([...first, ...second].sort()).toEqual([
+        "001_events",
+        "002_event_sequence",
+        "003_sessions",
+        "004_exact_text",
+      ]);
       expect(await migrate(a)).toEqual([]);
     } finally {
       await a.close();

@@ -1,0 +1,2 @@
+-- Nothing to do: SQLite compares TEXT with the BINARY collation, which is exact (no padding).
+-- The file keeps the version numbers of both dialects aligned; see sql/mysql/004_exact_text.sql.
