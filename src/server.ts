@@ -56,7 +56,11 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const clock = options.clock ?? monotonicClock;
   const sessions = new SessionStore(store.dialect.db, config.auth.sessionTtlSeconds, clock);
   // One guard for the app and the gRPC unary fast path: one count per address and per caller.
-  const guard = new Guard({ rateLimitPerMinute: config.rateLimitPerMinute, clock });
+  const guard = new Guard({
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    clock,
+    onRefused: (reason) => metrics.refused.inc({ reason }),
+  });
   let front: Front | undefined;
   let app: FastifyInstance;
   try {

@@ -12,10 +12,15 @@ const MAX_KEYS = 100_000;
 const UNLIMITED_ROUTES: ReadonlySet<string> = new Set(["/healthz", "/readyz", "/metrics"]);
 const UNLIMITED_PREFIX = "/grpc.health.v1.Health/";
 
+/** Why a request was refused (the label of eventsdb_requests_refused_total). */
+export type RefusedReason = "failed_authentications" | "rate_limit";
+
 export interface GuardOptions {
   /** --rate-limit: requests per minute per caller; 0 = off. */
   readonly rateLimitPerMinute: number;
   readonly clock?: Clock;
+  /** Called for each refusal (the metric). */
+  readonly onRefused?: (reason: RefusedReason) => void;
 }
 
 /**
@@ -31,8 +36,10 @@ export interface GuardOptions {
 export class Guard {
   readonly #failures: SlidingWindow;
   readonly #requests: SlidingWindow | undefined;
+  readonly #onRefused: (reason: RefusedReason) => void;
 
   constructor(options: GuardOptions) {
+    this.#onRefused = options.onRefused ?? (() => {});
     this.#failures = new SlidingWindow({
       limit: AUTH_FAILURES_PER_MINUTE,
       windowMs: MINUTE_MS,
@@ -54,6 +61,7 @@ export class Guard {
   checkAddress(address: string): void {
     const wait = this.#failures.wait(address);
     if (wait > 0) {
+      this.#onRefused("failed_authentications");
       throw new EventsDbError(
         "too_many_requests",
         `too many failed authentications from this address; retry in ${seconds(wait)} s`,
@@ -72,6 +80,7 @@ export class Guard {
     if (this.#requests === undefined || !rateLimited(route)) return;
     const wait = this.#requests.take(clientKey(principal, address));
     if (wait > 0) {
+      this.#onRefused("rate_limit");
       throw new EventsDbError(
         "too_many_requests",
         `rate limit of ${this.#requests.limit} requests per minute exceeded; retry in ${seconds(wait)} s`,

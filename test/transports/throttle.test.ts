@@ -145,6 +145,8 @@ describe("the failed-authentication throttle", () => {
     // Another address is not affected.
     expect((await get(port, "/subjects", TOKEN, {}, "127.0.0.2")).status).toBe(200);
     expect(await server.store.repository.lastId()).toBe(0);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toMatch(/^eventsdb_requests_refused_total\{reason="failed_authentications"\} 7$/m);
 
     // The wall clock steps back an hour; the minute passes on the monotonic clock: served again.
     vi.useFakeTimers({ toFake: ["Date"] });
