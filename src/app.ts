@@ -1,25 +1,27 @@
 import fastifyCors from "@fastify/cors";
-import fastifyRateLimit from "@fastify/rate-limit";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyServerFactory,
   LogController,
 } from "fastify";
-import { clientKey, type TokenRegistry } from "./auth.js";
+import type { TokenRegistry } from "./auth.js";
 import type { Config } from "./config.js";
 import { EventsDbError } from "./errors.js";
 import type { EventStore } from "./events/store.js";
 import type { Metrics } from "./metrics.js";
-import { SessionStore } from "./sessions.js";
+import type { SessionStore } from "./sessions.js";
 import { installAuth } from "./transports/authenticate.js";
+import { trustFunction } from "./transports/client-address.js";
 import { connectRoutes } from "./transports/connect.js";
 import { healthRoutes } from "./transports/grpc-health.js";
 import { reflectionRoutes } from "./transports/grpc-reflection.js";
 import { operationsRoutes } from "./transports/operations.js";
+import { asDomainError, restErrorBody, sendError } from "./transports/render-error.js";
 import { restRoutes } from "./transports/rest.js";
 import { sseRoutes } from "./transports/sse.js";
 import { httpStatus } from "./transports/status.js";
+import type { Guard } from "./transports/throttle.js";
 import { consoleRoutes } from "./ui/console.js";
 
 export interface AppDeps {
@@ -28,6 +30,10 @@ export interface AppDeps {
   readonly metrics: Metrics;
   /** The current tokens; a function so that a reload (SIGHUP) applies to the next request. */
   readonly registry: () => TokenRegistry;
+  /** Browser sessions (server.ts ends stale ones on reload). */
+  readonly sessions: SessionStore;
+  /** Failed-authentication throttle and --rate-limit, shared with the gRPC unary fast path. */
+  readonly guard: Guard;
   /** Pino options or false; the process decides (server.ts), tests pass false. */
   readonly logger?: boolean | Record<string, unknown>;
   /** The one-port HTTP/1.1 + h2c front (server.ts); absent in tests that use inject(). */
@@ -54,17 +60,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: true,
     return503OnClosing: true,
+    // The same rule as the gRPC unary fast path's (client-address.ts): request.ip is the client.
+    trustProxy: trustFunction(config.trustProxy) ?? false,
     ...(deps.serverFactory === undefined ? {} : { serverFactory: deps.serverFactory }),
   });
 
+  // Errors of every route, in the wire format of the request (REST, Connect, gRPC, gRPC-Web).
   app.setErrorHandler((error, request, reply) => {
-    const { status, body, retryAfter } = toErrorResponse(error);
-    if (status >= 500) request.log.error({ err: error }, "request failed");
-    if (retryAfter !== undefined) void reply.header("retry-after", String(retryAfter));
-    return reply.code(status).send(body);
+    const domain = asDomainError(error);
+    if (httpStatus(domain.code) >= 500) request.log.error({ err: error }, "request failed");
+    return sendError(request, reply, domain);
   });
   app.setNotFoundHandler((request, reply) =>
-    reply.code(404).send(errorBody("not_found", `no route ${request.method} ${request.url.split("?")[0]}`)),
+    reply.code(404).send(restErrorBody(notFound(`no route ${request.method} ${request.url.split("?")[0]}`))),
   );
 
   if (config.corsOrigins.length > 0) {
@@ -73,30 +81,25 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(fastifyCors, {
       origin: any ? "*" : [...config.corsOrigins],
       credentials: !any,
-      exposedHeaders: ["x-has-more", "x-next-from-id", "retry-after"],
+      exposedHeaders: [
+        "x-has-more",
+        "x-next-from-id",
+        "retry-after",
+        "grpc-status",
+        "grpc-message",
+        "grpc-retry-pushback-ms",
+      ],
     });
   }
   await installAuth(app, {
     registry: deps.registry,
-    sessions: new SessionStore(store.dialect.db, config.auth.sessionTtlSeconds),
+    sessions: deps.sessions,
+    guard: deps.guard,
     protectMetrics: config.auth.protectMetrics,
     allowQueryToken: config.auth.allowQueryToken,
     secureCookies: config.tls !== undefined,
+    sessionTtlSeconds: config.auth.sessionTtlSeconds,
   });
-  if (config.rateLimitPerMinute > 0) {
-    await app.register(fastifyRateLimit, {
-      max: config.rateLimitPerMinute,
-      timeWindow: 60_000,
-      // After authentication, so a token is limited as one caller wherever it comes from.
-      hook: "preHandler",
-      keyGenerator: (request) => clientKey(request.principal, request.ip),
-      // Thrown, so the one error handler answers it like every other error (429 + Retry-After).
-      errorResponseBuilder: (_request, context) =>
-        new EventsDbError("too_many_requests", `rate limit of ${context.max} requests per minute exceeded`, {
-          retryAfterSeconds: Math.max(1, Math.ceil(context.ttl / 1000)),
-        }) as unknown as { statusCode: number },
-    });
-  }
   // One line per request (streams log their own open and close); the URL without its query, which
   // may carry an access_token. Only hooked when info lines are written: the hook costs a few
   // percent of a small append.
@@ -137,31 +140,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   return app;
 }
 
-function errorBody(code: string, message: string) {
-  return { error: { code, message } };
-}
-
-/** Domain errors keep their code; Fastify's own 4xx (bad JSON, body too large, …) map by status. */
-function toErrorResponse(error: unknown): {
-  status: number;
-  body: ReturnType<typeof errorBody>;
-  retryAfter?: number;
-} {
-  if (error instanceof EventsDbError) {
-    return {
-      status: httpStatus(error.code),
-      body: errorBody(error.code, error.message),
-      ...(error.retryAfterSeconds === undefined ? {} : { retryAfter: error.retryAfterSeconds }),
-    };
-  }
-  const fastifyError = error as { statusCode?: number; code?: string; message?: string };
-  const status = fastifyError.statusCode;
-  if (status === 413)
-    return { status, body: errorBody("payload_too_large", "the request body is too large") };
-  if (status === 415)
-    return { status, body: errorBody("unsupported_media_type", "unsupported Content-Type") };
-  if (status !== undefined && status >= 400 && status < 500) {
-    return { status: 400, body: errorBody("invalid_argument", fastifyError.message ?? "bad request") };
-  }
-  return { status: 500, body: errorBody("internal", "internal error") };
+function notFound(message: string): EventsDbError {
+  return new EventsDbError("not_found", message);
 }

@@ -25,6 +25,8 @@ export const ANYONE: Principal = { name: "anonymous", ...FULL_ACCESS };
 
 interface TokenEntry extends Principal {
   readonly digest: Buffer;
+  /** sessionFingerprint(digest): what the token's browser sessions are checked against. */
+  readonly fingerprint: Buffer;
   /** Epoch ms after which the token is refused; undefined = never. */
   readonly expires: number | undefined;
 }
@@ -46,6 +48,16 @@ export function tokenDigest(token: string): Buffer {
 }
 
 /**
+ * What a browser session stores of the token it was signed in with: 16 bytes of a hash of the
+ * token's digest (not the digest itself, which the auth file treats as a credential's check
+ * value). A session is honoured only while a token of its name has this fingerprint, so
+ * changing a token's hash ends the sessions signed in with the old one.
+ */
+export function sessionFingerprint(digest: Buffer): Buffer {
+  return createHash("sha256").update("eventsdb session\0").update(digest).digest().subarray(0, 16);
+}
+
+/**
  * The known tokens: AUTH_TOKEN (full access, name "auth-token") and the named tokens of the auth
  * file. Tokens are compared by their SHA-256 digests with timingSafeEqual over every entry, so
  * neither a token nor how much of it matched shows in the timing.
@@ -61,10 +73,12 @@ export class TokenRegistry {
   static load(authToken: string | undefined, authFile: string | undefined): TokenRegistry {
     const entries: TokenEntry[] = [];
     if (authToken !== undefined) {
+      const digest = tokenDigest(authToken);
       entries.push({
         name: "auth-token",
         ...FULL_ACCESS,
-        digest: tokenDigest(authToken),
+        digest,
+        fingerprint: sessionFingerprint(digest),
         expires: undefined,
       });
     }
@@ -102,10 +116,20 @@ export class TokenRegistry {
     );
   }
 
-  /** Whether the named token still exists and is unexpired (sessions re-check on every use). */
-  stillValid(name: string, now = Date.now()): Principal | undefined {
+  /**
+   * The principal of a browser session signed in with the token of this name and fingerprint, or
+   * undefined when that token is gone, has another hash now, or has expired (checked on every use).
+   */
+  session(name: string, fingerprint: Buffer, now = Date.now()): Principal | undefined {
     const entry = this.#entries.find((e) => e.name === name);
-    if (entry === undefined || (entry.expires !== undefined && now >= entry.expires)) return undefined;
+    if (
+      entry === undefined ||
+      fingerprint.length !== entry.fingerprint.length ||
+      !timingSafeEqual(entry.fingerprint, fingerprint) ||
+      (entry.expires !== undefined && now >= entry.expires)
+    ) {
+      return undefined;
+    }
     return { name: entry.name, read: entry.read, write: entry.write };
   }
 }
@@ -147,11 +171,13 @@ function readAuthFile(file: string): TokenEntry[] {
       expires = t.expires instanceof Date ? t.expires.getTime() : Date.parse(String(t.expires));
       if (Number.isNaN(expires)) throw new Error(`${at}: expires must be an RFC 3339 time`);
     }
+    const digest = Buffer.from(t.sha256.toLowerCase(), "hex");
     return {
       name: t.name,
       read: scopes("read"),
       write: scopes("write"),
-      digest: Buffer.from(t.sha256.toLowerCase(), "hex"),
+      digest,
+      fingerprint: sessionFingerprint(digest),
       expires,
     };
   });
@@ -185,13 +211,18 @@ export function requireWrite(principal: Principal, subjects: Iterable<string>): 
 }
 
 /**
- * The part of a read filter the principal may see. Exact subjects must be readable; a recursive
- * subject above the principal's scopes is cut down to the scopes below it (reading `orders`
- * recursively with a scope `orders/eu` reads `orders/eu` recursively); no subject at all means
- * every readable scope. Throws permission_denied when nothing readable is left.
+ * The part of a read filter the principal may see — the one place every read (pages, by id,
+ * streams, export) is cut to the read scopes. Exact subjects must be readable; a recursive subject
+ * above the principal's scopes is cut down to the scopes below it (reading `orders` recursively
+ * with a scope `orders/eu` reads `orders/eu` recursively); no subject at all means every readable
+ * scope. Throws permission_denied when nothing readable is left — also for a principal with no
+ * read scope at all, which reads nothing (an empty list of subjects would mean "no filter").
  */
 export function readableFilter(principal: Principal, filter: EventFilter): EventFilter {
   if (principal.read.includes("*")) return filter;
+  if (principal.read.length === 0) {
+    throw new EventsDbError("permission_denied", `token ${principal.name} may not read any subject`);
+  }
   // No subject = everything: cut to every readable scope, each with what lies below it.
   if (filter.subjects.length === 0)
     return { subjects: [...principal.read], recursive: true, type: filter.type };

@@ -1,4 +1,5 @@
 import path from "node:path";
+import proxyAddr from "@fastify/proxy-addr";
 
 /** Where events live: the embedded SQLite file (default) or a MySQL-compatible server. */
 export type StoreConfig =
@@ -20,6 +21,11 @@ export interface Config {
   readonly corsOrigins: readonly string[];
   /** Requests per minute per token (or IP without one); 0 = no rate limit. */
   readonly rateLimitPerMinute: number;
+  /**
+   * Peers whose X-Forwarded-For names the client (Fastify's `trustProxy`): true = every peer,
+   * addresses / CIDR ranges, or false = none (the socket's peer is the client).
+   */
+  readonly trustProxy: boolean | readonly string[];
   readonly tls: TlsConfig | undefined;
   /** Seconds SIGTERM waits for in-flight requests and the write queue before exiting. */
   readonly shutdownTimeoutSeconds: number;
@@ -206,6 +212,12 @@ export const SERVE_OPTIONS = [
     description: "requests per minute per token or IP (0 = off)",
   },
   {
+    flag: "trust-proxy",
+    kind: "string",
+    default: "false",
+    description: "proxies whose X-Forwarded-For names the client: true, or comma-separated addresses/CIDRs",
+  },
+  {
     flag: "tls-cert-file",
     kind: "string",
     description: "PEM certificate chain: serve HTTPS (h2 + http/1.1)",
@@ -317,6 +329,7 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
       .map((o) => o.trim())
       .filter((o) => o !== ""),
     rateLimitPerMinute: num("rate-limit"),
+    trustProxy: trustProxy(str("trust-proxy") ?? "false"),
     tls: tlsConfig(str("tls-cert-file"), str("tls-key-file"), str("tls-client-ca-file")),
     shutdownTimeoutSeconds: num("shutdown-timeout"),
   };
@@ -324,6 +337,33 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     throw new ConfigError("--max-batch-events must not exceed --write-queue-events");
   }
   return deepFreeze(config);
+}
+
+/**
+ * --trust-proxy as Fastify's `trustProxy` takes it: true, false, or addresses and CIDR ranges
+ * (also proxy-addr's names loopback, linklocal, uniquelocal). A hop count is refused: Fastify 5
+ * disabled it, because it trusts whatever peer connects, so a client reaching the server directly
+ * could name any address in X-Forwarded-For and escape per-address throttling.
+ */
+function trustProxy(value: string): boolean | readonly string[] {
+  const text = value.trim().toLowerCase();
+  if (text === "true") return true;
+  if (text === "false" || text === "") return false;
+  if (/^\d+$/.test(text)) {
+    throw new ConfigError(
+      `--trust-proxy ${value}: hop counts are not supported (any client could then pick its address); name the proxies' addresses or CIDR ranges`,
+    );
+  }
+  const list = value
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+  try {
+    proxyAddr.compile(list);
+  } catch (error) {
+    throw new ConfigError(`--trust-proxy: ${(error as Error).message}`);
+  }
+  return list;
 }
 
 function tlsConfig(

@@ -72,6 +72,14 @@ export class Metrics {
     help: "Appends refused because the write queue was full.",
     registers: [this.registry],
   });
+  readonly refused = new Counter({
+    name: "eventsdb_requests_refused_total",
+    help:
+      "Requests refused 429 / RESOURCE_EXHAUSTED before any work: the address is throttled " +
+      "(failed_authentications) or the caller is over --rate-limit (rate_limit).",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
 
   readonly deliveryLag = new Histogram({
     name: "eventsdb_delivery_lag_seconds",

@@ -6,7 +6,11 @@ import { type Config, ConfigError, describeStore, type TlsConfig } from "./confi
 import { EventStore } from "./events/store.js";
 import { Front, type FrontTls, type Handler } from "./front.js";
 import { Metrics } from "./metrics.js";
+import { SessionStore } from "./sessions.js";
+import { type Clock, monotonicClock } from "./sliding-window.js";
+import { trustFunction } from "./transports/client-address.js";
 import { grpcUnaryShortcut } from "./transports/grpc-unary.js";
+import { Guard } from "./transports/throttle.js";
 
 /** How often certificate files are checked for changes. */
 export const TLS_WATCH_MS = 1000;
@@ -22,8 +26,12 @@ export interface RunningServer {
   readonly inFlight: number;
   /** Graceful stop: stop accepting, drain requests, flush the writer, close the store. Idempotent. */
   close(): Promise<void>;
-  /** Re-reads the auth file (SIGHUP); keeps the old tokens and throws when the new file is invalid. */
-  reload(): void;
+  /**
+   * Re-reads the auth file (SIGHUP); keeps the old tokens and throws when the new file is invalid.
+   * The new tokens apply at once; `sessionsEnded` settles once the browser sessions of tokens that
+   * changed or went are deleted from the store (for every process sharing it).
+   */
+  reload(): { readonly sessionsEnded: Promise<number> };
 }
 
 export interface ServerOptions {
@@ -31,6 +39,8 @@ export interface ServerOptions {
   readonly logger?: boolean | Record<string, unknown>;
   /** Collect prom-client's process metrics (off in tests that start many servers). */
   readonly defaultMetrics?: boolean;
+  /** The monotonic clock of rate limits, throttles and caches (tests step their own). */
+  readonly clock?: Clock;
 }
 
 /**
@@ -43,6 +53,14 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   const store = await EventStore.open(config, metrics);
   metrics.trackPool(() => store.dialect.poolStats());
+  const clock = options.clock ?? monotonicClock;
+  const sessions = new SessionStore(store.dialect.db, config.auth.sessionTtlSeconds, clock);
+  // One guard for the app and the gRPC unary fast path: one count per address and per caller.
+  const guard = new Guard({
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    clock,
+    onRefused: (reason) => metrics.refused.inc({ reason }),
+  });
   let front: Front | undefined;
   let app: FastifyInstance;
   try {
@@ -51,6 +69,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       store,
       metrics,
       registry: () => registry,
+      sessions,
+      guard,
       logger: options.logger ?? false,
       serverFactory: (handler) => {
         // Fastify handles HTTP/1.1 and HTTP/2 compat requests alike per request.
@@ -61,7 +81,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
             store,
             metrics,
             registry: () => registry,
-            enabled: config.rateLimitPerMinute === 0,
+            guard,
+            trust: trustFunction(config.trustProxy),
             // Assigned by then: a call arrives only after listen().
             log: (error, path) => app.log.error({ err: error }, `rpc ${path} failed`),
             logCall: () => (logsRequests(app.log) ? (line) => app.log.info(line, "request") : undefined),
@@ -133,8 +154,23 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     },
     reload() {
       reloadTls();
-      registry = loadRegistry(config);
-      app.log.info({ tokens: registry.size }, "auth tokens reloaded");
+      const next = loadRegistry(config);
+      registry = next;
+      app.log.info({ tokens: next.size }, "auth tokens reloaded");
+      const sessionsEnded = sessions
+        .endStale((name, fingerprint) => next.session(name, fingerprint) !== undefined)
+        .then(
+          (ended) => {
+            if (ended > 0) app.log.info({ sessions: ended }, "sessions of changed or removed tokens ended");
+            return ended;
+          },
+          (error: unknown) => {
+            // Each session is still checked against the tokens on every use; this only tidies up.
+            app.log.warn({ err: error }, "ending the sessions of changed tokens failed");
+            return 0;
+          },
+        );
+      return { sessionsEnded };
     },
     close() {
       closing ??= (async () => {

@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { createConnection } from "mysql2/promise";
 import { afterAll, describe, expect, inject, it } from "vitest";
+import { loadMigrations } from "../src/storage/migrate.js";
 import { freshMysqlDatabase } from "./support/dialects.js";
 
 const CLI = path.resolve("dist/cli.js");
@@ -92,7 +93,10 @@ describe("eventsdb command line", () => {
     const connection = await createConnection(url);
     try {
       const [rows] = await connection.query("SELECT version FROM eventsdb_migrations ORDER BY version");
-      expect(rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }]);
+      // Every migration once (the list from sql/mysql/, so new migrations need no edit here).
+      const versions = (await loadMigrations("mysql")).map((m) => ({ version: m.version }));
+      expect(versions.length).toBeGreaterThanOrEqual(3);
+      expect(rows).toEqual(versions);
     } finally {
       await connection.end();
     }

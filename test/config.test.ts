@@ -20,6 +20,19 @@ describe("configuration", () => {
     expect(Object.isFrozen(config.limits)).toBe(true);
   });
 
+  it("reads --trust-proxy as Fastify's trustProxy: off, true, or addresses and ranges; no hop counts", () => {
+    expect(loadConfig({}).trustProxy).toBe(false);
+    expect(loadConfig({ TRUST_PROXY: "true" }).trustProxy).toBe(true);
+    expect(loadConfig({}, { "trust-proxy": "10.0.0.1, 192.168.0.0/16,loopback" }).trustProxy).toEqual([
+      "10.0.0.1",
+      "192.168.0.0/16",
+      "loopback",
+    ]);
+    expect(() => loadConfig({}, { "trust-proxy": "2" })).toThrow(/hop counts are not supported/);
+    expect(() => loadConfig({}, { "trust-proxy": "10.0.0.300" })).toThrow(ConfigError);
+    expect(() => loadConfig({}, { "trust-proxy": "10.0.0.0/40" })).toThrow(/--trust-proxy: invalid range/);
+  });
+
   it("reads env twins and lets flags win", () => {
     const env = { REST_PORT: "9000", GRPC_PORT: "9001", CLIENT_BUFFER_SIZE: "7", AUTH_TOKEN: "secret" };
     expect(loadConfig(env)).toMatchObject({ restPort: 9000, grpcPort: 9001, auth: { token: "secret" } });

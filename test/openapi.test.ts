@@ -635,6 +635,21 @@ describe("REST API against openapi.yaml", () => {
       expect(ended.status).toBe(204);
     });
 
+    it("POST /auth/session from another origin → 403; DELETE with the cookie but no console proof → 403", async () => {
+      const crossOrigin = await call("POST", "/auth/session", {
+        headers: { "content-type": "application/json", origin: "http://127.0.0.1:1" },
+        body: json({ token: "anything" }),
+      });
+      expect(crossOrigin.status).toBe(403);
+      const created = await call("POST", "/auth/session", {
+        headers: { "content-type": "application/json" },
+        body: json({ token: "anything: this server is open" }),
+      });
+      const cookie = (created.headers.get("set-cookie") ?? "").split(";")[0] as string;
+      const forged = await call("DELETE", "/auth/session", { headers: { cookie } });
+      expect(forged.status).toBe(403);
+    });
+
     it("GET /ui → 302 to /ui/, GET /ui/ → 200 HTML", async () => {
       const redirect = await call("GET", "/ui", { redirect: "manual" });
       expect(redirect.status).toBe(302);

@@ -117,12 +117,15 @@ export class EventStore {
     return this.#writer.append(events);
   }
 
+  /**
+   * One event by id. An event the principal may not read is answered exactly like a missing one,
+   * so a token cannot learn which ids exist outside its scopes.
+   */
   async get(id: number, principal: Principal = ANYONE): Promise<StoredEvent> {
     checkId(id, "id", 1);
     const event = await unavailableOnFailure(() => this.#repository.get(id));
-    if (event === undefined) throw new EventsDbError("not_found", `event ${id} not found`);
-    if (!canRead(principal, event.subject)) {
-      throw new EventsDbError("permission_denied", `token ${principal.name} may not read event ${id}`);
+    if (event === undefined || !canRead(principal, event.subject)) {
+      throw new EventsDbError("not_found", `event ${id} not found`);
     }
     return event;
   }

@@ -31,6 +31,8 @@ export interface SessionsTable {
   /** SHA-256 (hex) of the session cookie's value. */
   id_hash: string;
   token_name: string;
+  /** Hex of sessionFingerprint(): the token the session was signed in with. */
+  token_fingerprint: string;
   /** Epoch milliseconds. */
   expires_at: ColumnType<number | string | bigint, number, number>;
 }

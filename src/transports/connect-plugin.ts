@@ -11,7 +11,6 @@ import {
 } from "@connectrpc/connect";
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
 import * as protoConnect from "@connectrpc/connect/protocol-connect";
-import { codeToString } from "@connectrpc/connect/protocol-connect";
 import * as protoGrpc from "@connectrpc/connect/protocol-grpc";
 import * as protoGrpcWeb from "@connectrpc/connect/protocol-grpc-web";
 import {
@@ -21,9 +20,9 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { EventsDbError } from "../errors.js";
+import { EventsDbError, invalidArgument } from "../errors.js";
 import { MAX_JSON_DEPTH, nestedDeeperThan } from "../events/formats.js";
-import { connectCode, httpStatus } from "./status.js";
+import { asDomainError, encodeGrpcMessage, sendError } from "./render-error.js";
 
 export interface ConnectPluginOptions extends ConnectRouterOptions {
   readonly readMaxBytes: number;
@@ -80,17 +79,11 @@ export async function connectPlugin(app: FastifyInstance, options: ConnectPlugin
       }
     });
   });
-  // Errors before a handler runs (the parser above, the rate limit), in the Connect protocol's
-  // shape ({code, message}); Retry-After as the one error handler of the app sends it.
-  app.setErrorHandler((error, _request, reply) => {
-    const domain = error instanceof EventsDbError ? error : undefined;
-    if (domain?.retryAfterSeconds !== undefined)
-      void reply.header("retry-after", String(domain.retryAfterSeconds));
-    return reply.code(domain === undefined ? 400 : httpStatus(domain.code)).send({
-      code: codeToString(domain === undefined ? Code.InvalidArgument : connectCode(domain.code)),
-      message: domain?.message ?? "the request cannot be read",
-    });
-  });
+  // Errors before a handler runs (authentication, throttling, rate limit, the parser above), in the
+  // protocol of the call; what cannot be attributed is an unreadable request.
+  app.setErrorHandler((error, request, reply) =>
+    sendError(request, reply, asDomainError(error, invalidArgument("the request cannot be read"))),
+  );
   const noop = (_request: unknown, _payload: unknown, done: (error: null, body?: unknown) => void) =>
     done(null);
   app.addContentTypeParser(
@@ -221,10 +214,25 @@ async function asClientErrors(response: UniversalServerResponse): Promise<Univer
     ...response,
     body: (async function* () {
       yield* body;
-      const message = decodeURIComponent(trailer.get("grpc-message") ?? "");
+      const encoded = trailer.get("grpc-message");
+      if (encoded === null) return;
+      const message = decodeMessage(encoded);
       if (trailer.get("grpc-status") === String(Code.Internal) && REQUEST_ERRORS.test(message)) {
         trailer.set("grpc-status", String(Code.InvalidArgument));
       }
+      // Connect encodes with encodeURIComponent; the gRPC spec (and grpc-js, which decodes with
+      // decodeURI) wants only bytes outside 0x20–0x7E and "%" encoded: re-encode, or clients read
+      // `orders%2F1`.
+      trailer.set("grpc-message", encodeGrpcMessage(message));
     })(),
   };
+}
+
+/** grpc-message as Connect wrote it (encodeURIComponent); as it stands when it cannot be decoded. */
+function decodeMessage(encoded: string): string {
+  try {
+    return decodeURIComponent(encoded);
+  } catch {
+    return encoded;
+  }
 }

@@ -28,7 +28,7 @@ import {
 } from "../gen/grpc/eventsdb_pb.js";
 import { secondsSincePublished } from "../hub/hub.js";
 import type { Metrics, Operation } from "../metrics.js";
-import { connectAuthInterceptor, PRINCIPAL, principalOf } from "./authenticate.js";
+import { PRINCIPAL } from "./authenticate.js";
 import { connectPlugin } from "./connect-plugin.js";
 import { connectCode } from "./status.js";
 
@@ -103,8 +103,7 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
     routes,
     readMaxBytes: limits.maxBodyBytes,
     contextValues: (request) =>
-      createContextValues().set(RAW_REQUEST, request.raw).set(PRINCIPAL, principalOf(request)),
-    interceptors: [connectAuthInterceptor],
+      createContextValues().set(RAW_REQUEST, request.raw).set(PRINCIPAL, request.principal),
   });
 }
 
@@ -242,10 +241,7 @@ function toConnectError(error: unknown): ConnectError {
   return new ConnectError("internal error", Code.Internal, undefined, undefined, error);
 }
 
-/** The authenticated caller (connectAuthInterceptor refuses unauthenticated calls first). */
+/** The authenticated caller (the auth hook refuses unauthenticated calls before they get here). */
 function caller(context: HandlerContext): Principal {
-  const principal = context.values.get(PRINCIPAL);
-  if (principal instanceof EventsDbError)
-    throw new ConnectError(principal.message, connectCode(principal.code));
-  return principal;
+  return context.values.get(PRINCIPAL);
 }

@@ -1,4 +1,4 @@
-import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from "node:http2";
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ANYONE, type Principal, type TokenRegistry } from "../auth.js";
@@ -11,16 +11,21 @@ import {
   CreateEventsRequestSchema,
 } from "../gen/grpc/eventsdb_pb.js";
 import type { Metrics } from "../metrics.js";
-import { bearer } from "./authenticate.js";
+import { headerPrincipal } from "./authenticate.js";
+import { clientAddress, type TrustFunction } from "./client-address.js";
 import { toNewEvent } from "./connect.js";
+import { sendGrpcError } from "./render-error.js";
 import { connectCode } from "./status.js";
+import type { Guard } from "./throttle.js";
 
 export interface GrpcUnaryDeps {
   readonly store: EventStore;
   readonly metrics: Metrics;
   readonly registry: () => TokenRegistry;
-  /** Off when a rate limit is configured: the limiter lives in the Fastify app. */
-  readonly enabled: boolean;
+  /** The app's failed-authentication throttle and --rate-limit. */
+  readonly guard: Guard;
+  /** --trust-proxy, as the app applies it (the client's address comes from X-Forwarded-For). */
+  readonly trust: TrustFunction | undefined;
   /** Logs an unexpected (non-domain) failure of a call. */
   readonly log?: (error: unknown, path: string) => void;
   /** The per-request log line (as the app's for REST), when info lines are written. */
@@ -45,33 +50,40 @@ const CREATE_EVENTS = "/grpc.EventsDB/CreateEvents";
  * the one length-prefixed message straight off the raw HTTP/2 stream, calls the same EventStore
  * (same validation, scopes, metrics and error codes) and answers, without the HTTP/2
  * compatibility layer, Fastify and the Connect pipeline, which together cost ~300 µs of CPU per
- * call here against ~40 µs for the same append over REST. Everything else — other RPCs,
- * gRPC-Web, Connect, compression, callers that fail authentication (so failures are throttled
- * and answered in one place) — goes the usual way. Returns whether it took the stream.
+ * call here against ~40 µs for the same append over REST. It applies the app's rules itself, from
+ * the same modules: the client address (--trust-proxy), the failed-authentication throttle, token
+ * authentication and --rate-limit (throttle.ts), and answers errors through the one gRPC renderer
+ * (render-error.ts). Everything else — other RPCs, gRPC-Web, Connect, compression, calls without
+ * an Authorization header (cookies, or none) — goes the usual way. Returns whether it took the
+ * stream.
  */
 export function grpcUnaryShortcut(
   deps: GrpcUnaryDeps,
 ): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean {
   return (stream, headers) => {
-    if (!deps.enabled || headers[":method"] !== "POST") return false;
+    if (headers[":method"] !== "POST") return false;
     const path = headers[":path"];
     if (path !== CREATE_EVENT && path !== CREATE_EVENTS) return false;
     const type = headers["content-type"];
     if (type !== "application/grpc" && type !== "application/grpc+proto") return false;
     const encoding = headers["grpc-encoding"];
     if (encoding !== undefined && encoding !== "identity") return false;
-    const principal = authenticate(deps.registry(), headers.authorization);
-    if (principal === undefined) return false;
+    const registry = deps.registry();
+    if (!registry.open && headers.authorization === undefined) return false;
     // A reset or broken stream only ends this call (an unhandled 'error' would end the process).
     stream.on("error", ignore);
-    const call: Call = { path, principal, started: performance.now() };
+    const started = performance.now();
+    const address = clientAddress(stream.session?.socket?.remoteAddress, headers, deps.trust);
+    const principal = admit(deps, registry, headers.authorization, address, path);
+    if (principal instanceof EventsDbError) {
+      sendGrpcError(stream, principal);
+      logCall(deps, { path, principal: ANYONE, started }, connectCode(principal.code));
+      return true;
+    }
+    const call: Call = { path, principal, started };
     readMessage(stream, deps.store.limits.maxBodyBytes, (error, message) => {
       if (error !== undefined) {
-        void answer(deps, stream, Promise.reject(error), call).then(() => {
-          // The response is complete; if the client is still sending (an over-limit message),
-          // RST_STREAM(NO_ERROR) asks it to stop (RFC 9113 §8.1) instead of holding the stream open.
-          if (!stream.destroyed && !stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
-        });
+        void answer(deps, stream, Promise.reject(error), call);
         return;
       }
       void answer(deps, stream, append(deps, path === CREATE_EVENTS, message as Uint8Array, principal), call);
@@ -80,18 +92,38 @@ export function grpcUnaryShortcut(
   };
 }
 
+/** The app's rules before a call (auth hook, authenticate.ts): throttle, token, rate limit. */
+function admit(
+  deps: GrpcUnaryDeps,
+  registry: TokenRegistry,
+  header: string | undefined,
+  address: string,
+  path: string,
+): Principal | EventsDbError {
+  try {
+    let principal = ANYONE;
+    if (!registry.open) {
+      deps.guard.checkAddress(address);
+      const found = headerPrincipal(header ?? "", true, registry, deps.registry);
+      if (found instanceof EventsDbError) {
+        deps.guard.failed(address);
+        return found;
+      }
+      principal = found;
+    }
+    deps.guard.admit(principal, address, path);
+    return principal;
+  } catch (error) {
+    return error as EventsDbError;
+  }
+}
+
 function ignore(): void {}
 
 interface Call {
   readonly path: string;
   readonly principal: Principal;
   readonly started: number;
-}
-
-function authenticate(registry: TokenRegistry, header: string | undefined): Principal | undefined {
-  if (registry.open) return ANYONE;
-  if (header === undefined) return undefined;
-  return registry.authenticate(bearer(header) ?? header.trim()); // (compat) a bare token in gRPC metadata
 }
 
 /** The reply message of an append. */
@@ -133,13 +165,15 @@ async function answer(
   reply: Promise<Uint8Array>,
   call: Call,
 ): Promise<void> {
-  const code = await respond(deps, stream, reply, call.path);
-  const log = deps.logCall?.();
-  log?.({
+  logCall(deps, call, await respond(deps, stream, reply, call.path));
+}
+
+function logCall(deps: GrpcUnaryDeps, call: Call, grpcStatus: number): void {
+  deps.logCall?.()?.({
     method: "POST",
     route: call.path,
     status: 200,
-    grpcStatus: code,
+    grpcStatus,
     ms: Math.round((performance.now() - call.started) * 100) / 100,
     caller: call.principal.name,
   });
@@ -156,24 +190,14 @@ async function respond(
   try {
     message = await reply;
   } catch (error) {
-    const domain = error instanceof EventsDbError ? error : undefined;
-    if (domain === undefined) deps.log?.(error, path);
-    const code = domain === undefined ? Code.Internal : connectCode(domain.code);
-    if (stream.headersSent || stream.destroyed) {
-      stream.destroy();
-      return code;
-    }
-    // Trailers-only response (gRPC over HTTP/2): one HEADERS frame with the status, END_STREAM.
-    stream.respond(
-      {
-        ":status": 200,
-        "content-type": "application/grpc",
-        "grpc-status": String(code),
-        "grpc-message": encodeURIComponent(domain?.message ?? "internal error"),
-      },
-      { endStream: true },
-    );
-    return code;
+    if (!(error instanceof EventsDbError)) deps.log?.(error, path);
+    const domain =
+      error instanceof EventsDbError
+        ? error
+        : new EventsDbError("internal", "internal error", { cause: error });
+    // An over-limit message is still arriving: sendGrpcError then resets the stream (NO_ERROR).
+    sendGrpcError(stream, domain);
+    return connectCode(domain.code);
   }
   // The caller went away meanwhile: the events are stored; there is no one to tell.
   if (stream.destroyed || stream.closed) return Code.Canceled;

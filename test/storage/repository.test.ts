@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import type { NewEvent } from "../../src/events/event.js";
 import type { EventStore } from "../../src/events/store.js";
-import { migrate } from "../../src/storage/migrate.js";
+import { loadMigrations, migrate } from "../../src/storage/migrate.js";
 import { openDialect } from "../../src/storage/open.js";
 import { DIALECTS } from "../support/dialects.js";
 import { newEvent } from "../support/events.js";
@@ -41,12 +41,10 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
     const b = openDialect(config.store);
     try {
       const [first, second] = await Promise.all([migrate(a), migrate(b)]);
-      expect([...first, ...second].sort()).toEqual([
-        "001_events",
-        "002_event_sequence",
-        "003_sessions",
-        "004_exact_text",
-      ]);
+      // Every migration of the dialect exactly once (listed from sql/<dialect>/).
+      const names = (await loadMigrations(a.name)).map((m) => m.name);
+      expect(names.slice(0, 3)).toEqual(["001_events", "002_event_sequence", "003_sessions"]);
+      expect([...first, ...second].sort()).toEqual(names);
       expect(await migrate(a)).toEqual([]);
     } finally {
       await a.close();

@@ -1,4 +1,5 @@
 import http from "node:http";
+import http2 from "node:http2";
 import { fileURLToPath } from "node:url";
 import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import {
@@ -267,4 +268,73 @@ export function openConnectStream(
 export async function metric(url: string, name: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
   return Number(new RegExp(`^${name} (\\d+(?:\\.\\d+)?)$`, "m").exec(text)?.[1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw gRPC over node:http2: what is on the wire.
+// ---------------------------------------------------------------------------------------------
+
+/** A gRPC call as the wire carried it. */
+export interface RawGrpcAnswer {
+  readonly httpStatus: number;
+  /** grpc-status, from the headers (trailers-only) or the trailers. */
+  readonly grpcStatus: string | undefined;
+  /** grpc-message as sent (still percent-encoded). */
+  readonly rawMessage: string | undefined;
+  /** The status came in the one HEADERS frame, with END_STREAM (a trailers-only response). */
+  readonly trailersOnly: boolean;
+  /** Headers and trailers together. */
+  readonly fields: http2.IncomingHttpHeaders;
+  readonly data: Buffer;
+}
+
+/** One length-prefixed gRPC message (uncompressed). */
+export function grpcMessage(message: Uint8Array): Buffer {
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(message.length, 1);
+  return Buffer.concat([head, message]);
+}
+
+/** One unary gRPC call on its own HTTP/2 connection (node:http2, prior knowledge). */
+export function rawGrpcCall(
+  url: string,
+  path: string,
+  body: Buffer,
+  headers: Record<string, string> = {},
+): Promise<RawGrpcAnswer> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(url);
+    session.on("error", reject);
+    const stream = session.request({
+      ":method": "POST",
+      ":path": path,
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...headers,
+    });
+    let httpStatus = 0;
+    let trailersOnly = false;
+    const fields: http2.IncomingHttpHeaders = {};
+    const chunks: Buffer[] = [];
+    stream.on("response", (h, flags) => {
+      httpStatus = Number(h[":status"]);
+      trailersOnly = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
+      Object.assign(fields, h);
+    });
+    stream.on("trailers", (h) => Object.assign(fields, h));
+    stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+    stream.on("error", () => {}); // RST_STREAM(NO_ERROR) after a complete answer
+    stream.on("close", () => {
+      session.close();
+      resolve({
+        httpStatus,
+        grpcStatus: fields["grpc-status"] as string | undefined,
+        rawMessage: fields["grpc-message"] as string | undefined,
+        trailersOnly,
+        fields,
+        data: Buffer.concat(chunks),
+      });
+    });
+    stream.end(body);
+  });
 }

@@ -4,12 +4,18 @@ import { EventStore } from "../../src/events/store.js";
 import { Metrics } from "../../src/metrics.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 
+/** The flags of a test server: loopback, ephemeral ports, the given store. */
+export function testFlags(databaseUrl: string): Record<string, string> {
+  return { "database-url": databaseUrl, "rest-port": "0", "grpc-port": "0", host: "127.0.0.1" };
+}
+
 /** A configuration for tests: loopback, ephemeral ports, the given store and flags. */
-export function testConfig(databaseUrl: string, flags: Record<string, string> = {}): Config {
-  return loadConfig(
-    {},
-    { "database-url": databaseUrl, "rest-port": "0", "grpc-port": "0", host: "127.0.0.1", ...flags },
-  );
+export function testConfig(
+  databaseUrl: string,
+  flags: Record<string, string> = {},
+  env: Record<string, string> = {},
+): Config {
+  return loadConfig(env, { ...testFlags(databaseUrl), ...flags });
 }
 
 export interface TestServer {

@@ -90,6 +90,12 @@ class ApiError extends Error {
   }
 }
 
+/**
+ * The header the server requires, with the session cookie, on every request that changes state:
+ * a page of another origin cannot send it (cross-site request forgery).
+ */
+const CONSOLE_HEADER = { "x-eventsdb-console": "1" };
+
 /** GET/POST/DELETE with the session cookie; resolves to the parsed JSON body, throws ApiError. */
 async function api(path, init = {}) {
   let response;
@@ -97,7 +103,7 @@ async function api(path, init = {}) {
     response = await fetch(apiUrl(path), {
       credentials: "same-origin",
       ...init,
-      headers: { accept: "application/json", ...init.headers },
+      headers: { accept: "application/json", ...CONSOLE_HEADER, ...init.headers },
     });
   } catch {
     throw new ApiError(0, "the server cannot be reached");
