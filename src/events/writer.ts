@@ -167,20 +167,29 @@ export class Writer {
       outcome = await this.#repository.append(events, nowTime());
     } catch (error) {
       end();
-      // While the store is unreachable, fail fast instead of queueing callers behind connect
-      // timeouts; the first append after the pause probes it again.
-      if (isConnectionError(error)) this.#downUntil = Date.now() + STORE_DOWN_PAUSE_MS;
-      if (jobs.length > 1 && !isConnectionError(error)) {
+      const lost = isConnectionError(error);
+      if (jobs.length > 1 && !lost) {
         // One job must not fail the others: retry each alone, so only a bad one fails.
         for (const job of jobs) await this.#commit([job]);
         return;
       }
-      (jobs[0] as Job).reject(
-        new EventsDbError("unavailable", "the event store is unavailable", {
-          cause: error,
-          retryAfterSeconds: 1,
-        }),
-      );
+      // Every caller of the group gets the answer: none of its events is committed.
+      const failure = new EventsDbError("unavailable", "the event store is unavailable", {
+        cause: error,
+        retryAfterSeconds: 1,
+      });
+      for (const job of jobs) job.reject(failure);
+      if (lost) {
+        // While the store is unreachable, fail fast instead of queueing callers behind connect
+        // timeouts; the first append after the pause probes it again. What queued meanwhile would
+        // be refused now, so it is refused too rather than tried group by group.
+        this.#downUntil = Date.now() + STORE_DOWN_PAUSE_MS;
+        const queued = this.#queue.splice(0);
+        this.#queuedEvents = 0;
+        this.#queuedBytes = 0;
+        this.#updateGauges();
+        for (const job of queued) job.reject(failure);
+      }
       return;
     }
     end();
