@@ -66,6 +66,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
             log: (error, path) => app.log.error({ err: error }, `rpc ${path} failed`),
             logCall: () => (logsRequests(app.log) ? (line) => app.log.info(line, "request") : undefined),
           }),
+          config.connections,
         );
         return front.http1;
       },
