@@ -100,7 +100,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     `eventsdb listening on ports ${restPort} (REST) and ${grpcPort} (gRPC); ${where}`,
   );
 
-  /** New certificates for new connections; a broken pair keeps the old one (and says so). */
+  /** New certificates (and client CA) for new connections; a broken set keeps the old one (and says so). */
   const reloadTls = () => {
     if (config.tls === undefined) return;
     try {
@@ -110,7 +110,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       app.log.error({ err: error }, "TLS reload failed; keeping the previous certificates");
     }
   };
-  const watched = config.tls === undefined ? [] : [config.tls.certFile, config.tls.keyFile];
+  // The client CA too: a rotated CA bundle applies to new connections like a rotated certificate.
+  const watched =
+    config.tls === undefined
+      ? []
+      : [config.tls.certFile, config.tls.keyFile, config.tls.clientCaFile].filter(
+          (file): file is string => file !== undefined,
+        );
   let pending: NodeJS.Timeout | undefined;
   for (const file of watched) {
     // watchFile polls, so it also sees a file replaced by rename (how cert tools rotate).
