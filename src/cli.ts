@@ -99,7 +99,7 @@ async function serve(options: Record<string, unknown>): Promise<void> {
 
 async function runMigrate(options: Record<string, unknown>): Promise<void> {
   const config = configFrom(options);
-  const dialect = openDialect(config.store);
+  const dialect = openDialect(config.store, config.dbTimeoutMs);
   try {
     const applied = await migrate(dialect);
     process.stdout.write(

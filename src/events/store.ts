@@ -9,6 +9,7 @@ import type { StorageDialect } from "../storage/dialect.js";
 import { migrate } from "../storage/migrate.js";
 import { openDialect } from "../storage/open.js";
 import { EventRepository } from "../storage/repository.js";
+import { withTimeout } from "../storage/timeout.js";
 import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent } from "./event.js";
 import { Writer } from "./writer.js";
 
@@ -18,6 +19,11 @@ export const MAX_PAGE_LIMIT = 1000;
 export const MAX_FILTER_SUBJECTS = 100;
 /** Page size when the client names none. */
 export const DEFAULT_PAGE_LIMIT = 100;
+/**
+ * The longest /readyz (and gRPC health) waits for the store, below --db-timeout when that is
+ * longer: probes give up after about a second (Kubernetes' default timeoutSeconds is 1).
+ */
+export const READINESS_TIMEOUT_MS = 1000;
 
 export interface DependencyCheck {
   readonly status: "ok" | "unavailable";
@@ -43,9 +49,13 @@ export class EventStore {
   readonly #hub: Hub;
   readonly #feed: CommitFeed;
   readonly #listeners = new Set<CommitListener>();
+  readonly #readinessTimeoutMs: number;
+  /** The ping in flight: concurrent probes share it instead of each taking a connection. */
+  #ping: Promise<void> | undefined;
 
   private constructor(dialect: StorageDialect, config: Config, metrics: Metrics, lastId: number) {
     this.limits = config.limits;
+    this.#readinessTimeoutMs = Math.min(READINESS_TIMEOUT_MS, config.dbTimeoutMs);
     this.#dialect = dialect;
     this.#repository = new EventRepository(dialect);
     this.#hub = new Hub(config.streams, metrics, (query) => this.page(query));
@@ -71,7 +81,7 @@ export class EventStore {
 
   /** Opens the configured store and applies pending migrations. */
   static async open(config: Config, metrics: Metrics): Promise<EventStore> {
-    const dialect = openDialect(config.store);
+    const dialect = openDialect(config.store, config.dbTimeoutMs);
     let lastId: number;
     try {
       await migrate(dialect);
@@ -173,7 +183,12 @@ export class EventStore {
     let store: DependencyCheck;
     const started = performance.now();
     try {
-      await this.#repository.ping();
+      this.#ping ??= withTimeout(this.#repository.ping(), this.#readinessTimeoutMs, "readiness").finally(
+        () => {
+          this.#ping = undefined;
+        },
+      );
+      await this.#ping;
       store = { status: "ok", dialect: this.#dialect.name, latency_ms: round(performance.now() - started) };
     } catch (error) {
       store = { status: "unavailable", dialect: this.#dialect.name, error: errorMessage(error) };

@@ -19,13 +19,15 @@ const INSERT_EVENT =
   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /** Embedded SQLite (better-sqlite3) in WAL mode: the default store, one file, no server. */
-export function createSqliteDialect(file: string): StorageDialect {
+export function createSqliteDialect(file: string, timeoutMs: number): StorageDialect {
   if (file !== ":memory:") fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const database = new SqliteDatabase(file);
   // WAL lets readers run beside the writer; FULL sync because nothing acknowledged may be lost.
   database.pragma("journal_mode = WAL");
   database.pragma("synchronous = FULL");
-  database.pragma("busy_timeout = 10000");
+  // A lock held by another process is waited for at most --db-timeout, then SQLITE_BUSY (503).
+  // The wait blocks the event loop (better-sqlite3 is synchronous), one more reason to keep it short.
+  database.pragma(`busy_timeout = ${Math.trunc(timeoutMs)}`);
   database.pragma("foreign_keys = ON");
   const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database }) });
   let closed = false;
