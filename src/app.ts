@@ -28,8 +28,8 @@ export interface AppDeps {
   readonly metrics: Metrics;
   /** The current tokens; a function so that a reload (SIGHUP) applies to the next request. */
   readonly registry: () => TokenRegistry;
-  /** Pino options or false; the process decides (server.ts), tests pass false. */
-  readonly logger?: boolean | Record<string, unknown>;
+  /** The process's logger or false; the process decides (server.ts), tests pass false. */
+  readonly logger?: FastifyBaseLogger | false;
   /** The one-port HTTP/1.1 + h2c front (server.ts); absent in tests that use inject(). */
   readonly serverFactory?: FastifyServerFactory;
 }
@@ -48,7 +48,7 @@ export function logsRequests(log: FastifyBaseLogger): boolean {
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, store, metrics } = deps;
   const app = Fastify({
-    logger: deps.logger ?? false,
+    ...(deps.logger ? { loggerInstance: deps.logger } : { logger: false }),
     bodyLimit: config.limits.maxBodyBytes,
     // Request logs at info would cost more than the append itself; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
@@ -59,7 +59,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body, retryAfter } = toErrorResponse(error);
-    if (status >= 500) request.log.error({ err: error }, "request failed");
+    // A 503 is a known state (store failing, queue full, shutting down) that its owner logs once
+    // per change (failure-log.ts); a stack per failed request would flood the log in an outage.
+    if (status >= 500 && status !== 503) request.log.error({ err: error }, "request failed");
     if (retryAfter !== undefined) void reply.header("retry-after", String(retryAfter));
     return reply.code(status).send(body);
   });

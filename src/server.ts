@@ -1,5 +1,6 @@
 import fs from "node:fs";
-import type { FastifyInstance } from "fastify";
+import type { FastifyBaseLogger, FastifyInstance } from "fastify";
+import { type DestinationStream, type LoggerOptions, pino } from "pino";
 import { buildApp, logsRequests } from "./app.js";
 import { TokenRegistry } from "./auth.js";
 import { type Config, ConfigError, describeStore, type TlsConfig } from "./config.js";
@@ -27,7 +28,7 @@ export interface RunningServer {
 }
 
 export interface ServerOptions {
-  /** Pino options, or false for none (tests). */
+  /** Pino options (`stream`: where lines go, stdout by default), or false for none (tests). */
   readonly logger?: boolean | Record<string, unknown>;
   /** Collect prom-client's process metrics (off in tests that start many servers). */
   readonly defaultMetrics?: boolean;
@@ -41,7 +42,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   let registry = loadRegistry(config);
   const tls = config.tls === undefined ? undefined : readTls(config.tls);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
-  const store = await EventStore.open(config, metrics);
+  // One logger for the process: the app's (Fastify's request logs) and the store's (outages).
+  const log = createLogger(options.logger);
+  const store = await EventStore.open(config, metrics, log?.child({ component: "store" }));
   metrics.trackPool(() => store.dialect.poolStats());
   let front: Front | undefined;
   let app: FastifyInstance;
@@ -51,7 +54,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       store,
       metrics,
       registry: () => registry,
-      logger: options.logger ?? false,
+      logger: log ?? false,
       serverFactory: (handler) => {
         // Fastify handles HTTP/1.1 and HTTP/2 compat requests alike per request.
         front = new Front(
@@ -158,6 +161,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       return closing;
     },
   };
+}
+
+function createLogger(options: ServerOptions["logger"]): FastifyBaseLogger | undefined {
+  if (options === undefined || options === false) return undefined;
+  if (options === true) return pino();
+  const { stream, ...rest } = options as LoggerOptions & { stream?: DestinationStream };
+  return pino(rest, stream);
 }
 
 /** The tokens of AUTH_TOKEN and --auth-file; an unreadable or invalid file is a configuration error. */

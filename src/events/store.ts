@@ -1,9 +1,11 @@
 import { ANYONE, canRead, type Principal, readableFilter, requireWrite } from "../auth.js";
 import type { Config, Limits } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
+import { FailureLog } from "../failure-log.js";
 import { CommitFeed } from "../hub/feed.js";
 import { Hub, type SubscribeRequest } from "../hub/hub.js";
 import type { Subscription } from "../hub/subscription.js";
+import { type Logger, SILENT_LOGGER } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { StorageDialect } from "../storage/dialect.js";
 import { migrate } from "../storage/migrate.js";
@@ -50,25 +52,39 @@ export class EventStore {
   readonly #feed: CommitFeed;
   readonly #listeners = new Set<CommitListener>();
   readonly #readinessTimeoutMs: number;
+  /** Store failures: logged once per change of state, each counted (eventsdb_store_errors_total). */
+  readonly #failures: FailureLog;
   /** The ping in flight: concurrent probes share it instead of each taking a connection. */
   #ping: Promise<void> | undefined;
 
-  private constructor(dialect: StorageDialect, config: Config, metrics: Metrics, lastId: number) {
+  private constructor(
+    dialect: StorageDialect,
+    config: Config,
+    metrics: Metrics,
+    log: Logger,
+    lastId: number,
+  ) {
     this.limits = config.limits;
+    this.#failures = new FailureLog(log, (operation) => metrics.storeErrors.inc({ operation }));
     this.#readinessTimeoutMs = Math.min(READINESS_TIMEOUT_MS, config.dbTimeoutMs);
     this.#dialect = dialect;
     this.#repository = new EventRepository(dialect);
-    this.#hub = new Hub(config.streams, metrics, (query) => this.page(query));
+    this.#hub = new Hub(
+      config.streams,
+      metrics,
+      (query) => this.page(query),
+      (error) => this.#failures.failed("stream", error),
+    );
     this.#feed = new CommitFeed({
       lastId,
-      page: (query) => this.#repository.page(query),
+      page: (query) => this.#call("poll", () => this.#repository.page(query)),
       publish: (events) => {
         this.#hub.publish(events);
         for (const listener of this.#listeners) listener(events);
       },
       listening: () => this.#hub.size > 0 || this.#listeners.size > 0,
       pollMs: config.streams.storePollMs,
-      onError: () => {},
+      onError: (error) => this.#failures.failed("poll", error),
     });
     this.#writer = new Writer(
       this.#repository,
@@ -76,11 +92,15 @@ export class EventStore {
       metrics,
       (events) => this.#feed.committed(events),
       dialect.commitsOffLoop,
+      this.#failures,
     );
   }
 
-  /** Opens the configured store and applies pending migrations. */
-  static async open(config: Config, metrics: Metrics): Promise<EventStore> {
+  /**
+   * Opens the configured store and applies pending migrations. `log` is the process's logger (a
+   * child of it): the store says there when the database fails and when it works again.
+   */
+  static async open(config: Config, metrics: Metrics, log: Logger = SILENT_LOGGER): Promise<EventStore> {
     const dialect = openDialect(config.store, config.dbTimeoutMs);
     let lastId: number;
     try {
@@ -90,7 +110,7 @@ export class EventStore {
       await dialect.close();
       throw error;
     }
-    return new EventStore(dialect, config, metrics, lastId);
+    return new EventStore(dialect, config, metrics, log, lastId);
   }
 
   get dialect(): StorageDialect {
@@ -129,7 +149,7 @@ export class EventStore {
 
   async get(id: number, principal: Principal = ANYONE): Promise<StoredEvent> {
     checkId(id, "id", 1);
-    const event = await unavailableOnFailure(() => this.#repository.get(id));
+    const event = await this.#call("get", () => this.#repository.get(id));
     if (event === undefined) throw new EventsDbError("not_found", `event ${id} not found`);
     if (!canRead(principal, event.subject)) {
       throw new EventsDbError("permission_denied", `token ${principal.name} may not read event ${id}`);
@@ -145,7 +165,7 @@ export class EventStore {
     if (!Number.isSafeInteger(query.limit) || query.limit < 1 || query.limit > MAX_PAGE_LIMIT) {
       throw invalidArgument(`limit must be between 1 and ${MAX_PAGE_LIMIT}`);
     }
-    return unavailableOnFailure(() => this.#repository.page(query));
+    return this.#call("page", () => this.#repository.page(query));
   }
 
   /** Deletes the subjects' events with id > fromId; the subjects must be in the write scopes. */
@@ -154,7 +174,7 @@ export class EventStore {
     checkFilter(filter);
     requireWrite(principal, filter.subjects);
     checkId(fromId, "from_id", 0);
-    return unavailableOnFailure(() => this.#repository.delete(filter, fromId));
+    return this.#call("delete", () => this.#repository.delete(filter, fromId));
   }
 
   /**
@@ -174,7 +194,7 @@ export class EventStore {
 
   /** Subjects starting with `prefix` that the principal may read. */
   async subjects(prefix: string, principal: Principal = ANYONE): Promise<string[]> {
-    const subjects = await unavailableOnFailure(() => this.#repository.subjects(prefix));
+    const subjects = await this.#call("subjects", () => this.#repository.subjects(prefix));
     return principal.read.includes("*") ? subjects : subjects.filter((s) => canRead(principal, s));
   }
 
@@ -189,8 +209,10 @@ export class EventStore {
         },
       );
       await this.#ping;
+      this.#failures.succeeded();
       store = { status: "ok", dialect: this.#dialect.name, latency_ms: round(performance.now() - started) };
     } catch (error) {
+      this.#failures.failed("ping", error);
       store = { status: "unavailable", dialect: this.#dialect.name, error: errorMessage(error) };
     }
     const writer: DependencyCheck = {
@@ -199,6 +221,26 @@ export class EventStore {
     };
     const status = store.status === "ok" && writer.status === "ok" ? "ok" : "unavailable";
     return { status, checks: { store, writer } };
+  }
+
+  /**
+   * One read from the store: a failure is logged by the rule (FailureLog) and answered as
+   * unavailable (503 + Retry-After), the cause kept for the log only.
+   */
+  async #call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await fn();
+    } catch (error) {
+      const unavailable = new EventsDbError("unavailable", "the event store is unavailable", {
+        cause: error,
+        retryAfterSeconds: 1,
+      });
+      this.#failures.failed(operation, error, unavailable);
+      throw unavailable;
+    }
+    this.#failures.succeeded();
+    return result;
   }
 
   /** Ends streams, flushes the writer, then closes the database. */
@@ -222,17 +264,6 @@ function checkFilter(filter: EventFilter): void {
   if (filter.subjects.some((s) => s === "")) throw invalidArgument("subject must not be empty");
   if (filter.subjects.some((s) => s.length > 1024)) throw invalidArgument("subject is too long");
   if (filter.type !== undefined && filter.type.length > 1024) throw invalidArgument("type is too long");
-}
-
-async function unavailableOnFailure<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (error) {
-    throw new EventsDbError("unavailable", "the event store is unavailable", {
-      cause: error,
-      retryAfterSeconds: 1,
-    });
-  }
 }
 
 function round(ms: number): number {

@@ -1,5 +1,6 @@
 import type { WriterConfig } from "../config.js";
 import { EventsDbError } from "../errors.js";
+import type { FailureLog } from "../failure-log.js";
 import type { Metrics } from "../metrics.js";
 import type { EventRepository } from "../storage/repository.js";
 import type { AppendResult, NewEvent, StoredEvent } from "./event.js";
@@ -36,6 +37,7 @@ export class Writer {
   readonly #splitBursts: boolean;
   /** Until this time (epoch ms) appends fail at once: the last commit found the store unreachable. */
   #downUntil = 0;
+  readonly #failures: Pick<FailureLog, "failed" | "succeeded"> | undefined;
 
   constructor(
     repository: EventRepository,
@@ -44,7 +46,10 @@ export class Writer {
     onCommitted: (events: readonly StoredEvent[]) => Promise<void>,
     /** Whether the loop is free while a commit is in flight (MySQL: yes; SQLite: no, it blocks). */
     commitsOffLoop: boolean,
+    /** Where failed and successful commits are reported (the store's log rule). */
+    failures?: Pick<FailureLog, "failed" | "succeeded">,
   ) {
+    this.#failures = failures;
     this.#splitBursts = commitsOffLoop;
     this.#repository = repository;
     this.#config = config;
@@ -178,6 +183,7 @@ export class Writer {
         cause: error,
         retryAfterSeconds: 1,
       });
+      this.#failures?.failed("append", error, failure);
       for (const job of jobs) job.reject(failure);
       if (lost) {
         // While the store is unreachable, fail fast instead of queueing callers behind connect
@@ -193,6 +199,7 @@ export class Writer {
       return;
     }
     end();
+    this.#failures?.succeeded();
     this.#metrics.writerBatchEvents.observe(events.length);
     let offset = 0;
     for (const job of jobs) {
