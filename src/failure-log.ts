@@ -1,4 +1,4 @@
-import type { Logger } from "./log.js";
+import { errorReason, type Logger } from "./log.js";
 
 /** While a dependency keeps failing, how often that is said again. */
 export const STILL_FAILING_LOG_MS = 30_000;
@@ -69,7 +69,7 @@ export class FailureLog {
       this.#log.warn(
         {
           operation,
-          reason: reason(error),
+          reason: errorReason(error),
           failures: this.#failuresSinceLine,
           failingSeconds: seconds(now - this.#since),
         },
@@ -94,11 +94,6 @@ export class FailureLog {
       "store works again",
     );
   }
-}
-
-function reason(error: unknown): string {
-  if (error instanceof Error) return (error as { code?: string }).code ?? error.message;
-  return String(error);
 }
 
 function seconds(ms: number): number {

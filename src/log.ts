@@ -16,3 +16,9 @@ export const SILENT_LOGGER: Logger = {
   info() {},
   child: () => SILENT_LOGGER,
 };
+
+/** An error in a few words, for log fields and readiness detail: its code (ECONNREFUSED…), else its message. */
+export function errorReason(error: unknown): string {
+  if (error instanceof Error) return (error as { code?: string }).code ?? error.message;
+  return String(error);
+}

@@ -5,7 +5,7 @@ import { FailureLog } from "../failure-log.js";
 import { CommitFeed } from "../hub/feed.js";
 import { Hub, type SubscribeRequest } from "../hub/hub.js";
 import type { Subscription } from "../hub/subscription.js";
-import { type Logger, SILENT_LOGGER } from "../log.js";
+import { errorReason, type Logger, SILENT_LOGGER } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { StorageDialect } from "../storage/dialect.js";
 import { migrate } from "../storage/migrate.js";
@@ -198,7 +198,10 @@ export class EventStore {
     return principal.read.includes("*") ? subjects : subjects.filter((s) => canRead(principal, s));
   }
 
-  /** Store reachable and writer not saturated, with per-dependency detail. */
+  /**
+   * Store reachable, and writer neither saturated nor failing its commits (e.g. a database out of
+   * space answers reads but refuses writes), with per-dependency detail.
+   */
   async readiness(): Promise<Readiness> {
     let store: DependencyCheck;
     const started = performance.now();
@@ -213,11 +216,13 @@ export class EventStore {
       store = { status: "ok", dialect: this.#dialect.name, latency_ms: round(performance.now() - started) };
     } catch (error) {
       this.#failures.failed("ping", error);
-      store = { status: "unavailable", dialect: this.#dialect.name, error: errorMessage(error) };
+      store = { status: "unavailable", dialect: this.#dialect.name, error: errorReason(error) };
     }
+    const failure = this.#writer.failure;
     const writer: DependencyCheck = {
-      status: this.#writer.saturated ? "unavailable" : "ok",
+      status: this.#writer.saturated || failure !== undefined ? "unavailable" : "ok",
       queued_events: this.#writer.queuedEvents,
+      ...(failure === undefined ? {} : { error: failure }),
     };
     const status = store.status === "ok" && writer.status === "ok" ? "ok" : "unavailable";
     return { status, checks: { store, writer } };
@@ -268,9 +273,4 @@ function checkFilter(filter: EventFilter): void {
 
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
-}
-
-function errorMessage(error: unknown): string {
-  if (error instanceof Error) return (error as { code?: string }).code ?? error.message;
-  return String(error);
 }

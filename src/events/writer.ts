@@ -1,6 +1,7 @@
 import type { WriterConfig } from "../config.js";
 import { EventsDbError } from "../errors.js";
 import type { FailureLog } from "../failure-log.js";
+import { errorReason } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { EventRepository } from "../storage/repository.js";
 import type { AppendResult, NewEvent, StoredEvent } from "./event.js";
@@ -8,6 +9,12 @@ import { nowTime } from "./time.js";
 
 /** How long appends fail fast after the store was found unreachable. */
 export const STORE_DOWN_PAUSE_MS = 1000;
+/**
+ * How long a failed commit keeps the writer reported unavailable (readiness) when no commit
+ * succeeds meanwhile. Bounded: a load balancer that takes the process out of rotation sends it no
+ * append that could succeed, so "until a commit succeeds" alone would keep it out for good.
+ */
+export const FAILED_COMMIT_REPORT_MS = 30_000;
 /** Appends (jobs) reaching an idle writer together from which they go in two commits (see #take). */
 export const BURST_JOBS = 8;
 
@@ -38,6 +45,8 @@ export class Writer {
   /** Until this time (epoch ms) appends fail at once: the last commit found the store unreachable. */
   #downUntil = 0;
   readonly #failures: Pick<FailureLog, "failed" | "succeeded"> | undefined;
+  /** The last failed commit (monotonic ms), until a commit succeeds. */
+  #lastFailure: { readonly reason: string; readonly at: number } | undefined;
 
   constructor(
     repository: EventRepository,
@@ -67,6 +76,16 @@ export class Writer {
     return (
       this.#queuedEvents > this.#config.queueEvents * 0.9 || this.#queuedBytes > this.#config.queueBytes * 0.9
     );
+  }
+
+  /**
+   * Why the last commit failed — a database out of space, read-only, unreachable — while no commit
+   * has succeeded since, for at most FAILED_COMMIT_REPORT_MS; undefined when commits work.
+   */
+  get failure(): string | undefined {
+    const last = this.#lastFailure;
+    if (last === undefined || performance.now() - last.at > FAILED_COMMIT_REPORT_MS) return undefined;
+    return last.reason;
   }
 
   /** Appends the events atomically (one transaction); resolves after COMMIT with their ids. */
@@ -184,6 +203,7 @@ export class Writer {
         retryAfterSeconds: 1,
       });
       this.#failures?.failed("append", error, failure);
+      this.#lastFailure = { reason: errorReason(error), at: performance.now() };
       for (const job of jobs) job.reject(failure);
       if (lost) {
         // While the store is unreachable, fail fast instead of queueing callers behind connect
@@ -200,6 +220,7 @@ export class Writer {
     }
     end();
     this.#failures?.succeeded();
+    this.#lastFailure = undefined;
     this.#metrics.writerBatchEvents.observe(events.length);
     let offset = 0;
     for (const job of jobs) {

@@ -106,9 +106,9 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
  * SQLITE_BUSY when another process holds the write lock; IMMEDIATE waits for it (busy_timeout).
  */
 class ImmediateSqliteDialect extends SqliteDialect {
-  readonly #config: SqliteDialectConfig;
+  readonly #config: SqliteDialectConfig & { database: SqliteDatabase.Database };
 
-  constructor(config: SqliteDialectConfig) {
+  constructor(config: SqliteDialectConfig & { database: SqliteDatabase.Database }) {
     super(config);
     this.#config = config;
   }
@@ -119,7 +119,22 @@ class ImmediateSqliteDialect extends SqliteDialect {
 }
 
 class ImmediateSqliteDriver extends SqliteDriver {
+  readonly #database: SqliteDatabase.Database;
+
+  constructor(config: SqliteDialectConfig & { database: SqliteDatabase.Database }) {
+    super(config);
+    this.#database = config.database;
+  }
+
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw("begin immediate"));
+  }
+
+  /**
+   * Some errors (SQLITE_FULL, SQLITE_IOERR…) roll the transaction back by themselves; a ROLLBACK
+   * then fails ("no transaction is active") and that error would replace the one that says why.
+   */
+  override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    if (this.#database.inTransaction) await super.rollbackTransaction(connection);
   }
 }
