@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createConnection } from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createMysqlDialect, POOL_QUEUE_LIMIT } from "../../src/storage/mysql.js";
 import { DIALECTS } from "../support/dialects.js";
 import { connectPeer, GrpcJsClient } from "../support/grpc.js";
 import { type MariaDb, startMariaDb } from "../support/mariadb.js";
@@ -37,7 +38,7 @@ describe("a frozen MariaDB (SIGSTOP)", () => {
   let t: TestServer;
   beforeAll(async () => {
     db = await startMariaDb();
-    t = await startTestServer(db.url, { "db-timeout": "1", "store-poll-ms": "20" });
+    t = await startTestServer(db.url, { "db-timeout": "1", "store-poll-ms": "20", "db-pool-size": "2" });
   });
   afterAll(async () => {
     await t?.close();
@@ -93,10 +94,15 @@ describe("a frozen MariaDB (SIGSTOP)", () => {
           status: "unavailable",
           checks: { store: { status: "unavailable", error: "EVENTSDB_DB_TIMEOUT" } },
         });
-        const byId = await fetch(`${t.url}/events/${acked[0]}`, {
-          signal: AbortSignal.timeout(ANSWER_WITHIN_MS),
-        });
-        expect(byId.status).toBe(503);
+        // More reads than the pool has connections: those waiting for one are bounded too.
+        const reads = await Promise.all(
+          Array.from({ length: 6 }, () =>
+            fetch(`${t.url}/events/${acked[0]}`, { signal: AbortSignal.timeout(ANSWER_WITHIN_MS) }).then(
+              (r) => r.status,
+            ),
+          ),
+        );
+        expect(reads).toEqual(Array(6).fill(503));
         // Long enough for a hundred poll ticks to come and go.
         await sleep(2_000);
       } finally {
@@ -123,6 +129,50 @@ describe("a frozen MariaDB (SIGSTOP)", () => {
       live.close();
       grpcJs.close();
       web.close();
+    }
+  });
+});
+
+describe("the MySQL pool while the database is frozen", () => {
+  let db: MariaDb;
+  beforeAll(async () => {
+    db = await startMariaDb();
+  });
+  afterAll(() => db?.stop());
+
+  it("refuses callers beyond POOL_QUEUE_LIMIT at once and times out the others", async () => {
+    const dialect = createMysqlDialect(db.url, 1, 1000);
+    const query = () =>
+      dialect.db
+        .selectNoFrom((eb) => eb.lit(1).as("one"))
+        .execute()
+        .then(
+          () => "ok",
+          (error: Error) => (error as { code?: string }).code ?? error.message,
+        );
+    try {
+      expect(await query()).toBe("ok");
+      process.kill(db.pid, "SIGSTOP");
+      try {
+        const outcomes = await within(
+          Promise.all(Array.from({ length: POOL_QUEUE_LIMIT + 2 }, query)),
+          ANSWER_WITHIN_MS,
+          "an answer for every query",
+        );
+        const counts = new Map<string, number>();
+        for (const o of outcomes) counts.set(o, (counts.get(o) ?? 0) + 1);
+        // One query holds the only connection and POOL_QUEUE_LIMIT wait for it: all time out.
+        // The one beyond the queue is refused at once.
+        expect(Object.fromEntries(counts)).toEqual({
+          EVENTSDB_DB_TIMEOUT: POOL_QUEUE_LIMIT + 1,
+          "Queue limit reached.": 1,
+        });
+      } finally {
+        process.kill(db.pid, "SIGCONT");
+      }
+      await waitUntil(async () => (await query()) === "ok", "a query to work again");
+    } finally {
+      await dialect.close();
     }
   });
 });
