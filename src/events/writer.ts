@@ -79,8 +79,8 @@ export class Writer {
   }
 
   /**
-   * Why the last commit failed — a database out of space, read-only, unreachable — while no commit
-   * has succeeded since, for at most FAILED_COMMIT_REPORT_MS; undefined when commits work.
+   * Why the last commit was refused by a reachable store — out of space, read-only — while no
+   * commit has succeeded since, for at most FAILED_COMMIT_REPORT_MS; undefined when commits work.
    */
   get failure(): string | undefined {
     const last = this.#lastFailure;
@@ -203,7 +203,9 @@ export class Writer {
         retryAfterSeconds: 1,
       });
       this.#failures?.failed("append", error, failure);
-      this.#lastFailure = { reason: errorReason(error), at: performance.now() };
+      // A store that is unreachable is the readiness store check's to report (and it reports the
+      // return at once); this one is for a store that answers but refuses commits (out of space).
+      if (!lost) this.#lastFailure = { reason: errorReason(error), at: performance.now() };
       for (const job of jobs) job.reject(failure);
       if (lost) {
         // While the store is unreachable, fail fast instead of queueing callers behind connect
