@@ -221,9 +221,19 @@ class BoundedConnection implements MysqlPoolConnection {
   }
 
   release(): void {
-    if (this.#broken) this.#connection.destroy();
+    if (this.#broken) destroyNow(this.#connection);
     else this.#connection.release();
   }
+}
+
+/**
+ * Drops a connection for good. mysql2's destroy() only half-closes the socket (FIN) and leaves the
+ * command waiting: a frozen or vanished server would keep the socket, and the query with its data,
+ * until it answered. The socket itself is destroyed too (mysql2 keeps it as `stream`).
+ */
+function destroyNow(conn: Connection): void {
+  conn.destroy();
+  (conn as unknown as { stream?: { destroy?: () => void } }).stream?.destroy?.();
 }
 
 function run(conn: Connection, text: string, values: readonly unknown[] = []): Promise<unknown> {
@@ -324,7 +334,7 @@ class WriterConnection {
 
   #drop(conn: Connection): void {
     if (this.#connection === conn) this.#connection = undefined;
-    conn.destroy();
+    destroyNow(conn);
   }
 
   async close(): Promise<void> {
