@@ -34,8 +34,8 @@ export interface AppDeps {
   readonly sessions: SessionStore;
   /** Failed-authentication throttle and --rate-limit, shared with the gRPC unary fast path. */
   readonly guard: Guard;
-  /** Pino options or false; the process decides (server.ts), tests pass false. */
-  readonly logger?: boolean | Record<string, unknown>;
+  /** The process's logger or false; the process decides (server.ts), tests pass false. */
+  readonly logger?: FastifyBaseLogger | false;
   /** The one-port HTTP/1.1 + h2c front (server.ts); absent in tests that use inject(). */
   readonly serverFactory?: FastifyServerFactory;
 }
@@ -54,7 +54,7 @@ export function logsRequests(log: FastifyBaseLogger): boolean {
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, store, metrics } = deps;
   const app = Fastify({
-    logger: deps.logger ?? false,
+    ...(deps.logger ? { loggerInstance: deps.logger } : { logger: false }),
     bodyLimit: config.limits.maxBodyBytes,
     // Request logs at info would cost more than the append itself; errors are still logged.
     logController: new LogController({ disableRequestLogging: true }),
@@ -68,7 +68,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Errors of every route, in the wire format of the request (REST, Connect, gRPC, gRPC-Web).
   app.setErrorHandler((error, request, reply) => {
     const domain = asDomainError(error);
-    if (httpStatus(domain.code) >= 500) request.log.error({ err: error }, "request failed");
+    const status = httpStatus(domain.code);
+    // A 503 is a known state (store failing, queue full, shutting down) that its owner logs once
+    // per change (failure-log.ts); a stack per failed request would flood the log in an outage.
+    if (status >= 500 && status !== 503) request.log.error({ err: error }, "request failed");
     return sendError(request, reply, domain);
   });
   app.setNotFoundHandler((request, reply) =>

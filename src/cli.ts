@@ -3,7 +3,7 @@ import { Command, Option } from "commander";
 import { addClientCommands } from "./client/commands.js";
 import { type Config, ConfigError, describeStore, envName, loadConfig, SERVE_OPTIONS } from "./config.js";
 import { startServer } from "./server.js";
-import { migrate } from "./storage/migrate.js";
+import { migrate, SchemaTooNewError } from "./storage/migrate.js";
 import { openDialect } from "./storage/open.js";
 
 const EXIT_USAGE = 2;
@@ -23,11 +23,23 @@ function configFrom(options: Record<string, unknown>): Config {
   try {
     return loadConfig(process.env, flagValues(options));
   } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`eventsdb: invalid configuration: ${error.message}\n`);
-      process.exit(EXIT_USAGE);
-    }
+    exitIfUnusable(error);
     throw error;
+  }
+}
+
+/**
+ * What the operator must change before this can run — the configuration, or which eventsdb runs
+ * against this database — ends the process with one line and exit code 2; anything else is thrown.
+ */
+function exitIfUnusable(error: unknown): void {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`eventsdb: invalid configuration: ${error.message}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  if (error instanceof SchemaTooNewError) {
+    process.stderr.write(`eventsdb: ${error.message}\n`);
+    process.exit(EXIT_USAGE);
   }
 }
 
@@ -59,10 +71,7 @@ async function serve(options: Record<string, unknown>): Promise<void> {
   try {
     server = await startServer(config, { logger });
   } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`eventsdb: invalid configuration: ${error.message}\n`);
-      process.exit(EXIT_USAGE);
-    }
+    exitIfUnusable(error);
     throw error;
   }
   if (config.auth.token === undefined && config.auth.file === undefined) {
@@ -99,9 +108,12 @@ async function serve(options: Record<string, unknown>): Promise<void> {
 
 async function runMigrate(options: Record<string, unknown>): Promise<void> {
   const config = configFrom(options);
-  const dialect = openDialect(config.store);
+  const dialect = openDialect(config.store, config.dbTimeoutMs);
   try {
-    const applied = await migrate(dialect);
+    const applied = await migrate(dialect).catch((error: unknown) => {
+      exitIfUnusable(error);
+      throw error;
+    });
     process.stdout.write(
       applied.length === 0
         ? `eventsdb: ${describeStore(config.store)} is up to date\n`

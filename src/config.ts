@@ -27,6 +27,9 @@ export interface Config {
    */
   readonly trustProxy: boolean | readonly string[];
   readonly tls: TlsConfig | undefined;
+  readonly connections: ConnectionConfig;
+  /** Milliseconds any one database call may take (a wait for a connection, a query, a commit). */
+  readonly dbTimeoutMs: number;
   /** Seconds SIGTERM waits for in-flight requests and the write queue before exiting. */
   readonly shutdownTimeoutSeconds: number;
 }
@@ -46,6 +49,21 @@ export interface TlsConfig {
   readonly keyFile: string;
   /** Require client certificates signed by this CA (mutual TLS). */
   readonly clientCaFile: string | undefined;
+}
+
+/** Bounds on the connections of both ports (front.ts): a client that is silent or slow is cut. */
+export interface ConnectionConfig {
+  /**
+   * A new connection must say what it is (first bytes, TLS handshake) and send its first request's
+   * headers (HTTP/1.1) or open its first stream (HTTP/2) within this.
+   */
+  readonly headerTimeoutMs: number;
+  /** An HTTP/1.1 request must arrive whole, headers and body, within this. */
+  readonly requestTimeoutMs: number;
+  /** A connection with nothing in flight (HTTP/1.1 keep-alive, HTTP/2 without open streams) closes after this. */
+  readonly idleTimeoutMs: number;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of every HTTP/2 connection (RFC 9113 §5.1.2). */
+  readonly maxConcurrentStreams: number;
 }
 
 /** Input limits; every one is named here with its default. */
@@ -224,6 +242,42 @@ export const SERVE_OPTIONS = [
   },
   { flag: "tls-key-file", kind: "string", description: "PEM private key for --tls-cert-file" },
   { flag: "tls-client-ca-file", kind: "string", description: "PEM CA: require client certificates (mTLS)" },
+  {
+    flag: "header-timeout",
+    kind: "positive",
+    default: "20",
+    description:
+      "seconds a new connection may take to send its first request's headers (TLS handshake included)",
+    max: 3600,
+  },
+  {
+    flag: "request-timeout",
+    kind: "positive",
+    default: "120",
+    description: "seconds an HTTP/1.1 request may take to arrive whole, body included",
+    max: 86400,
+  },
+  {
+    flag: "idle-timeout",
+    kind: "positive",
+    default: "65",
+    description: "seconds a connection with no request or stream in flight stays open",
+    max: 86400,
+  },
+  {
+    flag: "max-concurrent-streams",
+    kind: "positive",
+    default: "100",
+    description: "streams one HTTP/2 connection may have open at once",
+    max: 1_000_000,
+  },
+  {
+    flag: "db-timeout",
+    kind: "positive",
+    default: "5",
+    description: "seconds any database call may take before it fails (503)",
+    max: 3600,
+  },
   { flag: "shutdown-timeout", kind: "positive", default: "30", description: "seconds to drain on SIGTERM" },
 ] as const satisfies readonly OptionSpec[];
 
@@ -331,8 +385,18 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     rateLimitPerMinute: num("rate-limit"),
     trustProxy: trustProxy(str("trust-proxy") ?? "false"),
     tls: tlsConfig(str("tls-cert-file"), str("tls-key-file"), str("tls-client-ca-file")),
+    connections: {
+      headerTimeoutMs: num("header-timeout") * 1000,
+      requestTimeoutMs: num("request-timeout") * 1000,
+      idleTimeoutMs: num("idle-timeout") * 1000,
+      maxConcurrentStreams: num("max-concurrent-streams"),
+    },
+    dbTimeoutMs: num("db-timeout") * 1000,
     shutdownTimeoutSeconds: num("shutdown-timeout"),
   };
+  if (config.connections.headerTimeoutMs > config.connections.requestTimeoutMs) {
+    throw new ConfigError("--header-timeout must not exceed --request-timeout");
+  }
   if (config.limits.maxBatchEvents > config.writer.queueEvents) {
     throw new ConfigError("--max-batch-events must not exceed --write-queue-events");
   }

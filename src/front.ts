@@ -8,6 +8,7 @@ import http2, {
 } from "node:http2";
 import net, { type AddressInfo, type Socket } from "node:net";
 import type { SecureContextOptions, TLSSocket } from "node:tls";
+import type { ConnectionConfig } from "./config.js";
 
 export type Handler = (
   req: IncomingMessage | Http2ServerRequest,
@@ -16,6 +17,12 @@ export type Handler = (
 
 // RFC 9113 §3.4: a prior-knowledge HTTP/2 client starts with this preface; HTTP/1.x never does.
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/**
+ * How often HTTP/1.1 connections are checked against the header and request timeouts: node checks
+ * them on an interval (30 s by default), so a timeout is enforced to within this.
+ */
+const CONNECTIONS_CHECK_MS = 1000;
 
 /** Takes an HTTP/2 stream before the compatibility layer and the app when it returns true. */
 export type StreamShortcut = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean;
@@ -32,6 +39,12 @@ export interface FrontTls extends SecureContextOptions {
  * h2 or http/1.1 per connection; its certificates can be replaced live (setSecureContext), which
  * touches no open connection. Several ports share one Front (REST and gRPC ports serve the same
  * app). It tracks sockets, h2 sessions and in-flight requests so shutdown can drain, then close.
+ *
+ * Silent and slow clients are cut (ConnectionConfig): a connection that has not shown its protocol
+ * (first bytes, TLS handshake) and sent its first request's headers within the header timeout; an
+ * HTTP/1.1 request that has not arrived whole within the request timeout; a connection with nothing
+ * in flight for the idle timeout (HTTP/1.1 keep-alive; an HTTP/2 session without an open stream
+ * gets GOAWAY). An open stream, however quiet, keeps its connection.
  */
 export class Front {
   readonly http1: http.Server;
@@ -49,12 +62,20 @@ export class Front {
   readonly #busy = new Map<Socket, number>();
   #inFlight = 0;
   #closing = false;
+  readonly #limits: ConnectionConfig;
 
   /**
    * @param shortcut takes a raw HTTP/2 stream before the compatibility layer and the app when it
    *   returns true (the unary gRPC append path, see transports/grpc-unary.ts)
+   * @param limits timeouts and the HTTP/2 stream limit of every connection
    */
-  constructor(handler: Handler, tls?: FrontTls, shortcut?: StreamShortcut) {
+  constructor(
+    handler: Handler,
+    tls: FrontTls | undefined,
+    shortcut: StreamShortcut | undefined,
+    limits: ConnectionConfig,
+  ) {
+    this.#limits = limits;
     const tracked: Handler = (req, res) => {
       this.#inFlight++;
       const socket = "stream" in req ? undefined : (req.socket as Socket);
@@ -71,20 +92,35 @@ export class Front {
       });
       handler(req, res);
     };
+    // RFC 9113 §5.1.2: a peer that opens more streams than this gets them refused (RST_STREAM).
+    const settings = { maxConcurrentStreams: limits.maxConcurrentStreams };
     this.http1 = http.createServer(tracked as (req: IncomingMessage, res: ServerResponse) => void);
-    this.http1.keepAliveTimeout = 65_000; // beyond common proxies' 60 s idle timeout
-    this.http2 = http2.createServer(tracked as (req: Http2ServerRequest, res: Http2ServerResponse) => void);
+    applyHttp1Timeouts(this.http1, limits);
+    this.http2 = http2.createServer(
+      { settings },
+      tracked as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+    );
     const trackSession = (session: Http2Session) => {
       this.#sessions.add(session);
       session.once("close", () => this.#sessions.delete(session));
+      this.#closeWhenIdle(session);
     };
     this.http2.on("session", trackSession);
     if (shortcut !== undefined) this.#shortcut(this.http2, shortcut);
     if (tls !== undefined) {
       const secure = http2.createSecureServer(
-        { ...tls, allowHTTP1: true, rejectUnauthorized: tls.requestCert },
+        {
+          ...tls,
+          allowHTTP1: true,
+          rejectUnauthorized: tls.requestCert,
+          settings,
+          // A client that does not finish the handshake in time gets 'tlsClientError' (below).
+          handshakeTimeout: limits.headerTimeoutMs,
+        },
         tracked as (req: Http2ServerRequest, res: Http2ServerResponse) => void,
       );
+      // HTTP/1.1 over TLS (ALPN http/1.1) is served by this server's own copy of node's HTTP/1.1.
+      applyHttp1Timeouts(secure, limits);
       secure.on("session", trackSession);
       if (shortcut !== undefined) this.#shortcut(secure, shortcut);
       secure.on("secureConnection", (socket: TLSSocket) => {
@@ -99,6 +135,32 @@ export class Front {
       secure.on("tlsClientError", (_error, socket) => socket.destroy());
       this.#secure = secure;
     }
+  }
+
+  /**
+   * Closes an HTTP/2 session (GOAWAY) while it has no open stream: at first for the header timeout
+   * (a client that sent the preface must open a stream, as an HTTP/1.1 client must send a request),
+   * then for the idle timeout after its last stream closed. A stream of any age keeps it open.
+   */
+  #closeWhenIdle(session: Http2Session): void {
+    let open = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (ms: number) => {
+      timer = setTimeout(() => {
+        if (open === 0) session.close();
+      }, ms);
+      timer.unref();
+    };
+    arm(this.#limits.headerTimeoutMs);
+    session.on("stream", (stream: ServerHttp2Stream) => {
+      open++;
+      clearTimeout(timer);
+      stream.once("close", () => {
+        open--;
+        if (open === 0 && !session.closed) arm(this.#limits.idleTimeoutMs);
+      });
+    });
+    session.once("close", () => clearTimeout(timer));
   }
 
   /**
@@ -156,12 +218,16 @@ export class Front {
       this.#sockets.delete(socket);
       this.#busy.delete(socket);
     });
+    // Nothing, or not enough to tell HTTP/2's preface from HTTP/1.1, within the header timeout: cut.
+    const silent = setTimeout(() => socket.destroy(), this.#limits.headerTimeoutMs);
+    socket.once("close", () => clearTimeout(silent));
     let head: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
       const n = Math.min(head.length, H2_PREFACE.length);
       const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
       if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
+      clearTimeout(silent);
       socket.off("data", onData);
       socket.pause();
       socket.unshift(head);
@@ -199,6 +265,9 @@ export class Front {
     this.stopAccepting();
     for (const session of this.#sessions) session.destroy();
     for (const socket of this.#raw) socket.destroy();
+    // Stops node's HTTP/1.1 connection checks (see applyHttp1Timeouts); they never listened.
+    this.http1.close();
+    this.#secure?.close();
     await Promise.all(
       this.#listeners.map(
         (listener) =>
@@ -206,4 +275,25 @@ export class Front {
       ),
     );
   }
+}
+
+/**
+ * Node's HTTP/1.1 timeouts: headers (a slowloris sending a header line now and then), the whole
+ * request, and keep-alive. Node enforces the first two from a timer it starts only when the server
+ * itself listens; these servers never do (the front's listeners hand them sockets), so the timer
+ * is started here the same way.
+ */
+function applyHttp1Timeouts(server: http.Server | http2.Http2SecureServer, limits: ConnectionConfig): void {
+  const target = server as unknown as {
+    headersTimeout: number;
+    requestTimeout: number;
+    keepAliveTimeout: number;
+    connectionsCheckingInterval: number;
+  };
+  target.headersTimeout = limits.headerTimeoutMs;
+  target.requestTimeout = limits.requestTimeoutMs;
+  // Beyond common proxies' 60 s idle timeout by default, so the proxy closes first.
+  target.keepAliveTimeout = limits.idleTimeoutMs;
+  target.connectionsCheckingInterval = Math.min(CONNECTIONS_CHECK_MS, limits.headerTimeoutMs);
+  server.emit("listening");
 }

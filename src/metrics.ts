@@ -67,6 +67,12 @@ export class Metrics {
     help: "Times a live stream fell back to paging from the store after an overflow.",
     registers: [this.registry],
   });
+  readonly storeErrors = new Counter({
+    name: "eventsdb_store_errors_total",
+    help: "Failed database calls by operation (the log says only when failures start, go on and end).",
+    labelNames: ["operation"] as const,
+    registers: [this.registry],
+  });
   readonly writerRejected = new Counter({
     name: "eventsdb_writer_rejected_total",
     help: "Appends refused because the write queue was full.",

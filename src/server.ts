@@ -1,5 +1,6 @@
 import fs from "node:fs";
-import type { FastifyInstance } from "fastify";
+import type { FastifyBaseLogger, FastifyInstance } from "fastify";
+import { type DestinationStream, type LoggerOptions, pino } from "pino";
 import { buildApp, logsRequests } from "./app.js";
 import { TokenRegistry } from "./auth.js";
 import { type Config, ConfigError, describeStore, type TlsConfig } from "./config.js";
@@ -35,7 +36,7 @@ export interface RunningServer {
 }
 
 export interface ServerOptions {
-  /** Pino options, or false for none (tests). */
+  /** Pino options (`stream`: where lines go, stdout by default), or false for none (tests). */
   readonly logger?: boolean | Record<string, unknown>;
   /** Collect prom-client's process metrics (off in tests that start many servers). */
   readonly defaultMetrics?: boolean;
@@ -51,7 +52,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   let registry = loadRegistry(config);
   const tls = config.tls === undefined ? undefined : readTls(config.tls);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
-  const store = await EventStore.open(config, metrics);
+  // One logger for the process: the app's (Fastify's request logs) and the store's (outages).
+  const log = createLogger(options.logger);
+  const store = await EventStore.open(config, metrics, log?.child({ component: "store" }));
   metrics.trackPool(() => store.dialect.poolStats());
   const clock = options.clock ?? monotonicClock;
   const sessions = new SessionStore(store.dialect.db, config.auth.sessionTtlSeconds, clock);
@@ -71,7 +74,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       registry: () => registry,
       sessions,
       guard,
-      logger: options.logger ?? false,
+      logger: log ?? false,
       serverFactory: (handler) => {
         // Fastify handles HTTP/1.1 and HTTP/2 compat requests alike per request.
         front = new Front(
@@ -87,6 +90,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
             log: (error, path) => app.log.error({ err: error }, `rpc ${path} failed`),
             logCall: () => (logsRequests(app.log) ? (line) => app.log.info(line, "request") : undefined),
           }),
+          config.connections,
         );
         return front.http1;
       },
@@ -120,7 +124,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     `eventsdb listening on ports ${restPort} (REST) and ${grpcPort} (gRPC); ${where}`,
   );
 
-  /** New certificates for new connections; a broken pair keeps the old one (and says so). */
+  /** New certificates (and client CA) for new connections; a broken set keeps the old one (and says so). */
   const reloadTls = () => {
     if (config.tls === undefined) return;
     try {
@@ -130,7 +134,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       app.log.error({ err: error }, "TLS reload failed; keeping the previous certificates");
     }
   };
-  const watched = config.tls === undefined ? [] : [config.tls.certFile, config.tls.keyFile];
+  // The client CA too: a rotated CA bundle applies to new connections like a rotated certificate.
+  const watched =
+    config.tls === undefined
+      ? []
+      : [config.tls.certFile, config.tls.keyFile, config.tls.clientCaFile].filter(
+          (file): file is string => file !== undefined,
+        );
   let pending: NodeJS.Timeout | undefined;
   for (const file of watched) {
     // watchFile polls, so it also sees a file replaced by rename (how cert tools rotate).
@@ -187,6 +197,13 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       return closing;
     },
   };
+}
+
+function createLogger(options: ServerOptions["logger"]): FastifyBaseLogger | undefined {
+  if (options === undefined || options === false) return undefined;
+  if (options === true) return pino();
+  const { stream, ...rest } = options as LoggerOptions & { stream?: DestinationStream };
+  return pino(rest, stream);
 }
 
 /** The tokens of AUTH_TOKEN and --auth-file; an unreadable or invalid file is a configuration error. */

@@ -84,6 +84,12 @@ describe("configuration", () => {
     [{}, { "max-batch-events": "5", "write-queue-events": "4" }, "--max-batch-events must not exceed"],
     [{ PROTECT_METRICS: "maybe" }, {}, "PROTECT_METRICS must be true or false"],
     [{ TLS_CERT_FILE: "cert.pem" }, {}, "TLS needs both TLS_CERT_FILE and TLS_KEY_FILE"],
+    [
+      {},
+      { "header-timeout": "30", "request-timeout": "20" },
+      "--header-timeout must not exceed --request-timeout",
+    ],
+    [{ DB_TIMEOUT: "0" }, {}, "DB_TIMEOUT must be between 1 and 3600"],
   ])("rejects %j %j with one clear line", (env, flags, message) => {
     expect(() => loadConfig(env, flags)).toThrow(ConfigError);
     expect(() => loadConfig(env, flags)).toThrow(message);
@@ -102,6 +108,17 @@ describe("configuration", () => {
     expect(config.auth).toMatchObject({ file: "tokens.yaml", protectMetrics: true, allowQueryToken: true });
     expect(config.corsOrigins).toEqual(["https://a", "https://b"]);
     expect(config.tls).toEqual({ certFile: "c.pem", keyFile: "k.pem", clientCaFile: undefined });
+  });
+
+  it("bounds connections and database calls by default, in milliseconds inside", () => {
+    const config = loadConfig({}, {});
+    expect(config.connections).toEqual({
+      headerTimeoutMs: 20_000,
+      requestTimeoutMs: 120_000,
+      idleTimeoutMs: 65_000,
+      maxConcurrentStreams: 100,
+    });
+    expect(config.dbTimeoutMs).toBe(5_000);
   });
 
   it("names every option once, each with an env twin", () => {

@@ -177,7 +177,7 @@ describe.each(DIALECTS)("exact text comparison on $name", (dialect) => {
     it("migration 004 makes an existing database exact, keeping its rows", async () => {
       const url = await dialect.url();
       const config = loadConfig({}, { "database-url": url });
-      const db = openDialect(config.store);
+      const db = openDialect(config.store, config.dbTimeoutMs);
       try {
         await migrate(db);
         // The database as the previous version left it: 001's PAD SPACE columns, 004 not applied.
@@ -201,7 +201,7 @@ describe.each(DIALECTS)("exact text comparison on $name", (dialect) => {
       expect(second.id).toBe((first.id as number) + 1);
       expect(await subjectsOf(t, "subject=a")).toEqual(["a"]);
 
-      const check = openDialect(config.store);
+      const check = openDialect(config.store, config.dbTimeoutMs);
       try {
         const columns = await sql<{ name: string; collation: string }>`
           SELECT COLUMN_NAME AS name, COLLATION_NAME AS collation FROM information_schema.COLUMNS

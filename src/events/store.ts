@@ -1,14 +1,17 @@
 import { ANYONE, canRead, type Principal, readableFilter, requireWrite } from "../auth.js";
 import type { Config, Limits } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
+import { FailureLog } from "../failure-log.js";
 import { CommitFeed } from "../hub/feed.js";
 import { Hub, type SubscribeRequest } from "../hub/hub.js";
 import type { Subscription } from "../hub/subscription.js";
+import { errorReason, type Logger, SILENT_LOGGER } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { StorageDialect } from "../storage/dialect.js";
 import { migrate } from "../storage/migrate.js";
 import { openDialect } from "../storage/open.js";
 import { EventRepository } from "../storage/repository.js";
+import { withTimeout } from "../storage/timeout.js";
 import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent } from "./event.js";
 import { Writer } from "./writer.js";
 
@@ -18,6 +21,11 @@ export const MAX_PAGE_LIMIT = 1000;
 export const MAX_FILTER_SUBJECTS = 100;
 /** Page size when the client names none. */
 export const DEFAULT_PAGE_LIMIT = 100;
+/**
+ * The longest /readyz (and gRPC health) waits for the store, below --db-timeout when that is
+ * longer: probes give up after about a second (Kubernetes' default timeoutSeconds is 1).
+ */
+export const READINESS_TIMEOUT_MS = 1000;
 
 export interface DependencyCheck {
   readonly status: "ok" | "unavailable";
@@ -43,22 +51,40 @@ export class EventStore {
   readonly #hub: Hub;
   readonly #feed: CommitFeed;
   readonly #listeners = new Set<CommitListener>();
+  readonly #readinessTimeoutMs: number;
+  /** Store failures: logged once per change of state, each counted (eventsdb_store_errors_total). */
+  readonly #failures: FailureLog;
+  /** The ping in flight: concurrent probes share it instead of each taking a connection. */
+  #ping: Promise<void> | undefined;
 
-  private constructor(dialect: StorageDialect, config: Config, metrics: Metrics, lastId: number) {
+  private constructor(
+    dialect: StorageDialect,
+    config: Config,
+    metrics: Metrics,
+    log: Logger,
+    lastId: number,
+  ) {
     this.limits = config.limits;
+    this.#failures = new FailureLog(log, (operation) => metrics.storeErrors.inc({ operation }));
+    this.#readinessTimeoutMs = Math.min(READINESS_TIMEOUT_MS, config.dbTimeoutMs);
     this.#dialect = dialect;
     this.#repository = new EventRepository(dialect);
-    this.#hub = new Hub(config.streams, metrics, (query) => this.page(query));
+    this.#hub = new Hub(
+      config.streams,
+      metrics,
+      (query) => this.page(query),
+      (error) => this.#failures.failed("stream", error),
+    );
     this.#feed = new CommitFeed({
       lastId,
-      page: (query) => this.#repository.page(query),
+      page: (query) => this.#call("poll", () => this.#repository.page(query)),
       publish: (events) => {
         this.#hub.publish(events);
         for (const listener of this.#listeners) listener(events);
       },
       listening: () => this.#hub.size > 0 || this.#listeners.size > 0,
       pollMs: config.streams.storePollMs,
-      onError: () => {},
+      onError: (error) => this.#failures.failed("poll", error),
     });
     this.#writer = new Writer(
       this.#repository,
@@ -66,12 +92,16 @@ export class EventStore {
       metrics,
       (events) => this.#feed.committed(events),
       dialect.commitsOffLoop,
+      this.#failures,
     );
   }
 
-  /** Opens the configured store and applies pending migrations. */
-  static async open(config: Config, metrics: Metrics): Promise<EventStore> {
-    const dialect = openDialect(config.store);
+  /**
+   * Opens the configured store and applies pending migrations. `log` is the process's logger (a
+   * child of it): the store says there when the database fails and when it works again.
+   */
+  static async open(config: Config, metrics: Metrics, log: Logger = SILENT_LOGGER): Promise<EventStore> {
+    const dialect = openDialect(config.store, config.dbTimeoutMs);
     let lastId: number;
     try {
       await migrate(dialect);
@@ -80,7 +110,7 @@ export class EventStore {
       await dialect.close();
       throw error;
     }
-    return new EventStore(dialect, config, metrics, lastId);
+    return new EventStore(dialect, config, metrics, log, lastId);
   }
 
   get dialect(): StorageDialect {
@@ -123,7 +153,7 @@ export class EventStore {
    */
   async get(id: number, principal: Principal = ANYONE): Promise<StoredEvent> {
     checkId(id, "id", 1);
-    const event = await unavailableOnFailure(() => this.#repository.get(id));
+    const event = await this.#call("get", () => this.#repository.get(id));
     if (event === undefined || !canRead(principal, event.subject)) {
       throw new EventsDbError("not_found", `event ${id} not found`);
     }
@@ -138,7 +168,7 @@ export class EventStore {
     if (!Number.isSafeInteger(query.limit) || query.limit < 1 || query.limit > MAX_PAGE_LIMIT) {
       throw invalidArgument(`limit must be between 1 and ${MAX_PAGE_LIMIT}`);
     }
-    return unavailableOnFailure(() => this.#repository.page(query));
+    return this.#call("page", () => this.#repository.page(query));
   }
 
   /** Deletes the subjects' events with id > fromId; the subjects must be in the write scopes. */
@@ -147,7 +177,7 @@ export class EventStore {
     checkFilter(filter);
     requireWrite(principal, filter.subjects);
     checkId(fromId, "from_id", 0);
-    return unavailableOnFailure(() => this.#repository.delete(filter, fromId));
+    return this.#call("delete", () => this.#repository.delete(filter, fromId));
   }
 
   /**
@@ -167,26 +197,58 @@ export class EventStore {
 
   /** Subjects starting with `prefix` that the principal may read. */
   async subjects(prefix: string, principal: Principal = ANYONE): Promise<string[]> {
-    const subjects = await unavailableOnFailure(() => this.#repository.subjects(prefix));
+    const subjects = await this.#call("subjects", () => this.#repository.subjects(prefix));
     return principal.read.includes("*") ? subjects : subjects.filter((s) => canRead(principal, s));
   }
 
-  /** Store reachable and writer not saturated, with per-dependency detail. */
+  /**
+   * Store reachable, and writer neither saturated nor failing its commits (e.g. a database out of
+   * space answers reads but refuses writes), with per-dependency detail.
+   */
   async readiness(): Promise<Readiness> {
     let store: DependencyCheck;
     const started = performance.now();
     try {
-      await this.#repository.ping();
+      this.#ping ??= withTimeout(this.#repository.ping(), this.#readinessTimeoutMs, "readiness").finally(
+        () => {
+          this.#ping = undefined;
+        },
+      );
+      await this.#ping;
+      this.#failures.succeeded();
       store = { status: "ok", dialect: this.#dialect.name, latency_ms: round(performance.now() - started) };
     } catch (error) {
-      store = { status: "unavailable", dialect: this.#dialect.name, error: errorMessage(error) };
+      this.#failures.failed("ping", error);
+      store = { status: "unavailable", dialect: this.#dialect.name, error: errorReason(error) };
     }
+    const failure = this.#writer.failure;
     const writer: DependencyCheck = {
-      status: this.#writer.saturated ? "unavailable" : "ok",
+      status: this.#writer.saturated || failure !== undefined ? "unavailable" : "ok",
       queued_events: this.#writer.queuedEvents,
+      ...(failure === undefined ? {} : { error: failure }),
     };
     const status = store.status === "ok" && writer.status === "ok" ? "ok" : "unavailable";
     return { status, checks: { store, writer } };
+  }
+
+  /**
+   * One read from the store: a failure is logged by the rule (FailureLog) and answered as
+   * unavailable (503 + Retry-After), the cause kept for the log only.
+   */
+  async #call<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await fn();
+    } catch (error) {
+      const unavailable = new EventsDbError("unavailable", "the event store is unavailable", {
+        cause: error,
+        retryAfterSeconds: 1,
+      });
+      this.#failures.failed(operation, error, unavailable);
+      throw unavailable;
+    }
+    this.#failures.succeeded();
+    return result;
   }
 
   /** Ends streams, flushes the writer, then closes the database. */
@@ -212,22 +274,6 @@ function checkFilter(filter: EventFilter): void {
   if (filter.type !== undefined && filter.type.length > 1024) throw invalidArgument("type is too long");
 }
 
-async function unavailableOnFailure<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (error) {
-    throw new EventsDbError("unavailable", "the event store is unavailable", {
-      cause: error,
-      retryAfterSeconds: 1,
-    });
-  }
-}
-
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
-}
-
-function errorMessage(error: unknown): string {
-  if (error instanceof Error) return (error as { code?: string }).code ?? error.message;
-  return String(error);
 }

@@ -1,5 +1,7 @@
 import type { WriterConfig } from "../config.js";
 import { EventsDbError } from "../errors.js";
+import type { FailureLog } from "../failure-log.js";
+import { errorReason } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { EventRepository } from "../storage/repository.js";
 import type { AppendResult, NewEvent, StoredEvent } from "./event.js";
@@ -7,6 +9,12 @@ import { nowTime } from "./time.js";
 
 /** How long appends fail fast after the store was found unreachable. */
 export const STORE_DOWN_PAUSE_MS = 1000;
+/**
+ * How long a failed commit keeps the writer reported unavailable (readiness) when no commit
+ * succeeds meanwhile. Bounded: a load balancer that takes the process out of rotation sends it no
+ * append that could succeed, so "until a commit succeeds" alone would keep it out for good.
+ */
+export const FAILED_COMMIT_REPORT_MS = 30_000;
 /** Appends (jobs) reaching an idle writer together from which they go in two commits (see #take). */
 export const BURST_JOBS = 8;
 
@@ -36,6 +44,9 @@ export class Writer {
   readonly #splitBursts: boolean;
   /** Until this time (epoch ms) appends fail at once: the last commit found the store unreachable. */
   #downUntil = 0;
+  readonly #failures: Pick<FailureLog, "failed" | "succeeded"> | undefined;
+  /** The last failed commit (monotonic ms), until a commit succeeds. */
+  #lastFailure: { readonly reason: string; readonly at: number } | undefined;
 
   constructor(
     repository: EventRepository,
@@ -44,7 +55,10 @@ export class Writer {
     onCommitted: (events: readonly StoredEvent[]) => Promise<void>,
     /** Whether the loop is free while a commit is in flight (MySQL: yes; SQLite: no, it blocks). */
     commitsOffLoop: boolean,
+    /** Where failed and successful commits are reported (the store's log rule). */
+    failures?: Pick<FailureLog, "failed" | "succeeded">,
   ) {
+    this.#failures = failures;
     this.#splitBursts = commitsOffLoop;
     this.#repository = repository;
     this.#config = config;
@@ -62,6 +76,16 @@ export class Writer {
     return (
       this.#queuedEvents > this.#config.queueEvents * 0.9 || this.#queuedBytes > this.#config.queueBytes * 0.9
     );
+  }
+
+  /**
+   * Why the last commit was refused by a reachable store — out of space, read-only — while no
+   * commit has succeeded since, for at most FAILED_COMMIT_REPORT_MS; undefined when commits work.
+   */
+  get failure(): string | undefined {
+    const last = this.#lastFailure;
+    if (last === undefined || performance.now() - last.at > FAILED_COMMIT_REPORT_MS) return undefined;
+    return last.reason;
   }
 
   /** Appends the events atomically (one transaction); resolves after COMMIT with their ids. */
@@ -167,23 +191,38 @@ export class Writer {
       outcome = await this.#repository.append(events, nowTime());
     } catch (error) {
       end();
-      // While the store is unreachable, fail fast instead of queueing callers behind connect
-      // timeouts; the first append after the pause probes it again.
-      if (isConnectionError(error)) this.#downUntil = Date.now() + STORE_DOWN_PAUSE_MS;
-      if (jobs.length > 1 && !isConnectionError(error)) {
+      const lost = isConnectionError(error);
+      if (jobs.length > 1 && !lost) {
         // One job must not fail the others: retry each alone, so only a bad one fails.
         for (const job of jobs) await this.#commit([job]);
         return;
       }
-      (jobs[0] as Job).reject(
-        new EventsDbError("unavailable", "the event store is unavailable", {
-          cause: error,
-          retryAfterSeconds: 1,
-        }),
-      );
+      // Every caller of the group gets the answer: none of its events is committed.
+      const failure = new EventsDbError("unavailable", "the event store is unavailable", {
+        cause: error,
+        retryAfterSeconds: 1,
+      });
+      this.#failures?.failed("append", error, failure);
+      // A store that is unreachable is the readiness store check's to report (and it reports the
+      // return at once); this one is for a store that answers but refuses commits (out of space).
+      if (!lost) this.#lastFailure = { reason: errorReason(error), at: performance.now() };
+      for (const job of jobs) job.reject(failure);
+      if (lost) {
+        // While the store is unreachable, fail fast instead of queueing callers behind connect
+        // timeouts; the first append after the pause probes it again. What queued meanwhile would
+        // be refused now, so it is refused too rather than tried group by group.
+        this.#downUntil = Date.now() + STORE_DOWN_PAUSE_MS;
+        const queued = this.#queue.splice(0);
+        this.#queuedEvents = 0;
+        this.#queuedBytes = 0;
+        this.#updateGauges();
+        for (const job of queued) job.reject(failure);
+      }
       return;
     }
     end();
+    this.#failures?.succeeded();
+    this.#lastFailure = undefined;
     this.#metrics.writerBatchEvents.observe(events.length);
     let offset = 0;
     for (const job of jobs) {

@@ -28,15 +28,22 @@ export class CommitFeed {
   #lastPublished: number;
   #lock: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
+  /** A poll is waiting for the lock or running. */
+  #polling = false;
 
   constructor(options: FeedOptions) {
     this.#options = options;
     this.#lastPublished = options.lastId;
     if (options.pollMs > 0) {
       this.#timer = setInterval(() => {
-        if (!options.listening()) return;
+        // One poll at a time: while one waits (for the lock or a slow store), the next ones are
+        // skipped, not queued — a frozen store would otherwise meet a pile of them when it thaws.
+        if (this.#polling || !options.listening()) return;
+        this.#polling = true;
         void this.#exclusive(async () => {
           await this.#readUpTo(Number.MAX_SAFE_INTEGER);
+        }).finally(() => {
+          this.#polling = false;
         });
       }, options.pollMs);
       this.#timer.unref();

@@ -37,6 +37,7 @@ export class Hub {
   readonly #config: StreamConfig;
   readonly #metrics: Metrics;
   readonly #page: (query: PageQuery) => Promise<Page>;
+  readonly #onStoreError: ((error: unknown) => void) | undefined;
   readonly #index = new SubjectIndex<Subscription>();
   readonly #subscriptions = new Set<Subscription>();
   #closed = false;
@@ -45,10 +46,17 @@ export class Hub {
   #lastWake = 0;
   #wakeTimer: NodeJS.Timeout | undefined;
 
-  constructor(config: StreamConfig, metrics: Metrics, page: (query: PageQuery) => Promise<Page>) {
+  /** @param onStoreError a subscription's page read failed (it waits and retries) */
+  constructor(
+    config: StreamConfig,
+    metrics: Metrics,
+    page: (query: PageQuery) => Promise<Page>,
+    onStoreError?: (error: unknown) => void,
+  ) {
     this.#config = config;
     this.#metrics = metrics;
     this.#page = page;
+    this.#onStoreError = onStoreError;
   }
 
   /** Open subscriptions. */
@@ -81,6 +89,7 @@ export class Hub {
         page: this.#page,
         onOverflow: () => this.#metrics.streamOverflows.inc(),
         onCatchUp: () => this.#metrics.streamCatchUps.inc(),
+        ...(this.#onStoreError === undefined ? {} : { onStoreError: this.#onStoreError }),
       },
       () => {
         this.#index.delete(subscription, filter.subjects, filter.recursive);

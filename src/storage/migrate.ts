@@ -24,9 +24,26 @@ export async function loadMigrations(dialect: StorageDialect["name"]): Promise<M
 }
 
 /**
+ * The database was migrated by a newer eventsdb than this one: its schema may differ in ways this
+ * code cannot know (every append would fail, say), so neither the server nor `migrate` goes on.
+ */
+export class SchemaTooNewError extends Error {
+  override readonly name = "SchemaTooNewError";
+
+  constructor(database: { version: number; name: string }, code: Migration | undefined) {
+    super(
+      `the database schema is at version ${database.version} (${database.name}), newer than this ` +
+        `eventsdb knows (version ${code?.version ?? 0}${code === undefined ? "" : `, ${code.name}`}): ` +
+        "run the eventsdb that migrated it, or a later one",
+    );
+  }
+}
+
+/**
  * Applies the migrations not yet recorded in `eventsdb_migrations`. Safe to run twice and from two
  * processes at once: the dialect's lock serializes runners, and each re-reads what is applied.
- * Returns the names it applied.
+ * Returns the names it applied. Throws {@link SchemaTooNewError} when the database records a
+ * migration newer than any this code has.
  */
 export async function migrate(dialect: StorageDialect): Promise<string[]> {
   const migrations = await loadMigrations(dialect.name);
@@ -39,9 +56,14 @@ export async function migrate(dialect: StorageDialect): Promise<string[]> {
       .addColumn("name", "varchar(255)", (c) => c.notNull())
       .addColumn("applied_at", "varchar(32)", (c) => c.notNull())
       .execute();
-    const applied = new Set(
-      (await db.selectFrom("eventsdb_migrations").select("version").execute()).map((r) => Number(r.version)),
-    );
+    const rows = await db.selectFrom("eventsdb_migrations").select(["version", "name"]).execute();
+    const applied = new Set(rows.map((r) => Number(r.version)));
+    const newest = migrations.at(-1);
+    const ahead = rows
+      .map((r) => ({ version: Number(r.version), name: r.name }))
+      .filter((r) => r.version > (newest?.version ?? 0))
+      .sort((a, b) => b.version - a.version)[0];
+    if (ahead !== undefined) throw new SchemaTooNewError(ahead, newest);
     const done: string[] = [];
     let collation: string | undefined;
     for (const migration of migrations) {

@@ -1,12 +1,43 @@
-import { CompiledQuery, Kysely, MysqlDialect, sql } from "kysely";
-import { type Connection, createConnection, createPool, type Pool, type PoolOptions } from "mysql2";
+import {
+  CompiledQuery,
+  Kysely,
+  MysqlDialect,
+  type MysqlPool,
+  type MysqlPoolConnection,
+  type MysqlQueryResult,
+  type MysqlStream,
+  type MysqlStreamOptions,
+  sql,
+} from "kysely";
+import {
+  type Connection,
+  createConnection,
+  createPool,
+  type Pool,
+  type PoolConnection,
+  type PoolOptions,
+} from "mysql2";
 import { fromSqlDateTime, toSqlDateTime } from "../events/time.js";
 import { INSERT_BYTES, insertChunks } from "./chunks.js";
 import type { NewRow, StorageDialect } from "./dialect.js";
 import type { Database } from "./schema.js";
+import { StoreTimeoutError, withTimeout } from "./timeout.js";
 
-/** MySQL 8 or MariaDB 10.11+ through a mysql2 pool (reads) and one writer connection. */
-export function createMysqlDialect(url: string, poolSize: number): StorageDialect {
+/**
+ * Callers that may wait for a pool connection at once; beyond it a read fails at once (503)
+ * instead of queueing. Each waits at most --db-timeout anyway; this bounds the queue's memory
+ * when a frozen database meets a burst of requests.
+ */
+export const POOL_QUEUE_LIMIT = 1000;
+/** A new connection that has not finished its handshake by then is given up (at most --db-timeout). */
+const CONNECT_TIMEOUT_MS = 2000;
+
+/**
+ * MySQL 8 or MariaDB 10.11+ through a mysql2 pool (reads) and one writer connection. Every wait —
+ * for a connection, for a query's answer, for a whole commit — ends after `timeoutMs`; migrations
+ * alone are not bounded (an ALTER TABLE may take long, and runs before the server listens).
+ */
+export function createMysqlDialect(url: string, poolSize: number, timeoutMs: number): StorageDialect {
   const options: PoolOptions = {
     uri: url,
     charset: "utf8mb4",
@@ -18,11 +49,11 @@ export function createMysqlDialect(url: string, poolSize: number): StorageDialec
     timezone: "Z",
     enableKeepAlive: true,
     // Fail fast when the server is gone: callers get 503 instead of waiting 10 s.
-    connectTimeout: 2000,
+    connectTimeout: Math.min(CONNECT_TIMEOUT_MS, timeoutMs),
   };
-  const pool: Pool = createPool({ ...options, connectionLimit: poolSize });
-  const writer = new WriterConnection(options);
-  const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool }) });
+  const pool: Pool = createPool({ ...options, connectionLimit: poolSize, queueLimit: POOL_QUEUE_LIMIT });
+  const writer = new WriterConnection(options, timeoutMs);
+  const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool: new BoundedPool(pool, timeoutMs) }) });
   let closed = false;
 
   const getConnection = (): Promise<Connection & { release(): void }> =>
@@ -111,6 +142,100 @@ export function splitStatements(script: string): string[] {
     .filter((s) => s !== "");
 }
 
+/**
+ * The pool as Kysely sees it, with every wait bounded: for a connection, and for each query's
+ * answer. A connection whose query timed out is destroyed, not given back: mysql2 would hold the
+ * next query behind the late answer (a frozen server sends it only when it thaws).
+ */
+class BoundedPool implements MysqlPool {
+  readonly #pool: Pool;
+  readonly #ms: number;
+
+  constructor(pool: Pool, ms: number) {
+    this.#pool = pool;
+    this.#ms = ms;
+  }
+
+  getConnection(callback: (error: unknown, connection: MysqlPoolConnection) => void): void {
+    let settled = false;
+    const timer = setTimeout(() => {
+      settled = true;
+      callback(new StoreTimeoutError("waiting for a database connection", this.#ms), undefined as never);
+    }, this.#ms);
+    this.#pool.getConnection((error, connection) => {
+      if (settled) {
+        // Too late for this caller: the next one in the queue can have it.
+        if (!error) connection.release();
+        return;
+      }
+      settled = true;
+      clearTimeout(timer);
+      if (error) callback(error, undefined as never);
+      else callback(null, new BoundedConnection(connection, this.#ms));
+    });
+  }
+
+  end(callback: (error: unknown) => void): void {
+    this.#pool.end(callback);
+  }
+}
+
+type StreamingQuery = { stream: <T>(options: MysqlStreamOptions) => MysqlStream<T> };
+
+class BoundedConnection implements MysqlPoolConnection {
+  readonly #connection: PoolConnection;
+  readonly #ms: number;
+  #broken = false;
+
+  constructor(connection: PoolConnection, ms: number) {
+    this.#connection = connection;
+    this.#ms = ms;
+  }
+
+  query(sql: string, parameters: unknown[]): StreamingQuery;
+  query(
+    sql: string,
+    parameters: unknown[],
+    callback: (error: unknown, result: MysqlQueryResult) => void,
+  ): void;
+  query(
+    sql: string,
+    parameters: unknown[],
+    callback?: (error: unknown, result: MysqlQueryResult) => void,
+  ): StreamingQuery | undefined {
+    // Streaming (unused here) has no single answer to wait for.
+    if (callback === undefined) return this.#connection.query(sql, parameters) as unknown as StreamingQuery;
+    let settled = false;
+    const timer = setTimeout(() => {
+      settled = true;
+      this.#broken = true;
+      callback(new StoreTimeoutError("a query", this.#ms), undefined as never);
+    }, this.#ms);
+    this.#connection.query(sql, parameters, (error, result) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      callback(error, result as unknown as MysqlQueryResult);
+    });
+    return undefined;
+  }
+
+  release(): void {
+    if (this.#broken) destroyNow(this.#connection);
+    else this.#connection.release();
+  }
+}
+
+/**
+ * Drops a connection for good. mysql2's destroy() only half-closes the socket (FIN) and leaves the
+ * command waiting: a frozen or vanished server would keep the socket, and the query with its data,
+ * until it answered. The socket itself is destroyed too (mysql2 keeps it as `stream`).
+ */
+function destroyNow(conn: Connection): void {
+  conn.destroy();
+  (conn as unknown as { stream?: { destroy?: () => void } }).stream?.destroy?.();
+}
+
 function run(conn: Connection, text: string, values: readonly unknown[] = []): Promise<unknown> {
   return new Promise((resolve, reject) =>
     conn.query(text, values as unknown[], (err, result) => (err ? reject(err) : resolve(result))),
@@ -125,14 +250,38 @@ function run(conn: Connection, text: string, values: readonly unknown[] = []): P
  */
 class WriterConnection {
   readonly #options: PoolOptions;
+  readonly #timeoutMs: number;
   #connection: Connection | undefined;
 
-  constructor(options: PoolOptions) {
+  constructor(options: PoolOptions, timeoutMs: number) {
     this.#options = options;
+    this.#timeoutMs = timeoutMs;
   }
 
-  /** Runs the statements in one transaction; returns each statement's result. */
-  async transaction(statements: readonly CompiledQuery[]): Promise<unknown[]> {
+  /**
+   * Runs the statements in one transaction; returns each statement's result. The whole of it,
+   * connecting included, is bounded by --db-timeout: past it the connection is dropped, so the
+   * server rolls the transaction back (or, if COMMIT was already on its way, commits it: either
+   * way the caller was told nothing was acknowledged).
+   */
+  transaction(statements: readonly CompiledQuery[]): Promise<unknown[]> {
+    let used: Connection | undefined;
+    return withTimeout(
+      this.#transaction(statements, (conn) => {
+        used = conn;
+      }),
+      this.#timeoutMs,
+      "a commit",
+      () => {
+        if (used !== undefined) this.#drop(used);
+      },
+    );
+  }
+
+  async #transaction(
+    statements: readonly CompiledQuery[],
+    using: (conn: Connection) => void,
+  ): Promise<unknown[]> {
     const packets: { text: string[]; values: unknown[]; bytes: number }[] = [];
     let packet = { text: ["START TRANSACTION"], values: [] as unknown[], bytes: 0 };
     for (const statement of statements) {
@@ -148,7 +297,7 @@ class WriterConnection {
     packet.text.push("COMMIT");
     packets.push(packet);
 
-    const conn = await this.#connect();
+    const conn = await this.#connect(using);
     const results: unknown[] = [];
     try {
       for (const p of packets) {
@@ -164,18 +313,28 @@ class WriterConnection {
     return results.slice(1, -1);
   }
 
-  async #connect(): Promise<Connection> {
-    if (this.#connection !== undefined) return this.#connection;
+  async #connect(using: (conn: Connection) => void): Promise<Connection> {
+    if (this.#connection !== undefined) {
+      using(this.#connection);
+      return this.#connection;
+    }
     const conn = createConnection({ ...this.#options, multipleStatements: true });
-    conn.on("error", () => this.#drop(conn));
-    await new Promise<void>((resolve, reject) => conn.connect((err) => (err ? reject(err) : resolve())));
+    using(conn);
+    // Current from the start, so a timeout during the handshake drops it too.
     this.#connection = conn;
+    conn.on("error", () => this.#drop(conn));
+    try {
+      await new Promise<void>((resolve, reject) => conn.connect((err) => (err ? reject(err) : resolve())));
+    } catch (error) {
+      this.#drop(conn);
+      throw error;
+    }
     return conn;
   }
 
   #drop(conn: Connection): void {
     if (this.#connection === conn) this.#connection = undefined;
-    conn.destroy();
+    destroyNow(conn);
   }
 
   async close(): Promise<void> {

@@ -3,9 +3,9 @@ import type { StorageDialect } from "./dialect.js";
 import { createMysqlDialect } from "./mysql.js";
 import { createSqliteDialect } from "./sqlite.js";
 
-/** The dialect a store configuration names. */
-export function openDialect(store: StoreConfig): StorageDialect {
+/** The dialect a store configuration names; `timeoutMs` bounds each database call (--db-timeout). */
+export function openDialect(store: StoreConfig, timeoutMs: number): StorageDialect {
   return store.kind === "sqlite"
-    ? createSqliteDialect(store.path)
-    : createMysqlDialect(store.url, store.poolSize);
+    ? createSqliteDialect(store.path, timeoutMs)
+    : createMysqlDialect(store.url, store.poolSize, timeoutMs);
 }

@@ -19,13 +19,15 @@ const INSERT_EVENT =
   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /** Embedded SQLite (better-sqlite3) in WAL mode: the default store, one file, no server. */
-export function createSqliteDialect(file: string): StorageDialect {
+export function createSqliteDialect(file: string, timeoutMs: number): StorageDialect {
   if (file !== ":memory:") fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const database = new SqliteDatabase(file);
   // WAL lets readers run beside the writer; FULL sync because nothing acknowledged may be lost.
   database.pragma("journal_mode = WAL");
   database.pragma("synchronous = FULL");
-  database.pragma("busy_timeout = 10000");
+  // A lock held by another process is waited for at most --db-timeout, then SQLITE_BUSY (503).
+  // The wait blocks the event loop (better-sqlite3 is synchronous), one more reason to keep it short.
+  database.pragma(`busy_timeout = ${Math.trunc(timeoutMs)}`);
   database.pragma("foreign_keys = ON");
   const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database }) });
   let closed = false;
@@ -104,9 +106,9 @@ export function createSqliteDialect(file: string): StorageDialect {
  * SQLITE_BUSY when another process holds the write lock; IMMEDIATE waits for it (busy_timeout).
  */
 class ImmediateSqliteDialect extends SqliteDialect {
-  readonly #config: SqliteDialectConfig;
+  readonly #config: SqliteDialectConfig & { database: SqliteDatabase.Database };
 
-  constructor(config: SqliteDialectConfig) {
+  constructor(config: SqliteDialectConfig & { database: SqliteDatabase.Database }) {
     super(config);
     this.#config = config;
   }
@@ -117,7 +119,22 @@ class ImmediateSqliteDialect extends SqliteDialect {
 }
 
 class ImmediateSqliteDriver extends SqliteDriver {
+  readonly #database: SqliteDatabase.Database;
+
+  constructor(config: SqliteDialectConfig & { database: SqliteDatabase.Database }) {
+    super(config);
+    this.#database = config.database;
+  }
+
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {
     await connection.executeQuery(CompiledQuery.raw("begin immediate"));
+  }
+
+  /**
+   * Some errors (SQLITE_FULL, SQLITE_IOERR…) roll the transaction back by themselves; a ROLLBACK
+   * then fails ("no transaction is active") and that error would replace the one that says why.
+   */
+  override async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    if (this.#database.inTransaction) await super.rollbackTransaction(connection);
   }
 }

@@ -1,6 +1,7 @@
-import { afterEach, describe, expect, it } from "vitest";
-import type { NewEvent } from "../../src/events/event.js";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import type { NewEvent, Page } from "../../src/events/event.js";
 import type { EventStore } from "../../src/events/store.js";
+import { CommitFeed } from "../../src/hub/feed.js";
 import { DIALECTS } from "../support/dialects.js";
 import { newEvent } from "../support/events.js";
 import { openTestStore } from "../support/server.js";
@@ -57,3 +58,43 @@ describe.each(DIALECTS.filter((d) => d.name === "mysql"))(
     });
   },
 );
+
+describe("polls for other processes' commits", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("skips a poll while one is running instead of queueing it behind a frozen store", async () => {
+    vi.useFakeTimers();
+    let thaw = () => {};
+    const frozen = new Promise<void>((resolve) => {
+      thaw = resolve;
+    });
+    let reads = 0;
+    const feed = new CommitFeed({
+      lastId: 0,
+      page: async (): Promise<Page> => {
+        reads++;
+        await frozen;
+        return { events: [], hasMore: false, nextFromId: 0 };
+      },
+      publish: () => {},
+      listening: () => true,
+      pollMs: 10,
+      onError: () => {},
+    });
+    try {
+      // A 10 s freeze: a thousand poll ticks while the first read waits.
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(reads).toBe(1);
+      thaw();
+      // Everything that was waiting runs now, without the clock moving.
+      for (let i = 0; i < 20; i++) await Promise.resolve();
+      expect(reads).toBe(1);
+      await vi.advanceTimersByTimeAsync(10);
+      expect(reads).toBe(2);
+    } finally {
+      feed.close();
+    }
+  });
+});

@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { NewEvent, StoredEvent } from "../../src/events/event.js";
 import type { EventStore } from "../../src/events/store.js";
-import type { Metrics } from "../../src/metrics.js";
+import { Writer } from "../../src/events/writer.js";
+import { Metrics } from "../../src/metrics.js";
+import type { EventRepository } from "../../src/storage/repository.js";
 import { DIALECTS } from "../support/dialects.js";
 import { newEvent } from "../support/events.js";
 import { openTestStore } from "../support/server.js";
@@ -145,6 +147,56 @@ describe.each(DIALECTS.filter((d) => d.name === "mysql"))("writer failures on $n
       expect(page.events).toHaveLength(3);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe("a group commit that fails", () => {
+  const config = { queueEvents: 1000, queueBytes: 1 << 20, commitEvents: 1000, commitBytes: 1 << 20 };
+  /** A writer whose store fails every commit with `error` after `gate` resolves. */
+  const failingWriter = (error: unknown, gate: Promise<void>) => {
+    let commits = 0;
+    const repository = {
+      append: async () => {
+        commits++;
+        await gate;
+        throw error;
+      },
+    } as unknown as EventRepository;
+    const writer = new Writer(
+      repository,
+      config,
+      new Metrics({ defaultMetrics: false }),
+      async () => {},
+      false,
+    );
+    return { writer, commits: () => commits };
+  };
+
+  it.each([
+    [
+      "a lost connection",
+      Object.assign(new Error("lost"), { code: "PROTOCOL_CONNECTION_LOST", fatal: true }),
+    ],
+    ["a store that refuses the group", Object.assign(new Error("full"), { code: "SQLITE_FULL" })],
+  ])("answers every caller of the group with unavailable on %s", async (_, error) => {
+    let open = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const { writer } = failingWriter(error, gate);
+    // The first append starts a commit; the other 15 queue behind it and form the next group.
+    const first = writer.append([event("g/0")]);
+    await new Promise((r) => setImmediate(r));
+    const rest = Array.from({ length: 15 }, (_, i) => writer.append([event(`g/${i + 1}`)]));
+    open();
+    const outcomes = await Promise.allSettled([first, ...rest]);
+    for (const outcome of outcomes) {
+      expect(outcome.status).toBe("rejected");
+      expect((outcome as PromiseRejectedResult).reason).toMatchObject({
+        code: "unavailable",
+        retryAfterSeconds: 1,
+      });
     }
   });
 });

@@ -183,3 +183,31 @@ describe("hub and subscription engine", () => {
     ).toThrow(expect.objectContaining({ code: "unavailable" }));
   });
 });
+
+describe("a subscription whose store read fails", () => {
+  it("tells the hub's onStoreError, waits and reads again from the same cursor", async () => {
+    const log = new MemoryLog();
+    log.append("s");
+    let failures = 2;
+    const errors: unknown[] = [];
+    const hub = new Hub(
+      loadConfig({}, {}).streams,
+      new Metrics({ defaultMetrics: false }),
+      async (query) => {
+        if (failures-- > 0) throw new Error("store down");
+        return log.page(query);
+      },
+      (error) => errors.push(error),
+    );
+    const subscription = hub.subscribe({
+      filter: { subjects: ["s"], recursive: false, type: undefined },
+      fromId: 0,
+    });
+    try {
+      expect(await take(subscription[Symbol.asyncIterator](), 1)).toEqual([1]);
+      expect(errors.map((e) => (e as Error).message)).toEqual(["store down", "store down"]);
+    } finally {
+      subscription.close();
+    }
+  });
+});

@@ -37,8 +37,8 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
   it("applies migrations once, also when two runners race", async () => {
     const url = await dialect.url();
     const config = loadConfig({}, { "database-url": url });
-    const a = openDialect(config.store);
-    const b = openDialect(config.store);
+    const a = openDialect(config.store, config.dbTimeoutMs);
+    const b = openDialect(config.store, config.dbTimeoutMs);
     try {
       const [first, second] = await Promise.all([migrate(a), migrate(b)]);
       // Every migration of the dialect exactly once (listed from sql/<dialect>/).

@@ -195,4 +195,28 @@ describe("mutual TLS", () => {
     ]);
     expect(withCert.stdout).toBe('{"status":"ok"}');
   });
+
+  it("picks up a replaced TLS_CLIENT_CA_FILE without SIGHUP, like the certificates", async () => {
+    const url = `https://localhost:${t.server.restPort}/healthz`;
+    // The server's own certificate stays signed by the first CA.
+    const serverCa = path.join(mdir, "server-ca.crt");
+    fs.copyFileSync(mca.caCert, serverCa);
+    const status = (cert: { cert: string; key: string }) =>
+      run("curl", ["-s", "--cacert", serverCa, "--cert", cert.cert, "--key", cert.key, url]).then(
+        (r) => r.stdout,
+        () => "refused",
+      );
+    const nextCa = makeCa(fs.mkdtempSync(path.join(mdir, "next-")));
+    const nextClient = issue(mdir, nextCa, "client-next", 9, true);
+    expect(await status(nextClient)).toBe("refused");
+    // Rotated in place, as a CA bundle is: the old client's issuer is gone, the new one's trusted.
+    fs.copyFileSync(nextCa.caCert, `${mca.caCert}.tmp`);
+    fs.renameSync(`${mca.caCert}.tmp`, mca.caCert);
+    await waitUntil(
+      async () => (await status(nextClient)) === '{"status":"ok"}',
+      "the new client CA",
+      15_000,
+    );
+    expect(await status(client)).toBe("refused");
+  });
 });
