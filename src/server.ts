@@ -135,6 +135,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       reloadTls();
       registry = loadRegistry(config);
       app.log.info({ tokens: registry.size }, "auth tokens reloaded");
+      // Streams of tokens that are gone or changed end now, not at the next periodic check.
+      void store.recheckStreams();
     },
     close() {
       closing ??= (async () => {

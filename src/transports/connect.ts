@@ -27,6 +27,7 @@ import {
   type StreamEventsFromSubjectRequest,
 } from "../gen/grpc/eventsdb_pb.js";
 import { secondsSincePublished } from "../hub/hub.js";
+import type { CloseReason } from "../hub/subscription.js";
 import type { Metrics, Operation } from "../metrics.js";
 import { connectAuthInterceptor, PRINCIPAL, principalOf } from "./authenticate.js";
 import { connectPlugin } from "./connect-plugin.js";
@@ -103,7 +104,10 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
     routes,
     readMaxBytes: limits.maxBodyBytes,
     contextValues: (request) =>
-      createContextValues().set(RAW_REQUEST, request.raw).set(PRINCIPAL, principalOf(request)),
+      createContextValues()
+        .set(RAW_REQUEST, request.raw)
+        .set(CLIENT_ADDRESS, request.ip)
+        .set(PRINCIPAL, principalOf(request)),
     interceptors: [connectAuthInterceptor],
   });
 }
@@ -112,6 +116,9 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
 const RAW_REQUEST = createContextKey<IncomingMessage | Http2ServerRequest | undefined>(undefined, {
   description: "the raw Node request",
 });
+
+/** The caller's address as Fastify sees it (anonymous callers count per address for stream limits). */
+const CLIENT_ADDRESS = createContextKey<string>("", { description: "the client address" });
 
 /** Cancels the HTTP/2 stream (RST_STREAM) or closes the HTTP/1.1 connection under a call. */
 function cutTransport(raw: IncomingMessage | Http2ServerRequest | undefined): void {
@@ -122,7 +129,9 @@ function cutTransport(raw: IncomingMessage | Http2ServerRequest | undefined): vo
 
 /**
  * Catch-up pages as one message each, then live events that arrive together in one message,
- * never more than --stream-batch-size per message. Ends when the client cancels.
+ * never more than --stream-batch-size events or --client-buffer-bytes bytes per message (at least
+ * one event). Ends when the client cancels; on shutdown with UNAVAILABLE (reconnect and resume
+ * from the last id), when the credential stops being valid with UNAUTHENTICATED.
  */
 async function* streamEvents(
   store: EventStore,
@@ -140,6 +149,7 @@ async function* streamEvents(
         fromId: toSafeId(request.fromId ?? 0n, "from_id"),
         batchSize: config.streams.streamBatchSize,
         signal: context.signal,
+        address: context.values.get(CLIENT_ADDRESS),
       },
       caller(context),
     );
@@ -149,7 +159,6 @@ async function* streamEvents(
     throw toConnectError(error);
   }
   const writeTimeoutMs = config.streams.writeTimeoutSeconds * 1000;
-  let reason = "server ended the stream (shutdown)";
   const { subjects, recursive, type } = subscription.filter;
   log.info(
     { subjects, recursive, type, fromId: subscription.cursor, caller: caller(context).name },
@@ -160,7 +169,7 @@ async function* streamEvents(
       // The yield returns once Connect has written the message; a client that stops reading keeps
       // it pending (HTTP/2 flow control), and is cut after --write-timeout, like an SSE client.
       const timer = setTimeout(() => {
-        reason = `unwritable for --write-timeout ${config.streams.writeTimeoutSeconds} s`;
+        subscription.close("write timeout");
         cutTransport(context.values.get(RAW_REQUEST));
       }, writeTimeoutMs);
       try {
@@ -172,12 +181,31 @@ async function* streamEvents(
       }
     }
   } catch (error) {
-    reason = "error";
+    subscription.close("error");
     throw toConnectError(error);
   } finally {
-    if (context.signal.aborted && reason.startsWith("server")) reason = "client left";
     subscription.close();
-    log.info({ reason, lastId: subscription.cursor }, "grpc stream closed");
+    log.info({ reason: subscription.closeReason, lastId: subscription.cursor }, "grpc stream closed");
+  }
+  const ended = streamEnd(subscription.closeReason ?? "client left");
+  if (ended !== undefined) throw ended;
+}
+
+/** The status a stream the server ended closes with; undefined = OK (the client is gone anyway). */
+function streamEnd(reason: CloseReason): ConnectError | undefined {
+  switch (reason) {
+    case "client left":
+    case "write timeout":
+    case "error":
+      return undefined;
+    case "shutdown":
+      // Not OK: a client must not take a shutdown for the end of the stream, but reconnect and resume.
+      return new ConnectError(
+        "the server is shutting down; reconnect and resume after the last id",
+        Code.Unavailable,
+      );
+    case "revoked":
+      return new ConnectError("the credential is no longer valid (revoked or expired)", Code.Unauthenticated);
   }
 }
 

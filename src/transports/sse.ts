@@ -49,28 +49,31 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
           ? parseInteger(lastEventId.trim(), "Last-Event-ID", 0)
           : parseInteger(query.from_id, "from_id", 0);
       // SSE may coalesce up to a whole buffer per write; batches only bound how much is held at once.
-      subscription = store.subscribe(
-        {
-          filter: parseFilter(query),
-          fromId,
-          batchSize: options.clientBufferSize,
-        },
-        request.principal,
-      );
+      const stream = {
+        filter: parseFilter(query),
+        fromId,
+        batchSize: options.clientBufferSize,
+        address: request.ip,
+      };
+      if (request.method === "HEAD") {
+        // What a GET would get, after the same checks and limits, without opening a stream.
+        store.checkStream(stream, request.principal);
+        reply.hijack();
+        reply.raw.writeHead(200, sseHeaders(reply.raw as ServerResponse));
+        reply.raw.end();
+        return;
+      }
+      subscription = store.subscribe(stream, request.principal);
       metrics.operations.inc({ operation: "stream_events", status: "success" });
     } catch (error) {
-      metrics.operations.inc({ operation: "stream_events", status: "error" });
+      if (request.method !== "HEAD") metrics.operations.inc({ operation: "stream_events", status: "error" });
       throw error;
     }
 
     reply.hijack();
     const res = reply.raw as ServerResponse;
     const stream = new SseWriter(res, options);
-    let reason = "server ended the stream (shutdown)";
-    const onClose = () => {
-      reason = "client left";
-      subscription.close();
-    };
+    const onClose = () => subscription.close("client left");
     res.once("close", onClose);
     const { subjects, recursive, type } = subscription.filter;
     request.log.info(
@@ -83,22 +86,40 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
         let text = "";
         for (const event of batch) text += frame(event);
         if (!(await stream.write(text))) {
-          if (stream.timedOut) reason = `unwritable for --write-timeout ${options.writeTimeoutSeconds} s`;
+          subscription.close(stream.timedOut ? "write timeout" : "client left");
           break;
         }
         const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
         if (lag !== undefined) metrics.deliveryLag.observe(lag);
       }
     } catch (error) {
-      reason = "error";
+      subscription.close("error");
       request.log.warn({ err: error }, "event stream failed");
     } finally {
       res.off("close", onClose);
       subscription.close();
+      // EventSource cannot see why a stream ended; its reconnect gets the 401. Others read this.
+      if (subscription.closeReason === "revoked") stream.comment(REVOKED_COMMENT);
       stream.end();
-      request.log.info({ reason, lastId: subscription.cursor }, "stream closed");
+      request.log.info({ reason: subscription.closeReason, lastId: subscription.cursor }, "stream closed");
     }
   });
+}
+
+/** The last line of a stream whose credential stopped being valid (removed, changed, expired). */
+export const REVOKED_COMMENT = "closed: the credential is no longer valid (revoked or expired)";
+
+/** The response headers of a stream (and of HEAD on its route). */
+function sseHeaders(res: ServerResponse): Record<string, string> {
+  const headers: Record<string, string> = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    // nginx buffers proxied responses unless told not to; SSE must not be buffered.
+    "x-accel-buffering": "no",
+  };
+  // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
+  if (res.req.httpVersionMajor === 1) headers.connection = "keep-alive";
+  return headers;
 }
 
 /**
@@ -138,15 +159,7 @@ class SseWriter {
 
   /** Sends the headers and the `retry:` line at once, before any event. */
   open(): void {
-    const headers: Record<string, string> = {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache",
-      // nginx buffers proxied responses unless told not to; SSE must not be buffered.
-      "x-accel-buffering": "no",
-    };
-    // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
-    if (this.#res.req.httpVersionMajor === 1) headers.connection = "keep-alive";
-    this.#res.writeHead(200, headers);
+    this.#res.writeHead(200, sseHeaders(this.#res));
     this.#res.write(`retry: ${RETRY_MS}\n\n`);
     this.#heartbeat = setInterval(() => this.#beat(), this.#heartbeatMs);
     this.#heartbeat.unref();
@@ -183,9 +196,14 @@ class SseWriter {
 
   /** A comment line keeps proxies and the browser from timing the connection out. */
   #beat(): void {
+    this.comment("heartbeat");
+  }
+
+  /** A comment line (HTML §9.2.6: ignored by EventSource), unless the client is not reading. */
+  comment(text: string): void {
     const res = this.#res;
     if (res.destroyed || res.writableEnded || res.writableNeedDrain) return;
-    res.write(": heartbeat\n\n");
+    res.write(`: ${text}\n\n`);
   }
 
   end(): void {
