@@ -7,13 +7,15 @@ import type { EventStore } from "../events/store.js";
 import { secondsSincePublished } from "../hub/hub.js";
 import type { Subscription } from "../hub/subscription.js";
 import type { Metrics } from "../metrics.js";
+import type { Outbound } from "./outbound.js";
 import { parseFilter, parseInteger, type Query, single } from "./query.js";
 
 export interface SseOptions {
   readonly store: EventStore;
   readonly metrics: Metrics;
+  /** Drops a response that stays unwritable for --write-timeout. */
+  readonly outbound: Outbound;
   readonly heartbeatIntervalSeconds: number;
-  readonly writeTimeoutSeconds: number;
   readonly clientBufferSize: number;
 }
 
@@ -25,7 +27,7 @@ export const RETRY_MS = 2000;
  *
  * Frames are written to the raw response after `reply.hijack()` rather than with @fastify/sse:
  * this route needs the socket's own backpressure (write only while it is writable, wait for
- * 'drain' with --write-timeout, several frames coalesced into one write), headers flushed before
+ * 'drain', several frames coalesced into one write), headers flushed before
  * the first event, and ids written as they are (0 included); @fastify/sse 0.6 hides the first
  * two and drops id 0.
  */
@@ -72,7 +74,7 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
 
     reply.hijack();
     const res = reply.raw as ServerResponse;
-    const stream = new SseWriter(res, options);
+    const stream = new SseWriter(res, options.heartbeatIntervalSeconds);
     const onClose = () => subscription.close("client left");
     res.once("close", onClose);
     const { subjects, recursive, type } = subscription.filter;
@@ -86,7 +88,7 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
         let text = "";
         for (const event of batch) text += frame(event);
         if (!(await stream.write(text))) {
-          subscription.close(stream.timedOut ? "write timeout" : "client left");
+          subscription.close(options.outbound.timedOut(request.raw) ? "write timeout" : "client left");
           break;
         }
         const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
@@ -142,19 +144,18 @@ function cachedFrames(toJson: (event: StoredEvent) => unknown): (event: StoredEv
 const simpleFrame = cachedFrames(toSimpleJson);
 const cloudEventFrame = cachedFrames(toStructured);
 
-/** Writes SSE text to one response with heartbeats, backpressure and a write timeout. */
+/**
+ * Writes SSE text to one response with heartbeats and backpressure. A client that stays
+ * unwritable for --write-timeout loses its response (Outbound), which ends the wait for 'drain'.
+ */
 class SseWriter {
   readonly #res: ServerResponse;
   readonly #heartbeatMs: number;
-  readonly #writeTimeoutMs: number;
   #heartbeat: NodeJS.Timeout | undefined;
-  /** The client stayed unwritable past --write-timeout and was dropped. */
-  timedOut = false;
 
-  constructor(res: ServerResponse, options: SseOptions) {
+  constructor(res: ServerResponse, heartbeatIntervalSeconds: number) {
     this.#res = res;
-    this.#heartbeatMs = options.heartbeatIntervalSeconds * 1000;
-    this.#writeTimeoutMs = options.writeTimeoutSeconds * 1000;
+    this.#heartbeatMs = heartbeatIntervalSeconds * 1000;
   }
 
   /** Sends the headers and the `retry:` line at once, before any event. */
@@ -165,19 +166,14 @@ class SseWriter {
     this.#heartbeat.unref();
   }
 
-  /**
-   * Writes text; when the socket buffer is full, waits for 'drain' at most --write-timeout.
-   * Returns false when the client is gone or stayed unwritable (the response is then destroyed).
-   */
+  /** Writes text; when the socket buffer is full, waits for 'drain'. False when the client is gone. */
   async write(text: string): Promise<boolean> {
     const res = this.#res;
     if (res.destroyed || res.writableEnded) return false;
     this.#heartbeat?.refresh(); // any write counts as a heartbeat
     if (res.write(text)) return true;
-    const drained = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => finish(false), this.#writeTimeoutMs);
+    return new Promise<boolean>((resolve) => {
       const finish = (ok: boolean) => {
-        clearTimeout(timer);
         res.off("drain", onDrain);
         res.off("close", onClose);
         resolve(ok);
@@ -187,11 +183,6 @@ class SseWriter {
       res.on("drain", onDrain);
       res.on("close", onClose);
     });
-    if (!drained) {
-      this.timedOut = !res.destroyed;
-      res.destroy();
-    }
-    return drained;
   }
 
   /** A comment line keeps proxies and the browser from timing the connection out. */
