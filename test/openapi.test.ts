@@ -691,6 +691,24 @@ describe("REST API against openapi.yaml", () => {
     });
   });
 
+  describe("HEAD /events/stream", () => {
+    it("→ 200 with the stream's headers and no stream, 429 while the streams are taken, 400 for bad parameters", async () => {
+      const ok = await call("HEAD", "/events/stream", { query: { subject: "oas" } });
+      expect(ok.status).toBe(200);
+      const controller = new AbortController();
+      const open = await fetch(`${baseUrl}/events/stream?subject=oas`, { signal: controller.signal });
+      try {
+        expect(open.status).toBe(200);
+        const full = await call("HEAD", "/events/stream", { query: { subject: "oas" } });
+        expect(full.status).toBe(429);
+      } finally {
+        controller.abort();
+      }
+      const bad = await call("HEAD", "/events/stream", { query: { subject: "oas", from_id: "-1" } });
+      expect(bad.status).toBe(400);
+    });
+  });
+
   describe("coverage of openapi.yaml", () => {
     /** Operations documented ahead of their implementation. */
     const NOT_IMPLEMENTED = new Set<string>();

@@ -262,10 +262,11 @@ function responseBytes(events: readonly StoredEvent[]): number {
   return bytes;
 }
 
+/** A read dropped because its connection does not take its answers: the client's doing, not a 5xx. */
 function notReading(): EventsDbError {
   return new EventsDbError(
-    "unavailable",
-    "this connection does not read its responses (--write-timeout); the answer was dropped",
+    "too_many_requests",
+    "this connection does not read its answers (--connection-buffer-bytes, --write-timeout); this one was dropped",
   );
 }
 
