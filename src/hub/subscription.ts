@@ -218,19 +218,11 @@ export class Subscription implements AsyncIterable<StoredEvent[]> {
     return undefined;
   }
 
-  /** Buffered events past the cursor, at most one batch: batchSize events, bufferBytes bytes. */
+  /** Buffered events past the cursor, at most one batch (the buffer itself holds ≤ bufferBytes). */
   #takeReady(): StoredEvent[] {
     let start = 0;
     while (start < this.#buffer.length && (this.#buffer[start] as StoredEvent).id <= this.#cursor) start++;
-    let end = start;
-    let bytes = 0;
-    const maxEnd = Math.min(this.#buffer.length, start + this.#options.batchSize);
-    while (end < maxEnd) {
-      const size = this.#sizes[end] as number;
-      if (end > start && bytes + size > this.#options.bufferBytes) break;
-      bytes += size;
-      end++;
-    }
+    const end = Math.min(this.#buffer.length, start + this.#options.batchSize);
     const ready = this.#buffer.slice(start, end);
     for (let i = 0; i < end; i++) this.#bufferedBytes -= this.#sizes[i] as number;
     this.#buffer = this.#buffer.slice(end);
