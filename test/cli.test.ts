@@ -92,7 +92,7 @@ describe("eventsdb command line", () => {
     const connection = await createConnection(url);
     try {
       const [rows] = await connection.query("SELECT version FROM eventsdb_migrations ORDER BY version");
-      expect(rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
+      expect(rows).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 6 }]);
     } finally {
       await connection.end();
     }
