@@ -4,6 +4,7 @@ import type { Socket } from "node:net";
 import type { FastifyInstance } from "fastify";
 import { EventsDbError } from "../errors.js";
 import { eventSize, type StoredEvent } from "../events/event.js";
+import { MAX_PAGE_LIMIT } from "../events/store.js";
 
 type RawRequest = IncomingMessage | Http2ServerRequest;
 type RawResponse = ServerResponse | Http2ServerResponse;
@@ -131,7 +132,9 @@ export class Outbound {
    */
   reserveRead(req: RawRequest, limit: number): Promise<Hold> {
     const largest = Math.max(this.#options.pageBytes, this.#options.maxEventBytes);
-    return this.#reserve(req, Math.ceil((largest * 4) / 3) + limit * PER_EVENT_BYTES);
+    // Before the store has checked `limit`: a bad one is answered with 400 anyway.
+    const events = Math.min(Math.max(1, limit), MAX_PAGE_LIMIT);
+    return this.#reserve(req, Math.ceil((largest * 4) / 3) + events * PER_EVENT_BYTES);
   }
 
   async #reserve(req: RawRequest, bytes: number): Promise<Hold> {
