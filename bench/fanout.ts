@@ -1,6 +1,5 @@
 import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import { Agent, request } from "node:http";
 import path from "node:path";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
@@ -15,6 +14,8 @@ import {
   formatTable,
   machineInfo,
   parseCountOption,
+  RssSampler,
+  rssKb,
   type ServerChild,
   serverEnv,
   sleep,
@@ -41,7 +42,6 @@ const MAX_TOTAL_CLIENTS = 20_000;
 
 const WAVE = 500;
 const CONNECT_TIMEOUT_MS = 30_000;
-const RSS_SAMPLE_MS = 100;
 /** monitorEventLoopDelay samples every this many ms; the delay reported is beyond it. */
 const LOOP_RESOLUTION_MS = 10;
 /** Pause before an RSS reading, so that connection set-up garbage and timers settle. */
@@ -324,46 +324,6 @@ function execText(command: string, args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(command, args, (error, stdout) => (error === null ? resolve(stdout) : reject(error)));
   });
-}
-
-// ---- /proc readings -------------------------------------------------------------------------------
-
-async function rssKb(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, "utf8");
-  const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
-  if (match === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
-  return Number(match[1]);
-}
-
-/** Samples a process's VmRSS every RSS_SAMPLE_MS and keeps the peak. */
-class RssSampler {
-  readonly #pid: number;
-  #timer: NodeJS.Timeout | undefined;
-  #peakKb = 0;
-  #samples = 0;
-
-  constructor(pid: number) {
-    this.#pid = pid;
-  }
-
-  start(): void {
-    const sample = async () => {
-      try {
-        this.#peakKb = Math.max(this.#peakKb, await rssKb(this.#pid));
-        this.#samples++;
-      } catch {
-        // the process may be gone; the caller notices
-      }
-    };
-    void sample();
-    this.#timer = setInterval(() => void sample(), RSS_SAMPLE_MS);
-  }
-
-  async stop(): Promise<{ peakKb: number; samples: number }> {
-    clearInterval(this.#timer);
-    this.#peakKb = Math.max(this.#peakKb, await rssKb(this.#pid));
-    return { peakKb: this.#peakKb, samples: this.#samples + 1 };
-  }
 }
 
 /** The server's own view of its memory (prom-client default metrics), in KiB. */

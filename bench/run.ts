@@ -1,12 +1,18 @@
 import { runFanout } from "./fanout.js";
 import { runGrpc } from "./grpc.js";
 import { runIngest } from "./ingest.js";
+import { runMemory } from "./memory.js";
 
 /** A benchmark suite: gets the arguments after its name (e.g. `--duration 5`). */
 type Suite = (args: readonly string[]) => Promise<void>;
 
 /** `npm run bench -- <suite>`. */
-const SUITES: Readonly<Record<string, Suite>> = { ingest: runIngest, fanout: runFanout, grpc: runGrpc };
+const SUITES: Readonly<Record<string, Suite>> = {
+  ingest: runIngest,
+  fanout: runFanout,
+  grpc: runGrpc,
+  memory: runMemory,
+};
 
 const EXIT_USAGE = 2;
 
@@ -16,6 +22,8 @@ function usage(): string {
     "       npm run bench -- fanout [--clients N] [--idle N] [--catchup N]\n" +
     "       npm run bench -- grpc [--duration S] [--connections N] [--processes N] [--retries N]\n" +
     "              [--no-grpc-js] [--no-bare]\n" +
+    "       npm run bench -- memory [--scenario stalled|historic|unread] [--streams N] [--connections N]\n" +
+    "              [--pipelined N] [--sessions N]\n" +
     `suites: ${Object.keys(SUITES).join(", ")}\n`
   );
 }

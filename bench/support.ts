@@ -414,3 +414,52 @@ export async function startBenchDatabase(cleanup: Cleanup, database?: string) {
   const [rows] = await admin.query<RowDataPacket[]>("SELECT VERSION() AS version");
   return { mariadb, admin, mariadbVersion: String(rows[0]?.version ?? "unknown") };
 }
+
+// ---- /proc readings -------------------------------------------------------------------------------
+
+/** How often RssSampler reads VmRSS. */
+const RSS_SAMPLE_MS = 100;
+
+/** A process's VmRSS in KiB. */
+export async function rssKb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  if (match === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(match[1]);
+}
+
+/** Samples a process's VmRSS every RSS_SAMPLE_MS and keeps the peak. */
+export class RssSampler {
+  readonly #pid: number;
+  #timer: NodeJS.Timeout | undefined;
+  #peakKb = 0;
+  #samples = 0;
+
+  constructor(pid: number) {
+    this.#pid = pid;
+  }
+
+  start(): void {
+    const sample = async () => {
+      try {
+        this.#peakKb = Math.max(this.#peakKb, await rssKb(this.#pid));
+        this.#samples++;
+      } catch {
+        // the process may be gone; the caller notices
+      }
+    };
+    void sample();
+    this.#timer = setInterval(() => void sample(), RSS_SAMPLE_MS);
+  }
+
+  async stop(): Promise<{ peakKb: number; samples: number }> {
+    clearInterval(this.#timer);
+    try {
+      this.#peakKb = Math.max(this.#peakKb, await rssKb(this.#pid));
+      this.#samples++;
+    } catch {
+      // the process is gone (it may have run out of memory): the peak so far stands
+    }
+    return { peakKb: this.#peakKb, samples: this.#samples };
+  }
+}

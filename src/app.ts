@@ -17,6 +17,7 @@ import { connectRoutes } from "./transports/connect.js";
 import { healthRoutes } from "./transports/grpc-health.js";
 import { reflectionRoutes } from "./transports/grpc-reflection.js";
 import { operationsRoutes } from "./transports/operations.js";
+import { Outbound } from "./transports/outbound.js";
 import { asDomainError, restErrorBody, sendError } from "./transports/render-error.js";
 import { restRoutes } from "./transports/rest.js";
 import { sseRoutes } from "./transports/sse.js";
@@ -77,6 +78,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).send(restErrorBody(notFound(`no route ${request.method} ${request.url.split("?")[0]}`))),
   );
+  // Every response is watched from the start: --write-timeout, --connection-buffer-bytes.
+  const outbound = new Outbound({
+    connectionBytes: config.streams.connectionBufferBytes,
+    pageBytes: config.streams.clientBufferBytes,
+    maxEventBytes: config.limits.maxEventBytes,
+    writeTimeoutMs: config.streams.writeTimeoutSeconds * 1000,
+  });
+  outbound.install(app);
 
   if (config.corsOrigins.length > 0) {
     const any = config.corsOrigins.includes("*");
@@ -122,18 +131,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }
 
   await app.register(operationsRoutes, { store, metrics });
-  await app.register(restRoutes, { store, metrics });
+  await app.register(restRoutes, { store, metrics, outbound });
   await app.register(sseRoutes, {
     store,
     metrics,
+    outbound,
     heartbeatIntervalSeconds: config.streams.heartbeatIntervalSeconds,
-    writeTimeoutSeconds: config.streams.writeTimeoutSeconds,
     clientBufferSize: config.streams.clientBufferSize,
   });
   await app.register(connectRoutes, {
     config,
     store,
     metrics,
+    outbound,
     extraRoutes: (router) => {
       healthRoutes(router, () => store.readiness());
       reflectionRoutes(router);

@@ -89,7 +89,17 @@ export interface WriterConfig {
 
 export interface StreamConfig {
   readonly clientBufferSize: number;
+  /**
+   * Bytes of events (data and extension attributes) a stream may buffer, and the byte budget of
+   * every page and batch: a catch-up read, a stream message, a REST or gRPC page (at least one
+   * event each).
+   */
+  readonly clientBufferBytes: number;
   readonly maxTotalClients: number;
+  /** Open streams per client (token name, or address for anonymous callers). */
+  readonly maxStreamsPerClient: number;
+  /** Response bytes one connection may hold unsent; page reads beyond it wait (--write-timeout). */
+  readonly connectionBufferBytes: number;
   readonly streamBatchSize: number;
   readonly heartbeatIntervalSeconds: number;
   readonly writeTimeoutSeconds: number;
@@ -182,7 +192,25 @@ export const SERVE_OPTIONS = [
     default: "100",
     description: "live events buffered per stream",
   },
+  {
+    flag: "client-buffer-bytes",
+    kind: "positive",
+    default: String(MiB),
+    description: "event bytes buffered per stream; also the byte budget of every page and stream message",
+  },
   { flag: "max-total-clients", kind: "positive", default: "10000", description: "concurrent streams" },
+  {
+    flag: "max-streams-per-client",
+    kind: "positive",
+    default: "1000",
+    description: "concurrent streams per token (or address without one)",
+  },
+  {
+    flag: "connection-buffer-bytes",
+    kind: "positive",
+    default: String(8 * MiB),
+    description: "response bytes one connection may hold unsent before its reads wait",
+  },
   { flag: "stream-batch-size", kind: "positive", default: "10", description: "events per catch-up page" },
   {
     flag: "heartbeat-interval",
@@ -364,7 +392,10 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     },
     streams: {
       clientBufferSize: num("client-buffer-size"),
+      clientBufferBytes: num("client-buffer-bytes"),
       maxTotalClients: num("max-total-clients"),
+      maxStreamsPerClient: num("max-streams-per-client"),
+      connectionBufferBytes: num("connection-buffer-bytes"),
       streamBatchSize: num("stream-batch-size"),
       heartbeatIntervalSeconds: num("heartbeat-interval"),
       writeTimeoutSeconds: num("write-timeout"),
@@ -399,6 +430,12 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
   }
   if (config.limits.maxBatchEvents > config.writer.queueEvents) {
     throw new ConfigError("--max-batch-events must not exceed --write-queue-events");
+  }
+  // One event larger than the whole queue could never be appended: every try would answer 503.
+  if (config.writer.queueBytes < config.limits.maxEventBytes) {
+    throw new ConfigError(
+      `--write-queue-bytes (${config.writer.queueBytes}) must be at least --max-event-bytes (${config.limits.maxEventBytes})`,
+    );
   }
   return deepFreeze(config);
 }

@@ -73,6 +73,12 @@ export class Metrics {
     labelNames: ["operation"] as const,
     registers: [this.registry],
   });
+  readonly streamRefusals = new Counter({
+    name: "eventsdb_stream_refusals_total",
+    help: "Streams refused before anything was sent, by the limit that refused them.",
+    labelNames: ["limit"] as const,
+    registers: [this.registry],
+  });
   readonly writerRejected = new Counter({
     name: "eventsdb_writer_rejected_total",
     help: "Appends refused because the write queue was full.",

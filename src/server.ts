@@ -167,6 +167,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       const next = loadRegistry(config);
       registry = next;
       app.log.info({ tokens: next.size }, "auth tokens reloaded");
+      // Streams of tokens that are gone or changed end now, not at the next periodic check; those
+      // of sessions once their rows are gone.
+      void store.recheckStreams();
       const sessionsEnded = sessions
         .endStale((name, fingerprint) => next.session(name, fingerprint) !== undefined)
         .then(
@@ -180,6 +183,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
             return 0;
           },
         );
+      void sessionsEnded.then(() => store.recheckStreams());
       return { sessionsEnded };
     },
     close() {

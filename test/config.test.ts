@@ -14,6 +14,9 @@ describe("configuration", () => {
         maxTotalClients: 10000,
         streamBatchSize: 10,
         heartbeatIntervalSeconds: 15,
+        clientBufferBytes: 1024 * 1024,
+        maxStreamsPerClient: 1000,
+        connectionBufferBytes: 8 * 1024 * 1024,
       },
       auth: { token: undefined, file: undefined, protectMetrics: false, allowQueryToken: false },
     });
@@ -82,6 +85,13 @@ describe("configuration", () => {
     [{ MYSQL_PORT: "x" }, {}, "MYSQL_PORT must be a port number"],
     [{ LOG_LEVEL: "loud" }, {}, "LOG_LEVEL must be one of"],
     [{}, { "max-batch-events": "5", "write-queue-events": "4" }, "--max-batch-events must not exceed"],
+    [
+      {},
+      { "write-queue-bytes": "1000", "max-event-bytes": "1001" },
+      "--write-queue-bytes (1000) must be at least --max-event-bytes (1001)",
+    ],
+    [{ WRITE_QUEUE_BYTES: "65536" }, {}, "--write-queue-bytes (65536) must be at least --max-event-bytes"],
+    [{}, { "client-buffer-bytes": "0" }, "--client-buffer-bytes must be between 1"],
     [{ PROTECT_METRICS: "maybe" }, {}, "PROTECT_METRICS must be true or false"],
     [{ TLS_CERT_FILE: "cert.pem" }, {}, "TLS needs both TLS_CERT_FILE and TLS_KEY_FILE"],
     [

@@ -16,8 +16,8 @@ import { OpenApiContract, parseMediaType } from "./support/openapi.js";
 const MAX_BODY_BYTES = 65_536;
 const MAX_EVENT_BYTES = 1024;
 const MAX_BATCH_EVENTS = 10;
-/** Below --max-event-bytes: an event with more data than this never fits the write queue (a sure 503). */
-const WRITE_QUEUE_BYTES = 512;
+/** The smallest write queue the server accepts: a batch with more data never fits it (a sure 413). */
+const WRITE_QUEUE_BYTES = MAX_EVENT_BYTES;
 
 const contract = new OpenApiContract();
 
@@ -412,15 +412,15 @@ describe("REST API against openapi.yaml", () => {
       );
     });
 
-    it("answers 503 with Retry-After when the write queue cannot take the append", async () => {
-      const data = Buffer.alloc(WRITE_QUEUE_BYTES + 1, 1).toString("base64");
+    it("answers 413 for a batch with more data than the whole write queue → 413", async () => {
+      const data = Buffer.alloc(WRITE_QUEUE_BYTES / 2 + 1, 1).toString("base64");
       const reply = await call("POST", "/events", {
         headers: { "content-type": "application/json" },
-        body: json({ source: "s", type: "t", subject: "queue", data }),
+        body: json([1, 2].map(() => ({ source: "s", type: "t", subject: "queue", data }))),
       });
-      expect(reply.status).toBe(503);
-      expect(errorCode(reply)).toBe("resource_exhausted");
-      expect(reply.headers.get("retry-after")).toBe("1");
+      expect(reply.status).toBe(413);
+      expect(errorCode(reply)).toBe("payload_too_large");
+      expect((reply.body as { error: { message: string } }).error.message).toContain("--write-queue-bytes");
     });
   });
 
@@ -706,12 +706,32 @@ describe("REST API against openapi.yaml", () => {
     });
   });
 
+  describe("HEAD /events/stream", () => {
+    it("→ 200 with the stream's headers and no stream, 429 while the streams are taken, 400 for bad parameters", async () => {
+      const ok = await call("HEAD", "/events/stream", { query: { subject: "oas" } });
+      expect(ok.status).toBe(200);
+      const controller = new AbortController();
+      const open = await fetch(`${baseUrl}/events/stream?subject=oas`, { signal: controller.signal });
+      try {
+        expect(open.status).toBe(200);
+        const full = await call("HEAD", "/events/stream", { query: { subject: "oas" } });
+        expect(full.status).toBe(429);
+      } finally {
+        controller.abort();
+      }
+      const bad = await call("HEAD", "/events/stream", { query: { subject: "oas", from_id: "-1" } });
+      expect(bad.status).toBe(400);
+    });
+  });
+
   describe("coverage of openapi.yaml", () => {
     /** Operations documented ahead of their implementation. */
     const NOT_IMPLEMENTED = new Set<string>();
     /** Documented responses a black-box test cannot provoke, with the reason. */
     const UNPROVOKABLE: Record<string, string> = {
       "GET /readyz 503": "needs an unreachable store or a >90 % full write queue",
+      "POST /events 503":
+        "needs concurrent appends filling the write queue or an unreachable store: test/events/writer.test.ts, test/operations/outage.test.ts",
       "POST /auth/session 401": "needs a token-protected server: test/transports/auth.test.ts",
       "POST /auth/session 429": "needs 30 failed sign-ins: test/transports/auth.test.ts",
     };

@@ -44,6 +44,11 @@ export interface EventFilter {
 export interface PageQuery extends EventFilter {
   readonly fromId: number;
   readonly limit: number;
+  /**
+   * Most bytes of events (see {@link eventSize}) in the page; the first event is returned however
+   * large it is, so a page always moves the cursor. Absent = no byte bound (internal reads only).
+   */
+  readonly maxBytes?: number;
 }
 
 export interface Page {
@@ -58,4 +63,23 @@ export interface AppendResult {
   readonly id: number;
   /** False when (source, ceId) was already stored and this append created nothing. */
   readonly created: boolean;
+}
+
+const extensionSizes = new WeakMap<object, number>();
+
+/**
+ * The bytes an event counts for in every byte budget (stream buffers, stream messages, pages):
+ * its data and its extension attributes as JSON, as the store's `event_size` column counts them
+ * (sql/mysql/006_event_size.sql). The other attributes are short and bounded (validate.ts).
+ */
+export function eventSize(event: StoredEvent): number {
+  const extensions = event.extensions;
+  if (extensions === undefined) return event.data.length;
+  // A live event is one object shared by every subscriber: measure its extensions once.
+  let size = extensionSizes.get(extensions);
+  if (size === undefined) {
+    size = Buffer.byteLength(JSON.stringify(extensions));
+    extensionSizes.set(extensions, size);
+  }
+  return event.data.length + size;
 }

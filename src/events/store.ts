@@ -1,4 +1,4 @@
-import { ANYONE, canRead, type Principal, readableFilter, requireWrite } from "../auth.js";
+import { ANYONE, canRead, clientKey, type Principal, readableFilter, requireWrite } from "../auth.js";
 import type { Config, Limits } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
 import { FailureLog } from "../failure-log.js";
@@ -39,12 +39,20 @@ export interface Readiness {
 
 type CommitListener = (events: readonly StoredEvent[]) => void;
 
+/** A stream as a transport asks for it. */
+export interface StreamRequest extends Omit<SubscribeRequest, "client" | "stillValid"> {
+  /** The caller's address: anonymous callers count per address in --max-streams-per-client. */
+  readonly address?: string;
+}
+
 /**
  * The domain service every transport calls: validate, append (group commit), read, delete,
  * list subjects. It owns the storage dialect and the writer and closes them.
  */
 export class EventStore {
   readonly limits: Limits;
+  /** Most bytes of events in one page (--client-buffer-bytes), on every transport. */
+  readonly pageBytes: number;
   readonly #dialect: StorageDialect;
   readonly #repository: EventRepository;
   readonly #writer: Writer;
@@ -67,6 +75,7 @@ export class EventStore {
     this.limits = config.limits;
     this.#failures = new FailureLog(log, (operation) => metrics.storeErrors.inc({ operation }));
     this.#readinessTimeoutMs = Math.min(READINESS_TIMEOUT_MS, config.dbTimeoutMs);
+    this.pageBytes = config.streams.clientBufferBytes;
     this.#dialect = dialect;
     this.#repository = new EventRepository(dialect);
     this.#hub = new Hub(
@@ -77,7 +86,8 @@ export class EventStore {
     );
     this.#feed = new CommitFeed({
       lastId,
-      page: (query) => this.#call("poll", () => this.#repository.page(query)),
+      page: (query) =>
+        this.#call("poll", () => this.#repository.page({ ...query, maxBytes: this.pageBytes })),
       publish: (events) => {
         this.#hub.publish(events);
         for (const listener of this.#listeners) listener(events);
@@ -160,10 +170,14 @@ export class EventStore {
     return event;
   }
 
-  /** Events with id > fromId in id order, cut to what the principal may read. */
+  /**
+   * Events with id > fromId in id order, cut to what the principal may read, at most `limit` and
+   * --client-buffer-bytes of events (the first one always; `hasMore` says when there are more).
+   */
   async page(query: PageQuery, principal: Principal = ANYONE): Promise<Page> {
     checkFilter(query);
-    query = { ...query, ...readableFilter(principal, query) };
+    const maxBytes = Math.min(query.maxBytes ?? this.pageBytes, this.pageBytes);
+    query = { ...query, ...readableFilter(principal, query), maxBytes };
     checkId(query.fromId, "from_id", 0);
     if (!Number.isSafeInteger(query.limit) || query.limit < 1 || query.limit > MAX_PAGE_LIMIT) {
       throw invalidArgument(`limit must be between 1 and ${MAX_PAGE_LIMIT}`);
@@ -182,15 +196,38 @@ export class EventStore {
 
   /**
    * A live subscription: catch-up from `fromId`, then live, gapless (see hub/subscription.ts).
-   * Throws too_many_requests beyond --max-total-clients.
+   * Throws too_many_requests beyond --max-total-clients or --max-streams-per-client; ends with
+   * reason "revoked" once the principal's credential no longer holds.
    */
-  subscribe(request: SubscribeRequest, principal: Principal = ANYONE): Subscription {
-    checkFilter(request.filter);
-    checkId(request.fromId, "from_id", 0);
-    return this.#hub.subscribe({ ...request, filter: readableFilter(principal, request.filter) });
+  subscribe(request: StreamRequest, principal: Principal = ANYONE): Subscription {
+    const filter = this.#checkStream(request, principal);
+    const { address: _, ...rest } = request;
+    return this.#hub.subscribe({
+      ...rest,
+      filter,
+      client: clientKey(principal, request.address ?? ""),
+      ...(principal.stillValid === undefined ? {} : { stillValid: principal.stillValid }),
+    });
   }
 
-  /** Ends every open stream cleanly (first step of shutdown). */
+  /** Every check `subscribe` makes, limits included, without opening anything (HEAD). */
+  checkStream(request: StreamRequest, principal: Principal = ANYONE): void {
+    this.#checkStream(request, principal);
+    this.#hub.admit(clientKey(principal, request.address ?? ""));
+  }
+
+  #checkStream(request: StreamRequest, principal: Principal): EventFilter {
+    checkFilter(request.filter);
+    checkId(request.fromId, "from_id", 0);
+    return readableFilter(principal, request.filter);
+  }
+
+  /** Ends open streams whose credential no longer holds, now (the tokens were reloaded). */
+  recheckStreams(): Promise<void> {
+    return this.#hub.revalidate();
+  }
+
+  /** Ends every open stream (first step of shutdown) with reason "shutdown". */
   endStreams(): void {
     this.#hub.close();
   }

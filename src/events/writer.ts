@@ -101,6 +101,17 @@ export class Writer {
     }
     let bytes = 0;
     for (const event of events) bytes += event.data.length;
+    if (events.length > this.#config.queueEvents || bytes > this.#config.queueBytes) {
+      // Not a full queue but a batch that never fits, even an empty one: retrying cannot help.
+      return Promise.reject(
+        new EventsDbError(
+          "payload_too_large",
+          `the batch (${events.length} events, ${bytes} bytes of data) is larger than the write queue ` +
+            `(--write-queue-events ${this.#config.queueEvents}, --write-queue-bytes ${this.#config.queueBytes}); ` +
+            "send it in smaller batches",
+        ),
+      );
+    }
     if (
       this.#queuedEvents + events.length > this.#config.queueEvents ||
       this.#queuedBytes + bytes > this.#config.queueBytes

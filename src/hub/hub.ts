@@ -7,6 +7,8 @@ import { Subscription } from "./subscription.js";
 
 /** Consumers woken per turn of the event loop. */
 const WAKE_SLICE = 50;
+/** How often open streams ask whether their credential still holds (one timer for all of them). */
+export const REVALIDATE_MS = 1000;
 
 /** When each live event was published (for the delivery-lag metric); catch-up reads have none. */
 const publishedAt = new WeakMap<StoredEvent, number>();
@@ -25,6 +27,19 @@ export interface SubscribeRequest {
   readonly batchSize?: number;
   /** Aborting it closes the subscription (the transport's request signal). */
   readonly signal?: AbortSignal;
+  /** Who the stream counts for in --max-streams-per-client (see clientKey in auth.ts). */
+  readonly client?: string;
+  /**
+   * Whether the caller's credential still holds; asked every REVALIDATE_MS while the stream is
+   * open, which ends with reason "revoked" when it answers false. Absent = always.
+   */
+  readonly stillValid?: () => Promise<boolean>;
+}
+
+/** What the hub keeps of an open subscription beside the subscription itself. */
+interface Registration {
+  readonly client: string;
+  readonly stillValid: (() => Promise<boolean>) | undefined;
 }
 
 /**
@@ -39,8 +54,12 @@ export class Hub {
   readonly #page: (query: PageQuery) => Promise<Page>;
   readonly #onStoreError: ((error: unknown) => void) | undefined;
   readonly #index = new SubjectIndex<Subscription>();
-  readonly #subscriptions = new Set<Subscription>();
+  readonly #subscriptions = new Map<Subscription, Registration>();
+  /** Open subscriptions per client key. */
+  readonly #perClient = new Map<string, number>();
   #closed = false;
+  #revalidateTimer: NodeJS.Timeout | undefined;
+  #revalidating = false;
   /** Subscriptions holding events their consumers have not been woken for yet. */
   #pending = new Set<Subscription>();
   #lastWake = 0;
@@ -65,26 +84,47 @@ export class Hub {
   }
 
   /**
-   * Registers a subscription at once (live events buffer from now on); iterate it to receive
-   * catch-up pages and then live events; close it (or finish iterating) to free its slot.
-   * Throws too_many_requests beyond --max-total-clients, before anything is sent.
+   * Throws too_many_requests when a stream for `client` would be refused now (--max-total-clients,
+   * --max-streams-per-client), unavailable while shutting down; registers nothing (HEAD asks it).
    */
-  subscribe(request: SubscribeRequest): Subscription {
+  admit(client: string): void {
     if (this.#closed)
       throw new EventsDbError("unavailable", "the server is shutting down", { retryAfterSeconds: 1 });
     if (this.#subscriptions.size >= this.#config.maxTotalClients) {
+      this.#metrics.streamRefusals.inc({ limit: "max_total_clients" });
       throw new EventsDbError(
         "too_many_requests",
         `too many open streams (--max-total-clients ${this.#config.maxTotalClients}); retry later`,
         { retryAfterSeconds: 5 },
       );
     }
+    if ((this.#perClient.get(client) ?? 0) >= this.#config.maxStreamsPerClient) {
+      this.#metrics.streamRefusals.inc({ limit: "max_streams_per_client" });
+      throw new EventsDbError(
+        "too_many_requests",
+        `too many open streams for this client (--max-streams-per-client ${this.#config.maxStreamsPerClient}); ` +
+          "close some or retry later",
+        { retryAfterSeconds: 5 },
+      );
+    }
+  }
+
+  /**
+   * Registers a subscription at once (live events buffer from now on); iterate it to receive
+   * catch-up pages and then live events; close it (or finish iterating) to free its slot.
+   * Throws too_many_requests beyond --max-total-clients or --max-streams-per-client, before
+   * anything is sent.
+   */
+  subscribe(request: SubscribeRequest): Subscription {
+    const client = request.client ?? "";
+    this.admit(client);
     const { filter } = request;
     const subscription: Subscription = new Subscription(
       {
         filter,
         fromId: request.fromId,
         bufferSize: this.#config.clientBufferSize,
+        bufferBytes: this.#config.clientBufferBytes,
         batchSize: request.batchSize ?? this.#config.streamBatchSize,
         page: this.#page,
         onOverflow: () => this.#metrics.streamOverflows.inc(),
@@ -92,25 +132,67 @@ export class Hub {
         ...(this.#onStoreError === undefined ? {} : { onStoreError: this.#onStoreError }),
       },
       () => {
+        if (!this.#subscriptions.delete(subscription)) return;
         this.#index.delete(subscription, filter.subjects, filter.recursive);
-        this.#subscriptions.delete(subscription);
+        const left = (this.#perClient.get(client) ?? 1) - 1;
+        if (left > 0) this.#perClient.set(client, left);
+        else this.#perClient.delete(client);
         this.#metrics.activeStreams.set(this.#subscriptions.size);
+        if (this.#subscriptions.size === 0) this.#stopRevalidating();
       },
     );
     if (request.signal !== undefined) {
       const signal = request.signal;
-      if (signal.aborted) subscription.close();
+      if (signal.aborted) subscription.close("client left");
       else {
-        const onAbort = () => subscription.close();
+        const onAbort = () => subscription.close("client left");
         signal.addEventListener("abort", onAbort, { once: true });
         subscription.onClose(() => signal.removeEventListener("abort", onAbort));
       }
       if (subscription.closed) return subscription;
     }
     this.#index.add(subscription, filter.subjects, filter.recursive);
-    this.#subscriptions.add(subscription);
+    this.#subscriptions.set(subscription, { client, stillValid: request.stillValid });
+    this.#perClient.set(client, (this.#perClient.get(client) ?? 0) + 1);
     this.#metrics.activeStreams.set(this.#subscriptions.size);
+    if (request.stillValid !== undefined && this.#revalidateTimer === undefined) {
+      this.#revalidateTimer = setInterval(() => {
+        // A slow check (a session looked up in the store) is not stacked under the next one.
+        if (this.#revalidating) return;
+        this.#revalidating = true;
+        void this.revalidate().finally(() => {
+          this.#revalidating = false;
+        });
+      }, REVALIDATE_MS);
+      this.#revalidateTimer.unref();
+    }
     return subscription;
+  }
+
+  /**
+   * Asks every open subscription's credential whether it still holds and closes those that
+   * answer false with reason "revoked". Runs every REVALIDATE_MS while streams are open; a reload
+   * of the tokens (SIGHUP) calls it at once. A check that fails (the store is unreachable) keeps
+   * the stream: an outage is not a revocation.
+   */
+  async revalidate(): Promise<void> {
+    await Promise.all(
+      [...this.#subscriptions].map(async ([subscription, { stillValid }]) => {
+        if (stillValid === undefined) return;
+        let valid: boolean;
+        try {
+          valid = await stillValid();
+        } catch {
+          return;
+        }
+        if (!valid) subscription.close("revoked");
+      }),
+    );
+  }
+
+  #stopRevalidating(): void {
+    clearInterval(this.#revalidateTimer);
+    this.#revalidateTimer = undefined;
   }
 
   /** Hands committed events (in id order) to every matching subscription. Never blocks. */
@@ -165,10 +247,11 @@ export class Hub {
     if (end < pending.length) setImmediate(() => this.#wakeSlice(pending, end));
   }
 
-  /** Ends every subscription (shutdown): streams finish cleanly and clients resume by id. */
+  /** Ends every subscription (shutdown): streams finish and clients resume by id. */
   close(): void {
     this.#closed = true;
     clearTimeout(this.#wakeTimer);
-    for (const subscription of [...this.#subscriptions]) subscription.close();
+    this.#stopRevalidating();
+    for (const subscription of [...this.#subscriptions.keys()]) subscription.close("shutdown");
   }
 }

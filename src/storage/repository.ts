@@ -129,41 +129,94 @@ export class EventRepository {
     return row === undefined ? undefined : this.#fromRow(row);
   }
 
-  /** Events with id > fromId matching the filter, in id order (keyset pagination). */
+  /**
+   * Events with id > fromId matching the filter, in id order (keyset pagination), at most
+   * `limit` and, with `maxBytes`, at most that many bytes of events (the first one always).
+   *
+   * A byte-bounded page is read in two steps, so that no row beyond the budget is ever fetched:
+   * first the ids and sizes (the generated `event_size` column) of the next limit + 1 matching
+   * rows, then the rows that fit, by id range. Ids are allocated in commit order, so no row can
+   * appear inside that range between the two reads; a row deleted meanwhile is simply missing.
+   */
   async page(query: PageQuery): Promise<Page> {
-    const [subject] = query.subjects;
-    const rows =
-      subject !== undefined &&
-      query.subjects.length === 1 &&
-      !query.recursive &&
-      this.#dialect.subjectIndexHint !== ""
-        ? await this.#pageOfSubject(subject, query)
-        : await this.#dialect.db
-            .selectFrom("events")
-            .selectAll()
-            .where((eb) => matches(eb, query))
-            .where("id", ">", query.fromId)
-            .orderBy("id")
-            .limit(query.limit + 1)
-            .execute();
-    const hasMore = rows.length > query.limit;
-    const events = (hasMore ? rows.slice(0, query.limit) : rows).map((row) => this.#fromRow(row));
+    const maxBytes = query.maxBytes ?? Number.POSITIVE_INFINITY;
+    let rows: Selectable<EventsTable>[];
+    let hasMore: boolean;
+    if (maxBytes === Number.POSITIVE_INFINITY) {
+      rows = await this.#select(query, query.limit + 1, undefined);
+      hasMore = rows.length > query.limit;
+      if (hasMore) rows = rows.slice(0, query.limit);
+    } else {
+      const sizes = await this.#select(query, query.limit + 1, undefined, ["id", "event_size"]);
+      let count = 0;
+      let bytes = 0;
+      for (const row of sizes) {
+        const size = Number(row.event_size);
+        if (count === query.limit || (count > 0 && bytes + size > maxBytes)) break;
+        bytes += size;
+        count++;
+      }
+      hasMore = sizes.length > count;
+      const last = sizes[count - 1];
+      rows = last === undefined ? [] : await this.#select(query, count, Number(last.id));
+    }
+    const events = rows.map((row) => this.#fromRow(row));
     const last = events.at(-1);
     return { events, hasMore, nextFromId: last === undefined ? query.fromId : last.id };
   }
 
+  /** Up to `limit` matching rows with fromId < id (≤ upTo), in id order: every column, or some. */
+  #select(query: PageQuery, limit: number, upTo: number | undefined): Promise<Selectable<EventsTable>[]>;
+  #select<C extends keyof EventsTable>(
+    query: PageQuery,
+    limit: number,
+    upTo: number | undefined,
+    columns: readonly C[],
+  ): Promise<Pick<Selectable<EventsTable>, C>[]>;
+  #select(
+    query: PageQuery,
+    limit: number,
+    upTo: number | undefined,
+    columns?: readonly (keyof EventsTable)[],
+  ): Promise<Partial<Selectable<EventsTable>>[]> {
+    const [subject] = query.subjects;
+    if (
+      subject !== undefined &&
+      query.subjects.length === 1 &&
+      !query.recursive &&
+      this.#dialect.subjectIndexHint !== ""
+    ) {
+      return this.#selectOfSubject(subject, query, limit, upTo, columns);
+    }
+    let select = this.#dialect.db
+      .selectFrom("events")
+      .where((eb) => matches(eb, query))
+      .where("id", ">", query.fromId);
+    if (upTo !== undefined) select = select.where("id", "<=", upTo);
+    const ordered = select.orderBy("id").limit(limit);
+    return columns === undefined ? ordered.selectAll().execute() : ordered.select(columns).execute();
+  }
+
   /**
-   * One subject's page with the dialect's index hint. MariaDB 10.11 otherwise reads the
+   * One subject's rows with the dialect's index hint. MariaDB 10.11 otherwise reads the
    * (subject, id) index by subject alone and skips ids up to the cursor row by row, so each page
    * of a long catch-up cost more than the last (4 ms at 1k, 60 ms at 750k); with the hint it
    * seeks to (subject, cursor): about 2 ms per page at any depth.
    */
-  #pageOfSubject(subject: string, query: PageQuery): Promise<Selectable<EventsTable>[]> {
+  #selectOfSubject(
+    subject: string,
+    query: PageQuery,
+    limit: number,
+    upTo: number | undefined,
+    columns: readonly (keyof EventsTable)[] | undefined,
+  ): Promise<Partial<Selectable<EventsTable>>[]> {
+    const what = columns === undefined ? sql`*` : sql.join(columns.map((c) => sql.ref(c)));
     const byType = query.type === undefined ? sql`` : sql`AND type = ${query.type}`;
-    return sql<Selectable<EventsTable>>`
-      SELECT * FROM events ${sql.raw(this.#dialect.subjectIndexHint)}
-      WHERE subject = ${subject} AND id > ${query.fromId} ${byType}
-      ORDER BY id LIMIT ${query.limit + 1}
+    const below = upTo === undefined ? sql`` : sql`AND id <= ${upTo}`;
+    return sql<Partial<Selectable<EventsTable>>>`
+      SELECT ${what} FROM events ${sql.raw(this.#dialect.subjectIndexHint)}
+      WHERE subject = ${subject} AND id > ${query.fromId} ${below} ${byType}
+      ORDER BY id LIMIT ${limit}
     `
       .execute(this.#dialect.db)
       .then((result) => result.rows);

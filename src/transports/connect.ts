@@ -1,5 +1,5 @@
 import type { IncomingMessage } from "node:http";
-import { type Http2ServerRequest, constants as http2 } from "node:http2";
+import type { Http2ServerRequest } from "node:http2";
 import { create } from "@bufbuild/protobuf";
 import {
   Code,
@@ -27,15 +27,19 @@ import {
   type StreamEventsFromSubjectRequest,
 } from "../gen/grpc/eventsdb_pb.js";
 import { secondsSincePublished } from "../hub/hub.js";
+import type { CloseReason } from "../hub/subscription.js";
 import type { Metrics, Operation } from "../metrics.js";
 import { PRINCIPAL } from "./authenticate.js";
 import { connectPlugin } from "./connect-plugin.js";
+import type { Outbound } from "./outbound.js";
 import { connectCode } from "./status.js";
 
 export interface ConnectDeps {
   readonly config: Config;
   readonly store: EventStore;
   readonly metrics: Metrics;
+  /** Reserves page answers per connection, drops responses unwritable for --write-timeout. */
+  readonly outbound: Outbound;
   /** Extra services (health, reflection) registered on the same router. */
   readonly extraRoutes?: (router: ConnectRouter) => void;
 }
@@ -47,7 +51,7 @@ export interface ConnectDeps {
  * not reach the REST routes.
  */
 export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Promise<void> {
-  const { config, store, metrics } = deps;
+  const { config, store, metrics, outbound } = deps;
   const limits = store.limits;
   const observe = <T>(operation: Operation, fn: () => Promise<T>): Promise<T> =>
     metrics.observe(operation, fn).catch((error: unknown) => {
@@ -68,19 +72,24 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
           return { ids: results.map((r) => BigInt(r.id)) };
         }),
       getEventByID: (request, context) =>
-        observe("get_event", async () =>
-          toProto(await store.get(toSafeId(request.id, "id"), caller(context))),
-        ),
+        observe("get_event", async () => {
+          const id = toSafeId(request.id, "id");
+          const hold = await reserveRead(outbound, context, 1);
+          const event = await store.get(id, caller(context));
+          hold.settle([event]);
+          return toProto(event);
+        }),
       getHistoricEventsFromSubject: (request, context) =>
         observe("historic_events", async () => {
-          const page = await store.page(
-            {
-              ...toFilter(request),
-              fromId: toSafeId(request.fromId ?? 0n, "from_id"),
-              limit: request.limit ?? DEFAULT_PAGE_LIMIT,
-            },
-            caller(context),
-          );
+          const query = {
+            ...toFilter(request),
+            fromId: toSafeId(request.fromId ?? 0n, "from_id"),
+            limit: request.limit ?? DEFAULT_PAGE_LIMIT,
+          };
+          // Reserved before the read: a connection that does not read its answers gets no more.
+          const hold = await reserveRead(outbound, context, query.limit);
+          const page = await store.page(query, caller(context));
+          hold.settle(page.events);
           return { events: page.events.map(toProto), hasMore: page.hasMore };
         }),
       deleteFromSubject: (request, context) =>
@@ -94,7 +103,7 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
           subjects: await store.subjects(request.prefix, caller(context)),
         })),
       streamEventsFromSubject: (request, context) =>
-        streamEvents(store, metrics, config, request, context, app.log),
+        streamEvents(store, metrics, outbound, config, request, context, app.log),
     });
     deps.extraRoutes?.(router);
   };
@@ -103,29 +112,37 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
     routes,
     readMaxBytes: limits.maxBodyBytes,
     contextValues: (request) =>
-      createContextValues().set(RAW_REQUEST, request.raw).set(PRINCIPAL, request.principal),
+      createContextValues()
+        .set(RAW_REQUEST, request.raw)
+        .set(CLIENT_ADDRESS, request.ip)
+        .set(PRINCIPAL, request.principal),
   });
 }
 
-/** The Node request under a call, so a stream that stays unwritable can be cut (--write-timeout). */
+/** The Node request under a call: its connection, and whether --write-timeout dropped its response. */
 const RAW_REQUEST = createContextKey<IncomingMessage | Http2ServerRequest | undefined>(undefined, {
   description: "the raw Node request",
 });
 
-/** Cancels the HTTP/2 stream (RST_STREAM) or closes the HTTP/1.1 connection under a call. */
-function cutTransport(raw: IncomingMessage | Http2ServerRequest | undefined): void {
-  if (raw === undefined) return;
-  if ("stream" in raw) raw.stream.close(http2.NGHTTP2_CANCEL);
-  else raw.socket.destroy();
+/** The caller's address as Fastify sees it (anonymous callers count per address for stream limits). */
+const CLIENT_ADDRESS = createContextKey<string>("", { description: "the client address" });
+
+/** The answer of a read reserved on the call's connection (see Outbound.reserveRead). */
+function reserveRead(outbound: Outbound, context: HandlerContext, limit: number) {
+  const raw = context.values.get(RAW_REQUEST);
+  return raw === undefined ? { settle: () => {} } : outbound.reserveRead(raw, limit);
 }
 
 /**
  * Catch-up pages as one message each, then live events that arrive together in one message,
- * never more than --stream-batch-size per message. Ends when the client cancels.
+ * never more than --stream-batch-size events or --client-buffer-bytes bytes per message (at least
+ * one event). Ends when the client cancels; on shutdown with UNAVAILABLE (reconnect and resume
+ * from the last id), when the credential stops being valid with UNAUTHENTICATED.
  */
 async function* streamEvents(
   store: EventStore,
   metrics: Metrics,
+  outbound: Outbound,
   config: Config,
   request: StreamEventsFromSubjectRequest,
   context: HandlerContext,
@@ -139,6 +156,7 @@ async function* streamEvents(
         fromId: toSafeId(request.fromId ?? 0n, "from_id"),
         batchSize: config.streams.streamBatchSize,
         signal: context.signal,
+        address: context.values.get(CLIENT_ADDRESS),
       },
       caller(context),
     );
@@ -147,8 +165,6 @@ async function* streamEvents(
     metrics.operations.inc({ operation: "stream_events", status: "error" });
     throw toConnectError(error);
   }
-  const writeTimeoutMs = config.streams.writeTimeoutSeconds * 1000;
-  let reason = "server ended the stream (shutdown)";
   const { subjects, recursive, type } = subscription.filter;
   log.info(
     { subjects, recursive, type, fromId: subscription.cursor, caller: caller(context).name },
@@ -157,26 +173,37 @@ async function* streamEvents(
   try {
     for await (const batch of subscription) {
       // The yield returns once Connect has written the message; a client that stops reading keeps
-      // it pending (HTTP/2 flow control), and is cut after --write-timeout, like an SSE client.
-      const timer = setTimeout(() => {
-        reason = `unwritable for --write-timeout ${config.streams.writeTimeoutSeconds} s`;
-        cutTransport(context.values.get(RAW_REQUEST));
-      }, writeTimeoutMs);
-      try {
-        yield create(StreamEventsFromSubjectReplySchema, { events: batch.map(toProto) });
-        const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
-        if (lag !== undefined) metrics.deliveryLag.observe(lag);
-      } finally {
-        clearTimeout(timer);
-      }
+      // it pending (flow control) until Outbound drops the response after --write-timeout.
+      yield create(StreamEventsFromSubjectReplySchema, { events: batch.map(toProto) });
+      const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
+      if (lag !== undefined) metrics.deliveryLag.observe(lag);
     }
   } catch (error) {
-    reason = "error";
+    subscription.close(outbound.timedOut(context.values.get(RAW_REQUEST)) ? "write timeout" : "error");
     throw toConnectError(error);
   } finally {
-    if (context.signal.aborted && reason.startsWith("server")) reason = "client left";
     subscription.close();
-    log.info({ reason, lastId: subscription.cursor }, "grpc stream closed");
+    log.info({ reason: subscription.closeReason, lastId: subscription.cursor }, "grpc stream closed");
+  }
+  const ended = streamEnd(subscription.closeReason ?? "client left");
+  if (ended !== undefined) throw ended;
+}
+
+/** The status a stream the server ended closes with; undefined = OK (the client is gone anyway). */
+function streamEnd(reason: CloseReason): ConnectError | undefined {
+  switch (reason) {
+    case "client left":
+    case "write timeout":
+    case "error":
+      return undefined;
+    case "shutdown":
+      // Not OK: a client must not take a shutdown for the end of the stream, but reconnect and resume.
+      return new ConnectError(
+        "the server is shutting down; reconnect and resume after the last id",
+        Code.Unavailable,
+      );
+    case "revoked":
+      return new ConnectError("the credential is no longer valid (revoked or expired)", Code.Unauthenticated);
   }
 }
 

@@ -14,11 +14,13 @@ import {
 import { arrayElements, type Span } from "../events/json-text.js";
 import { DEFAULT_PAGE_LIMIT, type EventStore } from "../events/store.js";
 import type { Metrics } from "../metrics.js";
+import type { Outbound } from "./outbound.js";
 import { parseFilter, parseId, parseInteger, type Query, single } from "./query.js";
 
 export interface RestDeps {
   readonly store: EventStore;
   readonly metrics: Metrics;
+  readonly outbound: Outbound;
 }
 
 const CE_JSON = "application/cloudevents+json";
@@ -32,7 +34,7 @@ const JSON_LIKE = new Set(["", "application/json", "application/x-www-form-urlen
  * (raw bytes, the mode is chosen per request) must not leak into other transports.
  */
 export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<void> {
-  const { store, metrics } = deps;
+  const { store, metrics, outbound } = deps;
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) => done(null, body));
 
@@ -45,9 +47,13 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
   });
 
   const getOne = async (rawId: unknown, request: FastifyRequest, reply: FastifyReply) => {
-    const event = await metrics.observe("get_event", () =>
-      store.get(parseId(rawId, "id"), request.principal),
-    );
+    const event = await metrics.observe("get_event", async () => {
+      const id = parseId(rawId, "id");
+      const hold = await outbound.reserveRead(request.raw, 1);
+      const found = await store.get(id, request.principal);
+      hold.settle([found]);
+      return found;
+    });
     if (accepts(request, CE_JSON)) {
       return reply.type(CE_JSON).send(toStructuredJson(event));
     }
@@ -58,16 +64,18 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
 
   app.get("/events", async (request, reply) => {
     const query = request.query as Query;
-    const page = await metrics.observe("historic_events", () =>
-      store.page(
-        {
-          ...parseFilter(query),
-          fromId: parseInteger(query.from_id, "from_id", 0),
-          limit: parseInteger(query.limit, "limit", DEFAULT_PAGE_LIMIT),
-        },
-        request.principal,
-      ),
-    );
+    const page = await metrics.observe("historic_events", async () => {
+      const pageQuery = {
+        ...parseFilter(query),
+        fromId: parseInteger(query.from_id, "from_id", 0),
+        limit: parseInteger(query.limit, "limit", DEFAULT_PAGE_LIMIT),
+      };
+      // Reserved before the read: a connection that does not read its answers gets no more.
+      const hold = await outbound.reserveRead(request.raw, pageQuery.limit);
+      const read = await store.page(pageQuery, request.principal);
+      hold.settle(read.events);
+      return read;
+    });
     if (accepts(request, CE_BATCH)) {
       return reply
         .type(CE_BATCH)

@@ -7,13 +7,15 @@ import type { EventStore } from "../events/store.js";
 import { secondsSincePublished } from "../hub/hub.js";
 import type { Subscription } from "../hub/subscription.js";
 import type { Metrics } from "../metrics.js";
+import type { Outbound } from "./outbound.js";
 import { parseFilter, parseInteger, type Query, single } from "./query.js";
 
 export interface SseOptions {
   readonly store: EventStore;
   readonly metrics: Metrics;
+  /** Drops a response that stays unwritable for --write-timeout. */
+  readonly outbound: Outbound;
   readonly heartbeatIntervalSeconds: number;
-  readonly writeTimeoutSeconds: number;
   readonly clientBufferSize: number;
 }
 
@@ -25,7 +27,7 @@ export const RETRY_MS = 2000;
  *
  * Frames are written to the raw response after `reply.hijack()` rather than with @fastify/sse:
  * this route needs the socket's own backpressure (write only while it is writable, wait for
- * 'drain' with --write-timeout, several frames coalesced into one write), headers flushed before
+ * 'drain', several frames coalesced into one write), headers flushed before
  * the first event, and ids written as they are (0 included); @fastify/sse 0.6 hides the first
  * two and drops id 0.
  */
@@ -49,28 +51,31 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
           ? parseInteger(lastEventId.trim(), "Last-Event-ID", 0)
           : parseInteger(query.from_id, "from_id", 0);
       // SSE may coalesce up to a whole buffer per write; batches only bound how much is held at once.
-      subscription = store.subscribe(
-        {
-          filter: parseFilter(query),
-          fromId,
-          batchSize: options.clientBufferSize,
-        },
-        request.principal,
-      );
+      const stream = {
+        filter: parseFilter(query),
+        fromId,
+        batchSize: options.clientBufferSize,
+        address: request.ip,
+      };
+      if (request.method === "HEAD") {
+        // What a GET would get, after the same checks and limits, without opening a stream.
+        store.checkStream(stream, request.principal);
+        reply.hijack();
+        reply.raw.writeHead(200, sseHeaders(reply.raw as ServerResponse));
+        reply.raw.end();
+        return;
+      }
+      subscription = store.subscribe(stream, request.principal);
       metrics.operations.inc({ operation: "stream_events", status: "success" });
     } catch (error) {
-      metrics.operations.inc({ operation: "stream_events", status: "error" });
+      if (request.method !== "HEAD") metrics.operations.inc({ operation: "stream_events", status: "error" });
       throw error;
     }
 
     reply.hijack();
     const res = reply.raw as ServerResponse;
-    const stream = new SseWriter(res, options);
-    let reason = "server ended the stream (shutdown)";
-    const onClose = () => {
-      reason = "client left";
-      subscription.close();
-    };
+    const stream = new SseWriter(res, options.heartbeatIntervalSeconds);
+    const onClose = () => subscription.close("client left");
     res.once("close", onClose);
     const { subjects, recursive, type } = subscription.filter;
     request.log.info(
@@ -83,22 +88,40 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
         let text = "";
         for (const event of batch) text += frame(event);
         if (!(await stream.write(text))) {
-          if (stream.timedOut) reason = `unwritable for --write-timeout ${options.writeTimeoutSeconds} s`;
+          subscription.close(options.outbound.timedOut(request.raw) ? "write timeout" : "client left");
           break;
         }
         const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
         if (lag !== undefined) metrics.deliveryLag.observe(lag);
       }
     } catch (error) {
-      reason = "error";
+      subscription.close("error");
       request.log.warn({ err: error }, "event stream failed");
     } finally {
       res.off("close", onClose);
       subscription.close();
+      // EventSource cannot see why a stream ended; its reconnect gets the 401. Others read this.
+      if (subscription.closeReason === "revoked") stream.comment(REVOKED_COMMENT);
       stream.end();
-      request.log.info({ reason, lastId: subscription.cursor }, "stream closed");
+      request.log.info({ reason: subscription.closeReason, lastId: subscription.cursor }, "stream closed");
     }
   });
+}
+
+/** The last line of a stream whose credential stopped being valid (removed, changed, expired). */
+export const REVOKED_COMMENT = "closed: the credential is no longer valid (revoked or expired)";
+
+/** The response headers of a stream (and of HEAD on its route). */
+function sseHeaders(res: ServerResponse): Record<string, string> {
+  const headers: Record<string, string> = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    // nginx buffers proxied responses unless told not to; SSE must not be buffered.
+    "x-accel-buffering": "no",
+  };
+  // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
+  if (res.req.httpVersionMajor === 1) headers.connection = "keep-alive";
+  return headers;
 }
 
 /**
@@ -124,50 +147,36 @@ function cachedFrames(toJson: (event: StoredEvent) => string): (event: StoredEve
 const simpleFrame = cachedFrames((event) => JSON.stringify(toSimpleJson(event)));
 const cloudEventFrame = cachedFrames((event) => toStructuredJson(event, { carriageReturns: false }));
 
-/** Writes SSE text to one response with heartbeats, backpressure and a write timeout. */
+/**
+ * Writes SSE text to one response with heartbeats and backpressure. A client that stays
+ * unwritable for --write-timeout loses its response (Outbound), which ends the wait for 'drain'.
+ */
 class SseWriter {
   readonly #res: ServerResponse;
   readonly #heartbeatMs: number;
-  readonly #writeTimeoutMs: number;
   #heartbeat: NodeJS.Timeout | undefined;
-  /** The client stayed unwritable past --write-timeout and was dropped. */
-  timedOut = false;
 
-  constructor(res: ServerResponse, options: SseOptions) {
+  constructor(res: ServerResponse, heartbeatIntervalSeconds: number) {
     this.#res = res;
-    this.#heartbeatMs = options.heartbeatIntervalSeconds * 1000;
-    this.#writeTimeoutMs = options.writeTimeoutSeconds * 1000;
+    this.#heartbeatMs = heartbeatIntervalSeconds * 1000;
   }
 
   /** Sends the headers and the `retry:` line at once, before any event. */
   open(): void {
-    const headers: Record<string, string> = {
-      "content-type": "text/event-stream; charset=utf-8",
-      "cache-control": "no-cache",
-      // nginx buffers proxied responses unless told not to; SSE must not be buffered.
-      "x-accel-buffering": "no",
-    };
-    // Connection-specific headers are forbidden in HTTP/2 (RFC 9113 §8.2.2).
-    if (this.#res.req.httpVersionMajor === 1) headers.connection = "keep-alive";
-    this.#res.writeHead(200, headers);
+    this.#res.writeHead(200, sseHeaders(this.#res));
     this.#res.write(`retry: ${RETRY_MS}\n\n`);
     this.#heartbeat = setInterval(() => this.#beat(), this.#heartbeatMs);
     this.#heartbeat.unref();
   }
 
-  /**
-   * Writes text; when the socket buffer is full, waits for 'drain' at most --write-timeout.
-   * Returns false when the client is gone or stayed unwritable (the response is then destroyed).
-   */
+  /** Writes text; when the socket buffer is full, waits for 'drain'. False when the client is gone. */
   async write(text: string): Promise<boolean> {
     const res = this.#res;
     if (res.destroyed || res.writableEnded) return false;
     this.#heartbeat?.refresh(); // any write counts as a heartbeat
     if (res.write(text)) return true;
-    const drained = await new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => finish(false), this.#writeTimeoutMs);
+    return new Promise<boolean>((resolve) => {
       const finish = (ok: boolean) => {
-        clearTimeout(timer);
         res.off("drain", onDrain);
         res.off("close", onClose);
         resolve(ok);
@@ -177,18 +186,18 @@ class SseWriter {
       res.on("drain", onDrain);
       res.on("close", onClose);
     });
-    if (!drained) {
-      this.timedOut = !res.destroyed;
-      res.destroy();
-    }
-    return drained;
   }
 
   /** A comment line keeps proxies and the browser from timing the connection out. */
   #beat(): void {
+    this.comment("heartbeat");
+  }
+
+  /** A comment line (HTML §9.2.6: ignored by EventSource), unless the client is not reading. */
+  comment(text: string): void {
     const res = this.#res;
     if (res.destroyed || res.writableEnded || res.writableNeedDrain) return;
-    res.write(": heartbeat\n\n");
+    res.write(`: ${text}\n\n`);
   }
 
   end(): void {

@@ -89,7 +89,7 @@ describe.each(DIALECTS)("group-commit writer on $name", (dialect) => {
   });
 
   it("bounds the queue in bytes too", async () => {
-    const { store } = await newStore({ "write-queue-bytes": "100" });
+    const { store } = await newStore({ "write-queue-bytes": "100", "max-event-bytes": "100" });
     const outcomes = await Promise.allSettled([
       store.append([event("bytes", "a".repeat(60))]),
       store.append([event("bytes", "b".repeat(60))]),

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
-import type { Page, PageQuery, StoredEvent } from "../../src/events/event.js";
+import { eventSize, type Page, type PageQuery, type StoredEvent } from "../../src/events/event.js";
 import { Hub } from "../../src/hub/hub.js";
 import { SubjectIndex } from "../../src/hub/subject-index.js";
 import { Metrics } from "../../src/metrics.js";
@@ -11,9 +11,9 @@ class MemoryLog {
   readonly events: StoredEvent[] = [];
   pages = 0;
 
-  append(subject: string, type = "t"): StoredEvent {
+  append(subject: string, type = "t", bytes?: number): StoredEvent {
     const event = {
-      ...newEvent(subject, { type }),
+      ...newEvent(subject, { type, ...(bytes === undefined ? {} : { data: Buffer.alloc(bytes) }) }),
       id: this.events.length + 1,
       time: "2026-01-01T00:00:00.000000Z",
     };
@@ -32,8 +32,21 @@ class MemoryLog {
           )) &&
         (query.type === undefined || e.type === query.type),
     );
-    const events = matching.slice(0, query.limit);
-    return { events, hasMore: matching.length > query.limit, nextFromId: events.at(-1)?.id ?? query.fromId };
+    // As the repository: at most `limit` events and `maxBytes` bytes of them, the first always.
+    const events: StoredEvent[] = [];
+    let bytes = 0;
+    for (const event of matching) {
+      const size = eventSize(event);
+      if (events.length === query.limit || (events.length > 0 && bytes + size > (query.maxBytes ?? Infinity)))
+        break;
+      events.push(event);
+      bytes += size;
+    }
+    return {
+      events,
+      hasMore: matching.length > events.length,
+      nextFromId: events.at(-1)?.id ?? query.fromId,
+    };
   };
 }
 
@@ -123,6 +136,75 @@ describe("hub and subscription engine", () => {
     hub.publish([log.append("s")]);
     expect(await take(it, 1)).toEqual([12]);
     sub.close();
+  });
+
+  it("caps the live buffer and each batch in bytes too (--client-buffer-bytes), at least one event each", async () => {
+    const log = new MemoryLog();
+    const { hub, metrics } = hubFor(log, { "client-buffer-bytes": "1000", "client-buffer-size": "100" });
+    const sub = hub.subscribe({
+      filter: { subjects: ["s"], recursive: false, type: undefined },
+      fromId: 0,
+      batchSize: 100,
+    });
+    const it = sub[Symbol.asyncIterator]();
+    const pending = it.next(); // caught up (empty), now waiting live
+    hub.publish([log.append("s", "t", 2000)]); // larger than the budget: alone, never an overflow
+    expect((await pending).value?.map((e) => e.id)).toEqual([1]);
+    hub.publish([2, 3, 4].map(() => log.append("s", "t", 300)));
+    expect((await it.next()).value?.map((e) => e.id)).toEqual([2, 3, 4]);
+    expect((await metrics.streamOverflows.get()).values[0]?.value ?? 0).toBe(0);
+    // The consumer is busy: 5 × 300 bytes is more than 1000 bytes, far fewer than 100 events.
+    for (let i = 0; i < 5; i++) hub.publish([log.append("s", "t", 300)]);
+    expect((await metrics.streamOverflows.get()).values[0]?.value).toBe(1);
+    // It pages from the store instead, a budget at a time.
+    expect((await it.next()).value?.map((e) => e.id)).toEqual([5, 6, 7]); // 900 bytes, not 1500
+    expect((await it.next()).value?.map((e) => e.id)).toEqual([8, 9]);
+    sub.close();
+  });
+
+  it("ends subscriptions whose credential no longer holds with reason revoked; shutdown says shutdown", async () => {
+    const log = new MemoryLog();
+    const { hub } = hubFor(log);
+    let valid = true;
+    const filter = { subjects: ["s"], recursive: false, type: undefined };
+    const revoked = hub.subscribe({ filter, fromId: 0, stillValid: async () => valid });
+    const failing = hub.subscribe({
+      filter,
+      fromId: 0,
+      stillValid: async () => {
+        throw new Error("the store is unreachable");
+      },
+    });
+    const plain = hub.subscribe({ filter, fromId: 0 });
+    await hub.revalidate();
+    expect([revoked.closed, failing.closed, plain.closed]).toEqual([false, false, false]);
+    valid = false;
+    await hub.revalidate();
+    expect(revoked.closeReason).toBe("revoked");
+    expect([failing.closed, plain.closed]).toEqual([false, false]); // an outage is no revocation
+    hub.close();
+    expect([failing.closeReason, plain.closeReason]).toEqual(["shutdown", "shutdown"]);
+  });
+
+  it("refuses a client's streams beyond --max-streams-per-client, others' not", async () => {
+    const log = new MemoryLog();
+    const { hub, metrics } = hubFor(log, { "max-streams-per-client": "2" });
+    const filter = { subjects: ["s"], recursive: false, type: undefined };
+    const mine = [
+      hub.subscribe({ filter, fromId: 0, client: "a" }),
+      hub.subscribe({ filter, fromId: 0, client: "a" }),
+    ];
+    expect(() => hub.subscribe({ filter, fromId: 0, client: "a" })).toThrow(
+      expect.objectContaining({ code: "too_many_requests" }),
+    );
+    expect(() => hub.admit("a")).toThrow(expect.objectContaining({ code: "too_many_requests" }));
+    const theirs = hub.subscribe({ filter, fromId: 0, client: "b" });
+    expect((await metrics.streamRefusals.get()).values).toEqual([
+      expect.objectContaining({ labels: { limit: "max_streams_per_client" }, value: 2 }),
+    ]);
+    mine[0]?.close();
+    hub.admit("a");
+    for (const sub of [...mine, theirs]) sub.close();
   });
 
   it("filters by type, closes on abort, and refuses beyond --max-total-clients", async () => {

@@ -10,6 +10,21 @@ import { openTestStore } from "../support/server.js";
 
 const event = newEvent;
 
+/** A row as the dialect inserts it (what an older version of the server wrote). */
+function row(dialect: ReturnType<typeof openDialect>, subject: string) {
+  return {
+    source: "old",
+    type: "t",
+    subject,
+    ce_id: null,
+    time: dialect.writeTime("2026-01-01T00:00:00.000000Z"),
+    datacontenttype: null,
+    dataschema: null,
+    extensions: null,
+    data: Buffer.alloc(0),
+  };
+}
+
 describe.each(DIALECTS)("repository contract on $name", (dialect) => {
   const open: EventStore[] = [];
   const newStore = async (url?: string, flags: Record<string, string> = {}) => {
@@ -113,6 +128,109 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
     await expect(store.page({ ...all, fromId: 0, limit: 1001 })).rejects.toMatchObject({
       code: "invalid_argument",
     });
+  });
+
+  // Regression (issue 10, items 6 and 15): pages were bounded in events only, so a page of 1000
+  // events of 1 MiB was read, held and answered whole.
+  it("bounds a page in bytes: the first event always, has_more at the budget, every event once when paging on", async () => {
+    const budget = 10_000;
+    const { store } = await newStore(undefined, { "client-buffer-bytes": String(budget) });
+    const sized = (subject: string, bytes: number, extensions?: Record<string, string>) =>
+      event(subject, { data: Buffer.alloc(bytes, 1), ...(extensions === undefined ? {} : { extensions }) });
+    // Sizes in bytes of data (and extensions, which count too).
+    const plan: [string, number, Record<string, string>?][] = [
+      ["b/1", 3000],
+      ["b/2", 3000],
+      ["b", 3000],
+      ["b/1", 3000],
+      ["b", 25_000], // larger than the whole budget: a page of its own
+      ["b/1", 10],
+      ["b", 10, { big: "x".repeat(9_990) }], // 10 bytes of data, but ~10 KB with its extension
+      ["b", 10],
+    ];
+    const ids = (await store.append(plan.map(([s, n, x]) => sized(s, n, x)))).map((r) => r.id);
+    const pages = async (filter: { subjects: string[]; recursive: boolean }, expected: number[]) => {
+      const seen: number[][] = [];
+      for (let fromId = 0; ; ) {
+        const page = await store.page({ ...filter, type: undefined, fromId, limit: 1000 });
+        seen.push(page.events.map((e) => e.id));
+        const bytes = page.events.reduce((n, e) => n + e.data.length, 0);
+        if (page.events.length > 1) expect(bytes).toBeLessThanOrEqual(budget);
+        expect(page.events.length).toBeGreaterThan(0);
+        if (!page.hasMore) break;
+        expect(page.nextFromId).toBe(page.events.at(-1)?.id);
+        fromId = page.nextFromId;
+      }
+      expect(seen.flat()).toEqual(expected);
+      return seen;
+    };
+    // The three query shapes: one subject (MariaDB's index hint), recursive, all subjects.
+    const [a, b, c, d, e, f, g, h] = ids as [number, number, number, number, number, number, number, number];
+    expect(await pages({ subjects: [], recursive: false }, ids)).toEqual([
+      [a, b, c],
+      [d],
+      [e],
+      [f],
+      [g],
+      [h],
+    ]);
+    expect(await pages({ subjects: ["b"], recursive: true }, ids)).toEqual([
+      [a, b, c],
+      [d],
+      [e],
+      [f],
+      [g],
+      [h],
+    ]);
+    expect(await pages({ subjects: ["b"], recursive: false }, [c, e, g, h])).toEqual([[c], [e], [g], [h]]);
+    // The event count still bounds a page, and a caller may ask for fewer bytes, never more.
+    expect(
+      (await store.page({ subjects: ["b/1"], recursive: false, type: undefined, fromId: 0, limit: 1 }))
+        .events,
+    ).toHaveLength(1);
+    const small = await store.page({
+      subjects: [],
+      recursive: false,
+      type: undefined,
+      fromId: 0,
+      limit: 10,
+      maxBytes: 5000,
+    });
+    expect(small).toMatchObject({ hasMore: true, nextFromId: a });
+    const large = await store.page({
+      subjects: [],
+      recursive: false,
+      type: undefined,
+      fromId: 0,
+      limit: 10,
+      maxBytes: 10 ** 9,
+    });
+    expect(large.events.map((x) => x.id)).toEqual([a, b, c]);
+  });
+
+  it("weighs events stored before the event_size migration (the migration fills it in)", async () => {
+    const url = await dialect.url();
+    const config = loadConfig({}, { "database-url": url });
+    const db = openDialect(config.store, config.dbTimeoutMs);
+    try {
+      await migrate(db);
+      // As a database migrated by an older version: no event_size column, rows inserted without it.
+      await db.runScript(
+        dialect.name === "mysql"
+          ? "ALTER TABLE events DROP INDEX events_subject_id, DROP COLUMN event_size, ADD INDEX events_subject_id (subject, id);"
+          : "ALTER TABLE events DROP COLUMN event_size;",
+      );
+      await db.db.deleteFrom("eventsdb_migrations").where("name", "=", "006_event_size").execute();
+      await db.insertEvents([
+        { ...row(db, "old"), data: Buffer.alloc(700, 1) },
+        { ...row(db, "old"), data: Buffer.alloc(20, 1), extensions: JSON.stringify({ ext: "v" }) },
+      ]);
+      expect(await migrate(db)).toEqual(["006_event_size"]);
+      const sizes = await db.db.selectFrom("events").select(["id", "event_size"]).orderBy("id").execute();
+      expect(sizes.map((r) => Number(r.event_size))).toEqual([700, 20 + '{"ext":"v"}'.length]);
+    } finally {
+      await db.close();
+    }
   });
 
   it("matches recursive subjects by path segment, with %, _ and \\ as plain characters", async () => {

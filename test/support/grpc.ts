@@ -151,11 +151,12 @@ export class GrpcJsClient {
     }
   }
 
-  stream(request: ProtoStreamRequest): GrpcJsStream {
+  stream(request: ProtoStreamRequest, metadata: grpc.Metadata = new grpc.Metadata()): GrpcJsStream {
     const fn = this.client.StreamEventsFromSubject as (
       request: ProtoStreamRequest,
+      metadata: grpc.Metadata,
     ) => grpc.ClientReadableStream<ProtoStreamReply>;
-    const call = fn.call(this.client, request);
+    const call = fn.call(this.client, request, metadata);
     const replies: ProtoStreamReply[] = [];
     const stream: GrpcJsStream = {
       call,

@@ -202,7 +202,8 @@ export class OpenApiContract {
         );
       }
       const schema = content[mediaKey]?.schema;
-      if (schema !== undefined) {
+      // A response to HEAD has the headers of the GET but no content (RFC 9110 §9.3.2).
+      if (schema !== undefined && method.toUpperCase() !== "HEAD") {
         const validate = this.#validator(`${where} ${mediaKey}`, schema);
         if (!validate(body)) {
           throw new Error(

@@ -75,6 +75,8 @@ export class RawStream {
   #headersDone = false;
   #chunked = "";
   status = 0;
+  /** Bytes of the largest HTTP/1.1 chunk received: what the server wrote at once. */
+  largestChunk = 0;
   readonly closed: Promise<void>;
 
   constructor(port: number, path: string, headers: Record<string, string> = {}) {
@@ -108,6 +110,7 @@ export class RawStream {
       const size = Number.parseInt(this.#chunked.slice(0, lineEnd), 16);
       if (this.#chunked.length < lineEnd + 2 + size + 2) return;
       const body = this.#chunked.slice(lineEnd + 2, lineEnd + 2 + size);
+      this.largestChunk = Math.max(this.largestChunk, size);
       this.#chunked = this.#chunked.slice(lineEnd + 2 + size + 2);
       this.parser.push(Buffer.from(body, "latin1").toString("utf8"));
     }

@@ -546,16 +546,33 @@ describe.each(DIALECTS)("gRPC on $name", (dialect) => {
   });
 
   // Regression: shutdown used to cut HTTP/2 connections at once (only HTTP/1.1 requests counted
-  // as busy), so streams ended UNAVAILABLE and committed unary calls were answered UNAVAILABLE.
-  it("ends streams cleanly on shutdown, with OK trailers", async () => {
+  // as busy), so streams ended UNAVAILABLE without trailers and committed unary calls were
+  // answered UNAVAILABLE. Then they ended with OK trailers, which told clients the stream was
+  // complete (issue 10, item 22): now the trailers say UNAVAILABLE, so clients resume.
+  it("ends streams on shutdown with UNAVAILABLE trailers (reconnect and resume), on every protocol", async () => {
     const t = await start();
     const c = grpcJs(t.server.grpcPort);
     const id = await publish(t, "bye");
     const stream = c.stream({ subject: "bye" });
-    await waitUntil(() => stream.ids().length === 1, "the event");
+    const connectStreams = CONNECT_KINDS.map((kind) => {
+      const { client } = peer(kind, t);
+      return openConnectStream((signal) => client.streamEventsFromSubject({ subject: "bye" }, { signal }));
+    });
+    await waitUntil(
+      () => [stream, ...connectStreams].every((s) => s.ids().length === 1),
+      "the event on every stream",
+    );
     expect(stream.ids()).toEqual([id]);
     await t.close();
     const status = await stream.ended;
-    expect({ code: status.code, details: status.details }).toEqual({ code: grpc.status.OK, details: "" });
+    expect(status.code).toBe(grpc.status.UNAVAILABLE);
+    expect(status.details).toContain("shutting down");
+    for (const s of connectStreams) {
+      const code = await s.ended.then(
+        () => "ok",
+        (error: unknown) => ConnectError.from(error).code,
+      );
+      expect(code).toBe(Code.Unavailable);
+    }
   });
 });
