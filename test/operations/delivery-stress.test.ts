@@ -105,6 +105,8 @@ class Round {
   readonly #pauses: NodeJS.Timeout[] = [];
   readonly #resumes: (() => void)[] = [];
   #appended = 0;
+  /** SSE connections dropped and resumed with Last-Event-ID. */
+  reconnects = 0;
   #maxAcked: number;
   #stopped = false;
 
@@ -152,18 +154,38 @@ class Round {
     if (filter.recursive) query.set("recursive", "true");
     if (filter.type !== undefined) query.set("type", filter.type);
     query.set("from_id", String(from));
-    const stream = new RawStream(server.restPort, `/events/stream?${query}`);
+    const path = `/events/stream?${query}`;
+    // Earlier connections of a reader that reconnects, and the current one.
+    const streams = [new RawStream(server.restPort, path)];
+    const current = () => streams.at(-1) as RawStream;
+    const ids = () => streams.flatMap((stream) => stream.parser.ids());
     if (slow)
       this.#slowly(
-        () => stream.pause(),
-        () => stream.resume(),
+        () => current().pause(),
+        () => current().resume(),
       );
+    const reconnects = this.rand() < 0.2;
+    if (reconnects) {
+      // Like an EventSource behind a load balancer: drop the connection now and then and resume
+      // with Last-Event-ID (the last whole frame received), on any instance.
+      const reconnect = () => {
+        const last = ids().at(-1);
+        current().close();
+        this.reconnects++;
+        const next = this.#pick(this.servers);
+        streams.push(
+          new RawStream(next.restPort, path, last === undefined ? {} : { "Last-Event-ID": String(last) }),
+        );
+        if (!this.#stopped) this.#pauses.push(setTimeout(reconnect, 50 + this.rand() * 400));
+      };
+      this.#pauses.push(setTimeout(reconnect, 50 + this.rand() * 400));
+    }
     this.readers.push({
-      name: `${name} (SSE ${query})`,
+      name: `${name} (SSE ${query}${reconnects ? ", reconnecting" : ""})`,
       filter,
       fromId: from,
-      ids: () => stream.parser.ids(),
-      close: () => stream.close(),
+      ids,
+      close: () => current().close(),
     });
   }
 
@@ -343,7 +365,8 @@ describe("delivery under stress: every stream gets each event exactly once, in o
             const delivered = r.readers.reduce((total, reader) => total + reader.ids().length, 0);
             console.log(
               `${dialect.name} round ${round}: ${r.acked.length} events, ${r.readers.length} streams, ` +
-                `${delivered} deliveries, ${overflows} overflows so far, ${failures.length} failures`,
+                `${delivered} deliveries, ${r.reconnects} reconnects, ${overflows} overflows so far, ` +
+                `${failures.length} failures`,
             );
           }
           // The point of the tiny buffers: streams did fall back to paging.
