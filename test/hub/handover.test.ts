@@ -1,7 +1,8 @@
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import type { EventFilter, Page, PageQuery, StoredEvent } from "../../src/events/event.js";
+import { CommitFeed } from "../../src/hub/feed.js";
 import { Hub } from "../../src/hub/hub.js";
 import type { Subscription } from "../../src/hub/subscription.js";
 import { Metrics } from "../../src/metrics.js";
@@ -14,6 +15,11 @@ import { newEvent } from "../support/events.js";
 // that every interleaving of commits, publishes, snapshots, returns, store errors and slow
 // consumers can happen; each subscription must see exactly the matching events past its start
 // cursor, each once, in id order.
+
+/** Interleavings tried per property; hunt longer with EVENTSDB_HANDOVER_RUNS=200000. */
+const RUNS = Number(process.env.EVENTSDB_HANDOVER_RUNS ?? 300);
+/** Generous: a run takes a few milliseconds, far more on a loaded machine. */
+const PROPERTY_TIMEOUT_MS = 30_000 + RUNS * 50;
 
 const SUBJECTS = ["a", "a/b", "a/b/c", "b", "c"] as const;
 const TYPES = ["t1", "t2"] as const;
@@ -209,35 +215,216 @@ function expected(store: ModelStore, reader: Reader): number[] {
 }
 
 describe("subscription handover between paging and live delivery", () => {
-  it("delivers every matching event past the cursor exactly once, in order, for any interleaving", async () => {
-    await fc.assert(
-      fc.asyncProperty(
-        fc.scheduler(),
-        fc.record({
-          "client-buffer-size": fc.integer({ min: 1, max: 4 }).map(String),
-          "stream-batch-size": fc.integer({ min: 1, max: 3 }).map(String),
-        }),
-        fc.array(fc.boolean(), { maxLength: 12 }),
-        fc.array(action, { minLength: 5, maxLength: 80, size: "max" }),
-        async (s, flags, failPlan, actions) => {
-          const { store, readers, hub } = await run(s, flags, failPlan, actions);
-          try {
-            for (const reader of readers) {
-              expect({ filter: reader.filter, fromId: reader.fromId, ids: reader.received }).toEqual({
-                filter: reader.filter,
-                fromId: reader.fromId,
-                ids: expected(store, reader),
-              });
+  it(
+    "delivers every matching event past the cursor exactly once, in order, for any interleaving",
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.scheduler(),
+          fc.record({
+            "client-buffer-size": fc.integer({ min: 1, max: 4 }).map(String),
+            "stream-batch-size": fc.integer({ min: 1, max: 3 }).map(String),
+          }),
+          fc.array(fc.boolean(), { maxLength: 12 }),
+          fc.array(action, { minLength: 5, maxLength: 80, size: "max" }),
+          async (s, flags, failPlan, actions) => {
+            const { store, readers, hub } = await run(s, flags, failPlan, actions);
+            try {
+              for (const reader of readers) {
+                expect({ filter: reader.filter, fromId: reader.fromId, ids: reader.received }).toEqual({
+                  filter: reader.filter,
+                  fromId: reader.fromId,
+                  ids: expected(store, reader),
+                });
+              }
+            } finally {
+              hub.close();
+              await s.waitFor(Promise.all(readers.map((r) => r.done)));
             }
-          } finally {
-            hub.close();
-            await s.waitFor(Promise.all(readers.map((r) => r.done)));
-          }
-        },
-      ),
-      { numRuns: Number(process.env.EVENTSDB_HANDOVER_RUNS ?? 300) },
-    );
+          },
+        ),
+        { numRuns: RUNS },
+      );
+    },
+    PROPERTY_TIMEOUT_MS,
+  );
+});
+
+/**
+ * Two processes on one database, each with its writer, commit feed and hub, over the model store.
+ * A commit takes its ids and becomes visible at one moment (the sequence row is locked until
+ * COMMIT, so ids are in commit order across processes); the writer hands the batch to its feed
+ * a scheduled while later, and only then commits its next batch. Feeds fill holes before a local
+ * batch from the store and poll (fake timers); their reads, like the streams', snapshot and
+ * return at scheduled moments and may fail.
+ */
+type ProcessAction =
+  | {
+      readonly kind: "append";
+      readonly process: number;
+      readonly subjects: readonly number[];
+      readonly type: number;
+    }
+  | { readonly kind: "step"; readonly count: number }
+  | { readonly kind: "tick"; readonly ms: number }
+  | {
+      readonly kind: "subscribe";
+      readonly process: number;
+      readonly filter: number;
+      readonly from: "zero" | "committed";
+    };
+
+const processAction: fc.Arbitrary<ProcessAction> = fc.oneof(
+  {
+    arbitrary: fc.record({
+      kind: fc.constant("append" as const),
+      process: fc.nat(1),
+      subjects: fc.array(fc.nat(SUBJECTS.length - 1), { minLength: 1, maxLength: 3 }),
+      type: fc.nat(TYPES.length - 1),
+    }),
+    weight: 4,
+  },
+  {
+    arbitrary: fc.record({ kind: fc.constant("step" as const), count: fc.integer({ min: 1, max: 8 }) }),
+    weight: 5,
+  },
+  {
+    arbitrary: fc.record({ kind: fc.constant("tick" as const), ms: fc.integer({ min: 1, max: 6 }) }),
+    weight: 2,
+  },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant("subscribe" as const),
+      process: fc.nat(1),
+      filter: fc.nat(FILTERS.length - 1),
+      from: fc.constantFrom("zero" as const, "committed" as const),
+    }),
+    weight: 1,
+  },
+);
+
+async function runProcesses(
+  s: fc.Scheduler,
+  flags: Record<string, string>,
+  failPlan: readonly boolean[],
+  actions: readonly ProcessAction[],
+): Promise<{ store: ModelStore; readers: Reader[]; close(): Promise<void> }> {
+  const store = new ModelStore(s, failPlan);
+  const config = loadConfig({}, { "stream-flush-ms": "0", ...flags }).streams;
+  const processes = [3, 5].map((pollMs) => {
+    const hub = new Hub(config, new Metrics({ defaultMetrics: false }), store.page);
+    const feed = new CommitFeed({
+      lastId: 0,
+      page: store.page,
+      publish: (events) => hub.publish(events),
+      listening: () => hub.size > 0,
+      pollMs,
+      onError: () => {},
+    });
+    return { hub, feed, writer: Promise.resolve() };
   });
+  const readers: Reader[] = [];
+  const subscribe = (process: number, filter: EventFilter, fromId: number) => {
+    const subscription = (processes[process] as (typeof processes)[number]).hub.subscribe({ filter, fromId });
+    const received: number[] = [];
+    const done = (async () => {
+      for await (const batch of subscription) {
+        received.push(...batch.map((e) => e.id));
+        await s.schedule(Promise.resolve(), "consumer");
+      }
+    })();
+    readers.push({ subscription, filter, fromId, received, done });
+  };
+  subscribe(0, FILTERS[1] as EventFilter, 0);
+  subscribe(1, FILTERS[4] as EventFilter, 0);
+  for (const a of actions) {
+    switch (a.kind) {
+      case "append": {
+        const p = processes[a.process] as (typeof processes)[number];
+        p.writer = p.writer.then(async () => {
+          await s.schedule(Promise.resolve(), `process ${a.process} commits`);
+          const first = store.committed.length;
+          for (const i of a.subjects) store.commit(SUBJECTS[i] as string, TYPES[a.type] as string);
+          const events = store.committed.slice(first);
+          await s.schedule(Promise.resolve(), `process ${a.process} has its COMMIT answered`);
+          await p.feed.committed(events);
+        });
+        break;
+      }
+      case "step":
+        for (let i = 0; i < a.count && s.count() > 0; i++) await s.waitNext(1);
+        break;
+      case "tick":
+        await vi.advanceTimersByTimeAsync(a.ms);
+        break;
+      case "subscribe":
+        subscribe(
+          a.process,
+          FILTERS[a.filter] as EventFilter,
+          a.from === "zero" ? 0 : store.committed.length,
+        );
+        break;
+    }
+  }
+  store.heal();
+  await s.waitFor(Promise.all(processes.map((p) => p.writer)));
+  for (let round = 0; round < 100; round++) {
+    await s.waitIdle();
+    if (readers.every((r) => r.received.length >= expected(store, r).length)) break;
+    for (const r of readers) r.subscription.wake();
+    await vi.advanceTimersByTimeAsync(5); // polls, and back-offs after store errors
+  }
+  return {
+    store,
+    readers,
+    async close() {
+      for (const p of processes) {
+        p.feed.close();
+        p.hub.close();
+      }
+      await s.waitFor(Promise.all(readers.map((r) => r.done)));
+    },
+  };
+}
+
+describe("two processes on one database: commit feeds, hubs and streams", () => {
+  it(
+    "every stream on either process gets each matching event exactly once, in order",
+    async () => {
+      vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+      try {
+        await fc.assert(
+          fc.asyncProperty(
+            fc.scheduler(),
+            fc.record({
+              "client-buffer-size": fc.integer({ min: 1, max: 4 }).map(String),
+              "stream-batch-size": fc.integer({ min: 1, max: 3 }).map(String),
+            }),
+            fc.array(fc.boolean(), { maxLength: 12 }),
+            fc.array(processAction, { minLength: 5, maxLength: 80, size: "max" }),
+            async (s, flags, failPlan, actions) => {
+              const { store, readers, close } = await runProcesses(s, flags, failPlan, actions);
+              try {
+                for (const reader of readers) {
+                  expect({ filter: reader.filter, fromId: reader.fromId, ids: reader.received }).toEqual({
+                    filter: reader.filter,
+                    fromId: reader.fromId,
+                    ids: expected(store, reader),
+                  });
+                }
+              } finally {
+                await close();
+              }
+            },
+          ),
+          { numRuns: RUNS },
+        );
+      } finally {
+        vi.useRealTimers();
+      }
+    },
+    PROPERTY_TIMEOUT_MS,
+  );
 });
 
 /** A page function whose reads the test answers by hand: each call waits in `calls`. */
