@@ -83,11 +83,13 @@ export class Front {
       res.once("close", () => {
         this.#inFlight--;
         if (socket === undefined) return;
-        const left = (this.#busy.get(socket) ?? 1) - 1;
-        if (left > 0) this.#busy.set(socket, left);
+        const count = this.#busy.get(socket);
+        // Gone with its socket: responses queued behind a closed connection close after it.
+        if (count === undefined) return;
+        if (count > 1) this.#busy.set(socket, count - 1);
         else {
           this.#busy.delete(socket);
-          if (this.#closing) socket.destroySoon();
+          if (this.#closing && !socket.destroyed) socket.destroySoon();
         }
       });
       handler(req, res);

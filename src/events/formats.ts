@@ -195,12 +195,51 @@ export interface StructuredOptions {
 }
 
 /**
+ * An event's JSON text in three parts: what comes before the data, the data's text, and what comes
+ * after; joined, they are the JSON. A writer of a large event sends the parts one by one, so the
+ * data's text (a megabyte of base64, say) is never copied into a second, larger string.
+ */
+export interface JsonParts {
+  readonly head: string;
+  readonly data: string;
+  readonly tail: string;
+}
+
+/** The simple format as JSON text in parts: `JSON.stringify(toSimpleJson(event))`, split at `data`. */
+export function simpleJsonParts(event: StoredEvent): JsonParts {
+  const head = JSON.stringify({
+    id: event.id,
+    source: event.source,
+    type: event.type,
+    subject: event.subject,
+    time: displayTime(event.time),
+  });
+  const rest: Omit<SimpleEventJson, "id" | "source" | "type" | "subject" | "time" | "data"> = {};
+  if (event.ceId !== undefined) rest.ce_id = event.ceId;
+  if (event.datacontenttype !== undefined) rest.datacontenttype = event.datacontenttype;
+  if (event.dataschema !== undefined) rest.dataschema = event.dataschema;
+  if (event.extensions !== undefined) rest.extensions = { ...event.extensions };
+  const after = JSON.stringify(rest);
+  return {
+    head: `${head.slice(0, -1)},"data":"`,
+    data: event.data.toString("base64"),
+    tail: after === "{}" ? '"}' : `",${after.slice(1)}`,
+  };
+}
+
+/**
  * A structured CloudEvent as JSON text. Its `id` is the producer's, or the server id as a decimal
  * string when the producer gave none. The stored bytes are the event, and every read gives them
  * back exactly (see {@link embeddableJson}): JSON data goes out as the stored text itself, text
  * types as a JSON string, anything else as `data_base64`.
  */
 export function toStructuredJson(event: StoredEvent, options: StructuredOptions = {}): string {
+  const { head, data, tail } = structuredJsonParts(event, options);
+  return head + data + tail;
+}
+
+/** {@link toStructuredJson} in parts. */
+export function structuredJsonParts(event: StoredEvent, options: StructuredOptions = {}): JsonParts {
   const out: Record<string, unknown> = {
     specversion: "1.0",
     id: event.ceId ?? String(event.id),
@@ -213,19 +252,16 @@ export function toStructuredJson(event: StoredEvent, options: StructuredOptions 
   if (event.dataschema !== undefined) out.dataschema = event.dataschema;
   if (event.extensions !== undefined) Object.assign(out, event.extensions);
   const attributes = JSON.stringify(out);
-  if (event.data.length === 0) return attributes;
+  if (event.data.length === 0) return { head: attributes, data: "", tail: "" };
+  const open = attributes.slice(0, -1);
   const ct = event.datacontenttype;
   const jsonType = ct === undefined || isJsonContentType(ct);
   const json = jsonType ? embeddableJson(event.data, options) : undefined;
-  let data: string;
-  if (json !== undefined) {
-    data = `"data":${json}`;
-  } else if (!jsonType && ct.toLowerCase().startsWith("text/") && isUtf8(event.data)) {
-    data = `"data":${JSON.stringify(event.data.toString("utf8"))}`;
-  } else {
-    data = `"data_base64":"${event.data.toString("base64")}"`;
+  if (json !== undefined) return { head: `${open},"data":`, data: json, tail: "}" };
+  if (!jsonType && ct.toLowerCase().startsWith("text/") && isUtf8(event.data)) {
+    return { head: `${open},"data":`, data: JSON.stringify(event.data.toString("utf8")), tail: "}" };
   }
-  return `${attributes.slice(0, -1)},${data}}`;
+  return { head: `${open},"data_base64":"`, data: event.data.toString("base64"), tail: '"}' };
 }
 
 /**

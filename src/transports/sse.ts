@@ -2,7 +2,7 @@ import type { ServerResponse } from "node:http";
 import type { FastifyInstance } from "fastify";
 import { invalidArgument } from "../errors.js";
 import type { StoredEvent } from "../events/event.js";
-import { toSimpleJson, toStructuredJson } from "../events/formats.js";
+import { type JsonParts, simpleJsonParts, structuredJsonParts } from "../events/formats.js";
 import type { EventStore } from "../events/store.js";
 import { secondsSincePublished } from "../hub/hub.js";
 import type { Subscription } from "../hub/subscription.js";
@@ -37,7 +37,7 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
   app.get("/events/stream", async (request, reply) => {
     const query = request.query as Query;
     let subscription: Subscription;
-    let frame: (event: StoredEvent) => string;
+    let frame: FrameBuilder;
     try {
       const format = single(query.format, "format") ?? "simple";
       if (format !== "simple" && format !== "cloudevents") {
@@ -85,14 +85,15 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
     try {
       stream.open();
       for await (const batch of subscription) {
-        let text = "";
-        for (const event of batch) text += frame(event);
-        if (!(await stream.write(text))) {
+        // Written before waiting: while a stalled client's socket holds the frames, nothing else
+        // here holds them too.
+        const written = stream.write(framesOf(batch, frame));
+        const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
+        if (lag !== undefined) metrics.deliveryLag.observe(lag);
+        if (!(await written)) {
           subscription.close(options.outbound.timedOut(request.raw) ? "write timeout" : "client left");
           break;
         }
-        const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
-        if (lag !== undefined) metrics.deliveryLag.observe(lag);
       }
     } catch (error) {
       subscription.close("error");
@@ -124,28 +125,58 @@ function sseHeaders(res: ServerResponse): Record<string, string> {
   return headers;
 }
 
+/** Events with this much data or more are framed in parts (see JsonParts) and not cached. */
+export const LARGE_FRAME_BYTES = 64 * 1024;
+
+/** One event's SSE frame: one string, or, for a large event, its parts in order. */
+type Frame = string | readonly string[];
+type FrameBuilder = (event: StoredEvent) => Frame;
+
 /**
- * A frame builder for one data format that remembers each event's frame: a live event is one
- * object shared by every subscriber, so its frame is built once, not once per client (at 1000
- * clients that was a seventh of the server's time). A line feed in the JSON (only possible inside
- * JSON data kept as stored) continues on another `data:` line; clients join them with LF (HTML
- * §9.2.6), so the data arrives byte for byte.
+ * A frame builder for one data format. A live event is one object shared by every subscriber, so
+ * its frame is built once and remembered, not built once per client (at 1000 clients that was a
+ * seventh of the server's time); an event read from the store belongs to one stream and is not
+ * remembered. A large event's frame stays in parts, so its data is not copied into one more
+ * string per client. A line feed in the JSON (only possible inside JSON data kept as stored)
+ * continues on another `data:` line; clients join them with LF (HTML §9.2.6), so the data
+ * arrives byte for byte.
  */
-function cachedFrames(toJson: (event: StoredEvent) => string): (event: StoredEvent) => string {
-  const frames = new WeakMap<StoredEvent, string>();
+function frames(toParts: (event: StoredEvent) => JsonParts): FrameBuilder {
+  const cache = new WeakMap<StoredEvent, Frame>();
   return (event) => {
-    let frame = frames.get(event);
-    if (frame === undefined) {
-      const json = toJson(event);
-      frame = `id: ${event.id}\ndata: ${json.includes("\n") ? json.replaceAll("\n", "\ndata: ") : json}\n\n`;
-      frames.set(event, frame);
-    }
+    let frame = cache.get(event);
+    if (frame !== undefined) return frame;
+    const { head, data, tail } = toParts(event);
+    const lines = data.includes("\n") ? data.replaceAll("\n", "\ndata: ") : data;
+    frame =
+      event.data.length >= LARGE_FRAME_BYTES
+        ? [`id: ${event.id}\ndata: ${head}`, lines, `${tail}\n\n`]
+        : `id: ${event.id}\ndata: ${head}${lines}${tail}\n\n`;
+    if (secondsSincePublished(event) !== undefined) cache.set(event, frame);
     return frame;
   };
 }
 
-const simpleFrame = cachedFrames((event) => JSON.stringify(toSimpleJson(event)));
-const cloudEventFrame = cachedFrames((event) => toStructuredJson(event, { carriageReturns: false }));
+const simpleFrame = frames(simpleJsonParts);
+const cloudEventFrame = frames((event) => structuredJsonParts(event, { carriageReturns: false }));
+
+/** A batch's frames as the chunks to write: small frames joined, a large frame's parts as they are. */
+function framesOf(batch: readonly StoredEvent[], frame: FrameBuilder): string[] {
+  const chunks: string[] = [];
+  let text = "";
+  for (const event of batch) {
+    const next = frame(event);
+    if (typeof next === "string") {
+      text += next;
+      continue;
+    }
+    if (text !== "") chunks.push(text);
+    text = "";
+    chunks.push(...next);
+  }
+  if (text !== "") chunks.push(text);
+  return chunks;
+}
 
 /**
  * Writes SSE text to one response with heartbeats and backpressure. A client that stays
@@ -169,12 +200,17 @@ class SseWriter {
     this.#heartbeat.unref();
   }
 
-  /** Writes text; when the socket buffer is full, waits for 'drain'. False when the client is gone. */
-  async write(text: string): Promise<boolean> {
+  /**
+   * Writes the chunks at once; when the socket buffer is full, the promise waits for 'drain'
+   * (holding nothing of what was written). False when the client is gone.
+   */
+  write(chunks: readonly string[]): Promise<boolean> {
     const res = this.#res;
-    if (res.destroyed || res.writableEnded) return false;
+    if (res.destroyed || res.writableEnded) return Promise.resolve(false);
     this.#heartbeat?.refresh(); // any write counts as a heartbeat
-    if (res.write(text)) return true;
+    let writable = true;
+    for (const chunk of chunks) writable = res.write(chunk);
+    if (writable) return Promise.resolve(true);
     return new Promise<boolean>((resolve) => {
       const finish = (ok: boolean) => {
         res.off("drain", onDrain);

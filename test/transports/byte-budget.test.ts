@@ -128,6 +128,11 @@ describe.each(DIALECTS)("byte budget (--client-buffer-bytes) on $name", (dialect
     onCleanup(() => stream.close());
     await waitUntil(() => stream.parser.events.length === ids.length, "the catch-up");
     expect(stream.parser.ids()).toEqual(ids);
+    // The 250 KB event is written in parts (head, data, tail): it arrives whole all the same.
+    const sizes = stream.parser.events.map(
+      (e) => Buffer.from((JSON.parse(e.data) as { data: string }).data, "base64").length,
+    );
+    expect(sizes).toEqual(SIZES);
     // One write = one HTTP/1.1 chunk: at most the budget of data (as base64 in JSON), or one event.
     const budgetAsFrames = (BUDGET * 4) / 3 + 5 * 1000;
     const largestEvent = (Math.max(...SIZES) * 4) / 3 + 1000;
