@@ -108,7 +108,13 @@ export async function runFanout(args: readonly string[]): Promise<void> {
     const { mariadb, admin, mariadbVersion } = await startBenchDatabase(cleanup, "eventsdb");
     const clockTicks = await clockTicksPerSecond();
     const env = serverEnv(mariadb.url);
-    const serverArgs = ["--max-total-clients", String(MAX_TOTAL_CLIENTS)];
+    // All the bench's clients come from one address without a token: one "client" to the server.
+    const serverArgs = [
+      "--max-total-clients",
+      String(MAX_TOTAL_CLIENTS),
+      "--max-streams-per-client",
+      String(MAX_TOTAL_CLIENTS),
+    ];
     const cpuCount = machineInfo().cpus;
     if (options.pin && cpuCount < 2) throw new Error("--pin needs at least 2 CPUs");
     const othersCpus = `1-${cpuCount - 1}`;
