@@ -58,7 +58,7 @@ export interface ConnectionConfig {
    * headers (HTTP/1.1) or open its first stream (HTTP/2) within this.
    */
   readonly headerTimeoutMs: number;
-  /** An HTTP/1.1 request must arrive whole, headers and body, within this. */
+  /** A request must arrive whole, headers and body, within this (HTTP/2: its stream's END_STREAM). */
   readonly requestTimeoutMs: number;
   /** A connection with nothing in flight (HTTP/1.1 keep-alive, HTTP/2 without open streams) closes after this. */
   readonly idleTimeoutMs: number;

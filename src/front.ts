@@ -157,12 +157,32 @@ export class Front {
     session.on("stream", (stream: ServerHttp2Stream) => {
       open++;
       clearTimeout(timer);
+      this.#boundRequestBody(stream);
       stream.once("close", () => {
         open--;
         if (open === 0 && !session.closed) arm(this.#limits.idleTimeoutMs);
       });
     });
     session.once("close", () => clearTimeout(timer));
+  }
+
+  /**
+   * An HTTP/2 request must arrive whole within --request-timeout, as an HTTP/1.1 one must (node
+   * applies requestTimeout to HTTP/1.1 only): a stream whose body still trickles in then is
+   * cancelled. What counts is the peer's END_STREAM (the stream's state), not whether the app read
+   * the body; a request without a body (GET) ends with its headers and is never timed.
+   */
+  #boundRequestBody(stream: ServerHttp2Stream): void {
+    if (stream.endAfterHeaders) return;
+    const timer = setTimeout(() => {
+      if (stream.destroyed || stream.closed) return;
+      const state = stream.state.state;
+      if (state === http2.constants.NGHTTP2_STREAM_STATE_OPEN) {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+      }
+    }, this.#limits.requestTimeoutMs);
+    timer.unref();
+    stream.once("close", () => clearTimeout(timer));
   }
 
   /**

@@ -168,6 +168,38 @@ describe.each(["rest", "grpc"] as const)("cleartext connections on the %s port",
     }
   });
 
+  it.each([
+    ["a REST POST", { ":method": "POST", ":path": "/events", "content-type": "application/json" }],
+    [
+      "a gRPC append (the unary short path)",
+      { ":method": "POST", ":path": "/grpc.EventsDB/CreateEvent", "content-type": "application/grpc" },
+    ],
+  ])(
+    "cancels an HTTP/2 stream whose body trickles in past the request timeout: %s",
+    async (_what, headers) => {
+      const session = http2.connect(`http://127.0.0.1:${port}`);
+      session.on("error", () => {});
+      const req = session.request(headers);
+      req.on("error", () => {});
+      req.resume();
+      const closed = new Promise<number>((resolve) => req.once("close", () => resolve(req.rstCode)));
+      req.write(headers["content-type"] === "application/grpc" ? Buffer.from([0, 0, 0, 1, 0]) : "{");
+      const drip = setInterval(
+        () =>
+          !req.destroyed && req.write(headers["content-type"] === "application/grpc" ? Buffer.alloc(1) : " "),
+        200,
+      );
+      try {
+        expect(await within(closed, CUT_WITHIN_MS, "the server to cancel the slow stream")).toBe(
+          http2.constants.NGHTTP2_CANCEL,
+        );
+      } finally {
+        clearInterval(drip);
+        session.destroy();
+      }
+    },
+  );
+
   it("closes an HTTP/2 connection that sends the preface and no stream", async () => {
     const socket = await connect(port);
     const h2 = new RawH2(socket);
