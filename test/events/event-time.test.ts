@@ -1,9 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
-import { DIALECTS } from "./support/dialects.js";
-import { connectPeer, GrpcJsClient } from "./support/grpc.js";
-import { serversPerTest, type TestServer } from "./support/server.js";
+import { DIALECTS } from "../support/dialects.js";
+import { connectPeer, GrpcJsClient } from "../support/grpc.js";
+import { serversPerTest, type TestServer } from "../support/server.js";
 
 /**
  * Event times: a leap second is refused with a message that says so (not stored as the next

@@ -5,15 +5,15 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { sql } from "kysely";
 import { afterAll, describe, expect, it } from "vitest";
-import { tokenDigest } from "../src/auth.js";
-import { loadConfig } from "../src/config.js";
-import { EventsDB } from "../src/gen/grpc/eventsdb_pb.js";
-import { exactCollation, migrate } from "../src/storage/migrate.js";
-import { openDialect } from "../src/storage/open.js";
-import { DIALECTS } from "./support/dialects.js";
-import { openConnectStream } from "./support/grpc.js";
-import { serversPerTest, type TestServer } from "./support/server.js";
-import { openStream, waitUntil } from "./support/sse.js";
+import { tokenDigest } from "../../src/auth.js";
+import { loadConfig } from "../../src/config.js";
+import { EventsDB } from "../../src/gen/grpc/eventsdb_pb.js";
+import { exactCollation, migrate } from "../../src/storage/migrate.js";
+import { openDialect } from "../../src/storage/open.js";
+import { DIALECTS } from "../support/dialects.js";
+import { openConnectStream } from "../support/grpc.js";
+import { serversPerTest, type TestServer } from "../support/server.js";
+import { openStream, waitUntil } from "../support/sse.js";
 
 /**
  * Text compares exactly on both stores: MariaDB's and MySQL's utf8mb4_bin is PAD SPACE, under which

@@ -3,14 +3,14 @@ import os from "node:os";
 import path from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connection } from "../src/client/http.js";
-import { exportEvents, importEvents } from "../src/client/transfer.js";
-import { memberValue } from "../src/events/json-text.js";
-import { DIALECTS } from "./support/dialects.js";
-import { type ConnectPeer, connectPeer } from "./support/grpc.js";
-import { paddedJsonText } from "./support/json-text.js";
-import { startTestServer, type TestServer } from "./support/server.js";
-import { openStream, waitUntil } from "./support/sse.js";
+import { connection } from "../../src/client/http.js";
+import { exportEvents, importEvents } from "../../src/client/transfer.js";
+import { memberValue } from "../../src/events/json-text.js";
+import { DIALECTS } from "../support/dialects.js";
+import { type ConnectPeer, connectPeer } from "../support/grpc.js";
+import { paddedJsonText } from "../support/json-text.js";
+import { startTestServer, type TestServer } from "../support/server.js";
+import { openStream, waitUntil } from "../support/sse.js";
 
 /**
  * The stored bytes are the event: whatever data goes in, through any content mode, comes back byte
