@@ -21,7 +21,7 @@ import {
   type CreateEventsRequest,
   CreateEventsRequestSchema,
 } from "../src/gen/grpc/eventsdb_pb.js";
-import { grpcFrame } from "../src/transports/grpc-unary.js";
+import { grpcFrame } from "../src/transports/grpc/fast-path.js";
 import { connectPeer, GrpcJsClient, type ProtoCreateEventRequest } from "../test/support/grpc.js";
 
 /**

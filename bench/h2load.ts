@@ -12,7 +12,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { CreateEventRequestSchema, CreateEventsRequestSchema } from "../src/gen/grpc/eventsdb_pb.js";
-import { grpcFrame } from "../src/transports/grpc-unary.js";
+import { grpcFrame } from "../src/transports/grpc/fast-path.js";
 
 export const H2LOAD = "h2load";
 /** Where h2load comes from, for the message when it is missing. */

@@ -5,29 +5,29 @@ import Fastify, {
   type FastifyServerFactory,
   LogController,
 } from "fastify";
-import type { TokenRegistry } from "./auth.js";
+import { trustFunction } from "./auth/client-address.js";
+import { installAuth } from "./auth/hook.js";
+import type { SessionStore } from "./auth/sessions.js";
+import type { Guard } from "./auth/throttle.js";
+import type { TokenRegistry } from "./auth/tokens.js";
 import type { Config } from "./config.js";
 import { EventsDbError } from "./errors.js";
-import type { EventStore } from "./events/store.js";
+import type { EventLog } from "./events/event-log.js";
 import type { Metrics } from "./metrics.js";
-import type { SessionStore } from "./sessions.js";
-import { installAuth } from "./transports/authenticate.js";
-import { trustFunction } from "./transports/client-address.js";
-import { connectRoutes } from "./transports/connect.js";
-import { healthRoutes } from "./transports/grpc-health.js";
-import { reflectionRoutes } from "./transports/grpc-reflection.js";
-import { operationsRoutes } from "./transports/operations.js";
+import { healthRoutes } from "./transports/grpc/health.js";
+import { reflectionRoutes } from "./transports/grpc/reflection.js";
+import { connectRoutes } from "./transports/grpc/service.js";
+import { operationsRoutes } from "./transports/http/operations.js";
+import { restRoutes } from "./transports/http/rest.js";
+import { sseRoutes } from "./transports/http/sse.js";
 import { Outbound } from "./transports/outbound.js";
 import { asDomainError, restErrorBody, sendError } from "./transports/render-error.js";
-import { restRoutes } from "./transports/rest.js";
-import { sseRoutes } from "./transports/sse.js";
 import { httpStatus } from "./transports/status.js";
-import type { Guard } from "./transports/throttle.js";
 import { consoleRoutes } from "./ui/console.js";
 
 export interface AppDeps {
   readonly config: Config;
-  readonly store: EventStore;
+  readonly eventLog: EventLog;
   readonly metrics: Metrics;
   /** The current tokens; a function so that a reload (SIGHUP) applies to the next request. */
   readonly registry: () => TokenRegistry;
@@ -53,7 +53,7 @@ export function logsRequests(log: FastifyBaseLogger): boolean {
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const { config, store, metrics } = deps;
+  const { config, eventLog, metrics } = deps;
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger } : { logger: false }),
     bodyLimit: config.limits.maxBodyBytes,
@@ -130,10 +130,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     });
   }
 
-  await app.register(operationsRoutes, { store, metrics });
-  await app.register(restRoutes, { store, metrics, outbound });
+  await app.register(operationsRoutes, { eventLog, metrics });
+  await app.register(restRoutes, { eventLog, metrics, outbound });
   await app.register(sseRoutes, {
-    store,
+    eventLog,
     metrics,
     outbound,
     heartbeatIntervalSeconds: config.streams.heartbeatIntervalSeconds,
@@ -141,11 +141,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(connectRoutes, {
     config,
-    store,
+    eventLog,
     metrics,
     outbound,
     extraRoutes: (router) => {
-      healthRoutes(router, () => store.readiness());
+      healthRoutes(router, () => eventLog.readiness());
       reflectionRoutes(router);
     },
   });

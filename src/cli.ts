@@ -46,7 +46,7 @@ function exitIfUnusable(error: unknown): void {
 function addServeOptions(command: Command): Command {
   for (const spec of SERVE_OPTIONS) {
     const option = new Option(
-      spec.kind === "boolean" ? `--${spec.flag}` : `--${spec.flag} <value>`,
+      spec.kind === "boolean" ? `--${spec.flag} [true|false]` : `--${spec.flag} <value>`,
       spec.description,
     );
     option.env(envName(spec.flag));

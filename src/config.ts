@@ -27,6 +27,11 @@ export interface Config {
    */
   readonly trustProxy: boolean | readonly string[];
   readonly tls: TlsConfig | undefined;
+  /**
+   * Unary CreateEvent/CreateEvents over plain gRPC read straight off the HTTP/2 stream (the same
+   * rules, several times cheaper per call); false = every call goes through Connect.
+   */
+  readonly grpcFastPath: boolean;
   readonly connections: ConnectionConfig;
   /** Milliseconds any one database call may take (a wait for a connection, a query, a commit). */
   readonly dbTimeoutMs: number;
@@ -237,6 +242,12 @@ export const SERVE_OPTIONS = [
     default: "250",
     description: "ms between polls for events other processes appended (0 = never)",
   },
+  {
+    flag: "grpc-fast-path",
+    kind: "boolean",
+    default: "true",
+    description: "take unary gRPC appends off the raw HTTP/2 stream (false = all through Connect)",
+  },
   { flag: "auth-file", kind: "string", description: "named tokens with read/write scopes (JSON or YAML)" },
   { flag: "protect-metrics", kind: "boolean", default: "false", description: "require a token for /metrics" },
   {
@@ -416,6 +427,7 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     rateLimitPerMinute: num("rate-limit"),
     trustProxy: trustProxy(str("trust-proxy") ?? "false"),
     tls: tlsConfig(str("tls-cert-file"), str("tls-key-file"), str("tls-client-ca-file")),
+    grpcFastPath: num("grpc-fast-path") === 1,
     connections: {
       headerTimeoutMs: num("header-timeout") * 1000,
       requestTimeoutMs: num("request-timeout") * 1000,

@@ -66,7 +66,7 @@ export class Front {
 
   /**
    * @param shortcut takes a raw HTTP/2 stream before the compatibility layer and the app when it
-   *   returns true (the unary gRPC append path, see transports/grpc-unary.ts)
+   *   returns true (the unary gRPC append path, see transports/grpc/fast-path.ts)
    * @param limits timeouts and the HTTP/2 stream limit of every connection
    */
   constructor(

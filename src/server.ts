@@ -2,23 +2,23 @@ import fs from "node:fs";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { type DestinationStream, type LoggerOptions, pino } from "pino";
 import { buildApp, logsRequests } from "./app.js";
-import { TokenRegistry } from "./auth.js";
+import { trustFunction } from "./auth/client-address.js";
+import { SessionStore } from "./auth/sessions.js";
+import { type Clock, monotonicClock } from "./auth/sliding-window.js";
+import { Guard } from "./auth/throttle.js";
+import { TokenRegistry } from "./auth/tokens.js";
 import { type Config, ConfigError, describeStore, type TlsConfig } from "./config.js";
-import { EventStore } from "./events/store.js";
+import { EventLog } from "./events/event-log.js";
 import { Front, type FrontTls, type Handler } from "./front.js";
 import { Metrics } from "./metrics.js";
-import { SessionStore } from "./sessions.js";
-import { type Clock, monotonicClock } from "./sliding-window.js";
-import { trustFunction } from "./transports/client-address.js";
-import { grpcUnaryShortcut } from "./transports/grpc-unary.js";
-import { Guard } from "./transports/throttle.js";
+import { grpcUnaryShortcut } from "./transports/grpc/fast-path.js";
 
 /** How often certificate files are checked for changes. */
 export const TLS_WATCH_MS = 1000;
 
 export interface RunningServer {
   readonly app: FastifyInstance;
-  readonly store: EventStore;
+  readonly eventLog: EventLog;
   readonly metrics: Metrics;
   /** Bound ports (useful when 0 was asked for). */
   readonly restPort: number;
@@ -54,10 +54,10 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   // One logger for the process: the app's (Fastify's request logs) and the store's (outages).
   const log = createLogger(options.logger);
-  const store = await EventStore.open(config, metrics, log?.child({ component: "store" }));
-  metrics.trackPool(() => store.dialect.poolStats());
+  const eventLog = await EventLog.open(config, metrics, log?.child({ component: "store" }));
+  metrics.trackPool(() => eventLog.dialect.poolStats());
   const clock = options.clock ?? monotonicClock;
-  const sessions = new SessionStore(store.dialect.db, config.auth.sessionTtlSeconds, clock);
+  const sessions = new SessionStore(eventLog.dialect.db, config.auth.sessionTtlSeconds, clock);
   // One guard for the app and the gRPC unary fast path: one count per address and per caller.
   const guard = new Guard({
     rateLimitPerMinute: config.rateLimitPerMinute,
@@ -69,7 +69,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   try {
     app = await buildApp({
       config,
-      store,
+      eventLog,
       metrics,
       registry: () => registry,
       sessions,
@@ -80,16 +80,18 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
         front = new Front(
           handler as unknown as Handler,
           tls,
-          grpcUnaryShortcut({
-            store,
-            metrics,
-            registry: () => registry,
-            guard,
-            trust: trustFunction(config.trustProxy),
-            // Assigned by then: a call arrives only after listen().
-            log: (error, path) => app.log.error({ err: error }, `rpc ${path} failed`),
-            logCall: () => (logsRequests(app.log) ? (line) => app.log.info(line, "request") : undefined),
-          }),
+          !config.grpcFastPath
+            ? undefined
+            : grpcUnaryShortcut({
+                eventLog,
+                metrics,
+                registry: () => registry,
+                guard,
+                trust: trustFunction(config.trustProxy),
+                // Assigned by then: a call arrives only after listen().
+                log: (error, path) => app.log.error({ err: error }, `rpc ${path} failed`),
+                logCall: () => (logsRequests(app.log) ? (line) => app.log.info(line, "request") : undefined),
+              }),
           config.connections,
         );
         return front.http1;
@@ -97,7 +99,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     });
     await app.ready();
   } catch (error) {
-    await store.close();
+    await eventLog.close();
     throw error;
   }
   const edge = front as unknown as Front;
@@ -112,7 +114,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   } catch (error) {
     await edge.close();
     await app.close();
-    await store.close();
+    await eventLog.close();
     throw error;
   }
   const where =
@@ -155,7 +157,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   let closing: Promise<void> | undefined;
   return {
     app,
-    store,
+    eventLog,
     metrics,
     restPort,
     grpcPort,
@@ -169,7 +171,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       app.log.info({ tokens: next.size }, "auth tokens reloaded");
       // Streams of tokens that are gone or changed end now, not at the next periodic check; those
       // of sessions once their rows are gone.
-      void store.recheckStreams();
+      void eventLog.recheckStreams();
       const sessionsEnded = sessions
         .endStale((name, fingerprint) => next.session(name, fingerprint) !== undefined)
         .then(
@@ -183,7 +185,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
             return 0;
           },
         );
-      void sessionsEnded.then(() => store.recheckStreams());
+      void sessionsEnded.then(() => eventLog.recheckStreams());
       return { sessionsEnded };
     },
     close() {
@@ -191,12 +193,12 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
         for (const file of watched) fs.unwatchFile(file);
         clearTimeout(pending);
         edge.stopAccepting();
-        store.endStreams();
+        eventLog.endStreams();
         // In-flight requests get most of --shutdown-timeout; the rest is for the write queue and the pool.
         await edge.drain(config.shutdownTimeoutSeconds * 600);
         await edge.close();
         await app.close();
-        await store.close();
+        await eventLog.close();
       })();
       return closing;
     },

@@ -4,7 +4,7 @@ import type { Socket } from "node:net";
 import type { FastifyInstance } from "fastify";
 import { EventsDbError } from "../errors.js";
 import { eventSize, type StoredEvent } from "../events/event.js";
-import { MAX_PAGE_LIMIT } from "../events/store.js";
+import { MAX_PAGE_LIMIT } from "../events/event-log.js";
 
 type RawRequest = IncomingMessage | Http2ServerRequest;
 type RawResponse = ServerResponse | Http2ServerResponse;

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { NewEvent, Page } from "../../src/events/event.js";
-import type { EventStore } from "../../src/events/store.js";
+import type { EventLog } from "../../src/events/event-log.js";
 import { CommitFeed } from "../../src/hub/feed.js";
 import { DIALECTS } from "../support/dialects.js";
 import { newEvent } from "../support/events.js";
@@ -14,7 +14,7 @@ const event = (subject: string): NewEvent => newEvent(subject);
 describe.each(DIALECTS.filter((d) => d.name === "mysql"))(
   "live delivery across processes on $name",
   (dialect) => {
-    const open: EventStore[] = [];
+    const open: EventLog[] = [];
     afterEach(async () => {
       await Promise.all(open.splice(0).map((s) => s.close()));
     });
@@ -24,9 +24,9 @@ describe.each(DIALECTS.filter((d) => d.name === "mysql"))(
       const [a, b] = await Promise.all(
         [1, 2].map(async () => (await openTestStore(url, { "store-poll-ms": "50" })).store),
       );
-      open.push(a as EventStore, b as EventStore);
-      const storeA = a as EventStore;
-      const storeB = b as EventStore;
+      open.push(a as EventLog, b as EventLog);
+      const storeA = a as EventLog;
+      const storeB = b as EventLog;
       const subscription = storeA.subscribe({
         filter: { subjects: ["x"], recursive: true, type: undefined },
         fromId: 0,

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { NewEvent, StoredEvent } from "../../src/events/event.js";
-import type { EventStore } from "../../src/events/store.js";
+import type { EventLog } from "../../src/events/event-log.js";
 import { Writer } from "../../src/events/writer.js";
 import { Metrics } from "../../src/metrics.js";
 import type { EventRepository } from "../../src/storage/repository.js";
@@ -19,7 +19,7 @@ async function transactions(metrics: Metrics): Promise<{ count: number; sum: num
 }
 
 describe.each(DIALECTS)("group-commit writer on $name", (dialect) => {
-  const open: EventStore[] = [];
+  const open: EventLog[] = [];
   const newStore = async (flags: Record<string, string> = {}) => {
     const opened = await openTestStore(await dialect.url(), flags);
     open.push(opened.store);

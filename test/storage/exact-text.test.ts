@@ -5,7 +5,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { sql } from "kysely";
 import { afterAll, describe, expect, it } from "vitest";
-import { tokenDigest } from "../../src/auth.js";
+import { tokenDigest } from "../../src/auth/tokens.js";
 import { loadConfig } from "../../src/config.js";
 import { EventsDB } from "../../src/gen/grpc/eventsdb_pb.js";
 import { exactCollation, migrate } from "../../src/storage/migrate.js";

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import type { NewEvent } from "../../src/events/event.js";
-import type { EventStore } from "../../src/events/store.js";
+import type { EventLog } from "../../src/events/event-log.js";
 import { loadMigrations, migrate } from "../../src/storage/migrate.js";
 import { openDialect } from "../../src/storage/open.js";
 import { DIALECTS } from "../support/dialects.js";
@@ -26,7 +26,7 @@ function row(dialect: ReturnType<typeof openDialect>, subject: string) {
 }
 
 describe.each(DIALECTS)("repository contract on $name", (dialect) => {
-  const open: EventStore[] = [];
+  const open: EventLog[] = [];
   const newStore = async (url?: string, flags: Record<string, string> = {}) => {
     const opened = await openTestStore(url ?? (await dialect.url()), flags);
     open.push(opened.store);
@@ -37,7 +37,7 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
    * so two SQLite connections in one thread would wait on each other's lock until busy_timeout;
    * on SQLite the "processes" share one store (concurrent callers of one writer) instead.
    */
-  const writerStores = async (count: number): Promise<EventStore[]> => {
+  const writerStores = async (count: number): Promise<EventLog[]> => {
     const url = await dialect.url();
     if (dialect.name === "sqlite") {
       const { store } = await newStore(url);
@@ -353,7 +353,7 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
   });
 
   it("stores one event when two processes append the same (source, id) at once", async () => {
-    const [a, b] = (await writerStores(2)) as [EventStore, EventStore];
+    const [a, b] = (await writerStores(2)) as [EventLog, EventLog];
     for (let round = 0; round < 10; round++) {
       const [ra, rb] = await Promise.all([
         a.append([event("race", { ceId: `k${round}` })]),
@@ -391,7 +391,7 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
         }
       }),
     );
-    const reader = writers[0] as EventStore;
+    const reader = writers[0] as EventLog;
     let fromId = 0;
     const seen = new Map<number, string>();
     for (;;) {

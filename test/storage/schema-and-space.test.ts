@@ -105,7 +105,7 @@ describe("a database out of space", () => {
         await (DIALECTS.find((d) => d.name === "sqlite") as (typeof DIALECTS)[number]).url(),
       );
       servers.push(t);
-      const { db } = t.server.store.dialect;
+      const { db } = t.server.eventLog.dialect;
       // max_page_count is per connection: the server's own (better-sqlite3 has one).
       const pages = Number(
         (await sql<{ page_count: number }>`PRAGMA page_count`.execute(db)).rows[0]?.page_count,

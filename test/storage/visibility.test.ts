@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { EventFilter } from "../../src/events/event.js";
-import type { EventStore } from "../../src/events/store.js";
+import type { EventLog } from "../../src/events/event-log.js";
 import { DIALECTS } from "../support/dialects.js";
 import { newEvent } from "../support/events.js";
 import { openTestStore } from "../support/server.js";
@@ -14,7 +14,7 @@ const BATCHES = 40;
 const SUBJECTS = ["v/a", "v/b", "v/c"];
 
 describe.each(DIALECTS)("commit visibility on $name", (dialect) => {
-  const open: EventStore[] = [];
+  const open: EventLog[] = [];
   afterEach(async () => {
     await Promise.all(open.splice(0).map((s) => s.close()));
   });
@@ -25,7 +25,7 @@ describe.each(DIALECTS)("commit visibility on $name", (dialect) => {
     // process per file (better-sqlite3 is synchronous): there the writers share one store.
     const count = dialect.name === "mysql" ? WRITERS : 1;
     for (let i = 0; i < count; i++) open.push((await openTestStore(url)).store);
-    const reader = open[0] as EventStore;
+    const reader = open[0] as EventLog;
 
     let writing = true;
     const filters: EventFilter[] = [
@@ -53,7 +53,7 @@ describe.each(DIALECTS)("commit visibility on $name", (dialect) => {
     });
     await Promise.all(
       Array.from({ length: WRITERS }, async (_, w) => {
-        const store = open[w % count] as EventStore;
+        const store = open[w % count] as EventLog;
         for (let b = 0; b < BATCHES; b++) {
           const size = 1 + ((w + b) % 3);
           await store.append(

@@ -1,6 +1,6 @@
 import { afterEach } from "vitest";
 import { type Config, loadConfig } from "../../src/config.js";
-import { EventStore } from "../../src/events/store.js";
+import { EventLog } from "../../src/events/event-log.js";
 import { Metrics } from "../../src/metrics.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 
@@ -64,12 +64,12 @@ export function serversPerTest(databaseUrl: () => string | Promise<string>) {
   };
 }
 
-/** An EventStore without HTTP, for storage-level tests (one per simulated process). */
+/** An EventLog without HTTP, for storage-level tests (one per simulated process). */
 export async function openTestStore(
   databaseUrl: string,
   flags: Record<string, string> = {},
-): Promise<{ store: EventStore; metrics: Metrics }> {
+): Promise<{ store: EventLog; metrics: Metrics }> {
   const metrics = new Metrics({ defaultMetrics: false });
-  const store = await EventStore.open(testConfig(databaseUrl, flags), metrics);
+  const store = await EventLog.open(testConfig(databaseUrl, flags), metrics);
   return { store, metrics };
 }

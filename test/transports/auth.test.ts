@@ -6,7 +6,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { tokenDigest } from "../../src/auth.js";
+import { tokenDigest } from "../../src/auth/tokens.js";
 import { loadConfig } from "../../src/config.js";
 import { EventsDB } from "../../src/gen/grpc/eventsdb_pb.js";
 import { type RunningServer, startServer } from "../../src/server.js";

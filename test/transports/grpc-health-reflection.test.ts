@@ -4,15 +4,15 @@ import { promisify } from "node:util";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import type { Readiness } from "../../src/events/store.js";
+import type { Readiness } from "../../src/events/event-log.js";
 import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "../../src/gen/grpc/health/v1/health_pb.js";
 import * as v1 from "../../src/gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../src/gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { healthService, WATCH_POLL_MS } from "../../src/transports/grpc-health.js";
-import { reflectionRoutes } from "../../src/transports/grpc-reflection.js";
+import { healthService, WATCH_POLL_MS } from "../../src/transports/grpc/health.js";
+import { reflectionRoutes } from "../../src/transports/grpc/reflection.js";
 import { DIALECTS } from "../support/dialects.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 
@@ -185,7 +185,7 @@ describe(`gRPC health and reflection on a real server (${dialect.name})`, () => 
   });
 
   it("Health.Watch sends SERVING first; cancelling it ends the call and its polling", async () => {
-    const readiness = vi.spyOn(t.server.store, "readiness");
+    const readiness = vi.spyOn(t.server.eventLog, "readiness");
     try {
       const client = health();
       const abort = new AbortController();

@@ -5,7 +5,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { tokenDigest } from "../../src/auth.js";
+import { tokenDigest } from "../../src/auth/tokens.js";
 import { loadConfig } from "../../src/config.js";
 import {
   CreateEventRequestSchema,

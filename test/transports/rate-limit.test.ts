@@ -228,7 +228,7 @@ describe(`--rate-limit ${LIMIT}`, () => {
         ),
       );
       expect(refused.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-      expect(await server.store.repository.lastId()).toBe(0);
+      expect(await server.eventLog.repository.lastId()).toBe(0);
       const metrics = await (await fetch(`${url}/metrics`)).text();
       expect(metrics).toMatch(/^eventsdb_requests_refused_total\{reason="rate_limit"\} (1[5-9]|[2-9]\d)$/m);
     });

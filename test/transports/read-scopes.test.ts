@@ -4,7 +4,7 @@ import path from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { tokenDigest } from "../../src/auth.js";
+import { tokenDigest } from "../../src/auth/tokens.js";
 import { connection } from "../../src/client/http.js";
 import { exportEvents } from "../../src/client/transfer.js";
 import { loadConfig } from "../../src/config.js";

@@ -4,12 +4,12 @@ import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { buildApp } from "../../src/app.js";
-import { type Principal, TokenRegistry, tokenDigest } from "../../src/auth.js";
+import { SESSION_CACHE_MS, SessionStore } from "../../src/auth/sessions.js";
+import { Guard } from "../../src/auth/throttle.js";
+import { type Principal, TokenRegistry, tokenDigest } from "../../src/auth/tokens.js";
 import { loadConfig } from "../../src/config.js";
-import type { EventStore } from "../../src/events/store.js";
+import type { EventLog } from "../../src/events/event-log.js";
 import { type RunningServer, startServer } from "../../src/server.js";
-import { SESSION_CACHE_MS, SessionStore } from "../../src/sessions.js";
-import { Guard } from "../../src/transports/throttle.js";
 import { DIALECTS } from "../support/dialects.js";
 import { openTestStore, testFlags } from "../support/server.js";
 
@@ -55,7 +55,7 @@ describe.each(DIALECTS)("browser sessions on $name", (dialect) => {
   const dirs: string[] = [];
   const servers: RunningServer[] = [];
   const apps: FastifyInstance[] = [];
-  const stores: EventStore[] = [];
+  const stores: EventLog[] = [];
   afterEach(async () => {
     vi.useRealTimers();
     for (const app of apps.splice(0)) await app.close();
@@ -180,7 +180,7 @@ describe.each(DIALECTS)("browser sessions on $name", (dialect) => {
       const config = loadConfig({}, { ...testFlags(url), "session-ttl": ttl });
       const app = await buildApp({
         config,
-        store,
+        eventLog: store,
         metrics,
         registry,
         sessions: new SessionStore(store.dialect.db, config.auth.sessionTtlSeconds, clock),

@@ -3,10 +3,10 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { AUTH_FAILURES_PER_MINUTE } from "../../src/auth/throttle.js";
 import { loadConfig } from "../../src/config.js";
 import { CreateEventRequestSchema } from "../../src/gen/grpc/eventsdb_pb.js";
 import { type RunningServer, startServer } from "../../src/server.js";
-import { AUTH_FAILURES_PER_MINUTE } from "../../src/transports/throttle.js";
 import { type ConnectKind, connectPeer, grpcMessage, rawGrpcCall } from "../support/grpc.js";
 import { openStream } from "../support/sse.js";
 
@@ -144,7 +144,7 @@ describe("the failed-authentication throttle", () => {
     expect(grpcFast.fields["grpc-retry-pushback-ms"]).toBe("53000");
     // Another address is not affected.
     expect((await get(port, "/subjects", TOKEN, {}, "127.0.0.2")).status).toBe(200);
-    expect(await server.store.repository.lastId()).toBe(0);
+    expect(await server.eventLog.repository.lastId()).toBe(0);
     const metrics = await (await fetch(`${url}/metrics`)).text();
     expect(metrics).toMatch(/^eventsdb_requests_refused_total\{reason="failed_authentications"\} 7$/m);
 

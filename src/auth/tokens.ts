@@ -1,8 +1,8 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import fs from "node:fs";
 import { parse as parseYaml } from "yaml";
-import { EventsDbError } from "./errors.js";
-import type { EventFilter } from "./events/event.js";
+import { EventsDbError } from "../errors.js";
+import type { EventFilter } from "../events/event.js";
 
 /** What a caller may do: read and write scopes as subject prefixes ("*" = every subject). */
 export interface Principal {

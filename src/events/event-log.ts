@@ -1,4 +1,4 @@
-import { ANYONE, canRead, clientKey, type Principal, readableFilter, requireWrite } from "../auth.js";
+import { ANYONE, canRead, clientKey, type Principal, readableFilter, requireWrite } from "../auth/tokens.js";
 import type { Config, Limits } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
 import { FailureLog } from "../failure-log.js";
@@ -49,7 +49,7 @@ export interface StreamRequest extends Omit<SubscribeRequest, "client" | "stillV
  * The domain service every transport calls: validate, append (group commit), read, delete,
  * list subjects. It owns the storage dialect and the writer and closes them.
  */
-export class EventStore {
+export class EventLog {
   readonly limits: Limits;
   /** Most bytes of events in one page (--client-buffer-bytes), on every transport. */
   readonly pageBytes: number;
@@ -110,7 +110,7 @@ export class EventStore {
    * Opens the configured store and applies pending migrations. `log` is the process's logger (a
    * child of it): the store says there when the database fails and when it works again.
    */
-  static async open(config: Config, metrics: Metrics, log: Logger = SILENT_LOGGER): Promise<EventStore> {
+  static async open(config: Config, metrics: Metrics, log: Logger = SILENT_LOGGER): Promise<EventLog> {
     const dialect = openDialect(config.store, config.dbTimeoutMs);
     let lastId: number;
     try {
@@ -120,7 +120,7 @@ export class EventStore {
       await dialect.close();
       throw error;
     }
-    return new EventStore(dialect, config, metrics, log, lastId);
+    return new EventLog(dialect, config, metrics, log, lastId);
   }
 
   get dialect(): StorageDialect {

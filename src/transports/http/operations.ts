@@ -1,16 +1,16 @@
 import type { FastifyInstance } from "fastify";
-import type { EventStore } from "../events/store.js";
-import type { Metrics } from "../metrics.js";
+import type { EventLog } from "../../events/event-log.js";
+import type { Metrics } from "../../metrics.js";
 
 /** /healthz, /readyz and /metrics: open routes for orchestrators and Prometheus. */
 export async function operationsRoutes(
   app: FastifyInstance,
-  deps: { store: EventStore; metrics: Metrics },
+  deps: { eventLog: EventLog; metrics: Metrics },
 ): Promise<void> {
   app.get("/healthz", async () => ({ status: "ok" }));
 
   app.get("/readyz", async (_request, reply) => {
-    const readiness = await deps.store.readiness();
+    const readiness = await deps.eventLog.readiness();
     return reply.code(readiness.status === "ok" ? 200 : 503).send(readiness);
   });
 

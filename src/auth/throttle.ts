@@ -1,6 +1,6 @@
-import { clientKey, type Principal } from "../auth.js";
 import { EventsDbError } from "../errors.js";
-import { type Clock, SlidingWindow } from "../sliding-window.js";
+import { type Clock, SlidingWindow } from "./sliding-window.js";
+import { clientKey, type Principal } from "./tokens.js";
 
 /** Failed authentications allowed per client address in any minute; beyond, 429 (token guessing). */
 export const AUTH_FAILURES_PER_MINUTE = 30;

@@ -1,11 +1,11 @@
 import { createContextKey } from "@connectrpc/connect";
 import fastifyCookie from "@fastify/cookie";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { ANYONE, type Principal, sessionFingerprint, type TokenRegistry, tokenDigest } from "../auth.js";
 import { EventsDbError } from "../errors.js";
-import type { Session, SessionStore } from "../sessions.js";
 import { requireConsole, requireSameOriginSignIn } from "./csrf.js";
+import type { Session, SessionStore } from "./sessions.js";
 import type { Guard } from "./throttle.js";
+import { ANYONE, type Principal, sessionFingerprint, type TokenRegistry, tokenDigest } from "./tokens.js";
 
 /** The session cookie's name. */
 export const SESSION_COOKIE = "eventsdb_session";
@@ -46,7 +46,7 @@ const OPEN_SERVICES = new Set(["grpc.health.v1.Health"]);
  * the session cookie, and `?access_token=` on the stream route when enabled. Then --rate-limit.
  * Failures are thrown and answered by the error handlers in each protocol's own shape
  * (render-error.ts): 401 with WWW-Authenticate on REST, UNAUTHENTICATED on gRPC, and so on.
- * Scopes (403) are checked by the EventStore.
+ * Scopes (403) are checked by the EventLog.
  */
 export async function installAuth(app: FastifyInstance, options: AuthOptions): Promise<void> {
   await app.register(fastifyCookie);

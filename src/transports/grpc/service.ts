@@ -10,13 +10,14 @@ import {
   type HandlerContext,
 } from "@connectrpc/connect";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
-import type { Principal } from "../auth.js";
-import type { Config } from "../config.js";
-import { EventsDbError, invalidArgument } from "../errors.js";
-import type { EventFilter, NewEvent, StoredEvent } from "../events/event.js";
-import { DEFAULT_PAGE_LIMIT, type EventStore } from "../events/store.js";
-import { displayTime } from "../events/time.js";
-import { validateEvent } from "../events/validate.js";
+import { PRINCIPAL } from "../../auth/hook.js";
+import type { Principal } from "../../auth/tokens.js";
+import type { Config } from "../../config.js";
+import { EventsDbError, invalidArgument } from "../../errors.js";
+import type { EventFilter, NewEvent, StoredEvent } from "../../events/event.js";
+import { DEFAULT_PAGE_LIMIT, type EventLog } from "../../events/event-log.js";
+import { displayTime } from "../../events/time.js";
+import { validateEvent } from "../../events/validate.js";
 import {
   type CreateEventRequest,
   type Event,
@@ -25,18 +26,17 @@ import {
   type StreamEventsFromSubjectReply,
   StreamEventsFromSubjectReplySchema,
   type StreamEventsFromSubjectRequest,
-} from "../gen/grpc/eventsdb_pb.js";
-import { secondsSincePublished } from "../hub/hub.js";
-import type { CloseReason } from "../hub/subscription.js";
-import type { Metrics, Operation } from "../metrics.js";
-import { PRINCIPAL } from "./authenticate.js";
-import { connectPlugin } from "./connect-plugin.js";
-import type { Outbound } from "./outbound.js";
-import { connectCode } from "./status.js";
+} from "../../gen/grpc/eventsdb_pb.js";
+import { secondsSincePublished } from "../../hub/hub.js";
+import type { CloseReason } from "../../hub/subscription.js";
+import type { Metrics, Operation } from "../../metrics.js";
+import type { Outbound } from "../outbound.js";
+import { connectCode } from "../status.js";
+import { connectPlugin } from "./connect-adapter.js";
 
 export interface ConnectDeps {
   readonly config: Config;
-  readonly store: EventStore;
+  readonly eventLog: EventLog;
   readonly metrics: Metrics;
   /** Reserves page answers per connection, drops responses unwritable for --write-timeout. */
   readonly outbound: Outbound;
@@ -46,13 +46,13 @@ export interface ConnectDeps {
 
 /**
  * `grpc.EventsDB` over gRPC (HTTP/2), gRPC-Web and the Connect protocol, on the same Fastify app.
- * Handlers are thin: they translate messages and call the same EventStore and subscription engine
+ * Handlers are thin: they translate messages and call the same EventLog and subscription engine
  * as REST and SSE. Registered in a scope of its own: the plugin's no-op content-type parsers must
  * not reach the REST routes.
  */
 export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Promise<void> {
-  const { config, store, metrics, outbound } = deps;
-  const limits = store.limits;
+  const { config, eventLog, metrics, outbound } = deps;
+  const limits = eventLog.limits;
   const observe = <T>(operation: Operation, fn: () => Promise<T>): Promise<T> =>
     metrics.observe(operation, fn).catch((error: unknown) => {
       throw toConnectError(error);
@@ -62,20 +62,20 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
     router.service(EventsDB, {
       createEvent: (request, context) =>
         observe("create_event", async () => {
-          const [result] = await store.append([toNewEvent(request, limits)], caller(context));
+          const [result] = await eventLog.append([toNewEvent(request, limits)], caller(context));
           return { id: BigInt((result as { id: number }).id) };
         }),
       createEvents: (request, context) =>
         observe("create_events", async () => {
           const events = request.events.map((event, i) => toNewEvent(event, limits, `event ${i}`));
-          const results = await store.append(events, caller(context));
+          const results = await eventLog.append(events, caller(context));
           return { ids: results.map((r) => BigInt(r.id)) };
         }),
       getEventByID: (request, context) =>
         observe("get_event", async () => {
           const id = toSafeId(request.id, "id");
           const hold = await reserveRead(outbound, context, 1);
-          const event = await store.get(id, caller(context));
+          const event = await eventLog.get(id, caller(context));
           hold.settle([event]);
           return toProto(event);
         }),
@@ -88,22 +88,26 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
           };
           // Reserved before the read: a connection that does not read its answers gets no more.
           const hold = await reserveRead(outbound, context, query.limit);
-          const page = await store.page(query, caller(context));
+          const page = await eventLog.page(query, caller(context));
           hold.settle(page.events);
           return { events: page.events.map(toProto), hasMore: page.hasMore };
         }),
       deleteFromSubject: (request, context) =>
         observe("delete_events", async () => ({
           deleted: BigInt(
-            await store.delete(toFilter(request), toSafeId(request.fromId ?? 0n, "from_id"), caller(context)),
+            await eventLog.delete(
+              toFilter(request),
+              toSafeId(request.fromId ?? 0n, "from_id"),
+              caller(context),
+            ),
           ),
         })),
       listSubjects: (request, context) =>
         observe("list_subjects", async () => ({
-          subjects: await store.subjects(request.prefix, caller(context)),
+          subjects: await eventLog.subjects(request.prefix, caller(context)),
         })),
       streamEventsFromSubject: (request, context) =>
-        streamEvents(store, metrics, outbound, config, request, context, app.log),
+        streamEvents(eventLog, metrics, outbound, config, request, context, app.log),
     });
     deps.extraRoutes?.(router);
   };
@@ -140,7 +144,7 @@ function reserveRead(outbound: Outbound, context: HandlerContext, limit: number)
  * from the last id), when the credential stops being valid with UNAUTHENTICATED.
  */
 async function* streamEvents(
-  store: EventStore,
+  eventLog: EventLog,
   metrics: Metrics,
   outbound: Outbound,
   config: Config,
@@ -148,9 +152,9 @@ async function* streamEvents(
   context: HandlerContext,
   log: FastifyBaseLogger,
 ): AsyncGenerator<StreamEventsFromSubjectReply> {
-  let subscription: ReturnType<EventStore["subscribe"]>;
+  let subscription: ReturnType<EventLog["subscribe"]>;
   try {
-    subscription = store.subscribe(
+    subscription = eventLog.subscribe(
       {
         filter: toFilter(request),
         fromId: toSafeId(request.fromId ?? 0n, "from_id"),
@@ -222,7 +226,7 @@ function toSafeId(value: bigint, name: string): number {
 }
 
 /** A CreateEventRequest as a validated event; proto3 strings are "" when unset, which means absent. */
-export function toNewEvent(request: CreateEventRequest, limits: EventStore["limits"], where = ""): NewEvent {
+export function toNewEvent(request: CreateEventRequest, limits: EventLog["limits"], where = ""): NewEvent {
   const data = Buffer.from(request.data.buffer, request.data.byteOffset, request.data.byteLength);
   return validateEvent(
     {
@@ -264,7 +268,7 @@ function toProto(event: StoredEvent): Event {
 function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
   if (error instanceof EventsDbError) return new ConnectError(error.message, connectCode(error.code));
-  // Bugs only: logged by the Connect plugin (connect-plugin.ts), never sent to the client in detail.
+  // Bugs only: logged by the Connect adapter (connect-adapter.ts), never sent to the client in detail.
   return new ConnectError("internal error", Code.Internal, undefined, undefined, error);
 }
 

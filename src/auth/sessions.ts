@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { Kysely } from "kysely";
+import type { Database } from "../storage/schema.js";
 import { type Clock, monotonicClock } from "./sliding-window.js";
-import type { Database } from "./storage/schema.js";
 
 /**
  * How long a looked-up session is trusted from memory before the database is asked again: a

@@ -1,5 +1,5 @@
-import { invalidArgument } from "../errors.js";
-import type { EventFilter } from "../events/event.js";
+import { invalidArgument } from "../../errors.js";
+import type { EventFilter } from "../../events/event.js";
 
 /** Query string values as Fastify parses them (a repeated key gives an array). */
 export type Query = Record<string, string | string[] | undefined>;

@@ -1,10 +1,10 @@
 import { Code, ConnectError, type ConnectRouter, type ServiceImpl } from "@connectrpc/connect";
-import type { Readiness } from "../events/store.js";
-import { EventsDB } from "../gen/grpc/eventsdb_pb.js";
+import type { Readiness } from "../../events/event-log.js";
+import { EventsDB } from "../../gen/grpc/eventsdb_pb.js";
 import {
   Health,
   HealthCheckResponse_ServingStatus as ServingStatus,
-} from "../gen/grpc/health/v1/health_pb.js";
+} from "../../gen/grpc/health/v1/health_pb.js";
 
 /** How often a Watch re-probes readiness; the store has no push notification for its health. */
 export const WATCH_POLL_MS = 1_000;

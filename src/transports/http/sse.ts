@@ -1,17 +1,17 @@
 import type { ServerResponse } from "node:http";
 import type { FastifyInstance } from "fastify";
-import { invalidArgument } from "../errors.js";
-import type { StoredEvent } from "../events/event.js";
-import { type JsonParts, simpleJsonParts, structuredJsonParts } from "../events/formats.js";
-import type { EventStore } from "../events/store.js";
-import { secondsSincePublished } from "../hub/hub.js";
-import type { Subscription } from "../hub/subscription.js";
-import type { Metrics } from "../metrics.js";
-import type { Outbound } from "./outbound.js";
+import { invalidArgument } from "../../errors.js";
+import type { StoredEvent } from "../../events/event.js";
+import type { EventLog } from "../../events/event-log.js";
+import { type JsonParts, simpleJsonParts, structuredJsonParts } from "../../events/formats.js";
+import { secondsSincePublished } from "../../hub/hub.js";
+import type { Subscription } from "../../hub/subscription.js";
+import type { Metrics } from "../../metrics.js";
+import type { Outbound } from "../outbound.js";
 import { parseFilter, parseInteger, type Query, single } from "./query.js";
 
 export interface SseOptions {
-  readonly store: EventStore;
+  readonly eventLog: EventLog;
   readonly metrics: Metrics;
   /** Drops a response that stays unwritable for --write-timeout. */
   readonly outbound: Outbound;
@@ -32,7 +32,7 @@ export const RETRY_MS = 2000;
  * two and drops id 0.
  */
 export async function sseRoutes(app: FastifyInstance, options: SseOptions): Promise<void> {
-  const { store, metrics } = options;
+  const { eventLog, metrics } = options;
 
   app.get("/events/stream", async (request, reply) => {
     const query = request.query as Query;
@@ -59,13 +59,13 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
       };
       if (request.method === "HEAD") {
         // What a GET would get, after the same checks and limits, without opening a stream.
-        store.checkStream(stream, request.principal);
+        eventLog.checkStream(stream, request.principal);
         reply.hijack();
         reply.raw.writeHead(200, sseHeaders(reply.raw as ServerResponse));
         reply.raw.end();
         return;
       }
-      subscription = store.subscribe(stream, request.principal);
+      subscription = eventLog.subscribe(stream, request.principal);
       metrics.operations.inc({ operation: "stream_events", status: "success" });
     } catch (error) {
       if (request.method !== "HEAD") metrics.operations.inc({ operation: "stream_events", status: "error" });

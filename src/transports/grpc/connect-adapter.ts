@@ -20,9 +20,9 @@ import {
   universalResponseToNodeResponse,
 } from "@connectrpc/connect-node";
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { EventsDbError, invalidArgument } from "../errors.js";
-import { MAX_JSON_DEPTH, nestedDeeperThan } from "../events/formats.js";
-import { asDomainError, encodeGrpcMessage, sendError } from "./render-error.js";
+import { EventsDbError, invalidArgument } from "../../errors.js";
+import { MAX_JSON_DEPTH, nestedDeeperThan } from "../../events/formats.js";
+import { asDomainError, encodeGrpcMessage, sendError } from "../render-error.js";
 
 export interface ConnectPluginOptions extends ConnectRouterOptions {
   readonly readMaxBytes: number;

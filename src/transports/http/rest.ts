@@ -1,7 +1,8 @@
 import { isUtf8 } from "node:buffer";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { EventsDbError, invalidArgument } from "../errors.js";
-import type { NewEvent } from "../events/event.js";
+import { EventsDbError, invalidArgument } from "../../errors.js";
+import type { NewEvent } from "../../events/event.js";
+import { DEFAULT_PAGE_LIMIT, type EventLog } from "../../events/event-log.js";
 import {
   fromBinary,
   fromJsonEvent,
@@ -10,15 +11,14 @@ import {
   nestedDeeperThan,
   toSimpleJson,
   toStructuredJson,
-} from "../events/formats.js";
-import { arrayElements, type Span } from "../events/json-text.js";
-import { DEFAULT_PAGE_LIMIT, type EventStore } from "../events/store.js";
-import type { Metrics } from "../metrics.js";
-import type { Outbound } from "./outbound.js";
+} from "../../events/formats.js";
+import { arrayElements, type Span } from "../../events/json-text.js";
+import type { Metrics } from "../../metrics.js";
+import type { Outbound } from "../outbound.js";
 import { parseFilter, parseId, parseInteger, type Query, single } from "./query.js";
 
 export interface RestDeps {
-  readonly store: EventStore;
+  readonly eventLog: EventLog;
   readonly metrics: Metrics;
   readonly outbound: Outbound;
 }
@@ -34,14 +34,14 @@ const JSON_LIKE = new Set(["", "application/json", "application/x-www-form-urlen
  * (raw bytes, the mode is chosen per request) must not leak into other transports.
  */
 export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<void> {
-  const { store, metrics, outbound } = deps;
+  const { eventLog, metrics, outbound } = deps;
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "buffer" }, (_request, body, done) => done(null, body));
 
   app.post("/events", async (request) => {
-    const { batch, parse } = createMode(request, store);
+    const { batch, parse } = createMode(request, eventLog);
     const results = await metrics.observe(batch ? "create_events" : "create_event", () =>
-      store.append(parse(), request.principal),
+      eventLog.append(parse(), request.principal),
     );
     return batch ? { ids: results.map((r) => r.id) } : { id: (results[0] as { id: number }).id };
   });
@@ -50,7 +50,7 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
     const event = await metrics.observe("get_event", async () => {
       const id = parseId(rawId, "id");
       const hold = await outbound.reserveRead(request.raw, 1);
-      const found = await store.get(id, request.principal);
+      const found = await eventLog.get(id, request.principal);
       hold.settle([found]);
       return found;
     });
@@ -72,7 +72,7 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
       };
       // Reserved before the read: a connection that does not read its answers gets no more.
       const hold = await outbound.reserveRead(request.raw, pageQuery.limit);
-      const read = await store.page(pageQuery, request.principal);
+      const read = await eventLog.page(pageQuery, request.principal);
       hold.settle(read.events);
       return read;
     });
@@ -89,14 +89,14 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
   app.delete("/events", async (request) => {
     const query = request.query as Query;
     const deleted = await metrics.observe("delete_events", () =>
-      store.delete(parseFilter(query), parseInteger(query.from_id, "from_id", 0), request.principal),
+      eventLog.delete(parseFilter(query), parseInteger(query.from_id, "from_id", 0), request.principal),
     );
     return { deleted };
   });
 
   app.get("/subjects", async (request) => {
     const prefix = single((request.query as Query).prefix, "prefix") ?? "";
-    return metrics.observe("list_subjects", () => store.subjects(prefix, request.principal));
+    return metrics.observe("list_subjects", () => eventLog.subjects(prefix, request.principal));
   });
 }
 
@@ -105,10 +105,13 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
  * binary by the ce-specversion header, otherwise the JSON of the simple format (an array = batch).
  * `parse` runs inside the metrics-observed operation, so bad input counts as an error.
  */
-function createMode(request: FastifyRequest, store: EventStore): { batch: boolean; parse: () => NewEvent[] } {
+function createMode(
+  request: FastifyRequest,
+  eventLog: EventLog,
+): { batch: boolean; parse: () => NewEvent[] } {
   const contentType = mediaType(request.headers["content-type"]);
   const body = request.body instanceof Buffer ? request.body : Buffer.alloc(0);
-  const limits = store.limits;
+  const limits = eventLog.limits;
   // Readers get each event's JSON value and its text in the body (JSON data is kept as sent).
   const one = (read: (item: unknown, text: Buffer, where: string) => NewEvent) => () => [
     read(parseJson(body), body, ""),
