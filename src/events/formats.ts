@@ -294,7 +294,7 @@ export function embeddableJson(bytes: Buffer, options: StructuredOptions = {}): 
 export const MAX_JSON_DEPTH = 256;
 
 /** Whether JSON text nests arrays/objects deeper than `max` (strings are skipped; no parsing). */
-export function nestedDeeperThan(bytes: Buffer, max: number): boolean {
+export function nestedDeeperThan(bytes: Uint8Array, max: number): boolean {
   let depth = 0;
   let inString = false;
   for (let i = 0; i < bytes.length; i++) {

@@ -32,7 +32,7 @@ import type { CloseReason } from "../../hub/subscription.js";
 import type { Metrics, Operation } from "../../metrics.js";
 import type { Outbound } from "../outbound.js";
 import { connectCode } from "../status.js";
-import { connectPlugin } from "./connect-adapter.js";
+import { connectAdapter } from "./connect-adapter.js";
 
 export interface ConnectDeps {
   readonly config: Config;
@@ -112,7 +112,7 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
     deps.extraRoutes?.(router);
   };
 
-  await app.register(connectPlugin, {
+  await app.register(connectAdapter, {
     routes,
     readMaxBytes: limits.maxBodyBytes,
     contextValues: (request) =>

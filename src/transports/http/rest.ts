@@ -1,4 +1,3 @@
-import { isUtf8 } from "node:buffer";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { EventsDbError, invalidArgument } from "../../errors.js";
 import type { NewEvent } from "../../events/event.js";
@@ -7,11 +6,10 @@ import {
   fromBinary,
   fromJsonEvent,
   fromStructured,
-  MAX_JSON_DEPTH,
-  nestedDeeperThan,
   toSimpleJson,
   toStructuredJson,
 } from "../../events/formats.js";
+import { parseJsonBody } from "../../events/json-body.js";
 import { arrayElements, type Span } from "../../events/json-text.js";
 import type { Metrics } from "../../metrics.js";
 import type { Outbound } from "../outbound.js";
@@ -114,10 +112,10 @@ function createMode(
   const limits = eventLog.limits;
   // Readers get each event's JSON value and its text in the body (JSON data is kept as sent).
   const one = (read: (item: unknown, text: Buffer, where: string) => NewEvent) => () => [
-    read(parseJson(body), body, ""),
+    read(parseJsonBody(body), body, ""),
   ];
   const batchOf = (read: (item: unknown, text: Buffer, where: string) => NewEvent, kind: string) => () => {
-    const items = parseJson(body);
+    const items = parseJsonBody(body);
     if (!Array.isArray(items)) throw invalidArgument(`${kind} must be a JSON array of events`);
     if (items.length > limits.maxBatchEvents) {
       throw invalidArgument(`a batch holds at most ${limits.maxBatchEvents} events (--max-batch-events)`);
@@ -159,19 +157,6 @@ function startsWithBracket(body: Buffer): boolean {
     return byte === 0x5b; // [
   }
   return false;
-}
-
-function parseJson(body: Buffer): unknown {
-  if (body.length === 0) throw invalidArgument("the request body is empty");
-  if (!isUtf8(body)) throw invalidArgument("the request body is not valid UTF-8");
-  if (nestedDeeperThan(body, MAX_JSON_DEPTH)) {
-    throw invalidArgument(`the request body nests JSON deeper than ${MAX_JSON_DEPTH} levels`);
-  }
-  try {
-    return JSON.parse(body.toString("utf8"));
-  } catch {
-    throw invalidArgument("the request body is not valid JSON");
-  }
 }
 
 function mediaType(header: string | undefined): string {
