@@ -3,18 +3,14 @@ import { toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { ANYONE, type Principal } from "../../auth/tokens.js";
 import { EventsDbError, invalidArgument } from "../../errors.js";
-import type { EventLog } from "../../events/event-log.js";
 import { appendReply, decodeAppend } from "../../events/proto.js";
 import { CreateEventReplySchema, CreateEventsReplySchema } from "../../gen/grpc/eventsdb_pb.js";
-import type { Metrics } from "../../metrics.js";
-import { append } from "../append.js";
+import { type AppendDeps, append } from "../append.js";
 import type { Pipeline } from "../pipeline.js";
 import { sendGrpcError } from "../render-error.js";
 import { connectCode } from "../status.js";
 
-export interface GrpcFastPathDeps {
-  readonly eventLog: EventLog;
-  readonly metrics: Metrics;
+export interface GrpcFastPathDeps extends AppendDeps {
   /** The steps every request passes (credentials, CSRF, throttle, rate limit, log line, errors). */
   readonly pipeline: Pipeline;
 }

@@ -13,7 +13,7 @@ import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { ANYONE, type Principal } from "../../auth/tokens.js";
 import type { Config } from "../../config.js";
 import { EventsDbError } from "../../errors.js";
-import { DEFAULT_PAGE_LIMIT, type EventLog } from "../../events/event-log.js";
+import { DEFAULT_PAGE_LIMIT } from "../../events/event-log.js";
 import { appendReply, toFilter, toNewEvent, toNewEvents, toProto, toSafeId } from "../../events/proto.js";
 import {
   EventsDB,
@@ -22,17 +22,15 @@ import {
   type StreamEventsFromSubjectRequest,
 } from "../../gen/grpc/eventsdb_pb.js";
 import type { CloseReason } from "../../hub/subscription.js";
-import type { Metrics, Operation } from "../../metrics.js";
-import { append } from "../append.js";
+import type { Operation } from "../../metrics.js";
+import { type AppendDeps, append } from "../append.js";
 import type { Outbound } from "../outbound.js";
 import { connectCode } from "../status.js";
 import type { StreamPump } from "../stream-pump.js";
 import { connectPlugin } from "./connect-adapter.js";
 
-export interface ConnectDeps {
+export interface ConnectDeps extends AppendDeps {
   readonly config: Config;
-  readonly eventLog: EventLog;
-  readonly metrics: Metrics;
   /** Reserves page answers per connection, drops responses unwritable for --write-timeout. */
   readonly outbound: Outbound;
   /** Opens server streams, logs them, measures delivery lag (shared with SSE). */

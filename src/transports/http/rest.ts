@@ -13,14 +13,11 @@ import {
   toStructuredJson,
 } from "../../events/formats.js";
 import { arrayElements, type Span } from "../../events/json-text.js";
-import type { Metrics } from "../../metrics.js";
-import { append } from "../append.js";
+import { type AppendDeps, append } from "../append.js";
 import type { Outbound } from "../outbound.js";
 import { parseFilter, parseId, parseInteger, type Query, single } from "./query.js";
 
-export interface RestDeps {
-  readonly eventLog: EventLog;
-  readonly metrics: Metrics;
+export interface RestDeps extends AppendDeps {
   readonly outbound: Outbound;
 }
 
