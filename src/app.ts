@@ -6,7 +6,6 @@ import Fastify, {
   LogController,
 } from "fastify";
 import type { BrowserSessions } from "./auth/sessions.js";
-import { signInRoutes } from "./auth/sign-in.js";
 import type { Config } from "./config.js";
 import { EventsDbError } from "./errors.js";
 import type { EventLog } from "./events/event-log.js";
@@ -16,6 +15,7 @@ import { reflectionRoutes } from "./transports/grpc/reflection.js";
 import { connectRoutes } from "./transports/grpc/service.js";
 import { operationsRoutes } from "./transports/http/operations.js";
 import { restRoutes } from "./transports/http/rest.js";
+import { signInRoutes } from "./transports/http/sign-in.js";
 import { sseRoutes } from "./transports/http/sse.js";
 import { Outbound } from "./transports/outbound.js";
 import { installPipeline, type Pipeline } from "./transports/pipeline.js";

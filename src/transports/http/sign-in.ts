@@ -1,10 +1,10 @@
 import fastifyCookie from "@fastify/cookie";
 import type { FastifyInstance } from "fastify";
-import type { Pipeline } from "../transports/pipeline.js";
-import { bearer, SESSION_COOKIE, sessionId } from "./credentials.js";
-import { requireConsole } from "./csrf.js";
-import type { BrowserSessions } from "./sessions.js";
-import { sessionFingerprint, tokenDigest } from "./tokens.js";
+import { bearer, SESSION_COOKIE, sessionId } from "../../auth/credentials.js";
+import { requireConsole } from "../../auth/csrf.js";
+import type { BrowserSessions } from "../../auth/sessions.js";
+import { sessionFingerprint, tokenDigest } from "../../auth/tokens.js";
+import type { Pipeline } from "../pipeline.js";
 
 export interface SignInOptions {
   readonly pipeline: Pipeline;
