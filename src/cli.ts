@@ -43,15 +43,20 @@ function exitIfUnusable(error: unknown): void {
   }
 }
 
+/**
+ * The serve options as flags. The environment is not given to commander (Option.env): it would
+ * hand env values over as if they were flags, and an error would blame `--rest-port` for a
+ * REST_PORT the user set. loadConfig reads the environment itself, once; help still names it.
+ */
 function addServeOptions(command: Command): Command {
   for (const spec of SERVE_OPTIONS) {
-    const option = new Option(
-      spec.kind === "boolean" ? `--${spec.flag} [true|false]` : `--${spec.flag} <value>`,
-      spec.description,
+    const extra = [...("default" in spec ? [`default: ${spec.default}`] : []), `env: ${envName(spec.flag)}`];
+    command.addOption(
+      new Option(
+        spec.kind === "boolean" ? `--${spec.flag} [true|false]` : `--${spec.flag} <value>`,
+        `${spec.description} (${extra.join(", ")})`,
+      ),
     );
-    option.env(envName(spec.flag));
-    if ("default" in spec) option.default(undefined, spec.default);
-    command.addOption(option);
   }
   return command;
 }

@@ -341,8 +341,12 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
     return spec.default;
   };
-  const source = (spec: OptionSpec): string =>
-    flags[spec.flag] !== undefined ? `--${spec.flag}` : `${envName(spec.flag)}`;
+  /** The name the user gave a value by: the flag, else its env twin if set, else the flag (a default). */
+  const named = (flag: string): string => {
+    const fromEnv = env[envName(flag)];
+    return flags[flag] === undefined && fromEnv !== undefined && fromEnv !== "" ? envName(flag) : `--${flag}`;
+  };
+  const source = (spec: OptionSpec): string => named(spec.flag);
 
   const values = new Map<string, string | number | undefined>();
   for (const spec of SERVE_OPTIONS as readonly OptionSpec[]) {
@@ -380,7 +384,7 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
   const logLevel = str("log-level") ?? "info";
   if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(logLevel)) {
     throw new ConfigError(
-      `LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent; got ${logLevel}`,
+      `${named("log-level")} must be one of fatal, error, warn, info, debug, trace, silent; got ${logLevel}`,
     );
   }
 
@@ -388,7 +392,7 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     host: str("host") ?? "0.0.0.0",
     restPort: num("rest-port"),
     grpcPort: num("grpc-port"),
-    store: storeConfig(env, str("database-url"), num("db-pool-size")),
+    store: storeConfig(env, str("database-url"), num("db-pool-size"), named("database-url")),
     logLevel,
     limits: {
       maxEventBytes: num("max-event-bytes"),
@@ -425,8 +429,8 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
       .map((o) => o.trim())
       .filter((o) => o !== ""),
     rateLimitPerMinute: num("rate-limit"),
-    trustProxy: trustProxy(str("trust-proxy") ?? "false"),
-    tls: tlsConfig(str("tls-cert-file"), str("tls-key-file"), str("tls-client-ca-file")),
+    trustProxy: trustProxy(str("trust-proxy") ?? "false", named("trust-proxy")),
+    tls: tlsConfig(str("tls-cert-file"), str("tls-key-file"), str("tls-client-ca-file"), named),
     grpcFastPath: num("grpc-fast-path") === 1,
     connections: {
       headerTimeoutMs: num("header-timeout") * 1000,
@@ -438,15 +442,15 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     shutdownTimeoutSeconds: num("shutdown-timeout"),
   };
   if (config.connections.headerTimeoutMs > config.connections.requestTimeoutMs) {
-    throw new ConfigError("--header-timeout must not exceed --request-timeout");
+    throw new ConfigError(`${named("header-timeout")} must not exceed ${named("request-timeout")}`);
   }
   if (config.limits.maxBatchEvents > config.writer.queueEvents) {
-    throw new ConfigError("--max-batch-events must not exceed --write-queue-events");
+    throw new ConfigError(`${named("max-batch-events")} must not exceed ${named("write-queue-events")}`);
   }
   // One event larger than the whole queue could never be appended: every try would answer 503.
   if (config.writer.queueBytes < config.limits.maxEventBytes) {
     throw new ConfigError(
-      `--write-queue-bytes (${config.writer.queueBytes}) must be at least --max-event-bytes (${config.limits.maxEventBytes})`,
+      `${named("write-queue-bytes")} (${config.writer.queueBytes}) must be at least ${named("max-event-bytes")} (${config.limits.maxEventBytes})`,
     );
   }
   return deepFreeze(config);
@@ -458,13 +462,13 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
  * disabled it, because it trusts whatever peer connects, so a client reaching the server directly
  * could name any address in X-Forwarded-For and escape per-address throttling.
  */
-function trustProxy(value: string): boolean | readonly string[] {
+function trustProxy(value: string, name: string): boolean | readonly string[] {
   const text = value.trim().toLowerCase();
   if (text === "true") return true;
   if (text === "false" || text === "") return false;
   if (/^\d+$/.test(text)) {
     throw new ConfigError(
-      `--trust-proxy ${value}: hop counts are not supported (any client could then pick its address); name the proxies' addresses or CIDR ranges`,
+      `${name} ${value}: hop counts are not supported (any client could then pick its address); name the proxies' addresses or CIDR ranges`,
     );
   }
   const list = value
@@ -474,7 +478,7 @@ function trustProxy(value: string): boolean | readonly string[] {
   try {
     proxyAddr.compile(list);
   } catch (error) {
-    throw new ConfigError(`--trust-proxy: ${(error as Error).message}`);
+    throw new ConfigError(`${name}: ${(error as Error).message}`);
   }
   return list;
 }
@@ -483,12 +487,14 @@ function tlsConfig(
   cert: string | undefined,
   key: string | undefined,
   ca: string | undefined,
+  named: (flag: string) => string,
 ): TlsConfig | undefined {
+  const both = `${named("tls-cert-file")} and ${named("tls-key-file")}`;
   if (!cert && !key) {
-    if (ca) throw new ConfigError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file");
+    if (ca) throw new ConfigError(`${named("tls-client-ca-file")} needs ${both}`);
     return undefined;
   }
-  if (!cert || !key) throw new ConfigError("TLS needs both TLS_CERT_FILE and TLS_KEY_FILE");
+  if (!cert || !key) throw new ConfigError(`TLS needs both ${both}`);
   return { certFile: cert, keyFile: key, clientCaFile: ca || undefined };
 }
 
@@ -503,8 +509,8 @@ const MYSQL_ENV = [
 /** The default SQLite file when no MySQL setting is given at all. */
 export const DEFAULT_SQLITE_PATH = path.join("data", "events.db");
 
-function storeConfig(env: Env, databaseUrl: string | undefined, poolSize: number): StoreConfig {
-  if (databaseUrl !== undefined && databaseUrl !== "") return parseDatabaseUrl(databaseUrl, poolSize);
+function storeConfig(env: Env, databaseUrl: string | undefined, poolSize: number, name: string): StoreConfig {
+  if (databaseUrl !== undefined && databaseUrl !== "") return parseDatabaseUrl(databaseUrl, poolSize, name);
   if (MYSQL_ENV.some((name) => env[name] !== undefined && env[name] !== "")) {
     // (compat) Events DB's MYSQL_* variables; unset ones take the usual MySQL defaults.
     const port = env.MYSQL_PORT || "3306";
@@ -523,25 +529,23 @@ function storeConfig(env: Env, databaseUrl: string | undefined, poolSize: number
 }
 
 /** Accepts `mysql://user:pass@host:port/db`, `sqlite:relative/or/absolute/path`, `sqlite:///abs/path`, `sqlite::memory:`. */
-export function parseDatabaseUrl(value: string, poolSize = 10): StoreConfig {
+export function parseDatabaseUrl(value: string, poolSize = 10, name = "DATABASE_URL"): StoreConfig {
   if (value.startsWith("sqlite:")) {
     let file = value.slice("sqlite:".length);
     if (file.startsWith("//")) file = file.slice(2);
-    if (file === "")
-      throw new ConfigError("DATABASE_URL sqlite: needs a file path, e.g. sqlite:./data/events.db");
+    if (file === "") throw new ConfigError(`${name} sqlite: needs a file path, e.g. sqlite:./data/events.db`);
     return { kind: "sqlite", path: file };
   }
   let url: URL;
   try {
     url = new URL(value);
   } catch {
-    throw new ConfigError("DATABASE_URL must be mysql://user:pass@host:port/database or sqlite:path");
+    throw new ConfigError(`${name} must be mysql://user:pass@host:port/database or sqlite:path`);
   }
   if (url.protocol !== "mysql:" && url.protocol !== "mariadb:") {
-    throw new ConfigError(`DATABASE_URL scheme ${url.protocol} is not supported; use mysql:// or sqlite:`);
+    throw new ConfigError(`${name} scheme ${url.protocol} is not supported; use mysql:// or sqlite:`);
   }
-  if (url.pathname.length <= 1)
-    throw new ConfigError("DATABASE_URL must name a database: mysql://host/database");
+  if (url.pathname.length <= 1) throw new ConfigError(`${name} must name a database: mysql://host/database`);
   url.protocol = "mysql:";
   return { kind: "mysql", url: url.toString(), poolSize };
 }

@@ -64,17 +64,15 @@ export class Front {
   #closing = false;
   readonly #limits: ConnectionConfig;
 
+  /** The app's handler (Fastify's), set by {@link attach} before anything listens. */
+  #handler: Handler | undefined;
+
   /**
    * @param shortcut takes a raw HTTP/2 stream before the compatibility layer and the app when it
    *   returns true (the unary gRPC append path, see transports/grpc/fast-path.ts)
    * @param limits timeouts and the HTTP/2 stream limit of every connection
    */
-  constructor(
-    handler: Handler,
-    tls: FrontTls | undefined,
-    shortcut: StreamShortcut | undefined,
-    limits: ConnectionConfig,
-  ) {
+  constructor(tls: FrontTls | undefined, shortcut: StreamShortcut | undefined, limits: ConnectionConfig) {
     this.#limits = limits;
     const tracked: Handler = (req, res) => {
       this.#inFlight++;
@@ -92,7 +90,7 @@ export class Front {
           if (this.#closing && !socket.destroyed) socket.destroySoon();
         }
       });
-      handler(req, res);
+      this.#handler?.(req, res); // set before listen(): see attach()
     };
     // RFC 9113 §5.1.2: a peer that opens more streams than this gets them refused (RST_STREAM).
     const settings = { maxConcurrentStreams: limits.maxConcurrentStreams };
@@ -202,6 +200,16 @@ export class Front {
     });
   }
 
+  /**
+   * Serves the app: `handler` gets every request that no shortcut took, HTTP/1.1 and HTTP/2 alike.
+   * Returns the HTTP/1.1 server, which Fastify's serverFactory wants (Fastify never listens on it:
+   * {@link listen} does).
+   */
+  attach(handler: Handler): http.Server {
+    this.#handler = handler;
+    return this.http1;
+  }
+
   /** Replaces the certificates for new connections; open ones keep theirs. */
   setSecureContext(tls: SecureContextOptions): void {
     this.#secure?.setSecureContext(tls);
@@ -214,6 +222,7 @@ export class Front {
 
   /** Listens on host:port (0 = any free port); resolves with the bound port. */
   async listen(port: number, host: string): Promise<number> {
+    if (this.#handler === undefined) throw new Error("Front.listen before attach: no app to serve");
     // noDelay: small responses (an ack is ~10 bytes) must not wait for Nagle and delayed ACKs.
     const listener = net.createServer({ noDelay: true, keepAlive: true }, (socket) => this.#dispatch(socket));
     this.#listeners.push(listener);

@@ -3,6 +3,8 @@
  * app.log) fit as they are. The domain gets one passed in; it never writes to stdout itself.
  */
 export interface Logger {
+  /** pino's level name; absent = no info lines are wanted. */
+  readonly level?: string;
   error(bindings: object, message: string): void;
   warn(bindings: object, message: string): void;
   info(bindings: object, message: string): void;

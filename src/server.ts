@@ -1,17 +1,19 @@
 import fs from "node:fs";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { type DestinationStream, type LoggerOptions, pino } from "pino";
-import { buildApp, logsRequests } from "./app.js";
+import { buildApp } from "./app.js";
 import { trustFunction } from "./auth/client-address.js";
-import { SessionStore } from "./auth/sessions.js";
+import { BrowserSessions } from "./auth/sessions.js";
 import { type Clock, monotonicClock } from "./auth/sliding-window.js";
 import { Guard } from "./auth/throttle.js";
 import { TokenRegistry } from "./auth/tokens.js";
 import { type Config, ConfigError, describeStore, type TlsConfig } from "./config.js";
 import { EventLog } from "./events/event-log.js";
 import { Front, type FrontTls, type Handler } from "./front.js";
+import { SILENT_LOGGER } from "./log.js";
 import { Metrics } from "./metrics.js";
-import { grpcUnaryShortcut } from "./transports/grpc/fast-path.js";
+import { grpcFastPath } from "./transports/grpc/fast-path.js";
+import { Pipeline } from "./transports/pipeline.js";
 
 /** How often certificate files are checked for changes. */
 export const TLS_WATCH_MS = 1000;
@@ -52,57 +54,48 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   let registry = loadRegistry(config);
   const tls = config.tls === undefined ? undefined : readTls(config.tls);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
-  // One logger for the process: the app's (Fastify's request logs) and the store's (outages).
+  // One logger for the process: the app's, the pipeline's (request lines) and the store's (outages).
   const log = createLogger(options.logger);
   const eventLog = await EventLog.open(config, metrics, log?.child({ component: "store" }));
   metrics.trackPool(() => eventLog.dialect.poolStats());
   const clock = options.clock ?? monotonicClock;
-  const sessions = new SessionStore(eventLog.dialect.db, config.auth.sessionTtlSeconds, clock);
-  // One guard for the app and the gRPC unary fast path: one count per address and per caller.
-  const guard = new Guard({
-    rateLimitPerMinute: config.rateLimitPerMinute,
-    clock,
-    onRefused: (reason) => metrics.refused.inc({ reason }),
+  const sessions = new BrowserSessions(eventLog.dialect.db, config.auth.sessionTtlSeconds, clock);
+  // One pipeline for the app and the gRPC unary fast path: one count per address and per caller.
+  const pipeline = new Pipeline({
+    registry: () => registry,
+    sessions,
+    guard: new Guard({
+      rateLimitPerMinute: config.rateLimitPerMinute,
+      clock,
+      onRefused: (reason) => metrics.refused.inc({ reason }),
+    }),
+    protectMetrics: config.auth.protectMetrics,
+    allowQueryToken: config.auth.allowQueryToken,
+    trust: trustFunction(config.trustProxy),
+    log: log ?? SILENT_LOGGER,
   });
-  let front: Front | undefined;
+  const edge = new Front(
+    tls,
+    config.grpcFastPath ? grpcFastPath({ eventLog, metrics, pipeline }) : undefined,
+    config.connections,
+  );
   let app: FastifyInstance;
   try {
     app = await buildApp({
       config,
       eventLog,
       metrics,
-      registry: () => registry,
+      pipeline,
       sessions,
-      guard,
       logger: log ?? false,
-      serverFactory: (handler) => {
-        // Fastify handles HTTP/1.1 and HTTP/2 compat requests alike per request.
-        front = new Front(
-          handler as unknown as Handler,
-          tls,
-          !config.grpcFastPath
-            ? undefined
-            : grpcUnaryShortcut({
-                eventLog,
-                metrics,
-                registry: () => registry,
-                guard,
-                trust: trustFunction(config.trustProxy),
-                // Assigned by then: a call arrives only after listen().
-                log: (error, path) => app.log.error({ err: error }, `rpc ${path} failed`),
-                logCall: () => (logsRequests(app.log) ? (line) => app.log.info(line, "request") : undefined),
-              }),
-          config.connections,
-        );
-        return front.http1;
-      },
+      // Fastify hands both HTTP/1.1 and HTTP/2 compatibility requests to one handler.
+      serverFactory: (handler) => edge.attach(handler as Handler),
     });
     await app.ready();
   } catch (error) {
     await eventLog.close();
     throw error;
   }
-  const edge = front as unknown as Front;
   let restPort: number;
   let grpcPort: number;
   try {

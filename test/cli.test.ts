@@ -69,6 +69,29 @@ describe("eventsdb command line", () => {
     expect(lines[0]).toContain(message);
   });
 
+  it.each([
+    [{ REST_PORT: "abc" }, [], 'REST_PORT must be a whole number, got "abc"'],
+    [{ PROTECT_METRICS: "maybe" }, ["serve"], 'PROTECT_METRICS must be true or false, got "maybe"'],
+    [
+      { DATABASE_URL: "postgres://db/x" },
+      ["migrate"],
+      "DATABASE_URL scheme postgres: is not supported; use mysql:// or sqlite:",
+    ],
+  ])(
+    "names the environment variable the user set, not a flag nobody gave: %j",
+    async (env, args, message) => {
+      const result = await run(args, cleanEnv(env));
+      expect(result.code).toBe(2);
+      expect(result.stderr.trim()).toBe(`eventsdb: invalid configuration: ${message}`);
+    },
+  );
+
+  it("still names each option's environment variable in --help", async () => {
+    const result = await run(["serve", "--help"]);
+    expect(result.code).toBe(0);
+    expect(result.stdout.replace(/\s+/g, " ")).toContain("(default: 8080, env: REST_PORT)");
+  });
+
   it("exits 2 on an unknown option", async () => {
     const result = await run(["serve", "--no-such-flag"]);
     expect(result.code).toBe(2);

@@ -90,10 +90,18 @@ describe("configuration", () => {
       { "write-queue-bytes": "1000", "max-event-bytes": "1001" },
       "--write-queue-bytes (1000) must be at least --max-event-bytes (1001)",
     ],
-    [{ WRITE_QUEUE_BYTES: "65536" }, {}, "--write-queue-bytes (65536) must be at least --max-event-bytes"],
+    // Each value named as the user gave it: the env twin when it came from the environment.
+    [{ WRITE_QUEUE_BYTES: "65536" }, {}, "WRITE_QUEUE_BYTES (65536) must be at least --max-event-bytes"],
+    [
+      { MAX_BATCH_EVENTS: "5" },
+      { "write-queue-events": "4" },
+      "MAX_BATCH_EVENTS must not exceed --write-queue-events",
+    ],
+    [{ TRUST_PROXY: "2" }, {}, "TRUST_PROXY 2: hop counts are not supported"],
     [{}, { "client-buffer-bytes": "0" }, "--client-buffer-bytes must be between 1"],
     [{ PROTECT_METRICS: "maybe" }, {}, "PROTECT_METRICS must be true or false"],
-    [{ TLS_CERT_FILE: "cert.pem" }, {}, "TLS needs both TLS_CERT_FILE and TLS_KEY_FILE"],
+    [{ TLS_CERT_FILE: "cert.pem" }, {}, "TLS needs both TLS_CERT_FILE and --tls-key-file"],
+    [{}, { "tls-key-file": "key.pem" }, "TLS needs both --tls-cert-file and --tls-key-file"],
     [
       {},
       { "header-timeout": "30", "request-timeout": "20" },

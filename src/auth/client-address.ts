@@ -36,3 +36,24 @@ export function clientAddress(
   const all = proxyAddr.all(request as unknown as Parameters<typeof proxyAddr.all>[0], trust);
   return all.at(-1) ?? socketAddress ?? "";
 }
+
+/**
+ * The request's own origin, `scheme://host`, for the same-origin rules (csrf.ts): the scheme of
+ * the connection and the Host (HTTP/2: `:authority`), or, when the peer is a trusted proxy, its
+ * X-Forwarded-Proto and X-Forwarded-Host (the last entry of each, as Fastify's request.protocol
+ * and request.host take them).
+ */
+export function ownOrigin(
+  socket: { readonly remoteAddress?: string | undefined; readonly encrypted?: boolean } | undefined,
+  headers: IncomingHttpHeaders,
+  trust: TrustFunction | undefined,
+): string {
+  const trusted = trust !== undefined && socket !== undefined && trust(socket.remoteAddress ?? "", 0);
+  const forwarded = (name: "x-forwarded-proto" | "x-forwarded-host") => {
+    const value = trusted ? headers[name] : undefined;
+    return typeof value === "string" && value !== "" ? (value.split(",").at(-1) as string).trim() : undefined;
+  };
+  const scheme = forwarded("x-forwarded-proto") ?? (socket?.encrypted === true ? "https" : "http");
+  const host = forwarded("x-forwarded-host") ?? headers.host ?? headers[":authority"] ?? "";
+  return `${scheme}://${host}`;
+}

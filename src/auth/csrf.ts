@@ -1,5 +1,16 @@
-import type { FastifyRequest } from "fastify";
+import type { IncomingHttpHeaders } from "node:http";
 import { EventsDbError } from "../errors.js";
+
+/** What the CSRF rules read of a request, whatever its transport. */
+export interface CsrfSource {
+  readonly method: string;
+  readonly headers: IncomingHttpHeaders;
+  /**
+   * This request's own origin, `scheme://host` (X-Forwarded-Proto/-Host count when --trust-proxy
+   * trusts the peer: see client-address.ts).
+   */
+  readonly origin: () => string;
+}
 
 /**
  * The header the web console sends with every API request. A page of another origin cannot send
@@ -23,7 +34,7 @@ const FORM_TYPES: ReadonlySet<string> = new Set([
  * browsers that do not send it, a same-origin `Origin`), the console's header, and no form or
  * text/plain body. Requests with a bearer token are not affected: a browser never adds one.
  */
-export function requireConsole(request: FastifyRequest): void {
+export function requireConsole(request: CsrfSource): void {
   if (SAFE_METHODS.has(request.method)) return;
   if (!sameOrigin(request)) {
     throw forbidden(
@@ -46,7 +57,7 @@ export function requireConsole(request: FastifyRequest): void {
  * the browser says the request comes from another origin, and for form and text/plain bodies;
  * clients that are not browsers send neither Sec-Fetch-Site nor Origin and are not affected.
  */
-export function requireSameOriginSignIn(request: FastifyRequest): void {
+export function requireSameOriginSignIn(request: CsrfSource): void {
   const site = request.headers["sec-fetch-site"];
   const origin = request.headers.origin;
   const crossOrigin =
@@ -65,16 +76,16 @@ export function requireSameOriginSignIn(request: FastifyRequest): void {
  * non-GET request, compared with this request's own origin (X-Forwarded-Proto/-Host count when
  * --trust-proxy trusts the peer).
  */
-function sameOrigin(request: FastifyRequest): boolean {
+function sameOrigin(request: CsrfSource): boolean {
   const site = request.headers["sec-fetch-site"];
   if (site !== undefined) return site === "same-origin";
   const origin = request.headers.origin;
   return origin !== undefined && isOwnOrigin(origin, request);
 }
 
-function isOwnOrigin(origin: string, request: FastifyRequest): boolean {
+function isOwnOrigin(origin: string, request: CsrfSource): boolean {
   try {
-    return new URL(origin).origin === new URL(`${request.protocol}://${request.host}`).origin;
+    return new URL(origin).origin === new URL(request.origin()).origin;
   } catch {
     return false; // "null" (an opaque origin) or garbage
   }

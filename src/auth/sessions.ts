@@ -34,7 +34,7 @@ interface Cached {
  * that name and hash is configured and unexpired (checked on every use), and a reload deletes the
  * sessions of tokens that changed or went.
  */
-export class SessionStore {
+export class BrowserSessions {
   readonly #db: Kysely<Database>;
   readonly #ttlMs: number;
   readonly #clock: Clock;

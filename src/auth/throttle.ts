@@ -24,8 +24,8 @@ export interface GuardOptions {
 }
 
 /**
- * The one rule for who is served, applied alike by the Fastify auth hook (REST, SSE, Connect,
- * gRPC-Web, gRPC), sign-in and the gRPC unary fast path:
+ * The one rule for who is served, applied by the request pipeline (transports/pipeline.ts) to
+ * every request of every transport, the gRPC unary fast path included, and to sign-in:
  * - an address with AUTH_FAILURES_PER_MINUTE failed authentications in the last minute is refused
  *   every request that needs authentication, whatever its token — so the right token cannot be
  *   told apart from a wrong one by its answer while guessing is throttled;

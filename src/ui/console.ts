@@ -27,7 +27,7 @@ interface Asset {
 
 /**
  * The web console at `/ui/`: an allow-list of files read once at start, with a strict
- * Content-Security-Policy. The files need no authentication (auth/hook.ts leaves routes under
+ * Content-Security-Policy. The files need no authentication (auth/credentials.ts leaves routes under
  * /ui open); the console's API calls carry the session cookie like any other request.
  */
 export async function consoleRoutes(app: FastifyInstance): Promise<void> {

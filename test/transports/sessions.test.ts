@@ -4,12 +4,14 @@ import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { buildApp } from "../../src/app.js";
-import { SESSION_CACHE_MS, SessionStore } from "../../src/auth/sessions.js";
+import { BrowserSessions, SESSION_CACHE_MS } from "../../src/auth/sessions.js";
 import { Guard } from "../../src/auth/throttle.js";
 import { type Principal, TokenRegistry, tokenDigest } from "../../src/auth/tokens.js";
 import { loadConfig } from "../../src/config.js";
 import type { EventLog } from "../../src/events/event-log.js";
+import { SILENT_LOGGER } from "../../src/log.js";
 import { type RunningServer, startServer } from "../../src/server.js";
+import { Pipeline } from "../../src/transports/pipeline.js";
 import { DIALECTS } from "../support/dialects.js";
 import { openTestStore, testFlags } from "../support/server.js";
 
@@ -178,14 +180,17 @@ describe.each(DIALECTS)("browser sessions on $name", (dialect) => {
       const { store, metrics } = await openTestStore(url, { "session-ttl": ttl });
       stores.push(store);
       const config = loadConfig({}, { ...testFlags(url), "session-ttl": ttl });
-      const app = await buildApp({
-        config,
-        eventLog: store,
-        metrics,
+      const sessions = new BrowserSessions(store.dialect.db, config.auth.sessionTtlSeconds, clock);
+      const pipeline = new Pipeline({
         registry,
-        sessions: new SessionStore(store.dialect.db, config.auth.sessionTtlSeconds, clock),
+        sessions,
         guard: new Guard({ rateLimitPerMinute: 0, clock }),
+        protectMetrics: false,
+        allowQueryToken: false,
+        trust: undefined,
+        log: SILENT_LOGGER,
       });
+      const app = await buildApp({ config, eventLog: store, metrics, pipeline, sessions });
       let last: Principal | undefined;
       app.get("/whoami", async (request) => {
         last = request.principal;

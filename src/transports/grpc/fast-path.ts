@@ -1,45 +1,18 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { clientAddress, type TrustFunction } from "../../auth/client-address.js";
-import { headerPrincipal } from "../../auth/hook.js";
-import type { Guard } from "../../auth/throttle.js";
-import { ANYONE, type Principal, type TokenRegistry } from "../../auth/tokens.js";
+import { ANYONE, type Principal } from "../../auth/tokens.js";
 import { EventsDbError, invalidArgument } from "../../errors.js";
-import type { EventLog } from "../../events/event-log.js";
-import {
-  CreateEventReplySchema,
-  CreateEventRequestSchema,
-  CreateEventsReplySchema,
-  CreateEventsRequestSchema,
-} from "../../gen/grpc/eventsdb_pb.js";
-import type { Metrics } from "../../metrics.js";
+import { appendReply, decodeAppend } from "../../events/proto.js";
+import { CreateEventReplySchema, CreateEventsReplySchema } from "../../gen/grpc/eventsdb_pb.js";
+import { type AppendDeps, append } from "../append.js";
+import type { Pipeline } from "../pipeline.js";
 import { sendGrpcError } from "../render-error.js";
 import { connectCode } from "../status.js";
-import { toNewEvent } from "./service.js";
 
-export interface GrpcUnaryDeps {
-  readonly eventLog: EventLog;
-  readonly metrics: Metrics;
-  readonly registry: () => TokenRegistry;
-  /** The app's failed-authentication throttle and --rate-limit. */
-  readonly guard: Guard;
-  /** --trust-proxy, as the app applies it (the client's address comes from X-Forwarded-For). */
-  readonly trust: TrustFunction | undefined;
-  /** Logs an unexpected (non-domain) failure of a call. */
-  readonly log?: (error: unknown, path: string) => void;
-  /** The per-request log line (as the app's for REST), when info lines are written. */
-  readonly logCall?: () => ((line: CallLogLine) => void) | undefined;
-}
-
-/** What the request log says of a call taken here (the app's REST line, plus the gRPC status). */
-export interface CallLogLine {
-  readonly method: "POST";
-  readonly route: string;
-  readonly status: 200;
-  readonly grpcStatus: number;
-  readonly ms: number;
-  readonly caller: string;
+export interface GrpcFastPathDeps extends AppendDeps {
+  /** The steps every request passes (credentials, CSRF, throttle, rate limit, log line, errors). */
+  readonly pipeline: Pipeline;
 }
 
 const CREATE_EVENT = "/grpc.EventsDB/CreateEvent";
@@ -47,19 +20,18 @@ const CREATE_EVENTS = "/grpc.EventsDB/CreateEvents";
 
 /**
  * A short path for the two append RPCs over plain gRPC (HTTP/2, uncompressed protobuf): it reads
- * the one length-prefixed message straight off the raw HTTP/2 stream, calls the same EventLog
- * (same validation, scopes, metrics and error codes) and answers, without the HTTP/2
- * compatibility layer, Fastify and the Connect pipeline, which together cost ~300 µs of CPU per
- * call here against ~40 µs for the same append over REST. It applies the app's rules itself, from
- * the same modules: the client address (--trust-proxy), the failed-authentication throttle, token
- * authentication and --rate-limit (throttle.ts), and answers errors through the one gRPC renderer
- * (render-error.ts). Everything else — other RPCs, gRPC-Web, Connect, compression, calls without
- * an Authorization header (cookies, or none) — goes the usual way. Returns whether it took the
- * stream.
+ * the one length-prefixed message straight off the raw HTTP/2 stream and answers on it, without
+ * node's HTTP/2 compatibility layer, Fastify and the Connect pipeline, which together cost several
+ * times the append itself. Only the wire is its own: the request passes the same pipeline as
+ * every other (pipeline.ts: credentials, CSRF, throttle, --rate-limit, the log line, the error
+ * renderer) and the same append core (append.ts, events/proto.ts: validation, scopes, metrics).
+ * Everything else — other RPCs, gRPC-Web, Connect, compression — goes the usual way. Returns
+ * whether it took the stream.
  */
-export function grpcUnaryShortcut(
-  deps: GrpcUnaryDeps,
+export function grpcFastPath(
+  deps: GrpcFastPathDeps,
 ): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean {
+  const { pipeline } = deps;
   return (stream, headers) => {
     if (headers[":method"] !== "POST") return false;
     const path = headers[":path"];
@@ -68,143 +40,76 @@ export function grpcUnaryShortcut(
     if (type !== "application/grpc" && type !== "application/grpc+proto") return false;
     const encoding = headers["grpc-encoding"];
     if (encoding !== undefined && encoding !== "identity") return false;
-    const registry = deps.registry();
-    if (!registry.open && headers.authorization === undefined) return false;
     // A reset or broken stream only ends this call (an unhandled 'error' would end the process).
     stream.on("error", ignore);
-    const started = performance.now();
-    const address = clientAddress(stream.session?.socket?.remoteAddress, headers, deps.trust);
-    const principal = admit(deps, registry, headers.authorization, address, path);
-    if (principal instanceof EventsDbError) {
-      sendGrpcError(stream, principal);
-      logCall(deps, { path, principal: ANYONE, started }, connectCode(principal.code));
-      return true;
-    }
-    const call: Call = { path, principal, started };
-    readMessage(stream, deps.eventLog.limits.maxBodyBytes, (error, message) => {
-      if (error !== undefined) {
-        void answer(deps, stream, Promise.reject(error), call);
-        return;
-      }
-      void answer(deps, stream, append(deps, path === CREATE_EVENTS, message as Uint8Array, principal), call);
+    const call: Call = { path, started: performance.now(), principal: undefined };
+    const batch = path === CREATE_EVENTS;
+    // Read from the start: a body that ends before anyone listens would end unseen.
+    const message = readMessage(stream, deps.eventLog.limits.maxBodyBytes);
+    const reply = pipeline.admit(pipeline.streamRequest(stream, headers)).then(async (principal) => {
+      call.principal = principal;
+      const body = await message;
+      return append(deps, {
+        batch,
+        principal,
+        decode: () => decodeAppend(batch, body, deps.eventLog.limits),
+        encode: (ids) =>
+          batch
+            ? toBinary(CreateEventsReplySchema, appendReply(true, ids))
+            : toBinary(CreateEventReplySchema, appendReply(false, ids)),
+      });
     });
+    void respond(deps, stream, reply, call);
     return true;
   };
-}
-
-/** The app's rules before a call (the auth hook, auth/hook.ts): throttle, token, rate limit. */
-function admit(
-  deps: GrpcUnaryDeps,
-  registry: TokenRegistry,
-  header: string | undefined,
-  address: string,
-  path: string,
-): Principal | EventsDbError {
-  try {
-    let principal = ANYONE;
-    if (!registry.open) {
-      deps.guard.checkAddress(address);
-      const found = headerPrincipal(header ?? "", true, registry, deps.registry);
-      if (found instanceof EventsDbError) {
-        deps.guard.failed(address);
-        return found;
-      }
-      principal = found;
-    }
-    deps.guard.admit(principal, address, path);
-    return principal;
-  } catch (error) {
-    return error as EventsDbError;
-  }
 }
 
 function ignore(): void {}
 
 interface Call {
   readonly path: string;
-  readonly principal: Principal;
   readonly started: number;
-}
-
-/** The reply message of an append. */
-function append(
-  deps: GrpcUnaryDeps,
-  batch: boolean,
-  message: Uint8Array,
-  principal: Principal,
-): Promise<Uint8Array> {
-  const { eventLog, metrics } = deps;
-  return metrics.observe(batch ? "create_events" : "create_event", async () => {
-    const limits = eventLog.limits;
-    if (batch) {
-      const request = decode(() => fromBinary(CreateEventsRequestSchema, message));
-      const results = await eventLog.append(
-        request.events.map((event, i) => toNewEvent(event, limits, `event ${i}`)),
-        principal,
-      );
-      return toBinary(CreateEventsReplySchema, {
-        $typeName: "grpc.CreateEventsReply",
-        ids: results.map((r) => BigInt(r.id)),
-      });
-    }
-    const request = decode(() => fromBinary(CreateEventRequestSchema, message));
-    const [result] = await eventLog.append([toNewEvent(request, limits)], principal);
-    return toBinary(CreateEventReplySchema, {
-      $typeName: "grpc.CreateEventReply",
-      id: BigInt((result as { id: number }).id),
-    });
-  });
+  /** Set once admitted. */
+  principal: Principal | undefined;
 }
 
 const OK_HEADERS = { ":status": 200, "content-type": "application/grpc" } as const;
 const OK_TRAILERS = { "grpc-status": "0" } as const;
 
-async function answer(
-  deps: GrpcUnaryDeps,
+/** Sends the reply, or the error as a trailers-only response (render-error.ts); then the log line. */
+async function respond(
+  deps: GrpcFastPathDeps,
   stream: ServerHttp2Stream,
   reply: Promise<Uint8Array>,
   call: Call,
 ): Promise<void> {
-  logCall(deps, call, await respond(deps, stream, reply, call.path));
-}
-
-function logCall(deps: GrpcUnaryDeps, call: Call, grpcStatus: number): void {
-  deps.logCall?.()?.({
+  const { pipeline } = deps;
+  let grpcStatus: number;
+  try {
+    const message = await reply;
+    if (stream.destroyed || stream.closed) {
+      // The caller went away meanwhile: the events are stored; there is no one to tell.
+      grpcStatus = Code.Canceled;
+    } else {
+      stream.respond(OK_HEADERS, { waitForTrailers: true });
+      stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
+      stream.end(grpcFrame(message));
+      grpcStatus = 0;
+    }
+  } catch (error) {
+    const domain = pipeline.failure(error);
+    // An over-limit message is still arriving: sendGrpcError then resets the stream (NO_ERROR).
+    sendGrpcError(stream, domain);
+    grpcStatus = connectCode(domain.code);
+  }
+  pipeline.logLine({
     method: "POST",
     route: call.path,
     status: 200,
     grpcStatus,
     ms: Math.round((performance.now() - call.started) * 100) / 100,
-    caller: call.principal.name,
+    caller: (call.principal ?? ANYONE).name,
   });
-}
-
-/** Sends the reply, or the error as a trailers-only response; returns the gRPC status sent (0: OK). */
-async function respond(
-  deps: GrpcUnaryDeps,
-  stream: ServerHttp2Stream,
-  reply: Promise<Uint8Array>,
-  path: string,
-): Promise<number> {
-  let message: Uint8Array;
-  try {
-    message = await reply;
-  } catch (error) {
-    if (!(error instanceof EventsDbError)) deps.log?.(error, path);
-    const domain =
-      error instanceof EventsDbError
-        ? error
-        : new EventsDbError("internal", "internal error", { cause: error });
-    // An over-limit message is still arriving: sendGrpcError then resets the stream (NO_ERROR).
-    sendGrpcError(stream, domain);
-    return connectCode(domain.code);
-  }
-  // The caller went away meanwhile: the events are stored; there is no one to tell.
-  if (stream.destroyed || stream.closed) return Code.Canceled;
-  stream.respond(OK_HEADERS, { waitForTrailers: true });
-  stream.once("wantTrailers", () => stream.sendTrailers(OK_TRAILERS));
-  stream.end(grpcFrame(message));
-  return 0;
 }
 
 /** One uncompressed gRPC Length-Prefixed-Message: flag 0, the length (big-endian), the message. */
@@ -216,23 +121,17 @@ export function grpcFrame(message: Uint8Array): Buffer {
   return frame;
 }
 
-function decode<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch {
-    throw invalidArgument("the request message is not valid protobuf");
-  }
-}
-
 /**
- * The one length-prefixed message of a unary call (gRPC over HTTP/2, "Length-Prefixed-Message"),
- * then `done` once. Beyond the size limit it stops reading and answers at once.
+ * The one length-prefixed message of a unary call (gRPC over HTTP/2, "Length-Prefixed-Message").
+ * Beyond the size limit it stops reading and fails at once. Never an unhandled rejection: a call
+ * refused before its message is read answers the refusal and leaves this one unawaited.
  */
-function readMessage(
-  stream: ServerHttp2Stream,
-  maxBytes: number,
-  done: (error: EventsDbError | undefined, message?: Uint8Array) => void,
-): void {
+function readMessage(stream: ServerHttp2Stream, maxBytes: number): Promise<Uint8Array> {
+  let done!: (error: EventsDbError | undefined, message?: Uint8Array) => void;
+  const read = new Promise<Uint8Array>((resolve, reject) => {
+    done = (error, message) => (error === undefined ? resolve(message as Uint8Array) : reject(error));
+  });
+  read.catch(ignore);
   const chunks: Buffer[] = [];
   let size = 0;
   const onData = (chunk: Buffer) => {
@@ -264,4 +163,5 @@ function readMessage(
   };
   stream.on("data", onData);
   stream.on("end", onEnd);
+  return read;
 }

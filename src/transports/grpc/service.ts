@@ -10,36 +10,31 @@ import {
   type HandlerContext,
 } from "@connectrpc/connect";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
-import { PRINCIPAL } from "../../auth/hook.js";
-import type { Principal } from "../../auth/tokens.js";
+import { ANYONE, type Principal } from "../../auth/tokens.js";
 import type { Config } from "../../config.js";
-import { EventsDbError, invalidArgument } from "../../errors.js";
-import type { EventFilter, NewEvent, StoredEvent } from "../../events/event.js";
-import { DEFAULT_PAGE_LIMIT, type EventLog } from "../../events/event-log.js";
-import { displayTime } from "../../events/time.js";
-import { validateEvent } from "../../events/validate.js";
+import { EventsDbError } from "../../errors.js";
+import { DEFAULT_PAGE_LIMIT } from "../../events/event-log.js";
+import { appendReply, toFilter, toNewEvent, toNewEvents, toProto, toSafeId } from "../../events/proto.js";
 import {
-  type CreateEventRequest,
-  type Event,
-  EventSchema,
   EventsDB,
   type StreamEventsFromSubjectReply,
   StreamEventsFromSubjectReplySchema,
   type StreamEventsFromSubjectRequest,
 } from "../../gen/grpc/eventsdb_pb.js";
-import { secondsSincePublished } from "../../hub/hub.js";
 import type { CloseReason } from "../../hub/subscription.js";
-import type { Metrics, Operation } from "../../metrics.js";
+import type { Operation } from "../../metrics.js";
+import { type AppendDeps, append } from "../append.js";
 import type { Outbound } from "../outbound.js";
 import { connectCode } from "../status.js";
+import type { StreamPump } from "../stream-pump.js";
 import { connectAdapter } from "./connect-adapter.js";
 
-export interface ConnectDeps {
+export interface ConnectDeps extends AppendDeps {
   readonly config: Config;
-  readonly eventLog: EventLog;
-  readonly metrics: Metrics;
   /** Reserves page answers per connection, drops responses unwritable for --write-timeout. */
   readonly outbound: Outbound;
+  /** Opens server streams, logs them, measures delivery lag (shared with SSE). */
+  readonly pump: StreamPump;
   /** Extra services (health, reflection) registered on the same router. */
   readonly extraRoutes?: (router: ConnectRouter) => void;
 }
@@ -51,26 +46,35 @@ export interface ConnectDeps {
  * not reach the REST routes.
  */
 export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Promise<void> {
-  const { config, eventLog, metrics, outbound } = deps;
+  const { config, eventLog, metrics, outbound, pump } = deps;
   const limits = eventLog.limits;
-  const observe = <T>(operation: Operation, fn: () => Promise<T>): Promise<T> =>
-    metrics.observe(operation, fn).catch((error: unknown) => {
+  const rpc = <T>(answer: Promise<T>): Promise<T> =>
+    answer.catch((error: unknown) => {
       throw toConnectError(error);
     });
+  const observe = <T>(operation: Operation, fn: () => Promise<T>): Promise<T> =>
+    rpc(metrics.observe(operation, fn));
 
   const routes = (router: ConnectRouter) => {
     router.service(EventsDB, {
       createEvent: (request, context) =>
-        observe("create_event", async () => {
-          const [result] = await eventLog.append([toNewEvent(request, limits)], caller(context));
-          return { id: BigInt((result as { id: number }).id) };
-        }),
+        rpc(
+          append(deps, {
+            batch: false,
+            principal: caller(context),
+            decode: () => [toNewEvent(request, limits)],
+            encode: (ids) => appendReply(false, ids),
+          }),
+        ),
       createEvents: (request, context) =>
-        observe("create_events", async () => {
-          const events = request.events.map((event, i) => toNewEvent(event, limits, `event ${i}`));
-          const results = await eventLog.append(events, caller(context));
-          return { ids: results.map((r) => BigInt(r.id)) };
-        }),
+        rpc(
+          append(deps, {
+            batch: true,
+            principal: caller(context),
+            decode: () => toNewEvents(request.events, limits),
+            encode: (ids) => appendReply(true, ids),
+          }),
+        ),
       getEventByID: (request, context) =>
         observe("get_event", async () => {
           const id = toSafeId(request.id, "id");
@@ -106,8 +110,7 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
         observe("list_subjects", async () => ({
           subjects: await eventLog.subjects(request.prefix, caller(context)),
         })),
-      streamEventsFromSubject: (request, context) =>
-        streamEvents(eventLog, metrics, outbound, config, request, context, app.log),
+      streamEventsFromSubject: (request, context) => streamEvents(pump, config, request, context, app.log),
     });
     deps.extraRoutes?.(router);
   };
@@ -144,50 +147,43 @@ function reserveRead(outbound: Outbound, context: HandlerContext, limit: number)
  * from the last id), when the credential stops being valid with UNAUTHENTICATED.
  */
 async function* streamEvents(
-  eventLog: EventLog,
-  metrics: Metrics,
-  outbound: Outbound,
+  pump: StreamPump,
   config: Config,
   request: StreamEventsFromSubjectRequest,
   context: HandlerContext,
   log: FastifyBaseLogger,
 ): AsyncGenerator<StreamEventsFromSubjectReply> {
-  let subscription: ReturnType<EventLog["subscribe"]>;
+  const principal = caller(context);
+  let subscription: ReturnType<StreamPump["open"]>;
   try {
-    subscription = eventLog.subscribe(
-      {
+    subscription = pump.open(
+      () => ({
         filter: toFilter(request),
         fromId: toSafeId(request.fromId ?? 0n, "from_id"),
         batchSize: config.streams.streamBatchSize,
         signal: context.signal,
         address: context.values.get(CLIENT_ADDRESS),
-      },
-      caller(context),
+      }),
+      principal,
     );
-    metrics.operations.inc({ operation: "stream_events", status: "success" });
   } catch (error) {
-    metrics.operations.inc({ operation: "stream_events", status: "error" });
     throw toConnectError(error);
   }
-  const { subjects, recursive, type } = subscription.filter;
-  log.info(
-    { subjects, recursive, type, fromId: subscription.cursor, caller: caller(context).name },
-    "grpc stream opened",
-  );
+  const stream = {
+    subscription,
+    raw: context.values.get(RAW_REQUEST),
+    log,
+    caller: principal,
+    transport: "grpc",
+  };
   try {
-    for await (const batch of subscription) {
-      // The yield returns once Connect has written the message; a client that stops reading keeps
-      // it pending (flow control) until Outbound drops the response after --write-timeout.
+    // The yield returns once Connect has written the message; a client that stops reading keeps
+    // it pending (flow control) until Outbound drops the response after --write-timeout.
+    for await (const batch of pump.batches(stream)) {
       yield create(StreamEventsFromSubjectReplySchema, { events: batch.map(toProto) });
-      const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
-      if (lag !== undefined) metrics.deliveryLag.observe(lag);
     }
   } catch (error) {
-    subscription.close(outbound.timedOut(context.values.get(RAW_REQUEST)) ? "write timeout" : "error");
     throw toConnectError(error);
-  } finally {
-    subscription.close();
-    log.info({ reason: subscription.closeReason, lastId: subscription.cursor }, "grpc stream closed");
   }
   const ended = streamEnd(subscription.closeReason ?? "client left");
   if (ended !== undefined) throw ended;
@@ -211,59 +207,6 @@ function streamEnd(reason: CloseReason): ConnectError | undefined {
   }
 }
 
-function toFilter(request: { subject: string; type?: string; recursive?: boolean }): EventFilter {
-  return {
-    subjects: request.subject === "" ? [] : [request.subject],
-    recursive: request.recursive ?? false,
-    type: request.type === undefined || request.type === "" ? undefined : request.type,
-  };
-}
-
-function toSafeId(value: bigint, name: string): number {
-  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER))
-    throw toConnectError(invalidArgument(`${name} is out of range`));
-  return Number(value);
-}
-
-/** A CreateEventRequest as a validated event; proto3 strings are "" when unset, which means absent. */
-export function toNewEvent(request: CreateEventRequest, limits: EventLog["limits"], where = ""): NewEvent {
-  const data = Buffer.from(request.data.buffer, request.data.byteOffset, request.data.byteLength);
-  return validateEvent(
-    {
-      source: request.source,
-      type: request.type,
-      subject: request.subject,
-      ceId: request.id === "" ? undefined : request.id,
-      time: request.time === "" ? undefined : request.time,
-      datacontenttype: request.datacontenttype === "" ? undefined : request.datacontenttype,
-      dataschema: request.dataschema === "" ? undefined : request.dataschema,
-      extensions: request.extensions,
-      data,
-    },
-    limits,
-    where,
-  );
-}
-
-function toProto(event: StoredEvent): Event {
-  const extensions: Record<string, string> = {};
-  if (event.extensions !== undefined) {
-    for (const [name, value] of Object.entries(event.extensions)) extensions[name] = String(value);
-  }
-  return create(EventSchema, {
-    id: BigInt(event.id),
-    source: event.source,
-    type: event.type,
-    subject: event.subject,
-    time: displayTime(event.time),
-    data: event.data,
-    ceId: event.ceId ?? "",
-    datacontenttype: event.datacontenttype ?? "",
-    dataschema: event.dataschema ?? "",
-    extensions,
-  });
-}
-
 /** Domain errors keep their message with the mapped code; anything else is INTERNAL without detail. */
 function toConnectError(error: unknown): ConnectError {
   if (error instanceof ConnectError) return error;
@@ -272,7 +215,10 @@ function toConnectError(error: unknown): ConnectError {
   return new ConnectError("internal error", Code.Internal, undefined, undefined, error);
 }
 
-/** The authenticated caller (the auth hook refuses unauthenticated calls before they get here). */
+/** The principal of a Connect call, from the pipeline (pipeline.ts). */
+export const PRINCIPAL = createContextKey<Principal>(ANYONE, { description: "caller" });
+
+/** The authenticated caller (the pipeline refuses unauthenticated calls before they get here). */
 function caller(context: HandlerContext): Principal {
   return context.values.get(PRINCIPAL);
 }

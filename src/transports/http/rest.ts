@@ -11,13 +11,11 @@ import {
 } from "../../events/formats.js";
 import { parseJsonBody } from "../../events/json-body.js";
 import { arrayElements, type Span } from "../../events/json-text.js";
-import type { Metrics } from "../../metrics.js";
+import { type AppendDeps, append } from "../append.js";
 import type { Outbound } from "../outbound.js";
 import { parseFilter, parseId, parseInteger, type Query, single } from "./query.js";
 
-export interface RestDeps {
-  readonly eventLog: EventLog;
-  readonly metrics: Metrics;
+export interface RestDeps extends AppendDeps {
   readonly outbound: Outbound;
 }
 
@@ -38,10 +36,12 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
 
   app.post("/events", async (request) => {
     const { batch, parse } = createMode(request, eventLog);
-    const results = await metrics.observe(batch ? "create_events" : "create_event", () =>
-      eventLog.append(parse(), request.principal),
-    );
-    return batch ? { ids: results.map((r) => r.id) } : { id: (results[0] as { id: number }).id };
+    return append(deps, {
+      batch,
+      principal: request.principal,
+      decode: parse,
+      encode: (ids) => (batch ? { ids } : { id: ids[0] }),
+    });
   });
 
   const getOne = async (rawId: unknown, request: FastifyRequest, reply: FastifyReply) => {
@@ -117,9 +117,6 @@ function createMode(
   const batchOf = (read: (item: unknown, text: Buffer, where: string) => NewEvent, kind: string) => () => {
     const items = parseJsonBody(body);
     if (!Array.isArray(items)) throw invalidArgument(`${kind} must be a JSON array of events`);
-    if (items.length > limits.maxBatchEvents) {
-      throw invalidArgument(`a batch holds at most ${limits.maxBatchEvents} events (--max-batch-events)`);
-    }
     const texts = arrayElements(body);
     return items.map((item, i) => {
       const span = texts[i] as Span;

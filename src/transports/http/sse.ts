@@ -5,16 +5,13 @@ import type { StoredEvent } from "../../events/event.js";
 import type { EventLog } from "../../events/event-log.js";
 import { type JsonParts, simpleJsonParts, structuredJsonParts } from "../../events/formats.js";
 import { secondsSincePublished } from "../../hub/hub.js";
-import type { Subscription } from "../../hub/subscription.js";
-import type { Metrics } from "../../metrics.js";
-import type { Outbound } from "../outbound.js";
+import type { StreamPump } from "../stream-pump.js";
 import { parseFilter, parseInteger, type Query, single } from "./query.js";
 
 export interface SseOptions {
   readonly eventLog: EventLog;
-  readonly metrics: Metrics;
-  /** Drops a response that stays unwritable for --write-timeout. */
-  readonly outbound: Outbound;
+  /** Opens streams, logs them, measures delivery lag, tells why they stopped. */
+  readonly pump: StreamPump;
   readonly heartbeatIntervalSeconds: number;
   readonly clientBufferSize: number;
 }
@@ -32,13 +29,12 @@ export const RETRY_MS = 2000;
  * two and drops id 0.
  */
 export async function sseRoutes(app: FastifyInstance, options: SseOptions): Promise<void> {
-  const { eventLog, metrics } = options;
+  const { eventLog, pump } = options;
 
   app.get("/events/stream", async (request, reply) => {
     const query = request.query as Query;
-    let subscription: Subscription;
-    let frame: FrameBuilder;
-    try {
+    let frame: FrameBuilder = simpleFrame;
+    const streamRequest = () => {
       const format = single(query.format, "format") ?? "simple";
       if (format !== "simple" && format !== "cloudevents") {
         throw invalidArgument("format must be simple or cloudevents");
@@ -51,60 +47,46 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
           ? parseInteger(lastEventId.trim(), "Last-Event-ID", 0)
           : parseInteger(query.from_id, "from_id", 0);
       // SSE may coalesce up to a whole buffer per write; batches only bound how much is held at once.
-      const stream = {
-        filter: parseFilter(query),
-        fromId,
-        batchSize: options.clientBufferSize,
-        address: request.ip,
-      };
-      if (request.method === "HEAD") {
-        // What a GET would get, after the same checks and limits, without opening a stream.
-        eventLog.checkStream(stream, request.principal);
-        reply.hijack();
-        reply.raw.writeHead(200, sseHeaders(reply.raw as ServerResponse));
-        reply.raw.end();
-        return;
-      }
-      subscription = eventLog.subscribe(stream, request.principal);
-      metrics.operations.inc({ operation: "stream_events", status: "success" });
-    } catch (error) {
-      if (request.method !== "HEAD") metrics.operations.inc({ operation: "stream_events", status: "error" });
-      throw error;
+      return { filter: parseFilter(query), fromId, batchSize: options.clientBufferSize, address: request.ip };
+    };
+    if (request.method === "HEAD") {
+      // What a GET would get, after the same checks and limits, without opening a stream.
+      eventLog.checkStream(streamRequest(), request.principal);
+      reply.hijack();
+      reply.raw.writeHead(200, sseHeaders(reply.raw as ServerResponse));
+      reply.raw.end();
+      return;
     }
+    const subscription = pump.open(streamRequest, request.principal);
 
     reply.hijack();
     const res = reply.raw as ServerResponse;
-    const stream = new SseWriter(res, options.heartbeatIntervalSeconds);
+    const writer = new SseWriter(res, options.heartbeatIntervalSeconds);
     const onClose = () => subscription.close("client left");
     res.once("close", onClose);
-    const { subjects, recursive, type } = subscription.filter;
-    request.log.info(
-      { subjects, recursive, type, fromId: subscription.cursor, caller: request.principal.name },
-      "stream opened",
-    );
+    const stream = {
+      subscription,
+      raw: request.raw,
+      log: request.log,
+      caller: request.principal,
+      transport: "sse",
+    };
     try {
-      stream.open();
-      for await (const batch of subscription) {
+      writer.open();
+      for await (const batch of pump.batches(stream)) {
         // Written before waiting: while a stalled client's socket holds the frames, nothing else
         // here holds them too.
-        const written = stream.write(framesOf(batch, frame));
-        const lag = secondsSincePublished(batch.at(-1) as StoredEvent);
-        if (lag !== undefined) metrics.deliveryLag.observe(lag);
-        if (!(await written)) {
-          subscription.close(options.outbound.timedOut(request.raw) ? "write timeout" : "client left");
-          break;
-        }
+        // The client is gone (or was dropped after --write-timeout): the pump says which.
+        if (!(await writer.write(framesOf(batch, frame)))) break;
       }
     } catch (error) {
-      subscription.close("error");
       request.log.warn({ err: error }, "event stream failed");
     } finally {
       res.off("close", onClose);
-      subscription.close();
+      subscription.close(); // already closed, unless the stream failed before its first batch
       // EventSource cannot see why a stream ended; its reconnect gets the 401. Others read this.
-      if (subscription.closeReason === "revoked") stream.comment(REVOKED_COMMENT);
-      stream.end();
-      request.log.info({ reason: subscription.closeReason, lastId: subscription.cursor }, "stream closed");
+      if (subscription.closeReason === "revoked") writer.comment(REVOKED_COMMENT);
+      writer.end();
     }
   });
 }

@@ -1,0 +1,110 @@
+import { create, fromBinary } from "@bufbuild/protobuf";
+import type { Limits } from "../config.js";
+import { invalidArgument } from "../errors.js";
+import {
+  type CreateEventReply,
+  CreateEventReplySchema,
+  type CreateEventRequest,
+  CreateEventRequestSchema,
+  type CreateEventsReply,
+  CreateEventsReplySchema,
+  CreateEventsRequestSchema,
+  type Event,
+  EventSchema,
+} from "../gen/grpc/eventsdb_pb.js";
+import type { EventFilter, NewEvent, StoredEvent } from "./event.js";
+import { displayTime } from "./time.js";
+import { validateEvent } from "./validate.js";
+
+/**
+ * Events as the messages of `grpc.EventsDB` (proto/grpc/eventsdb.proto), both ways. Every gRPC
+ * path (the Connect service and the unary fast path) converts here, so they cannot differ.
+ */
+
+/** A CreateEventRequest as a validated event; proto3 strings are "" when unset, which means absent. */
+export function toNewEvent(request: CreateEventRequest, limits: Limits, where = ""): NewEvent {
+  const data = Buffer.from(request.data.buffer, request.data.byteOffset, request.data.byteLength);
+  return validateEvent(
+    {
+      source: request.source,
+      type: request.type,
+      subject: request.subject,
+      ceId: request.id === "" ? undefined : request.id,
+      time: request.time === "" ? undefined : request.time,
+      datacontenttype: request.datacontenttype === "" ? undefined : request.datacontenttype,
+      dataschema: request.dataschema === "" ? undefined : request.dataschema,
+      extensions: request.extensions,
+      data,
+    },
+    limits,
+    where,
+  );
+}
+
+/** The events of a CreateEvents request, validated; each error names its event. */
+export function toNewEvents(requests: readonly CreateEventRequest[], limits: Limits): NewEvent[] {
+  return requests.map((event, i) => toNewEvent(event, limits, `event ${i}`));
+}
+
+/** The events of a binary CreateEvent (`batch` false) or CreateEvents message, validated. */
+export function decodeAppend(batch: boolean, message: Uint8Array, limits: Limits): NewEvent[] {
+  if (batch) return toNewEvents(parse(() => fromBinary(CreateEventsRequestSchema, message)).events, limits);
+  return [
+    toNewEvent(
+      parse(() => fromBinary(CreateEventRequestSchema, message)),
+      limits,
+    ),
+  ];
+}
+
+function parse<T>(decode: () => T): T {
+  try {
+    return decode();
+  } catch {
+    throw invalidArgument("the request message is not valid protobuf");
+  }
+}
+
+/** The reply to CreateEvent (`batch` false: one id) or CreateEvents. */
+export function appendReply(batch: false, ids: readonly number[]): CreateEventReply;
+export function appendReply(batch: true, ids: readonly number[]): CreateEventsReply;
+export function appendReply(batch: boolean, ids: readonly number[]): CreateEventReply | CreateEventsReply;
+export function appendReply(batch: boolean, ids: readonly number[]): CreateEventReply | CreateEventsReply {
+  if (batch) return create(CreateEventsReplySchema, { ids: ids.map(BigInt) });
+  return create(CreateEventReplySchema, { id: BigInt(ids[0] as number) });
+}
+
+/** A stored event as the Event message; absent attributes are "" (proto3 has no absent string). */
+export function toProto(event: StoredEvent): Event {
+  const extensions: Record<string, string> = {};
+  if (event.extensions !== undefined) {
+    for (const [name, value] of Object.entries(event.extensions)) extensions[name] = String(value);
+  }
+  return create(EventSchema, {
+    id: BigInt(event.id),
+    source: event.source,
+    type: event.type,
+    subject: event.subject,
+    time: displayTime(event.time),
+    data: event.data,
+    ceId: event.ceId ?? "",
+    datacontenttype: event.datacontenttype ?? "",
+    dataschema: event.dataschema ?? "",
+    extensions,
+  });
+}
+
+/** The filter of a stream, page or delete request: "" = all subjects, no type. */
+export function toFilter(request: { subject: string; type?: string; recursive?: boolean }): EventFilter {
+  return {
+    subjects: request.subject === "" ? [] : [request.subject],
+    recursive: request.recursive ?? false,
+    type: request.type === undefined || request.type === "" ? undefined : request.type,
+  };
+}
+
+/** An int64 id as a number; ids beyond 2^53 - 1 (or negative) cannot exist and are refused. */
+export function toSafeId(value: bigint, name: string): number {
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${name} is out of range`);
+  return Number(value);
+}
