@@ -1,6 +1,7 @@
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningServer, startServer } from "../../src/server.js";
+import { selected } from "../support/dialects.js";
 import { connectPeer } from "../support/grpc.js";
 import { type MariaDb, startMariaDb } from "../support/mariadb.js";
 import { PostLoad } from "../support/process.js";
@@ -14,7 +15,7 @@ interface LogLine {
   [key: string]: unknown;
 }
 
-describe("logs during a store outage under load", () => {
+describe.runIf(selected("mysql"))("logs during a store outage under load", () => {
   let db: MariaDb;
   let server: RunningServer;
   let url: string;

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import path from "node:path";
-import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
-import { freshMysqlDatabase } from "../support/dialects.js";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { freshMysqlDatabase, selected } from "../support/dialects.js";
 import {
   isAlive,
   killServerProcesses,
@@ -20,8 +20,10 @@ import { type FetchStream, openStream, RawStream, waitUntil } from "../support/s
 // ended cleanly, acknowledged appends kept, no request left hanging, no process left behind.
 
 const STORES = [
-  { name: "SQLite", url: async () => `sqlite:${path.join(tempDir(), "events.db")}` },
-  { name: "MariaDB", url: () => freshMysqlDatabase(inject("mysqlUrl")) },
+  ...(selected("sqlite")
+    ? [{ name: "SQLite", url: async () => `sqlite:${path.join(tempDir(), "events.db")}` }]
+    : []),
+  ...(selected("mysql") ? [{ name: "MariaDB", url: () => freshMysqlDatabase() }] : []),
 ];
 
 afterEach(killServerProcesses);

@@ -5,7 +5,7 @@ import { sql } from "kysely";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { loadMigrations } from "../../src/storage/migrate.js";
-import { DIALECTS } from "../support/dialects.js";
+import { DIALECTS, selected } from "../support/dialects.js";
 import { type MariaDb, startMariaDb } from "../support/mariadb.js";
 import { CLI, cleanEnv, removeTempDirs, tempDir } from "../support/process.js";
 import { openTestStore, startTestServer, type TestServer } from "../support/server.js";
@@ -98,7 +98,7 @@ describe("a database out of space", () => {
     expect((await health.check({ service: "" })).status).toBe(HealthCheckResponse_ServingStatus.NOT_SERVING);
   };
 
-  it.skipIf(!DIALECTS.some((d) => d.name === "sqlite"))(
+  it.runIf(selected("sqlite"))(
     "SQLite (max_page_count reached): appends answer 503, /readyz reports the writer until a commit succeeds",
     async () => {
       const t = await startTestServer(
@@ -124,7 +124,7 @@ describe("a database out of space", () => {
     },
   );
 
-  it.skipIf(!DIALECTS.some((d) => d.name === "mysql"))(
+  it.runIf(selected("mysql"))(
     "MariaDB (a full InnoDB system tablespace): appends answer 503, /readyz reports the writer",
     async () => {
       // ibdata1 is 12 MiB after mariadb-install-db: fixed at that size, with every table in it.
