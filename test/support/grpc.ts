@@ -339,3 +339,19 @@ export function rawGrpcCall(
     stream.end(body);
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The unary fast path (--grpc-fast-path)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The unary gRPC fast path on (the default) and off. Suites that must answer alike either way run
+ * once per mode (`describe.each`), so every expectation holds on both paths.
+ */
+export const FAST_PATH_MODES: readonly {
+  readonly fastPath: "on" | "off";
+  readonly flags: Readonly<Record<string, string>>;
+}[] = [
+  { fastPath: "on", flags: { "grpc-fast-path": "true" } },
+  { fastPath: "off", flags: { "grpc-fast-path": "false" } },
+];

@@ -7,6 +7,7 @@ import {
   CONNECT_KINDS,
   type ConnectPeer,
   connectPeer,
+  FAST_PATH_MODES,
   GrpcJsClient,
   metric,
   openConnectStream,
@@ -36,8 +37,11 @@ function largestMessage(replies: readonly { events: readonly unknown[] }[]): num
   return Math.max(0, ...replies.map((reply) => reply.events.length));
 }
 
-describe.each(DIALECTS)("gRPC on $name", (dialect) => {
-  const { start, onCleanup } = serversPerTest(() => dialect.url());
+/** Every test on both stores, with the unary fast path and without: the answers must not differ. */
+const SERVERS = DIALECTS.flatMap((dialect) => FAST_PATH_MODES.map((mode) => ({ dialect, ...mode })));
+
+describe.each(SERVERS)("gRPC on $dialect.name, fast path $fastPath", ({ dialect, flags }) => {
+  const { start, onCleanup } = serversPerTest(() => dialect.url(), flags);
 
   const grpcJs = (port: number, ownConnection = false) => {
     const client = new GrpcJsClient(port, ownConnection);
