@@ -2,7 +2,8 @@ import { brotliCompressSync, gzipSync } from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { type ConnectPeer, FAST_PATH_MODES, metric } from "../support/grpc.js";
+import { type ConnectPeer, FAST_PATH_MODES } from "../support/grpc.js";
+import { metric } from "../support/metrics.js";
 import { waitUntil } from "../support/sse.js";
 import {
   ceHeaderName,

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { freshMysqlDatabase, selected } from "../support/dialects.js";
+import { metric } from "../support/metrics.js";
 import {
   isAlive,
   killServerProcesses,
@@ -41,10 +42,8 @@ async function post(url: string, subject: string, data = "aGk="): Promise<number
   return (JSON.parse(text) as { id: number }).id;
 }
 
-async function activeStreams(url: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const m = /^app_active_event_streams(?:\{[^}]*\})? (\d+)/m.exec(text);
-  return m ? Number(m[1]) : Number.NaN;
+function activeStreams(url: string): Promise<number> {
+  return metric(url, "app_active_event_streams");
 }
 
 /** Strictly increasing ids, each frame's data the stored event. */

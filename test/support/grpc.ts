@@ -262,16 +262,6 @@ export function openConnectStream(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Metrics
-// ---------------------------------------------------------------------------------------------
-
-/** One unlabelled sample of /metrics (NaN when absent). */
-export async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  return Number(new RegExp(`^${name} (\\d+(?:\\.\\d+)?)$`, "m").exec(text)?.[1]);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Raw gRPC over node:http2: what is on the wire.
 // ---------------------------------------------------------------------------------------------
 

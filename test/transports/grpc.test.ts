@@ -9,13 +9,13 @@ import {
   connectPeer,
   FAST_PATH_MODES,
   GrpcJsClient,
-  metric,
   openConnectStream,
   type ProtoCreateEventRequest,
   type ProtoStreamReply,
   type ProtoStreamRequest,
 } from "../support/grpc.js";
 import { appendConcurrently } from "../support/load.js";
+import { metric } from "../support/metrics.js";
 import { serversPerTest, type TestServer } from "../support/server.js";
 import { waitUntil } from "../support/sse.js";
 
