@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { sql } from "kysely";
@@ -7,28 +6,12 @@ import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/he
 import { loadMigrations } from "../../src/storage/migrate.js";
 import { DIALECTS, selected } from "../support/dialects.js";
 import { type MariaDb, startMariaDb } from "../support/mariadb.js";
-import { CLI, cleanEnv, removeTempDirs, tempDir } from "../support/process.js";
+import { cleanEnv, removeTempDirs, runCli } from "../support/process.js";
 import { openTestStore, startTestServer, type TestServer } from "../support/server.js";
 
-/** Runs the built CLI; resolves with its exit code and stderr. */
-function cli(args: string[], databaseUrl: string): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: tempDir(),
-      env: cleanEnv({ DATABASE_URL: databaseUrl }),
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    child.stderr?.on("data", (chunk) => {
-      stderr += chunk;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-    child.once("error", reject);
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stderr });
-    });
-  });
+/** Runs the built CLI against `databaseUrl`. */
+function cli(args: string[], databaseUrl: string) {
+  return runCli(args, { env: cleanEnv({ DATABASE_URL: databaseUrl }) });
 }
 
 afterAll(removeTempDirs);
