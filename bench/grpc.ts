@@ -4,6 +4,8 @@ import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Instance } from "autocannon";
+import { Scrape, scrapeMetrics } from "../test/support/metrics.js";
+import type { ServerProcess } from "../test/support/process.js";
 import type { LoadClient, LoadConfig, LoadMessage, LoadMethod, LoadResult } from "./grpc-load.js";
 import { H2LOAD_PACKAGE, h2loadVersion, startH2load, writeBodies } from "./h2load.js";
 import {
@@ -38,7 +40,6 @@ import {
   parseDuration,
   percentile,
   ROOT,
-  type ServerChild,
   serverEnv,
   sleep,
   startBenchDatabase,
@@ -135,7 +136,7 @@ interface WriterDelta {
 }
 
 interface Context {
-  readonly server: ServerChild;
+  readonly server: ServerProcess;
   readonly mariadbPid: number;
   readonly ticks: number;
   /** Load processes and h2load runs, ended by the cleanup when a run fails. */
@@ -389,7 +390,7 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
       return [];
     });
     const busy = rows.filter((row) => (row.cpu?.other ?? 0) >= OTHER_CPU_WARNING);
-    const unexpectedLog = server.logLines.filter((line) => !line.includes(EXPECTED_LOG));
+    const unexpectedLog = server.logLines().filter((line) => !line.includes(EXPECTED_LOG));
     const lines = [
       "",
       `grpc: ${seconds} s per run, ${DATA_BYTES}-byte data, ${SUBJECTS} subjects, MariaDB ${mariadbVersion} ` +
@@ -423,7 +424,7 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
       `verify: GET /events?limit=1 ${verification.getStatus} (${verification.getEvents} event); ` +
         `stored events ${formatRate(verification.stored)} >= acknowledged events ${formatRate(acknowledged)}: ` +
         (verification.ok ? "ok" : "MISMATCH"),
-      `server log lines at warn or above: ${server.logLines.length}` +
+      `server log lines at warn or above: ${server.logLines().length}` +
         (unexpectedLog.length > 0 ? ` (${unexpectedLog.length} besides the open-API warning)` : ""),
       ...unexpectedLog.slice(0, 10).map((line) => `  ${line}`),
     ];
@@ -445,7 +446,7 @@ export async function runGrpc(args: readonly string[]): Promise<void> {
         batch: batchTarget,
       },
       verification: { ...verification, acknowledged },
-      serverLog: server.logLines,
+      serverLog: server.logLines(),
       table,
     });
     process.stdout.write(`results: ${path.relative(process.cwd(), file)}\n`);
@@ -778,32 +779,22 @@ interface WriterCounters {
   commitSeconds: number;
 }
 
-/** The writer's group-commit histograms from GET /metrics (NaN when absent). */
-async function writerCounters(server: ServerChild): Promise<WriterCounters> {
-  let text = "";
-  try {
-    const response = await fetch(`${server.baseUrl}/metrics`, { signal: AbortSignal.timeout(5_000) });
-    text = await response.text();
-  } catch {
-    // reported as NaN
-  }
-  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN);
+/** The writer's group-commit histograms from GET /metrics (NaN when absent or unreadable). */
+async function writerCounters(server: ServerProcess): Promise<WriterCounters> {
+  const metrics = await scrapeMetrics(server.url).catch(() => new Scrape(""));
   return {
-    commits: read("eventsdb_writer_batch_events_count"),
-    events: read("eventsdb_writer_batch_events_sum"),
-    commitSeconds: read("eventsdb_writer_commit_duration_seconds_sum"),
+    commits: metrics.value("eventsdb_writer_batch_events_count"),
+    events: metrics.value("eventsdb_writer_batch_events_sum"),
+    commitSeconds: metrics.value("eventsdb_writer_commit_duration_seconds_sum"),
   };
 }
 
 /** Calls of an operation the server answered with an error (app_event_operations_total). */
-async function serverFailures(server: ServerChild, operation: string): Promise<number> {
-  const response = await fetch(`${server.baseUrl}/metrics`, { signal: AbortSignal.timeout(5_000) });
-  const text = await response.text();
-  const line = new RegExp(
-    `^app_event_operations_total\\{operation="${operation}",status="error"\\} (\\S+)$`,
-    "m",
-  ).exec(text);
-  return Number(line?.[1] ?? 0);
+async function serverFailures(server: ServerProcess, operation: string): Promise<number> {
+  return (await scrapeMetrics(server.url)).counter("app_event_operations_total", {
+    operation,
+    status: "error",
+  });
 }
 
 function writerDelta(before: WriterCounters, after: WriterCounters, seconds: number): WriterDelta {
@@ -832,8 +823,8 @@ function cpuColumns(cpu: Record<string, number>, clients: readonly string[]): No
   };
 }
 
-function assertAlive(server: ServerChild): void {
-  const exit = server.exited();
+function assertAlive(server: ServerProcess): void {
+  const exit = server.exitStatus();
   if (exit !== undefined) throw new Error(`the server died during the run (${exit})`);
 }
 

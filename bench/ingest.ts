@@ -7,6 +7,7 @@ import type { Instance, Request, Result } from "autocannon";
 import autocannon from "autocannon";
 import SqliteDatabase from "better-sqlite3";
 import type { Connection, RowDataPacket } from "mysql2/promise";
+import type { ServerProcess } from "../test/support/process.js";
 import {
   buildDist,
   Cleanup,
@@ -17,7 +18,6 @@ import {
   parseDuration,
   percentile,
   ROOT,
-  type ServerChild,
   serverEnv,
   startBenchDatabase,
   startServerChild,
@@ -211,7 +211,7 @@ export async function runIngest(args: readonly string[]): Promise<void> {
       `verify: GET /events?limit=1 ${verification.getStatus} (${verification.getEvents} event); ` +
         `stored events ${formatRate(verification.stored)} >= 2xx events ${formatRate(storedAtLeast)}: ` +
         (verification.ok ? "ok" : "MISMATCH"),
-      `server log lines at warn or above: ${server.logLines.length}`,
+      `server log lines at warn or above: ${server.logLines().length}`,
     ];
     process.stdout.write(`${lines.join("\n")}\n`);
 
@@ -230,7 +230,7 @@ export async function runIngest(args: readonly string[]): Promise<void> {
       },
       reference: REFERENCE,
       verification: { ...verification, storedAtLeast },
-      serverLog: server.logLines,
+      serverLog: server.logLines(),
       table: formatTable(header, rows),
     });
     process.stdout.write(`results: ${path.relative(process.cwd(), file)}\n`);
@@ -251,14 +251,14 @@ export type CannonRun = { result: Result; latencies: number[] };
  * instance, then undefined, so that a cleanup step can stop it.
  */
 export async function runCannon(
-  server: ServerChild,
+  server: ServerProcess,
   title: string,
   options: CannonOptions,
   track: (instance: Instance | undefined) => void = () => {},
 ): Promise<CannonRun> {
   process.stderr.write(`bench: ${title}: ${options.connections} connections for ${options.duration} s\n`);
   const instance = autocannon({
-    url: `${server.baseUrl}/events`,
+    url: `${server.url}/events`,
     method: "POST",
     headers: { "content-type": "application/json" },
     pipelining: 1,
@@ -280,8 +280,8 @@ export async function runCannon(
   }
 }
 
-function assertAlive(server: ServerChild): void {
-  const exit = server.exited();
+function assertAlive(server: ServerProcess): void {
+  const exit = server.exitStatus();
   if (exit !== undefined) throw new Error(`the server died during the run (${exit})`);
 }
 
@@ -436,8 +436,8 @@ export async function mysqlEventCount(admin: Connection): Promise<number> {
   return Number(rows[0]?.n);
 }
 
-export async function verify(server: ServerChild, count: () => Promise<number>, storedAtLeast: number) {
-  const response = await fetch(`${server.baseUrl}/events?limit=1`, { signal: AbortSignal.timeout(10_000) });
+export async function verify(server: ServerProcess, count: () => Promise<number>, storedAtLeast: number) {
+  const response = await fetch(`${server.url}/events?limit=1`, { signal: AbortSignal.timeout(10_000) });
   const body = (await response.json()) as { events?: unknown[] };
   const getEvents = Array.isArray(body.events) ? body.events.length : 0;
   const stored = await count();

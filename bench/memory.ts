@@ -5,6 +5,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
+import type { ServerProcess } from "../test/support/process.js";
 import {
   buildDist,
   Cleanup,
@@ -14,7 +15,6 @@ import {
   parseCountOption,
   RssSampler,
   rssKb,
-  type ServerChild,
   serverEnv,
   sleep,
   startServerChild,
@@ -118,7 +118,7 @@ interface ScenarioResult {
 const mib = (kb: number) => `${(kb / 1024).toFixed(1)} MiB`;
 
 /** Appends `count` events of `bytes` random bytes on `subject`, `perRequest` per POST. */
-async function publish(server: ServerChild, subject: string, count: number, bytes: number): Promise<void> {
+async function publish(server: ServerProcess, subject: string, count: number, bytes: number): Promise<void> {
   const perRequest = Math.max(1, Math.floor((8 * MiB) / bytes));
   for (let done = 0; done < count; done += perRequest) {
     const n = Math.min(perRequest, count - done);
@@ -128,7 +128,7 @@ async function publish(server: ServerChild, subject: string, count: number, byte
       subject,
       data: randomBytes(bytes).toString("base64"),
     }));
-    const res = await fetch(`${server.baseUrl}/events`, {
+    const res = await fetch(`${server.url}/events`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify(events),
@@ -139,7 +139,7 @@ async function publish(server: ServerChild, subject: string, count: number, byte
 
 /** Watches the server's RSS for HOLD_MS; its peak and its last value. */
 async function hold(
-  server: ServerChild,
+  server: ServerProcess,
   during?: () => Promise<void>,
 ): Promise<{ peakKb: number; lastKb: number }> {
   const sampler = new RssSampler(server.pid);
@@ -154,7 +154,7 @@ async function hold(
 }
 
 /** A raw HTTP/1.1 connection that sends `requests` and never reads. */
-function silentConnection(server: ServerChild, requests: string, cleanup: Cleanup): net.Socket {
+function silentConnection(server: ServerProcess, requests: string, cleanup: Cleanup): net.Socket {
   const socket = net.connect(server.restPort, "127.0.0.1");
   socket.pause();
   socket.on("error", () => {});
@@ -165,7 +165,7 @@ function silentConnection(server: ServerChild, requests: string, cleanup: Cleanu
   return socket;
 }
 
-async function stalled(server: ServerChild, options: Options, cleanup: Cleanup): Promise<ScenarioResult> {
+async function stalled(server: ServerProcess, options: Options, cleanup: Cleanup): Promise<ScenarioResult> {
   process.stderr.write("bench: stalled: 100 events of 700 KB\n");
   await publish(server, "stall", 100, 700 * 1024);
   await sleep(1000);
@@ -193,7 +193,7 @@ async function stalled(server: ServerChild, options: Options, cleanup: Cleanup):
   };
 }
 
-async function historic(server: ServerChild): Promise<ScenarioResult> {
+async function historic(server: ServerProcess): Promise<ScenarioResult> {
   process.stderr.write("bench: historic: 420 events of 1 MiB\n");
   await publish(server, "big", 420, MiB);
   await sleep(1000);
@@ -215,11 +215,11 @@ async function historic(server: ServerChild): Promise<ScenarioResult> {
       }
       return `${what}: ${res.status}, ${events} events, has_more ${String(more)}, ${(body.length / MiB).toFixed(1)} MiB`;
     } catch (error) {
-      return `${what}: failed (${(error as Error).message}); server ${server.exited() ?? "alive"}`;
+      return `${what}: failed (${(error as Error).message}); server ${server.exitStatus() ?? "alive"}`;
     }
   };
   const connect = await ask("Connect JSON GetHistoric limit 1000", () =>
-    fetch(`${server.baseUrl}/grpc.EventsDB/GetHistoricEventsFromSubject`, {
+    fetch(`${server.url}/grpc.EventsDB/GetHistoricEventsFromSubject`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ subject: "big", limit: 1000 }),
@@ -227,9 +227,9 @@ async function historic(server: ServerChild): Promise<ScenarioResult> {
     }),
   );
   const rest =
-    server.exited() === undefined
+    server.exitStatus() === undefined
       ? await ask("REST GET /events limit 1000", () =>
-          fetch(`${server.baseUrl}/events?subject=big&limit=1000`, { signal: AbortSignal.timeout(120_000) }),
+          fetch(`${server.url}/events?subject=big&limit=1000`, { signal: AbortSignal.timeout(120_000) }),
         )
       : "REST GET /events: not asked, the server is gone";
   const { peakKb } = await sampler.stop();
@@ -238,7 +238,7 @@ async function historic(server: ServerChild): Promise<ScenarioResult> {
       ["historic: RSS after publishing 420 × 1 MiB", mib(baseKb)],
       ["historic: one answer each", `${connect}; ${rest}`],
       ["historic: server RSS peak during both", mib(peakKb)],
-      ["historic: server after both", server.exited() ?? "alive"],
+      ["historic: server after both", server.exitStatus() ?? "alive"],
     ],
     baseKb,
     peakKb,
@@ -247,7 +247,7 @@ async function historic(server: ServerChild): Promise<ScenarioResult> {
   };
 }
 
-async function unread(server: ServerChild, options: Options, cleanup: Cleanup): Promise<ScenarioResult> {
+async function unread(server: ServerProcess, options: Options, cleanup: Cleanup): Promise<ScenarioResult> {
   process.stderr.write("bench: unread: 1000 events of 10 KB\n");
   await publish(server, "pages", 1000, 10 * 1024);
   await sleep(1000);
@@ -257,7 +257,7 @@ async function unread(server: ServerChild, options: Options, cleanup: Cleanup): 
     silentConnection(server, request.repeat(options.pipelined), cleanup),
   );
   const sessions = Array.from({ length: options.sessions }, () => {
-    const session = http2.connect(server.baseUrl, { settings: { initialWindowSize: 0 } });
+    const session = http2.connect(server.url, { settings: { initialWindowSize: 0 } });
     session.on("error", () => {});
     cleanup.add("close a zero-window session", async () => {
       session.destroy();
@@ -274,7 +274,7 @@ async function unread(server: ServerChild, options: Options, cleanup: Cleanup): 
   const { peakKb, lastKb } = await hold(server, async () => {
     const started = performance.now();
     try {
-      const res = await fetch(`${server.baseUrl}/healthz`, { signal: AbortSignal.timeout(5000) });
+      const res = await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(5000) });
       await res.arrayBuffer();
       healthz.push(performance.now() - started);
     } catch {

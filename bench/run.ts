@@ -1,4 +1,4 @@
-import { runFanout } from "./fanout.js";
+import { runFanout } from "./fanout/index.js";
 import { runGrpc } from "./grpc.js";
 import { runIngest } from "./ingest.js";
 import { runMemory } from "./memory.js";

@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -8,6 +8,7 @@ import type { RowDataPacket } from "mysql2/promise";
 import { createConnection } from "mysql2/promise";
 import { startMariaDb } from "../test/support/mariadb.js";
 import { freePort } from "../test/support/ports.js";
+import { type ServerProcess, startServerProcess } from "../test/support/process.js";
 
 /** The repository root (bench/..). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -68,10 +69,10 @@ export function buildDist(): Promise<void> {
 
 /** Cleanup steps run once, last registered first, on normal end, on error and on SIGINT/SIGTERM. */
 export class Cleanup {
-  readonly #steps: { name: string; run: () => Promise<void> }[] = [];
+  readonly #steps: { name: string; run: () => Promise<unknown> }[] = [];
   #running: Promise<void> | undefined;
 
-  add(name: string, run: () => Promise<void>): void {
+  add(name: string, run: () => Promise<unknown>): void {
     this.#steps.push({ name, run });
   }
 
@@ -125,124 +126,27 @@ export function nodeArgs(variable: "BENCH_SERVER_NODE_ARGS" | "BENCH_LOAD_NODE_A
   return (process.env[variable] ?? "").split(/\s+/).filter((arg) => arg !== "");
 }
 
-/** An eventsdb server child process (`node dist/cli.js serve`). */
-export interface ServerChild {
-  readonly pid: number;
-  readonly restPort: number;
-  readonly grpcPort: number;
-  readonly baseUrl: string;
-  /** Everything the server wrote to stdout/stderr (pino JSON at LOG_LEVEL or plain text), first 200 lines. */
-  readonly logLines: string[];
-  /** Exit code or signal if the child died, else undefined. */
-  exited(): string | undefined;
-  /** SIGTERM by pid, wait for exit (SIGKILL after the timeout). Idempotent. */
-  stop(): Promise<void>;
-}
-
-const MAX_LOG_LINES = 200;
-
-/** Starts `node dist/cli.js serve` on free ports and waits for GET /readyz = 200 (bounded). */
+/**
+ * A bench's server child (`node dist/cli.js serve`, through the one spawner of
+ * test/support/process.ts): on free ports, from the repository root, with BENCH_SERVER_NODE_ARGS,
+ * its lines echoed to stderr as `[server] …`; ready when GET /readyz answers 200, since a bench
+ * server logs at warn and so prints no start line.
+ */
 export async function startServerChild(
   env: Record<string, string>,
   extraArgs: readonly string[] = [],
-  readyTimeoutMs = 30_000,
-): Promise<ServerChild> {
-  const restPort = await freePort();
-  let grpcPort = await freePort();
-  while (grpcPort === restPort) grpcPort = await freePort();
-  const args = [
-    ...nodeArgs("BENCH_SERVER_NODE_ARGS"),
-    path.join(ROOT, "dist", "cli.js"),
-    "serve",
-    "--rest-port",
-    String(restPort),
-    "--grpc-port",
-    String(grpcPort),
-    "--host",
-    "127.0.0.1",
-    ...extraArgs,
-  ];
-  const child: ChildProcess = spawn(process.execPath, args, {
+): Promise<ServerProcess> {
+  const rest = await freePort();
+  let grpc = await freePort();
+  while (grpc === rest) grpc = await freePort();
+  return startServerProcess({
+    env,
+    args: extraArgs,
     cwd: ROOT,
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "pipe"],
+    nodeArgs: nodeArgs("BENCH_SERVER_NODE_ARGS"),
+    ports: { rest, grpc },
+    onLine: (line) => process.stderr.write(`[server] ${line}\n`),
   });
-  let exitInfo: string | undefined;
-  const exited = new Promise<void>((resolve) => {
-    child.once("exit", (code, signal) => {
-      exitInfo = signal ?? `exit code ${code}`;
-      resolve();
-    });
-  });
-  let spawnError: Error | undefined;
-  child.once("error", (error) => {
-    spawnError = error;
-  });
-  const logLines: string[] = [];
-  const collect = (stream: NodeJS.ReadableStream | null) => {
-    if (stream === null) return;
-    let pending = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => {
-      pending += chunk;
-      const lines = pending.split("\n");
-      pending = lines.pop() ?? "";
-      for (const line of lines) {
-        if (line.trim() === "") continue;
-        if (logLines.length < MAX_LOG_LINES) logLines.push(line);
-        process.stderr.write(`[server] ${line}\n`);
-      }
-    });
-  };
-  collect(child.stdout);
-  collect(child.stderr);
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      if (exitInfo !== undefined || child.pid === undefined) return;
-      process.kill(child.pid, "SIGTERM");
-      const timedOut = await Promise.race([exited.then(() => false), sleep(20_000).then(() => true)]);
-      if (timedOut && exitInfo === undefined) {
-        process.stderr.write(`bench: server pid ${child.pid} ignored SIGTERM for 20 s; SIGKILL\n`);
-        process.kill(child.pid, "SIGKILL");
-        await exited;
-      }
-    })();
-    return stopping;
-  };
-
-  const baseUrl = `http://127.0.0.1:${restPort}`;
-  const deadline = Date.now() + readyTimeoutMs;
-  try {
-    for (;;) {
-      if (spawnError !== undefined) throw spawnError;
-      if (exitInfo !== undefined) throw new Error(`server exited before it was ready (${exitInfo})`);
-      try {
-        const response = await fetch(`${baseUrl}/readyz`, { signal: AbortSignal.timeout(2_000) });
-        await response.arrayBuffer();
-        if (response.status === 200) break;
-      } catch {
-        // not listening yet
-      }
-      if (Date.now() >= deadline) {
-        throw new Error(`server not ready (GET /readyz = 200) within ${readyTimeoutMs / 1000} s`);
-      }
-      await sleep(100);
-    }
-  } catch (error) {
-    await stop();
-    throw error;
-  }
-  return {
-    pid: child.pid as number,
-    restPort,
-    grpcPort,
-    baseUrl,
-    logLines,
-    exited: () => exitInfo,
-    stop,
-  };
 }
 
 export interface MachineInfo {

@@ -1,6 +1,6 @@
 /**
  * The one set of domain errors. Every transport maps {@link ErrorCode} once
- * (HTTP status in transports/status.ts; Connect codes later), so handlers
+ * (HTTP status and Connect/gRPC code in transports/status.ts), so handlers
  * never pick status codes themselves.
  */
 export type ErrorCode =

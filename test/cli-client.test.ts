@@ -5,9 +5,11 @@ import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   CLI,
+  type CliRun,
   cleanEnv,
   killServerProcesses,
   removeTempDirs,
+  runCli,
   startServerProcess,
   tempDir,
   within,
@@ -16,13 +18,6 @@ import { startTestServer, type TestServer } from "./support/server.js";
 import { waitUntil } from "./support/sse.js";
 
 // The client commands of the built CLI (`npm run build` first) against real servers on SQLite.
-
-interface Run {
-  readonly code: number | null;
-  readonly stdout: Buffer;
-  readonly out: string;
-  readonly stderr: string;
-}
 
 interface RunOptions {
   readonly url?: string;
@@ -39,32 +34,16 @@ function clientEnv(url: string | undefined, extra: Record<string, string> = {}):
   return { ...env, ...(url === undefined ? {} : { EVENTSDB_URL: url }), ...extra };
 }
 
-function cli(args: readonly string[], options: RunOptions = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: clientEnv(options.url, options.env),
-      cwd: tempDir("eventsdb-client-"),
-    });
-    const stdout: Buffer[] = [];
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString("utf8");
-    });
-    child.stdin.on("error", () => {}); // the command may exit before reading its stdin
-    child.stdin.end(options.input ?? "");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      const bytes = Buffer.concat(stdout);
-      resolve({ code, stdout: bytes, out: bytes.toString("utf8"), stderr });
-    });
+function cli(args: readonly string[], options: RunOptions = {}): Promise<CliRun> {
+  return runCli(args, {
+    env: clientEnv(options.url, options.env),
+    cwd: tempDir("eventsdb-client-"),
+    ...(options.input === undefined ? {} : { input: options.input }),
   });
 }
 
 /** Asserts a failed run: the exit code and exactly one `eventsdb: …` line on stderr. */
-function expectFailure(result: Run, code: number, ...fragments: string[]): void {
+function expectFailure(result: CliRun, code: number, ...fragments: string[]): void {
   expect(result.code, result.stderr).toBe(code);
   const lines = result.stderr.split("\n").filter((line) => line !== "");
   expect(lines).toHaveLength(1);

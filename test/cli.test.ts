@@ -1,59 +1,15 @@
-import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { createConnection } from "mysql2/promise";
-import { afterAll, describe, expect, inject, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { loadMigrations } from "../src/storage/migrate.js";
-import { freshMysqlDatabase } from "./support/dialects.js";
+import { freshMysqlDatabase, selected } from "./support/dialects.js";
+import { cleanEnv, removeTempDirs, runCli, startServerProcess, tempDir } from "./support/process.js";
 
-const CLI = path.resolve("dist/cli.js");
-const dirs: string[] = [];
+/** The CLI in a fresh temporary directory, or in `cwd`. */
+const run = (args: string[], env = cleanEnv(), cwd = tempDir("eventsdb-cli-")) => runCli(args, { env, cwd });
 
-/** The environment of a fresh shell: no store settings inherited from the developer's. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) {
-    if (key.startsWith("MYSQL_") || key === "DATABASE_URL" || key === "AUTH_TOKEN") delete env[key];
-  }
-  return { ...env, ...extra };
-}
-
-function tempDir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "eventsdb-cli-"));
-  dirs.push(dir);
-  return dir;
-}
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], env = cleanEnv(), cwd = tempDir()): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, cwd });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c) => {
-      stdout += c;
-    });
-    child.stderr.on("data", (c) => {
-      stderr += c;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-afterAll(() => {
-  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
-});
+afterAll(removeTempDirs);
 
 describe("eventsdb command line", () => {
   it.each([
@@ -102,14 +58,14 @@ describe("eventsdb command line", () => {
     const cwd = tempDir();
     const first = await run(["migrate"], cleanEnv(), cwd);
     expect(first).toMatchObject({ code: 0 });
-    expect(first.stdout).toContain("applied 001_events, 002_event_sequence, 003_sessions");
+    expect(first.out).toContain("applied 001_events, 002_event_sequence, 003_sessions");
     expect(fs.existsSync(path.join(cwd, "data", "events.db"))).toBe(true);
     const second = await run(["migrate"], cleanEnv(), cwd);
-    expect(second.stdout).toContain("is up to date");
+    expect(second.out).toContain("is up to date");
   });
 
-  it("migrates MariaDB from two processes at once", async () => {
-    const url = await freshMysqlDatabase(inject("mysqlUrl"));
+  it.runIf(selected("mysql"))("migrates MariaDB from two processes at once", async () => {
+    const url = await freshMysqlDatabase();
     const env = cleanEnv({ DATABASE_URL: url });
     const results = await Promise.all([run(["migrate"], env), run(["migrate"], env)]);
     expect(results.map((r) => r.code)).toEqual([0, 0]);
@@ -127,50 +83,25 @@ describe("eventsdb command line", () => {
 
   it("serves on the embedded SQLite by default, says so in its start log, and stops cleanly on SIGTERM", async () => {
     const cwd = tempDir();
-    const child = spawn(
-      process.execPath,
-      [CLI, "--rest-port", "0", "--grpc-port", "0", "--host", "127.0.0.1"],
-      {
-        cwd,
-        env: cleanEnv(),
-      },
-    );
-    let log = "";
-    child.stdout.on("data", (c) => {
-      log += c;
-    });
-    child.stderr.on("data", (c) => {
-      log += c;
-    });
-    const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+    const server = await startServerProcess({ command: [], cwd });
     try {
-      const port = await new Promise<number>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no start line in: ${log}`)), 15_000);
-        child.stdout.on("data", () => {
-          const m = /listening on ports (\d+)/.exec(log);
-          if (m) {
-            clearTimeout(timer);
-            resolve(Number(m[1]));
-          }
-        });
-      });
-      const startLines = log.split("\n").filter((l) => l.includes("listening"));
+      const startLines = server.logLines().filter((l) => l.includes("listening"));
       expect(startLines).toHaveLength(1);
       expect(startLines[0]).toContain(
         `embedded SQLite file ${path.join(fs.realpathSync(cwd), "data", "events.db")}`,
       );
       // What `curl -d '{…}' localhost:8080/events` sends.
-      const res = await fetch(`http://127.0.0.1:${port}/events`, {
+      const res = await fetch(`${server.url}/events`, {
         method: "POST",
         headers: { "content-type": "application/x-www-form-urlencoded" },
         body: '{"source":"s","type":"t","subject":"a/b","data":"aGk="}',
       });
       expect(await res.json()).toEqual({ id: 1 });
-      expect(log).toContain("AUTH_TOKEN is not set");
+      expect(server.log()).toContain("AUTH_TOKEN is not set");
     } finally {
-      child.kill("SIGTERM");
+      server.signal("SIGTERM");
     }
-    expect(await exited).toBe(0);
+    expect((await server.exited).code).toBe(0);
     expect(fs.existsSync(path.join(cwd, "data", "events.db"))).toBe(true);
   });
 });

@@ -1,12 +1,40 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import type { TestProject } from "vitest/node";
-import { ensureMariaDbInstalled, startMariaDb } from "./support/mariadb.js";
+import { type MariaDb, startMariaDb } from "./support/mariadb.js";
 
-/** Starts one MariaDB server for the whole run; tests reach it through `inject('mysqlUrl')`. */
+/**
+ * The full run's setup (vitest.config.ts; the unit tier has none). One MariaDB serves the whole
+ * run, but it starts only when a test first asks for it (`sharedMysqlUrl()` in
+ * support/dialects.ts): a run whose tests need no MySQL — one file, or EVENTSDB_TEST_DIALECTS=sqlite —
+ * never starts it. Test files run in worker processes, so they ask this process over loopback HTTP;
+ * every worker gets the same server, and a failed start is answered to all of them alike.
+ */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  await ensureMariaDbInstalled();
-  const mariadb = await startMariaDb();
-  project.provide("mysqlUrl", mariadb.url);
+  let mariadb: Promise<MariaDb> | undefined;
+  const broker = createServer((request, response) => {
+    if (request.url !== "/mysql") {
+      response.writeHead(404).end();
+      return;
+    }
+    mariadb ??= startMariaDb();
+    mariadb.then(
+      (server) => response.writeHead(200, { "content-type": "text/plain" }).end(server.url),
+      (error: unknown) =>
+        response
+          .writeHead(500, { "content-type": "text/plain" })
+          .end(error instanceof Error ? error.message : String(error)),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    broker.once("error", reject);
+    broker.listen(0, "127.0.0.1", resolve);
+  });
+  const { port } = broker.address() as AddressInfo;
+  project.provide("mariadbBroker", `http://127.0.0.1:${port}/mysql`);
   return async () => {
-    await mariadb.stop();
+    broker.closeAllConnections();
+    await new Promise<void>((resolve) => broker.close(() => resolve()));
+    await (await mariadb?.catch(() => undefined))?.stop();
   };
 }

@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
 import type { RowDataPacket } from "mysql2/promise";
 import { createConnection } from "mysql2/promise";
-import { describe, expect, inject, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { selected, sharedMysqlUrl } from "./support/dialects.js";
 import { startMariaDb } from "./support/mariadb.js";
 
 function isAlive(pid: number): boolean {
@@ -13,9 +14,9 @@ function isAlive(pid: number): boolean {
   }
 }
 
-describe("MariaDB test harness", () => {
+describe.runIf(selected("mysql"))("MariaDB test harness", () => {
   it("provides the shared server with the expected InnoDB settings", async () => {
-    const connection = await createConnection(inject("mysqlUrl"));
+    const connection = await createConnection(await sharedMysqlUrl());
     try {
       const [rows] = await connection.query<RowDataPacket[]>(
         "SELECT @@innodb_autoinc_lock_mode AS autoinc, @@innodb_flush_log_at_trx_commit AS flush, DATABASE() AS db",
@@ -31,7 +32,7 @@ describe("MariaDB test harness", () => {
     const mariadb = await startMariaDb({ database: "harness_check" });
     try {
       expect(mariadb.url).toBe(`mysql://root@127.0.0.1:${mariadb.port}/harness_check`);
-      expect(mariadb.url).not.toBe(inject("mysqlUrl"));
+      expect(mariadb.url).not.toBe(await sharedMysqlUrl());
       expect(isAlive(mariadb.pid)).toBe(true);
       expect(existsSync(mariadb.datadir)).toBe(true);
       const connection = await createConnection(mariadb.url);

@@ -6,6 +6,7 @@ import { loadConfig } from "../src/config.js";
 import { EventsDB } from "../src/gen/grpc/eventsdb_pb.js";
 import { type RunningServer, startServer } from "../src/server.js";
 import { DIALECTS } from "./support/dialects.js";
+import { scrapeMetrics } from "./support/metrics.js";
 import { openStream, waitUntil } from "./support/sse.js";
 
 function promtoolPath(): string {
@@ -34,12 +35,6 @@ describe.each(DIALECTS)("metrics on $name", (dialect) => {
     await server.close();
   });
 
-  const scrape = async () => (await fetch(`${url}/metrics`)).text();
-  const value = (text: string, series: string) => {
-    const line = text.split("\n").find((l) => l.startsWith(`${series} `));
-    return line === undefined ? undefined : Number(line.slice(series.length + 1));
-  };
-
   it("counts every transport under the same names and labels, and passes promtool check metrics", async () => {
     const stream = await openStream(`${url}/events/stream?subject=m`);
     const res = await fetch(`${url}/events`, {
@@ -56,17 +51,20 @@ describe.each(DIALECTS)("metrics on $name", (dialect) => {
     await client.getEventByID({ id: 999999n }).catch(() => undefined);
     await waitUntil(() => stream.parser.events.length === 2, "both events on the stream");
 
-    const text = await scrape();
-    expect(value(text, 'app_event_operations_total{operation="create_event",status="success"}')).toBe(2);
-    expect(value(text, 'app_event_operations_total{operation="get_event",status="error"}')).toBe(1);
-    expect(value(text, 'app_event_operations_total{operation="stream_events",status="success"}')).toBe(1);
-    expect(value(text, "app_active_event_streams")).toBe(1);
-    expect(value(text, "eventsdb_delivery_lag_seconds_count")).toBeGreaterThanOrEqual(1);
-    expect(value(text, "eventsdb_writer_batch_events_sum")).toBe(2);
-    expect(value(text, "eventsdb_writer_queue_events")).toBe(0);
-    expect(value(text, "eventsdb_db_pool_connections_idle")).toBeGreaterThanOrEqual(
+    const metrics = await scrapeMetrics(url);
+    const operations = (operation: string, status: string) =>
+      metrics.value("app_event_operations_total", { operation, status });
+    expect(operations("create_event", "success")).toBe(2);
+    expect(operations("get_event", "error")).toBe(1);
+    expect(operations("stream_events", "success")).toBe(1);
+    expect(metrics.value("app_active_event_streams")).toBe(1);
+    expect(metrics.value("eventsdb_delivery_lag_seconds_count")).toBeGreaterThanOrEqual(1);
+    expect(metrics.value("eventsdb_writer_batch_events_sum")).toBe(2);
+    expect(metrics.value("eventsdb_writer_queue_events")).toBe(0);
+    expect(metrics.value("eventsdb_db_pool_connections_idle")).toBeGreaterThanOrEqual(
       dialect.name === "sqlite" ? 1 : 0,
     );
+    const { text } = metrics;
     expect(text).toContain("process_resident_memory_bytes");
     expect(text).not.toContain("nodejs_active_handles_total");
     stream.close();

@@ -731,7 +731,7 @@ describe("REST API against openapi.yaml", () => {
     const UNPROVOKABLE: Record<string, string> = {
       "GET /readyz 503": "needs an unreachable store or a >90 % full write queue",
       "POST /events 503":
-        "needs concurrent appends filling the write queue or an unreachable store: test/events/writer.test.ts, test/operations/outage.test.ts",
+        "needs concurrent appends filling the write queue or an unreachable store: test/unit/events/writer.test.ts, test/operations/outage.test.ts",
       "POST /auth/session 401": "needs a token-protected server: test/transports/auth.test.ts",
       "POST /auth/session 429": "needs 30 failed sign-ins: test/transports/auth.test.ts",
     };

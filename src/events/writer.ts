@@ -26,7 +26,7 @@ interface Job {
 }
 
 /**
- * Group commit (DESIGN §4). When idle, an append is written at once; while a transaction is in
+ * Group commit. When idle, an append is written at once; while a transaction is in
  * flight, new appends queue and go together in the next one. A caller is answered only after
  * COMMIT. The queue is bounded in events and bytes: when full, appends fail fast with
  * resource_exhausted (503 + Retry-After) instead of growing memory.

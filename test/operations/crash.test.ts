@@ -1,6 +1,6 @@
 import path from "node:path";
-import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
-import { freshMysqlDatabase } from "../support/dialects.js";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { freshMysqlDatabase, selected } from "../support/dialects.js";
 import {
   killServerProcesses,
   PostLoad,
@@ -23,8 +23,10 @@ const ENOUGH_ACKS = 2000;
 const MIN_ACKS = 100;
 
 const STORES = [
-  { name: "MariaDB", url: () => freshMysqlDatabase(inject("mysqlUrl")) },
-  { name: "SQLite (synchronous=FULL)", url: async () => `sqlite:${path.join(tempDir(), "events.db")}` },
+  ...(selected("mysql") ? [{ name: "MariaDB", url: () => freshMysqlDatabase() }] : []),
+  ...(selected("sqlite")
+    ? [{ name: "SQLite (synchronous=FULL)", url: async () => `sqlite:${path.join(tempDir(), "events.db")}` }]
+    : []),
 ];
 
 afterEach(killServerProcesses);

@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { DIALECTS } from "../support/dialects.js";
-import { GrpcJsClient, type GrpcJsStream, metric } from "../support/grpc.js";
+import { GrpcJsClient, type GrpcJsStream } from "../support/grpc.js";
+import { metric } from "../support/metrics.js";
 import {
   killServerProcesses,
   readAllEvents,

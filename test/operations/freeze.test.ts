@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { createConnection } from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMysqlDialect, POOL_QUEUE_LIMIT } from "../../src/storage/mysql.js";
-import { DIALECTS } from "../support/dialects.js";
+import { DIALECTS, selected } from "../support/dialects.js";
 import { connectPeer, GrpcJsClient } from "../support/grpc.js";
 import { type MariaDb, startMariaDb } from "../support/mariadb.js";
 import { readAllEvents, within } from "../support/process.js";
@@ -33,7 +33,7 @@ async function outcome(res: Promise<Response>): Promise<string> {
   return `${r.status} retry-after ${r.headers.get("retry-after")}`;
 }
 
-describe("a frozen MariaDB (SIGSTOP)", () => {
+describe.runIf(selected("mysql"))("a frozen MariaDB (SIGSTOP)", () => {
   let db: MariaDb;
   let t: TestServer;
   beforeAll(async () => {
@@ -133,7 +133,7 @@ describe("a frozen MariaDB (SIGSTOP)", () => {
   });
 });
 
-describe("the MySQL pool while the database is frozen", () => {
+describe.runIf(selected("mysql"))("the MySQL pool while the database is frozen", () => {
   let db: MariaDb;
   beforeAll(async () => {
     db = await startMariaDb();

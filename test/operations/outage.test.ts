@@ -2,11 +2,12 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
+import { selected } from "../support/dialects.js";
 import { type MariaDb, startMariaDb } from "../support/mariadb.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 import { openStream, waitUntil } from "../support/sse.js";
 
-describe("store outage", () => {
+describe.runIf(selected("mysql"))("store outage", () => {
   let db: MariaDb;
   let t: TestServer;
   beforeAll(async () => {

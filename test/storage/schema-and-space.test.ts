@@ -1,34 +1,17 @@
-import { spawn } from "node:child_process";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { sql } from "kysely";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus } from "../../src/gen/grpc/health/v1/health_pb.js";
 import { loadMigrations } from "../../src/storage/migrate.js";
-import { DIALECTS } from "../support/dialects.js";
+import { DIALECTS, selected } from "../support/dialects.js";
 import { type MariaDb, startMariaDb } from "../support/mariadb.js";
-import { CLI, cleanEnv, removeTempDirs, tempDir } from "../support/process.js";
+import { cleanEnv, removeTempDirs, runCli } from "../support/process.js";
 import { openTestStore, startTestServer, type TestServer } from "../support/server.js";
 
-/** Runs the built CLI; resolves with its exit code and stderr. */
-function cli(args: string[], databaseUrl: string): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      cwd: tempDir(),
-      env: cleanEnv({ DATABASE_URL: databaseUrl }),
-      stdio: ["ignore", "ignore", "pipe"],
-    });
-    let stderr = "";
-    child.stderr?.on("data", (chunk) => {
-      stderr += chunk;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-    child.once("error", reject);
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stderr });
-    });
-  });
+/** Runs the built CLI against `databaseUrl`. */
+function cli(args: string[], databaseUrl: string) {
+  return runCli(args, { env: cleanEnv({ DATABASE_URL: databaseUrl }) });
 }
 
 afterAll(removeTempDirs);
@@ -98,7 +81,7 @@ describe("a database out of space", () => {
     expect((await health.check({ service: "" })).status).toBe(HealthCheckResponse_ServingStatus.NOT_SERVING);
   };
 
-  it.skipIf(!DIALECTS.some((d) => d.name === "sqlite"))(
+  it.runIf(selected("sqlite"))(
     "SQLite (max_page_count reached): appends answer 503, /readyz reports the writer until a commit succeeds",
     async () => {
       const t = await startTestServer(
@@ -124,7 +107,7 @@ describe("a database out of space", () => {
     },
   );
 
-  it.skipIf(!DIALECTS.some((d) => d.name === "mysql"))(
+  it.runIf(selected("mysql"))(
     "MariaDB (a full InnoDB system tablespace): appends answer 503, /readyz reports the writer",
     async () => {
       // ibdata1 is 12 MiB after mariadb-install-db: fixed at that size, with every table in it.

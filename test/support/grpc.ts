@@ -262,16 +262,6 @@ export function openConnectStream(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Metrics
-// ---------------------------------------------------------------------------------------------
-
-/** One unlabelled sample of /metrics (NaN when absent). */
-export async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  return Number(new RegExp(`^${name} (\\d+(?:\\.\\d+)?)$`, "m").exec(text)?.[1]);
-}
-
-// ---------------------------------------------------------------------------------------------
 // Raw gRPC over node:http2: what is on the wire.
 // ---------------------------------------------------------------------------------------------
 
@@ -339,3 +329,19 @@ export function rawGrpcCall(
     stream.end(body);
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The unary fast path (--grpc-fast-path)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The unary gRPC fast path on (the default) and off. Suites that must answer alike either way run
+ * once per mode (`describe.each`), so every expectation holds on both paths.
+ */
+export const FAST_PATH_MODES: readonly {
+  readonly fastPath: "on" | "off";
+  readonly flags: Readonly<Record<string, string>>;
+}[] = [
+  { fastPath: "on", flags: { "grpc-fast-path": "true" } },
+  { fastPath: "off", flags: { "grpc-fast-path": "false" } },
+];

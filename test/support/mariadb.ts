@@ -32,7 +32,8 @@ export interface StartMariaDbOptions {
   port?: number;
 }
 
-const NOT_FOUND = "MariaDB server binaries not found: install the Debian package mariadb-server";
+const NOT_FOUND =
+  "MariaDB server binaries (mariadbd, mariadb-install-db) not found: install the Debian package mariadb-server (.ci/run does)";
 const READY_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 20_000;
 const KILL_TIMEOUT_MS = 5_000;
@@ -66,40 +67,8 @@ async function findBinaries(): Promise<Binaries | undefined> {
   return mariadbd !== undefined && installDb !== undefined ? { mariadbd, installDb } : undefined;
 }
 
-/** Runs a command with stdout and stderr going to our stderr, so progress is visible but stdout stays clean. */
-function runVisible(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, stdio: ["ignore", 2, "inherit"] });
-    child.once("error", reject);
-    child.once("exit", (code, signal) => {
-      if (code === 0) resolve();
-      else reject(new Error(`${command} ${args.join(" ")} failed (${signal ?? `exit code ${code}`})`));
-    });
-  });
-}
-
-/**
- * Makes sure `mariadbd` and `mariadb-install-db` are available, installing the Debian package
- * `mariadb-server` when running as root on a system with apt-get. Throws when they cannot be had.
- */
-export async function ensureMariaDbInstalled(): Promise<void> {
-  if ((await findBinaries()) !== undefined) return;
-  const aptGet = await findBinary("apt-get");
-  if (process.getuid?.() !== 0 || aptGet === undefined) throw new Error(NOT_FOUND);
-  try {
-    await runVisible(aptGet, ["update"]);
-    await runVisible(aptGet, ["install", "-y", "mariadb-server"], {
-      ...process.env,
-      DEBIAN_FRONTEND: "noninteractive",
-    });
-  } catch (cause) {
-    throw new Error(NOT_FOUND, { cause });
-  }
-  if ((await findBinaries()) === undefined) throw new Error(NOT_FOUND);
-}
-
+/** The binaries, or an error naming the package: tests never install anything (.ci/run does). */
 async function resolveBinaries(): Promise<Binaries> {
-  await ensureMariaDbInstalled();
   const binaries = await findBinaries();
   if (binaries === undefined) throw new Error(NOT_FOUND);
   return binaries;

@@ -3,12 +3,22 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+/**
+ * The one place that starts eventsdb child processes, for tests and benches alike: a server
+ * (`startServerProcess`) or a command run to its end (`runCli`).
+ */
 
 /** The built command line (`npm run build` first). */
-export const CLI = path.resolve("dist/cli.js");
+export const CLI = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
 
 /** Log text kept per process: enough for the start line and any error, bounded under load. */
 const MAX_LOG_CHARS = 1_000_000;
+/** How long a command of `runCli` may run. */
+const CLI_TIMEOUT_MS = 20_000;
+/** How long `stop()` waits after SIGTERM before SIGKILL. */
+const STOP_TIMEOUT_MS = 20_000;
 
 /** The environment of a fresh shell: no store or auth settings inherited from the developer's. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -19,6 +29,48 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
     }
   }
   return { ...env, ...extra };
+}
+
+export interface CliRun {
+  readonly code: number | null;
+  readonly stdout: Buffer;
+  /** stdout as UTF-8 text. */
+  readonly out: string;
+  readonly stderr: string;
+}
+
+export interface CliOptions {
+  /** The whole environment (e.g. `cleanEnv(…)`); `cleanEnv()` by default. */
+  readonly env?: NodeJS.ProcessEnv;
+  /** A new temporary directory by default. */
+  readonly cwd?: string;
+  /** Written to stdin, which is then closed (always closed: a command must not wait on it). */
+  readonly input?: string | Buffer;
+}
+
+/** Runs `node dist/cli.js …args` to its end (SIGKILL after CLI_TIMEOUT_MS) and collects its output. */
+export function runCli(args: readonly string[], options: CliOptions = {}): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: options.env ?? cleanEnv(),
+      cwd: options.cwd ?? tempDir("eventsdb-cli-"),
+    });
+    const stdout: Buffer[] = [];
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString("utf8");
+    });
+    child.stdin.on("error", () => {}); // the command may exit before reading its stdin
+    child.stdin.end(options.input ?? "");
+    const timer = setTimeout(() => child.kill("SIGKILL"), CLI_TIMEOUT_MS);
+    child.once("error", reject);
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      const bytes = Buffer.concat(stdout);
+      resolve({ code, stdout: bytes, out: bytes.toString("utf8"), stderr });
+    });
+  });
 }
 
 export interface Exit {
@@ -38,23 +90,42 @@ export interface ServerProcess {
   readonly url: string;
   /** Resolves when the process has exited (and been reaped). */
   readonly exited: Promise<Exit>;
+  /** How it exited ("exit code 1", "SIGKILL"), or undefined while it runs. */
+  exitStatus(): string | undefined;
   /** stdout + stderr so far. */
   log(): string;
+  /** The non-empty lines of log(). */
+  logLines(): string[];
   /** Sends a signal to this process (by its pid); false when it is gone already. */
   signal(signal: NodeJS.Signals): boolean;
   /** SIGKILL unless it has exited already; resolves once it has. */
   kill(): Promise<Exit>;
+  /** SIGTERM, then SIGKILL if it is still there after STOP_TIMEOUT_MS; resolves once it has exited. */
+  stop(): Promise<Exit>;
 }
 
 export interface StartOptions {
   /** `DATABASE_URL`; none = the CLI's default SQLite file under `cwd`. */
   readonly databaseUrl?: string;
+  /** The command before the flags: `serve` by default, `[]` for the CLI's default command. */
+  readonly command?: readonly string[];
   /** Extra CLI arguments after the port and host flags. */
   readonly args?: readonly string[];
-  /** Extra environment variables. */
+  /** Extra environment variables, over `cleanEnv()` and LOG_LEVEL=info. */
   readonly env?: Record<string, string>;
+  /** A new temporary directory by default. */
   readonly cwd?: string;
   readonly startTimeoutMs?: number;
+  /** Node arguments before the script, e.g. `--cpu-prof` for a bench. */
+  readonly nodeArgs?: readonly string[];
+  /**
+   * Ports to listen on. Then the server is ready when GET /readyz answers 200, whatever its log
+   * level (a bench runs at warn). Without them it listens on port 0 and is ready once its start
+   * line is out, which is logged at info: LOG_LEVEL must then be info or lower.
+   */
+  readonly ports?: { readonly rest: number; readonly grpc: number };
+  /** Called with every line the server writes (it is kept in log() either way). */
+  readonly onLine?: (line: string) => void;
 }
 
 const running = new Set<ServerProcess>();
@@ -69,24 +140,28 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-/**
- * Spawns `node dist/cli.js serve` on free ports of 127.0.0.1 and resolves once its start line
- * (`eventsdb listening on ports <rest> (REST) and <grpc> (gRPC)`) is out. That line is logged at
- * info, so LOG_LEVEL must be info or lower (other info lines are few: no per-request logs).
- */
+const START_LINE = /eventsdb listening on ports (\d+) \(REST\) and (\d+) \(gRPC\)/;
+const INFO_LEVELS = new Set(["trace", "debug", "info"]);
+
+/** Spawns `node dist/cli.js serve` on 127.0.0.1 and resolves once it is ready (see StartOptions.ports). */
 export async function startServerProcess(options: StartOptions = {}): Promise<ServerProcess> {
   const env = cleanEnv({
     LOG_LEVEL: "info",
     ...(options.databaseUrl === undefined ? {} : { DATABASE_URL: options.databaseUrl }),
     ...options.env,
   });
+  if (options.ports === undefined && !INFO_LEVELS.has(env.LOG_LEVEL ?? "")) {
+    throw new Error(`LOG_LEVEL=${env.LOG_LEVEL} hides the start line: give startServerProcess fixed ports`);
+  }
+  const ports = options.ports ?? { rest: 0, grpc: 0 };
   const args = [
+    ...(options.nodeArgs ?? []),
     CLI,
-    "serve",
+    ...(options.command ?? ["serve"]),
     "--rest-port",
-    "0",
+    String(ports.rest),
     "--grpc-port",
-    "0",
+    String(ports.grpc),
     "--host",
     "127.0.0.1",
     ...(options.args ?? []),
@@ -97,23 +172,37 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     stdio: ["ignore", "pipe", "pipe"],
   });
   const pid = child.pid;
-  if (pid === undefined) throw new Error("could not spawn the server CLI");
-  let log = "";
-  const append = (chunk: Buffer) => {
-    if (log.length < MAX_LOG_CHARS) log += chunk.toString("utf8");
-  };
-  child.stdout?.on("data", append);
-  child.stderr?.on("data", append);
-  const exited = new Promise<Exit>((resolve) => {
-    child.once("exit", (code, signal) => resolve({ code, signal, at: performance.now() }));
+  if (pid === undefined) {
+    // spawn reports why with an 'error' event on the next tick.
+    const why = await new Promise<Error>((resolve) => child.once("error", resolve));
+    throw new Error(`could not spawn the server CLI: ${why.message}`);
+  }
+  let spawnError: Error | undefined;
+  child.once("error", (error) => {
+    spawnError = error;
   });
-  let gone = false;
-  void exited.then(() => {
-    gone = true;
-    running.delete(server);
+  let log = "";
+  for (const stream of [child.stdout, child.stderr]) {
+    let partial = "";
+    stream.on("data", (chunk: Buffer) => {
+      const text = chunk.toString("utf8");
+      if (log.length < MAX_LOG_CHARS) log += text;
+      if (options.onLine === undefined) return;
+      const lines = (partial + text).split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) if (line.trim() !== "") options.onLine(line);
+    });
+  }
+  let exit: Exit | undefined;
+  const exited = new Promise<Exit>((resolve) => {
+    child.once("exit", (code, signal) => {
+      exit = { code, signal, at: performance.now() };
+      running.delete(server);
+      resolve(exit);
+    });
   });
   const signal = (name: NodeJS.Signals): boolean => {
-    if (gone) return false;
+    if (exit !== undefined) return false;
     try {
       process.kill(pid, name);
       return true;
@@ -121,6 +210,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
       return false;
     }
   };
+  let stopping: Promise<Exit> | undefined;
   const server: ServerProcess = {
     child,
     pid,
@@ -128,29 +218,61 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     grpcPort: 0,
     url: "",
     exited,
+    exitStatus: () => (exit === undefined ? undefined : (exit.signal ?? `exit code ${exit.code}`)),
     log: () => log,
+    logLines: () => log.split("\n").filter((line) => line.trim() !== ""),
     signal,
-    async kill() {
+    kill() {
       signal("SIGKILL");
-      const exit = await exited;
-      running.delete(server);
-      return exit;
+      return exited;
+    },
+    stop() {
+      stopping ??= (async () => {
+        if (!signal("SIGTERM")) return exited;
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<"late">((resolve) => {
+          timer = setTimeout(() => resolve("late"), STOP_TIMEOUT_MS);
+        });
+        if ((await Promise.race([exited, late]).finally(() => clearTimeout(timer))) === "late") {
+          process.stderr.write(
+            `server pid ${pid} ignored SIGTERM for ${STOP_TIMEOUT_MS / 1000} s; SIGKILL\n`,
+          );
+          signal("SIGKILL");
+        }
+        return exited;
+      })();
+      return stopping;
     },
   };
   running.add(server);
 
-  const timeoutMs = options.startTimeoutMs ?? 20_000;
-  const ports = await new Promise<[number, number] | Error>((resolve) => {
-    const timer = setTimeout(
-      () => done(new Error(`no start line within ${timeoutMs} ms:\n${log}`)),
-      timeoutMs,
-    );
+  const timeoutMs = options.startTimeoutMs ?? 30_000;
+  const ready =
+    options.ports === undefined
+      ? await startLine(child, () => log, timeoutMs)
+      : await readyz(options.ports, () => spawnError ?? server.exitStatus(), timeoutMs);
+  if (ready instanceof Error) {
+    await server.kill();
+    throw new Error(`${ready.message}:\n${log}`);
+  }
+  const [restPort, grpcPort] = ready;
+  return Object.assign(server, { restPort, grpcPort, url: `http://127.0.0.1:${restPort}` });
+}
+
+/** The ports of the start line, or why there is none within `timeoutMs`. */
+function startLine(
+  child: ChildProcess,
+  log: () => string,
+  timeoutMs: number,
+): Promise<[number, number] | Error> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => done(new Error(`no start line within ${timeoutMs} ms`)), timeoutMs);
     const onData = () => {
-      const m = /eventsdb listening on ports (\d+) \(REST\) and (\d+) \(gRPC\)/.exec(log);
+      const m = START_LINE.exec(log());
       if (m) done([Number(m[1]), Number(m[2])]);
     };
     const onExit = (code: number | null, sig: NodeJS.Signals | null) =>
-      done(new Error(`the server exited before listening (code ${code}, signal ${sig}):\n${log}`));
+      done(new Error(`the server exited before listening (code ${code}, signal ${sig})`));
     const done = (result: [number, number] | Error) => {
       clearTimeout(timer);
       child.stdout?.off("data", onData);
@@ -160,12 +282,30 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
     child.stdout?.on("data", onData);
     child.once("exit", onExit);
   });
-  if (ports instanceof Error) {
-    await server.kill();
-    throw ports;
+}
+
+/** Polls GET /readyz until 200; an Error when the process is gone or `timeoutMs` passed. */
+async function readyz(
+  ports: { readonly rest: number; readonly grpc: number },
+  gone: () => Error | string | undefined,
+  timeoutMs: number,
+): Promise<[number, number] | Error> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const why = gone();
+    if (why !== undefined) return new Error(`the server exited before it was ready (${String(why)})`);
+    try {
+      const response = await fetch(`http://127.0.0.1:${ports.rest}/readyz`, {
+        signal: AbortSignal.timeout(2_000),
+      });
+      await response.arrayBuffer();
+      if (response.status === 200) return [ports.rest, ports.grpc];
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() >= deadline) return new Error(`GET /readyz did not answer 200 within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  const [restPort, grpcPort] = ports;
-  return Object.assign(server, { restPort, grpcPort, url: `http://127.0.0.1:${restPort}` });
 }
 
 /** SIGKILLs every server process still running (afterEach) and waits for them to exit. */

@@ -2,7 +2,10 @@ export {};
 
 declare module "vitest" {
   export interface ProvidedContext {
-    /** `mysql://root@127.0.0.1:PORT/eventsdb` of the MariaDB server started by test/global-setup.ts. */
-    mysqlUrl: string;
+    /**
+     * Where test workers ask test/global-setup.ts for the shared MariaDB (started on the first ask);
+     * absent in the unit tier (vitest.unit.config.ts), which has no MariaDB.
+     */
+    mariadbBroker: string | undefined;
   }
 }

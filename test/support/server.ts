@@ -43,9 +43,12 @@ export async function startTestServer(
 /**
  * Servers for the tests of one describe block, all closed after each test: first what the test
  * registered with `onCleanup` (last first: streams before the clients they run on), then the
- * servers.
+ * servers. `blockFlags` go to every server of the block, under the flags of each `start`.
  */
-export function serversPerTest(databaseUrl: () => string | Promise<string>) {
+export function serversPerTest(
+  databaseUrl: () => string | Promise<string>,
+  blockFlags: Readonly<Record<string, string>> = {},
+) {
   const servers: TestServer[] = [];
   const cleanups: (() => void)[] = [];
   afterEach(async () => {
@@ -54,7 +57,7 @@ export function serversPerTest(databaseUrl: () => string | Promise<string>) {
   });
   return {
     start: async (flags: Record<string, string> = {}): Promise<TestServer> => {
-      const t = await startTestServer(await databaseUrl(), flags);
+      const t = await startTestServer(await databaseUrl(), { ...blockFlags, ...flags });
       servers.push(t);
       return t;
     },

@@ -6,9 +6,9 @@ import {
   type ConnectPeer,
   connectPeer,
   GrpcJsClient,
-  metric,
   openConnectStream,
 } from "../support/grpc.js";
+import { metric } from "../support/metrics.js";
 import { serversPerTest, type TestServer } from "../support/server.js";
 import { RawStream, waitUntil } from "../support/sse.js";
 

@@ -7,14 +7,15 @@ import {
   CONNECT_KINDS,
   type ConnectPeer,
   connectPeer,
+  FAST_PATH_MODES,
   GrpcJsClient,
-  metric,
   openConnectStream,
   type ProtoCreateEventRequest,
   type ProtoStreamReply,
   type ProtoStreamRequest,
 } from "../support/grpc.js";
 import { appendConcurrently } from "../support/load.js";
+import { metric } from "../support/metrics.js";
 import { serversPerTest, type TestServer } from "../support/server.js";
 import { waitUntil } from "../support/sse.js";
 
@@ -36,8 +37,11 @@ function largestMessage(replies: readonly { events: readonly unknown[] }[]): num
   return Math.max(0, ...replies.map((reply) => reply.events.length));
 }
 
-describe.each(DIALECTS)("gRPC on $name", (dialect) => {
-  const { start, onCleanup } = serversPerTest(() => dialect.url());
+/** Every test on both stores, with the unary fast path and without: the answers must not differ. */
+const SERVERS = DIALECTS.flatMap((dialect) => FAST_PATH_MODES.map((mode) => ({ dialect, ...mode })));
+
+describe.each(SERVERS)("gRPC on $dialect.name, fast path $fastPath", ({ dialect, flags }) => {
+  const { start, onCleanup } = serversPerTest(() => dialect.url(), flags);
 
   const grpcJs = (port: number, ownConnection = false) => {
     const client = new GrpcJsClient(port, ownConnection);

@@ -2,6 +2,7 @@ import http2 from "node:http2";
 import { CloudEvent, emitterFor, HTTP, httpTransport, Mode } from "cloudevents";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DIALECTS } from "../support/dialects.js";
+import { scrapeMetrics } from "../support/metrics.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 
 const JSON_HEADERS = { "content-type": "application/json" };
@@ -331,7 +332,7 @@ describe.each(DIALECTS)("REST on $name", (dialect) => {
         checks: { store: { status: "ok", dialect: dialect.name }, writer: { status: "ok" } },
       },
     });
-    const metrics = await (await fetch(`${t.url}/metrics`)).text();
+    const metrics = (await scrapeMetrics(t.url)).text;
     expect(metrics).toMatch(/app_event_operations_total\{operation="create_event",status="success"\} [1-9]/);
     expect(metrics).toMatch(/app_event_operations_total\{operation="create_event",status="error"\} [1-9]/);
     expect(metrics).toContain("app_event_operation_duration_seconds_bucket");

@@ -2,6 +2,7 @@ import { EventSource } from "eventsource";
 import { describe, expect, it } from "vitest";
 import { DIALECTS } from "../support/dialects.js";
 import { appendConcurrently } from "../support/load.js";
+import { metric } from "../support/metrics.js";
 import { serversPerTest, type TestServer } from "../support/server.js";
 import { openStream, RawStream, waitUntil } from "../support/sse.js";
 
@@ -17,14 +18,8 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
     expect(res.status).toBe(200);
     return ((await res.json()) as { id: number }).id;
   };
-  const gauge = async (t: TestServer) => {
-    const text = await (await fetch(`${t.url}/metrics`)).text();
-    return Number(/^app_active_event_streams (\d+)$/m.exec(text)?.[1]);
-  };
-  const counter = async (t: TestServer, name: string) => {
-    const text = await (await fetch(`${t.url}/metrics`)).text();
-    return Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1]);
-  };
+  const gauge = (t: TestServer) => metric(t.url, "app_active_event_streams");
+  const counter = (t: TestServer, name: string) => metric(t.url, name);
 
   it("sends headers and retry at once, then catch-up, then live events, with no event field", async () => {
     const t = await start();

@@ -6,7 +6,8 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, describe, expect, it } from "vitest";
 import { tokenDigest } from "../../src/auth/tokens.js";
 import { REVOKED_COMMENT } from "../../src/transports/http/sse.js";
-import { CONNECT_KINDS, connectPeer, GrpcJsClient, metric, openConnectStream } from "../support/grpc.js";
+import { CONNECT_KINDS, connectPeer, GrpcJsClient, openConnectStream } from "../support/grpc.js";
+import { metric, scrapeMetrics } from "../support/metrics.js";
 import { serversPerTest, type TestServer } from "../support/server.js";
 import { openStream, waitUntil } from "../support/sse.js";
 
@@ -196,8 +197,8 @@ describe("--max-streams-per-client", () => {
     const other = await openStream(`${t.url}/events/stream?subject=c`, bearer(OTHER));
     onCleanup(other.close);
     expect(other.response.status).toBe(200);
-    const text = await (await fetch(`${t.url}/metrics`, { headers: bearer(READER) })).text();
-    expect(text).toMatch(/^eventsdb_stream_refusals_total\{limit="max_streams_per_client"\} 7$/m);
+    const metrics = await scrapeMetrics(t.url, { headers: bearer(READER) });
+    expect(metrics.value("eventsdb_stream_refusals_total", { limit: "max_streams_per_client" })).toBe(7);
     // A closed stream frees its slot.
     first.close();
     await waitUntil(

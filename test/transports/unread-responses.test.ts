@@ -5,6 +5,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { StreamEventsFromSubjectRequestSchema } from "../../src/gen/grpc/eventsdb_pb.js";
 import { DIALECTS } from "../support/dialects.js";
+import { scrapeMetrics } from "../support/metrics.js";
 import { serversPerTest, type TestServer } from "../support/server.js";
 import { waitUntil } from "../support/sse.js";
 
@@ -15,12 +16,7 @@ const FLAGS = { "write-timeout": "2", "connection-buffer-bytes": String(2 * 1024
 
 /** app_event_operations_total{operation, status}. */
 async function operations(t: TestServer, operation: string, status: string): Promise<number> {
-  const text = await (await fetch(`${t.url}/metrics`)).text();
-  const line = new RegExp(
-    `^app_event_operations_total\\{operation="${operation}",status="${status}"\\} (\\d+)$`,
-    "m",
-  );
-  return Number(line.exec(text)?.[1] ?? 0);
+  return (await scrapeMetrics(t.url)).counter("app_event_operations_total", { operation, status });
 }
 
 /** gRPC length-prefixed message. */

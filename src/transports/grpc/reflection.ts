@@ -18,8 +18,8 @@ type Response = MessageInitShape<typeof v1.ServerReflectionResponseSchema>;
 /**
  * gRPC server reflection (v1 and v1alpha) for every service on this router, so grpcurl, buf curl
  * and grpcui can call grpc.EventsDB without a copy of the .proto. There is no npm package for this
- * on Connect (see DESIGN); the protocol is small enough to answer straight from the descriptors
- * protoc-gen-es embeds in src/gen.
+ * on Connect; the protocol is small enough to answer straight from the descriptors protoc-gen-es
+ * embeds in src/gen.
  *
  * What is served is read from the router on the first request, not at registration, so services
  * registered after this one are listed too and the list cannot drift from what the router serves.

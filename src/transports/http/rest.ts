@@ -25,7 +25,7 @@ const CE_BATCH = "application/cloudevents-batch+json";
 const JSON_LIKE = new Set(["", "application/json", "application/x-www-form-urlencoded", "text/plain"]);
 
 /**
- * The REST surface (DESIGN §6): Events DB's paths unchanged, plus the CloudEvents HTTP content
+ * The REST surface: Events DB's paths unchanged, plus the CloudEvents HTTP content
  * modes, keyset pages, delete and subjects. Registered in its own scope: its catch-all body parser
  * (raw bytes, the mode is chosen per request) must not leak into other transports.
  */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseResult } from "../../bench/h2load.js";
+import { parseResult } from "../../../bench/h2load.js";
 
 // The summary h2load (nghttp2 1.52) prints for a timing-based run, and its per-request log.
 const OUTPUT = `starting benchmark...

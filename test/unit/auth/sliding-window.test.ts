@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SlidingWindow } from "../../src/auth/sliding-window.js";
+import { SlidingWindow } from "../../../src/auth/sliding-window.js";
 
 /** The limiter of --rate-limit and the failed-authentication throttle, on a stepped clock. */
 describe("SlidingWindow", () => {

@@ -1,12 +1,12 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { NewEvent, StoredEvent } from "../../src/events/event.js";
-import type { EventLog } from "../../src/events/event-log.js";
-import { Writer } from "../../src/events/writer.js";
-import { Metrics } from "../../src/metrics.js";
-import type { EventRepository } from "../../src/storage/repository.js";
-import { DIALECTS } from "../support/dialects.js";
-import { newEvent } from "../support/events.js";
-import { openTestStore } from "../support/server.js";
+import type { NewEvent, StoredEvent } from "../../../src/events/event.js";
+import type { EventLog } from "../../../src/events/event-log.js";
+import { Writer } from "../../../src/events/writer.js";
+import { Metrics } from "../../../src/metrics.js";
+import type { EventRepository } from "../../../src/storage/repository.js";
+import { DIALECTS } from "../../support/dialects.js";
+import { newEvent } from "../../support/events.js";
+import { openTestStore } from "../../support/server.js";
 
 function event(subject: string, data = "x", ceId?: string): NewEvent {
   return newEvent(subject, { source: "w", type: "t", ceId, data: Buffer.from(data) });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { FailureLog } from "../src/failure-log.js";
-import type { Logger } from "../src/log.js";
+import { FailureLog } from "../../src/failure-log.js";
+import type { Logger } from "../../src/log.js";
 
 function recorder() {
   const lines: { level: string; message: string; bindings: Record<string, unknown> }[] = [];

@@ -1,11 +1,11 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { NewEvent, Page } from "../../src/events/event.js";
-import type { EventLog } from "../../src/events/event-log.js";
-import { CommitFeed } from "../../src/hub/feed.js";
-import { DIALECTS } from "../support/dialects.js";
-import { newEvent } from "../support/events.js";
-import { openTestStore } from "../support/server.js";
-import { waitUntil } from "../support/sse.js";
+import type { NewEvent, Page } from "../../../src/events/event.js";
+import type { EventLog } from "../../../src/events/event-log.js";
+import { CommitFeed } from "../../../src/hub/feed.js";
+import { DIALECTS } from "../../support/dialects.js";
+import { newEvent } from "../../support/events.js";
+import { openTestStore } from "../../support/server.js";
+import { waitUntil } from "../../support/sse.js";
 
 const event = (subject: string): NewEvent => newEvent(subject);
 

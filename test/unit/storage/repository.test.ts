@@ -1,12 +1,12 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { loadConfig } from "../../src/config.js";
-import type { NewEvent } from "../../src/events/event.js";
-import type { EventLog } from "../../src/events/event-log.js";
-import { loadMigrations, migrate } from "../../src/storage/migrate.js";
-import { openDialect } from "../../src/storage/open.js";
-import { DIALECTS } from "../support/dialects.js";
-import { newEvent } from "../support/events.js";
-import { openTestStore } from "../support/server.js";
+import { loadConfig } from "../../../src/config.js";
+import type { NewEvent } from "../../../src/events/event.js";
+import type { EventLog } from "../../../src/events/event-log.js";
+import { loadMigrations, migrate } from "../../../src/storage/migrate.js";
+import { openDialect } from "../../../src/storage/open.js";
+import { DIALECTS } from "../../support/dialects.js";
+import { newEvent } from "../../support/events.js";
+import { openTestStore } from "../../support/server.js";
 
 const event = newEvent;
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, parseDatabaseUrl, SERVE_OPTIONS } from "../src/config.js";
+import { ConfigError, loadConfig, parseDatabaseUrl, SERVE_OPTIONS } from "../../src/config.js";
 
 describe("configuration", () => {
   it("has the seed's defaults and SQLite at ./data/events.db without any MySQL setting", () => {

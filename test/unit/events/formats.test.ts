@@ -1,12 +1,12 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import type { StoredEvent } from "../../src/events/event.js";
+import type { StoredEvent } from "../../../src/events/event.js";
 import {
   simpleJsonParts,
   structuredJsonParts,
   toSimpleJson,
   toStructuredJson,
-} from "../../src/events/formats.js";
+} from "../../../src/events/formats.js";
 
 const optional = <T>(arb: fc.Arbitrary<T>) => fc.option(arb, { nil: undefined });
 

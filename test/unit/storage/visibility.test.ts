@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { EventFilter } from "../../src/events/event.js";
-import type { EventLog } from "../../src/events/event-log.js";
-import { DIALECTS } from "../support/dialects.js";
-import { newEvent } from "../support/events.js";
-import { openTestStore } from "../support/server.js";
+import type { EventFilter } from "../../../src/events/event.js";
+import type { EventLog } from "../../../src/events/event-log.js";
+import { DIALECTS } from "../../support/dialects.js";
+import { newEvent } from "../../support/events.js";
+import { openTestStore } from "../../support/server.js";
 
 // What every stream relies on: ids are handed out in commit order across processes, so a reader
 // paging by id never sees an id appear behind its cursor. If one could (a later commit visible

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { canWrite, covers, readableFilter, TokenRegistry, tokenDigest } from "../../src/auth/tokens.js";
+import { canWrite, covers, readableFilter, TokenRegistry, tokenDigest } from "../../../src/auth/tokens.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "eventsdb-auth-"));
 const sha = (token: string) => tokenDigest(token).toString("hex");

@@ -6,8 +6,8 @@ import {
   objectMembers,
   type Span,
   valueSpan,
-} from "../../src/events/json-text.js";
-import { jsonText, paddedJsonText } from "../support/json-text.js";
+} from "../../../src/events/json-text.js";
+import { jsonText, paddedJsonText } from "../../support/json-text.js";
 
 const SEED = Number(process.env.FC_SEED ?? 20261124);
 const params = { seed: SEED, numRuns: Number(process.env.FC_RUNS ?? 500) };

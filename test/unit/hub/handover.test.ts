@@ -1,12 +1,12 @@
 import fc from "fast-check";
 import { describe, expect, it, vi } from "vitest";
-import { loadConfig } from "../../src/config.js";
-import type { EventFilter, Page, PageQuery, StoredEvent } from "../../src/events/event.js";
-import { CommitFeed } from "../../src/hub/feed.js";
-import { Hub } from "../../src/hub/hub.js";
-import type { Subscription } from "../../src/hub/subscription.js";
-import { Metrics } from "../../src/metrics.js";
-import { newEvent } from "../support/events.js";
+import { loadConfig } from "../../../src/config.js";
+import type { EventFilter, Page, PageQuery, StoredEvent } from "../../../src/events/event.js";
+import { CommitFeed } from "../../../src/hub/feed.js";
+import { Hub } from "../../../src/hub/hub.js";
+import type { Subscription } from "../../../src/hub/subscription.js";
+import { Metrics } from "../../../src/metrics.js";
+import { newEvent } from "../../support/events.js";
 
 // The handover between paging and live delivery is where a lost or doubled event would come
 // from: a subscription registers, pages from the store, takes its buffered live events past its

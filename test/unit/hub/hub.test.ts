@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { loadConfig } from "../../src/config.js";
-import { eventSize, type Page, type PageQuery, type StoredEvent } from "../../src/events/event.js";
-import { Hub } from "../../src/hub/hub.js";
-import { SubjectIndex } from "../../src/hub/subject-index.js";
-import { Metrics } from "../../src/metrics.js";
-import { newEvent } from "../support/events.js";
+import { loadConfig } from "../../../src/config.js";
+import { eventSize, type Page, type PageQuery, type StoredEvent } from "../../../src/events/event.js";
+import { Hub } from "../../../src/hub/hub.js";
+import { SubjectIndex } from "../../../src/hub/subject-index.js";
+import { Metrics } from "../../../src/metrics.js";
+import { newEvent } from "../../support/events.js";
 
 /** An in-memory log standing in for the store: what is "committed" is readable by pages. */
 class MemoryLog {
