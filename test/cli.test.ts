@@ -45,7 +45,7 @@ describe("eventsdb command line", () => {
   it("still names each option's environment variable in --help", async () => {
     const result = await run(["serve", "--help"]);
     expect(result.code).toBe(0);
-    expect(result.stdout.replace(/\s+/g, " ")).toContain("(default: 8080, env: REST_PORT)");
+    expect(result.out.replace(/\s+/g, " ")).toContain("(default: 8080, env: REST_PORT)");
   });
 
   it("exits 2 on an unknown option", async () => {
