@@ -107,6 +107,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics,
     outbound,
     pump,
+    pipeline,
     extraRoutes: (router) => {
       healthRoutes(router, () => eventLog.readiness());
       reflectionRoutes(router);

@@ -8,6 +8,7 @@ import {
   CreateEventRequestSchema,
   type CreateEventsReply,
   CreateEventsReplySchema,
+  type CreateEventsRequest,
   CreateEventsRequestSchema,
   type Event,
   EventSchema,
@@ -48,20 +49,26 @@ export function toNewEvents(requests: readonly CreateEventRequest[], limits: Lim
 
 /** The events of a binary CreateEvent (`batch` false) or CreateEvents message, validated. */
 export function decodeAppend(batch: boolean, message: Uint8Array, limits: Limits): NewEvent[] {
-  if (batch) return toNewEvents(parse(() => fromBinary(CreateEventsRequestSchema, message)).events, limits);
-  return [
-    toNewEvent(
-      parse(() => fromBinary(CreateEventRequestSchema, message)),
-      limits,
-    ),
-  ];
+  if (batch) return toNewEvents(parseAppend(true, message).events, limits);
+  return [toNewEvent(parseAppend(false, message), limits)];
 }
 
+/** The protobuf of CreateEvents (`batch`) or CreateEvent, not yet validated. */
+export function parseAppend(batch: true, message: Uint8Array): CreateEventsRequest;
+export function parseAppend(batch: false, message: Uint8Array): CreateEventRequest;
+export function parseAppend(batch: boolean, message: Uint8Array): CreateEventRequest | CreateEventsRequest;
+export function parseAppend(batch: boolean, message: Uint8Array): CreateEventRequest | CreateEventsRequest {
+  return batch
+    ? parse(() => fromBinary(CreateEventsRequestSchema, message))
+    : parse(() => fromBinary(CreateEventRequestSchema, message));
+}
+
+/** Not protobuf: worded as the Connect library words it, with the code its contract promises. */
 function parse<T>(decode: () => T): T {
   try {
     return decode();
-  } catch {
-    throw invalidArgument("the request message is not valid protobuf");
+  } catch (error) {
+    throw invalidArgument(`parse binary: ${error instanceof Error ? error.message : String(error)}`);
   }
 }
 

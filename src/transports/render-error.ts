@@ -1,4 +1,5 @@
 import { constants, type Http2ServerRequest, type ServerHttp2Stream } from "node:http2";
+import { ConnectError } from "@connectrpc/connect";
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { EventsDbError, invalidArgument } from "../errors.js";
@@ -99,7 +100,7 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: E
  */
 export function sendGrpcError(
   stream: ServerHttp2Stream,
-  error: EventsDbError,
+  error: EventsDbError | ConnectError,
   contentType = "application/grpc",
 ): void {
   if (stream.destroyed || stream.closed) return;
@@ -113,9 +114,14 @@ export function sendGrpcError(
 
 /**
  * The status fields of a gRPC or gRPC-Web error: grpc-status, grpc-message and, when the client
- * should wait, grpc-retry-pushback-ms (the server pushback of gRPC's retry design, gRFC A6).
+ * should wait, grpc-retry-pushback-ms (the server pushback of gRPC's retry design, gRFC A6). A
+ * ConnectError is an error of the gRPC wire itself (the fast path's framing), which has no
+ * domain code.
  */
-export function grpcStatus(error: EventsDbError): Record<string, string> {
+export function grpcStatus(error: EventsDbError | ConnectError): Record<string, string> {
+  if (error instanceof ConnectError) {
+    return { "grpc-status": String(error.code), "grpc-message": encodeGrpcMessage(error.rawMessage) };
+  }
   const fields: Record<string, string> = {
     "grpc-status": String(connectCode(error.code)),
     "grpc-message": encodeGrpcMessage(error.message),

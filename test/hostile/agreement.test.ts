@@ -46,11 +46,7 @@ describe("the unary gRPC fast path answers as the Connect path does", () => {
       return { ids: await invoke(grpc, request) };
     } catch (error) {
       const failure = ConnectError.from(error);
-      // An over-limit message is refused before it is decoded. The Connect library words that
-      // refusal itself ("larger than configured readMaxBytes"), the fast path names the flag:
-      // the code must agree, the words need not (yet).
-      const message = failure.code === Code.ResourceExhausted ? "(over a limit)" : failure.rawMessage;
-      return { code: Code[failure.code], message };
+      return { code: Code[failure.code], message: failure.rawMessage };
     }
   };
 

@@ -19,7 +19,9 @@ import { startTestServer, type TestServer } from "../support/server.js";
  */
 
 /** The published plugin alone, with a CreateEvent that answers what it was given as its error. */
-async function upstreamOnly(options: { jsonOptions?: object } = {}): Promise<FastifyInstance> {
+async function upstreamOnly(
+  options: { jsonOptions?: object; readMaxBytes?: number } = {},
+): Promise<FastifyInstance> {
   const app = Fastify();
   await app.register(fastifyConnectPlugin, {
     ...options,
@@ -79,6 +81,17 @@ describe("upstream @connectrpc/connect-fastify, as the adapter's overrides assum
     expect(failure?.code).toBe(Code.Internal);
   });
 
+  it("names the size limit by its option, readMaxBytes, in a RESOURCE_EXHAUSTED (HTTP 429)", async () => {
+    const small = await upstreamOnly({ readMaxBytes: 16 });
+    try {
+      const answer = await connectCall(small, JSON.stringify({ source: "x".repeat(64) }));
+      expect([answer.status, answer.error.code]).toEqual([429, "resource_exhausted"]);
+      expect(answer.error.message).toMatch(/is larger than configured readMaxBytes 16$/);
+    } finally {
+      await small.close();
+    }
+  });
+
   it("percent-encodes grpc-message with encodeURIComponent (grpc-js shows `a%2Fb`)", () => {
     const trailer = setTrailerStatus(new Headers(), new ConnectError("a/b", Code.NotFound));
     expect(trailer.get("grpc-message")).toBe("a%2Fb");
@@ -121,7 +134,7 @@ describe("upstream @connectrpc/connect-fastify, as the adapter's overrides assum
 describe("the Connect adapter", () => {
   let t: TestServer;
   beforeAll(async () => {
-    t = await startTestServer("sqlite::memory:");
+    t = await startTestServer("sqlite::memory:", { "max-body-bytes": "1024" });
   });
   afterAll(async () => {
     await t.close();
@@ -204,6 +217,24 @@ describe("the Connect adapter", () => {
     };
     expect(end.error.code).toBe("invalid_argument");
     expect(end.error.message).toMatch(/^parse binary: /);
+  });
+
+  it.each([
+    ["Connect", "application/json", Buffer.from(JSON.stringify({ source: "x".repeat(2048) }))],
+    ["gRPC-Web", "application/grpc-web+proto", grpcMessage(Buffer.alloc(2048))],
+    ["a Connect stream", "application/connect+proto", grpcMessage(Buffer.alloc(2048))],
+  ])("names --max-body-bytes when a %s message is over it", async (_name, type, body) => {
+    const answer = await post(
+      type === "application/connect+proto"
+        ? "/grpc.EventsDB/StreamEventsFromSubject"
+        : "/grpc.EventsDB/CreateEvent",
+      body,
+      { "content-type": type },
+    );
+    const text = answer.body.toString("latin1");
+    expect(text).toMatch(/message size \d+ is larger than --max-body-bytes 1024/);
+    expect(text).toMatch(/resource_exhausted|grpc-status: ?8/);
+    if (type === "application/json") expect(answer.status).toBe(429);
   });
 
   it("answers a well-formed call as before", async () => {

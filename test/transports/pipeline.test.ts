@@ -115,6 +115,44 @@ describe.each([
     ]);
   });
 
+  it("logs a handler's bug with its stack on every transport and answers internal without detail", async () => {
+    const headers = { authorization: `Bearer ${TOKEN}` };
+    const { eventLog } = t.server;
+    const bug = () => Promise.reject(new Error("bug: the store is broken"));
+    const failed = () => t.lines.filter((line) => line.msg === "request failed");
+    const before = failed().length;
+    Object.assign(eventLog, { get: bug, append: bug });
+    try {
+      const rest = await fetch(`${t.url}/events/1`, { headers });
+      expect([rest.status, await rest.json()]).toEqual([
+        500,
+        { error: { code: "internal", message: "internal error" } },
+      ]);
+      const connect = await fetch(`${t.url}/grpc.EventsDB/GetEventByID`, {
+        method: "POST",
+        headers: { ...headers, "content-type": "application/json" },
+        body: '{"id":"1"}',
+      });
+      expect([connect.status, await connect.json()]).toEqual([
+        500,
+        { code: "internal", message: "internal error" },
+      ]);
+      // gRPC: CreateEvent goes the fast path when it is on, the Connect path when it is off.
+      const grpc = await rawGrpcCall(t.grpcUrl, CREATE_EVENT, grpcMessage(VALID), headers);
+      expect([grpc.grpcStatus, decodeURIComponent(grpc.rawMessage ?? "")]).toEqual(["13", "internal error"]);
+      await expect.poll(() => failed().length).toBe(before + 3);
+      for (const line of failed().slice(before)) {
+        expect(line.err).toMatchObject({
+          message: "bug: the store is broken",
+          stack: expect.stringContaining("Error"),
+        });
+      }
+    } finally {
+      delete (eventLog as unknown as Record<string, unknown>).get;
+      delete (eventLog as unknown as Record<string, unknown>).append;
+    }
+  });
+
   it("opens and closes SSE and gRPC streams through one pump: the same log lines", async () => {
     const headers = { authorization: `Bearer ${TOKEN}` };
     const sse = new AbortController();

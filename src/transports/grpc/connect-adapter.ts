@@ -11,6 +11,7 @@ import {
   type UniversalServerRequest,
   type UniversalServerResponse,
 } from "@connectrpc/connect/protocol";
+import { codeFromString, codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
@@ -91,24 +92,27 @@ function withDecompressFailuresAsInvalid(compression: Compression): Compression 
 }
 
 /**
- * Upstream answers a request message that is not protobuf with INTERNAL "parse binary: …", though
- * its Serialization.parse promises INVALID_ARGUMENT (connect-go's answer): corrected where each
- * protocol carries its status. gRPC and gRPC-Web also get grpc-message as the gRPC spec encodes it:
- * upstream's encodeURIComponent reaches grpc-js (decodeURI) as `orders%2F1`.
+ * Two upstream answers corrected where each protocol carries its status:
+ * - a request message that is not protobuf is INTERNAL "parse binary: …", though upstream's own
+ *   Serialization.parse promises INVALID_ARGUMENT (connect-go's answer);
+ * - a message over the size limit names `readMaxBytes`, an option the user never set: it names
+ *   --max-body-bytes, as the fast path and REST do.
+ * gRPC and gRPC-Web also get grpc-message as the gRPC spec encodes it: upstream's
+ * encodeURIComponent reaches grpc-js (decodeURI) as `orders%2F1`.
  */
 function withClientErrorsAsInvalid(handler: UniversalHandler): UniversalHandler {
   const corrected = async (request: UniversalServerRequest): Promise<UniversalServerResponse> => {
     const response = await handler(request);
     const { body, trailer } = response;
     if (body === undefined) return response;
-    if (response.status === 500 && !response.header?.has("content-encoding")) {
+    if (CONNECT_ERROR_STATUSES.has(response.status) && !response.header?.has("content-encoding")) {
       // Connect unary: the error is the whole (small) JSON body.
       const chunks: Uint8Array[] = [];
       for await (const chunk of body) chunks.push(chunk);
       const error = correctedConnectError(Buffer.concat(chunks), (json) => json);
       if (error === undefined) return { ...response, body: createAsyncIterable(chunks) };
-      response.header?.set("content-length", String(error.length));
-      return { ...response, status: 400, body: createAsyncIterable([error]) };
+      response.header?.set("content-length", String(error.json.length));
+      return { ...response, status: codeToHttpStatus(error.code), body: createAsyncIterable([error.json]) };
     }
     const type = response.header?.get("content-type") ?? "";
     const envelopes = async function* (chunks: AsyncIterable<Uint8Array>) {
@@ -121,9 +125,26 @@ function withClientErrorsAsInvalid(handler: UniversalHandler): UniversalHandler 
   return Object.assign(corrected, handler);
 }
 
-const PARSE_FAILURE = "parse binary:";
+/** The HTTP statuses of the Connect unary errors corrected (INTERNAL and RESOURCE_EXHAUSTED). */
+const CONNECT_ERROR_STATUSES: ReadonlySet<number> = new Set(
+  [Code.Internal, Code.ResourceExhausted].map(codeToHttpStatus),
+);
+
 /** The flag of the Connect protocol's end-of-stream message. */
 const END_STREAM = 0b10;
+
+/** The corrected code and message of an upstream error, or undefined when it stands. */
+function correction(code: Code, message: string): { code: Code; message: string } | undefined {
+  if (code === Code.Internal && message.startsWith("parse binary:"))
+    return { code: Code.InvalidArgument, message };
+  if (code === Code.ResourceExhausted && message.includes(READ_MAX_BYTES)) {
+    return { code, message: message.replace(READ_MAX_BYTES, "--max-body-bytes") };
+  }
+  return undefined;
+}
+
+/** How upstream names the size limit (protocol/limit-io.js). */
+const READ_MAX_BYTES = "configured readMaxBytes";
 
 /** A message of a streaming protocol: the gRPC-Web trailer or the Connect end of stream corrected. */
 function correctedEnvelope(type: string, chunk: Uint8Array): Uint8Array {
@@ -132,27 +153,33 @@ function correctedEnvelope(type: string, chunk: Uint8Array): Uint8Array {
   }
   if (type.startsWith("application/connect+") && chunk[0] === END_STREAM) {
     const end = correctedConnectError(chunk.subarray(5), (json) => (json as { error?: unknown }).error);
-    return end === undefined ? chunk : encodeEnvelope(END_STREAM, end);
+    return end === undefined ? chunk : encodeEnvelope(END_STREAM, end.json);
   }
   return chunk;
 }
 
-/** gRPC / gRPC-Web status fields with the parse failure's code corrected and grpc-message re-encoded. */
+/** gRPC / gRPC-Web status fields corrected, and grpc-message re-encoded. */
 function correctGrpcStatus(fields: Headers): Headers {
   const encoded = fields.get("grpc-message");
   if (encoded === null) return fields;
-  const message = decodeURIComponent(encoded);
-  if (fields.get("grpc-status") === String(Code.Internal) && message.startsWith(PARSE_FAILURE))
-    fields.set("grpc-status", String(Code.InvalidArgument));
-  fields.set("grpc-message", encodeGrpcMessage(message));
+  const found = correction(Number(fields.get("grpc-status")), decodeURIComponent(encoded));
+  if (found !== undefined) fields.set("grpc-status", String(found.code));
+  fields.set("grpc-message", encodeGrpcMessage(found?.message ?? decodeURIComponent(encoded)));
   return fields;
 }
 
-/** Connect's error JSON (`error` finds it in the document) rewritten; undefined if it is not the parse failure. */
-function correctedConnectError(bytes: Uint8Array, error: (json: unknown) => unknown): Buffer | undefined {
+/** Connect's error JSON (`error` finds it in the document) corrected; undefined if it stands. */
+function correctedConnectError(
+  bytes: Uint8Array,
+  error: (json: unknown) => unknown,
+): { code: Code; json: Buffer } | undefined {
   const json: unknown = JSON.parse(Buffer.from(bytes).toString("utf8"));
   const found = error(json) as { code?: string; message?: string } | undefined;
-  if (found?.code !== "internal" || found.message?.startsWith(PARSE_FAILURE) !== true) return undefined;
-  found.code = "invalid_argument";
-  return Buffer.from(JSON.stringify(json));
+  const code = codeFromString(found?.code ?? "");
+  if (found === undefined || code === undefined) return undefined;
+  const fixed = correction(code, found.message ?? "");
+  if (fixed === undefined) return undefined;
+  found.code = codeToString(fixed.code);
+  found.message = fixed.message;
+  return { code: fixed.code, json: Buffer.from(JSON.stringify(json)) };
 }

@@ -1,9 +1,9 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { toBinary } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { ANYONE, type Principal } from "../../auth/tokens.js";
-import { EventsDbError, invalidArgument } from "../../errors.js";
-import { appendReply, decodeAppend } from "../../events/proto.js";
+import { EventsDbError } from "../../errors.js";
+import { appendReply, decodeAppend, parseAppend } from "../../events/proto.js";
 import { CreateEventReplySchema, CreateEventsReplySchema } from "../../gen/grpc/eventsdb_pb.js";
 import { type AppendDeps, append } from "../append.js";
 import type { Pipeline } from "../pipeline.js";
@@ -45,7 +45,7 @@ export function grpcFastPath(
     const call: Call = { path, started: performance.now(), principal: undefined };
     const batch = path === CREATE_EVENTS;
     // Read from the start: a body that ends before anyone listens would end unseen.
-    const message = readMessage(stream, deps.eventLog.limits.maxBodyBytes);
+    const message = readMessage(stream, deps.eventLog.limits.maxBodyBytes, batch);
     const reply = pipeline.admit(pipeline.streamRequest(stream, headers)).then(async (principal) => {
       call.principal = principal;
       const body = await message;
@@ -97,10 +97,11 @@ async function respond(
       grpcStatus = 0;
     }
   } catch (error) {
-    const domain = pipeline.failure(error);
+    // A ConnectError is the wire's own (framing); anything else goes through the pipeline.
+    const failure = error instanceof ConnectError ? error : pipeline.failure(error);
     // An over-limit message is still arriving: sendGrpcError then resets the stream (NO_ERROR).
-    sendGrpcError(stream, domain);
-    grpcStatus = connectCode(domain.code);
+    sendGrpcError(stream, failure);
+    grpcStatus = failure instanceof ConnectError ? failure.code : connectCode(failure.code);
   }
   pipeline.logLine({
     method: "POST",
@@ -123,11 +124,13 @@ export function grpcFrame(message: Uint8Array): Buffer {
 
 /**
  * The one length-prefixed message of a unary call (gRPC over HTTP/2, "Length-Prefixed-Message").
- * Beyond the size limit it stops reading and fails at once. Never an unhandled rejection: a call
- * refused before its message is read answers the refusal and leaves this one unawaited.
+ * Beyond the size limit it stops reading and fails at once. A body that is not exactly one
+ * uncompressed message fails with the gRPC wire's own error ({@link wireError}). Never an
+ * unhandled rejection: a call refused before its message is read answers the refusal and leaves
+ * this one unawaited.
  */
-function readMessage(stream: ServerHttp2Stream, maxBytes: number): Promise<Uint8Array> {
-  let done!: (error: EventsDbError | undefined, message?: Uint8Array) => void;
+function readMessage(stream: ServerHttp2Stream, maxBytes: number, batch: boolean): Promise<Uint8Array> {
+  let done!: (error: Error | undefined, message?: Uint8Array) => void;
   const read = new Promise<Uint8Array>((resolve, reject) => {
     done = (error, message) => (error === undefined ? resolve(message as Uint8Array) : reject(error));
   });
@@ -141,27 +144,63 @@ function readMessage(stream: ServerHttp2Stream, maxBytes: number): Promise<Uint8
       stream.off("data", onData);
       stream.off("end", onEnd);
       stream.on("data", ignore);
-      done(
-        new EventsDbError(
-          "resource_exhausted",
-          `message size ${size - 5} is larger than --max-body-bytes ${maxBytes}`,
-        ),
-      );
+      done(overLimit(size - 5, maxBytes));
       return;
     }
     chunks.push(chunk);
   };
   const onEnd = () => {
     const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-    if (body.length < 5) return done(invalidArgument("a gRPC request needs one length-prefixed message"));
-    if (body[0] !== 0) return done(invalidArgument("a compressed message needs a grpc-encoding"));
-    const length = body.readUInt32BE(1);
-    if (body.length !== 5 + length) {
-      return done(invalidArgument("a unary gRPC request carries exactly one message"));
+    try {
+      done(undefined, oneMessage(body, batch));
+    } catch (error) {
+      done(error as Error);
     }
-    done(undefined, body.subarray(5));
   };
   stream.on("data", onData);
   stream.on("end", onEnd);
   return read;
+}
+
+/** The message over --max-body-bytes, worded as the Connect adapter words it. */
+function overLimit(size: number, maxBytes: number): EventsDbError {
+  return new EventsDbError(
+    "resource_exhausted",
+    `message size ${size} is larger than --max-body-bytes ${maxBytes}`,
+  );
+}
+
+/**
+ * The message of a unary request body, or the error the Connect path (upstream's envelope reader
+ * and unary handler) throws for the same body, in the same order: it parses the first message
+ * before it reads a second. The gRPC status codes document counts zero or two messages as a
+ * cardinality violation (UNIMPLEMENTED); a cut envelope is the client's (INVALID_ARGUMENT); a
+ * compressed flag without a grpc-encoding cannot be read (INTERNAL, as grpc-go answers too).
+ */
+function oneMessage(body: Buffer, batch: boolean): Uint8Array {
+  if (body.length === 0)
+    throw wireError("protocol error: missing input message for unary method", Code.Unimplemented);
+  const message = envelope(body);
+  const end = 5 + message.length;
+  if (body.length > end) {
+    parseAppend(batch, message);
+    envelope(body.subarray(end));
+    throw wireError("protocol error: received extra input message for unary method", Code.Unimplemented);
+  }
+  return message;
+}
+
+/** The first uncompressed envelope's message. */
+function envelope(body: Buffer): Uint8Array {
+  if (body.length < 5 || body.length < 5 + body.readUInt32BE(1)) {
+    throw wireError("protocol error: incomplete envelope", Code.InvalidArgument);
+  }
+  if (body[0] !== 0)
+    throw wireError("received compressed envelope, but do not know how to decompress", Code.Internal);
+  return body.subarray(5, 5 + body.readUInt32BE(1));
+}
+
+/** A failure of the gRPC wire itself, not of the request's content: it has no domain code. */
+function wireError(message: string, code: Code): ConnectError {
+  return new ConnectError(message, code);
 }

@@ -12,7 +12,6 @@ import {
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { ANYONE, type Principal } from "../../auth/tokens.js";
 import type { Config } from "../../config.js";
-import { EventsDbError } from "../../errors.js";
 import { DEFAULT_PAGE_LIMIT } from "../../events/event-log.js";
 import { appendReply, toFilter, toNewEvent, toNewEvents, toProto, toSafeId } from "../../events/proto.js";
 import {
@@ -25,6 +24,7 @@ import type { CloseReason } from "../../hub/subscription.js";
 import type { Operation } from "../../metrics.js";
 import { type AppendDeps, append } from "../append.js";
 import type { Outbound } from "../outbound.js";
+import type { Pipeline } from "../pipeline.js";
 import { connectCode } from "../status.js";
 import type { StreamPump } from "../stream-pump.js";
 import { connectAdapter } from "./connect-adapter.js";
@@ -35,6 +35,8 @@ export interface ConnectDeps extends AppendDeps {
   readonly outbound: Outbound;
   /** Opens server streams, logs them, measures delivery lag (shared with SSE). */
   readonly pump: StreamPump;
+  /** Turns a handler's failure into the domain error to answer, logging bugs (as for REST). */
+  readonly pipeline: Pipeline;
   /** Extra services (health, reflection) registered on the same router. */
   readonly extraRoutes?: (router: ConnectRouter) => void;
 }
@@ -46,8 +48,14 @@ export interface ConnectDeps extends AppendDeps {
  * not reach the REST routes.
  */
 export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Promise<void> {
-  const { config, eventLog, metrics, outbound, pump } = deps;
+  const { config, eventLog, metrics, outbound, pump, pipeline } = deps;
   const limits = eventLog.limits;
+  /** Domain errors keep their message with the mapped code; bugs are logged and INTERNAL without detail. */
+  const toConnectError = (error: unknown): ConnectError => {
+    if (error instanceof ConnectError) return error;
+    const domain = pipeline.failure(error);
+    return new ConnectError(domain.message, connectCode(domain.code));
+  };
   const rpc = <T>(answer: Promise<T>): Promise<T> =>
     answer.catch((error: unknown) => {
       throw toConnectError(error);
@@ -110,7 +118,8 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
         observe("list_subjects", async () => ({
           subjects: await eventLog.subjects(request.prefix, caller(context)),
         })),
-      streamEventsFromSubject: (request, context) => streamEvents(pump, config, request, context, app.log),
+      streamEventsFromSubject: (request, context) =>
+        streamEvents({ pump, config, log: app.log, toConnectError }, request, context),
     });
     deps.extraRoutes?.(router);
   };
@@ -147,11 +156,9 @@ function reserveRead(outbound: Outbound, context: HandlerContext, limit: number)
  * from the last id), when the credential stops being valid with UNAUTHENTICATED.
  */
 async function* streamEvents(
-  pump: StreamPump,
-  config: Config,
+  { pump, config, log, toConnectError }: StreamDeps,
   request: StreamEventsFromSubjectRequest,
   context: HandlerContext,
-  log: FastifyBaseLogger,
 ): AsyncGenerator<StreamEventsFromSubjectReply> {
   const principal = caller(context);
   let subscription: ReturnType<StreamPump["open"]>;
@@ -189,6 +196,13 @@ async function* streamEvents(
   if (ended !== undefined) throw ended;
 }
 
+interface StreamDeps {
+  readonly pump: StreamPump;
+  readonly config: Config;
+  readonly log: FastifyBaseLogger;
+  readonly toConnectError: (error: unknown) => ConnectError;
+}
+
 /** The status a stream the server ended closes with; undefined = OK (the client is gone anyway). */
 function streamEnd(reason: CloseReason): ConnectError | undefined {
   switch (reason) {
@@ -205,14 +219,6 @@ function streamEnd(reason: CloseReason): ConnectError | undefined {
     case "revoked":
       return new ConnectError("the credential is no longer valid (revoked or expired)", Code.Unauthenticated);
   }
-}
-
-/** Domain errors keep their message with the mapped code; anything else is INTERNAL without detail. */
-function toConnectError(error: unknown): ConnectError {
-  if (error instanceof ConnectError) return error;
-  if (error instanceof EventsDbError) return new ConnectError(error.message, connectCode(error.code));
-  // Bugs only: logged by the Connect adapter (connect-adapter.ts), never sent to the client in detail.
-  return new ConnectError("internal error", Code.Internal, undefined, undefined, error);
 }
 
 /** The principal of a Connect call, from the pipeline (pipeline.ts). */
