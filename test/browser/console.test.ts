@@ -131,6 +131,18 @@ describe("web console in Chromium", () => {
     browser = await launchChromium();
   });
 
+  /** A server on a new store file and a free port; `restart` starts it again on both. */
+  const serve = async (file: string, open = false) => {
+    const databaseUrl = `sqlite:${join(dir, file)}`;
+    const port = await freePort();
+    const restart = async (): Promise<RunningServer> => {
+      const server = await start(databaseUrl, port, open);
+      servers.push(server);
+      return server;
+    };
+    return { origin: `http://127.0.0.1:${port}`, server: await restart(), restart };
+  };
+
   afterAll(async () => {
     // The browser first, so its open stream does not hold the server's drain.
     try {
@@ -147,11 +159,8 @@ describe("web console in Chromium", () => {
   it("signs in, lists subjects with counts, tails, pauses, opens an event and resumes after a restart", {
     timeout: 120_000,
   }, async () => {
-    const databaseUrl = `sqlite:${join(dir, "auth.db")}`;
-    const port = await freePort();
-    const origin = `http://127.0.0.1:${port}`;
-    let server = await start(databaseUrl, port);
-    servers.push(server);
+    const { origin, server: started, restart } = await serve("auth.db");
+    let server = started;
 
     // Static files: open, with a strict CSP; /ui redirects to /ui/; API calls still need the token.
     const redirect = await fetch(`${origin}/ui`, { redirect: "manual" });
@@ -358,8 +367,7 @@ describe("web console in Chromium", () => {
     await server.close();
     await waitForState(page, "reconnecting");
     await screenshot(page, "09-reconnecting");
-    server = await start(databaseUrl, port);
-    servers.push(server);
+    server = await restart();
     const [third] = await post(origin, simple("orders/us/2002", "order.created", { order: 2002, total: 18 }));
     await waitForState(page, "live");
     await waitForRow(page, third as number);
@@ -381,11 +389,8 @@ describe("web console in Chromium", () => {
   it("needs no sign-in on an open server and reconnects by itself after a restart", {
     timeout: 60_000,
   }, async () => {
-    const databaseUrl = `sqlite:${join(dir, "open.db")}`;
-    const port = await freePort();
-    const origin = `http://127.0.0.1:${port}`;
-    let server = await start(databaseUrl, port, true);
-    servers.push(server);
+    const { origin, server: started, restart } = await serve("open.db", true);
+    let server = started;
     const [before] = await post(origin, simple("jobs/1", "job.queued", { job: 1 }));
 
     if (browser === undefined) throw new Error("no browser");
@@ -410,8 +415,7 @@ describe("web console in Chromium", () => {
     await page.evaluate("window.states = []");
     await server.close();
     await waitForState(page, "reconnecting");
-    server = await start(databaseUrl, port, true);
-    servers.push(server);
+    server = await restart();
     const [b] = await post(origin, simple("jobs/3", "job.queued", { job: 3 }));
     await waitForRow(page, b as number);
     await waitForState(page, "live");
@@ -455,11 +459,7 @@ describe("web console in Chromium", () => {
   it("on a 390 × 844 phone shows the live tail on the first screen and fits a hex dump to the width", {
     timeout: 60_000,
   }, async () => {
-    const databaseUrl = `sqlite:${join(dir, "phone.db")}`;
-    const port = await freePort();
-    const origin = `http://127.0.0.1:${port}`;
-    const server = await start(databaseUrl, port);
-    servers.push(server);
+    const { origin } = await serve("phone.db");
     // Enough subjects to fill the subject list, then a binary event of several dump rows.
     await post(
       origin,
