@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { freshMysqlDatabase, selected, sharedMysqlUrl } from "../support/dialects.js";
 import { readAllEvents } from "../support/process.js";
 import { startTestServer, type TestServer } from "../support/server.js";
+import { systemTool } from "../support/tools.js";
 
 /**
  * The operator's commands of docs/operations.md, run as documented: a backup taken while the
@@ -97,10 +98,10 @@ describe("SQLite backup while the server writes (sqlite3 CLI)", () => {
     await backupWhileWriting(
       `sqlite:${file}`,
       async () => {
-        await run("sqlite3", [file, command(target)]);
+        await run(systemTool("sqlite3", "sqlite3"), [file, command(target)]);
       },
       async () => {
-        const { stdout } = await run("sqlite3", [target, "PRAGMA integrity_check"]);
+        const { stdout } = await run(systemTool("sqlite3", "sqlite3"), [target, "PRAGMA integrity_check"]);
         expect(stdout.trim()).toBe("ok");
         return `sqlite:${target}`;
       },
@@ -139,7 +140,7 @@ describe.runIf(selected("mysql"))("MySQL: the documented user and grant; mysqldu
         asUser.toString(),
         async () => {
           // As the eventsdb user itself: --single-transaction needs no LOCK TABLES.
-          await run("mysqldump", [
+          await run(systemTool("mysqldump", "mariadb-client"), [
             ...client,
             "-u",
             user,
@@ -151,7 +152,10 @@ describe.runIf(selected("mysql"))("MySQL: the documented user and grant; mysqldu
           ]);
         },
         async () => {
-          await pipeInto(["mysql", ...client, "-u", root.username || "root", restored], dump);
+          await pipeInto(
+            [systemTool("mysql", "mariadb-client"), ...client, "-u", root.username || "root", restored],
+            dump,
+          );
           const url = new URL(root);
           url.pathname = `/${restored}`;
           return url.toString();

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -11,6 +11,7 @@ import { freePort } from "../support/ports.js";
 import { within } from "../support/process.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 import { openStream, waitUntil } from "../support/sse.js";
+import { systemTool } from "../support/tools.js";
 
 /**
  * Debian's nginx (the system binary, no root: no `user` directive, everything in a temp dir) in
@@ -19,8 +20,6 @@ import { openStream, waitUntil } from "../support/sse.js";
  */
 
 const EXAMPLE = fileURLToPath(new URL("../../examples/nginx/eventsdb.conf", import.meta.url));
-/** Debian installs nginx in /usr/sbin, which is not on every user's PATH. */
-const NGINX = existsSync("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx";
 /** Requests a client address may make in a minute (--rate-limit): shows which address the server saw. */
 const RATE_LIMIT = 40;
 
@@ -136,9 +135,13 @@ describe("behind nginx (examples/nginx/eventsdb.conf)", () => {
     chmodSync(dir, 0o755);
     writeFileSync(path.join(dir, "eventsdb.conf"), exampleConfig(ports));
     writeFileSync(path.join(dir, "nginx.conf"), mainConfig(dir));
-    nginx = spawn(NGINX, ["-p", dir, "-c", path.join(dir, "nginx.conf"), "-g", "daemon off;"], {
-      stdio: ["ignore", "ignore", "pipe"],
-    });
+    nginx = spawn(
+      systemTool("nginx", "nginx"),
+      ["-p", dir, "-c", path.join(dir, "nginx.conf"), "-g", "daemon off;"],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
     nginx.stderr?.on("data", (chunk: Buffer) => {
       stderr += chunk.toString();
     });

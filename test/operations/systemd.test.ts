@@ -7,6 +7,7 @@ import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import { CLI } from "../support/process.js";
+import { systemTool } from "../support/tools.js";
 
 /**
  * examples/systemd/eventsdb.service: systemd's own checker accepts it (systemd-analyze, Debian
@@ -46,7 +47,7 @@ describe("examples/systemd/eventsdb.service", () => {
     expect(execStart).toBe(`${INSTALLED_BINARY} serve`);
     const copy = path.join(dir, "eventsdb.service");
     writeFileSync(copy, unit.replace(`ExecStart=${execStart}`, `ExecStart=${process.execPath} ${CLI} serve`));
-    const { stdout, stderr } = await run("systemd-analyze", ["verify", copy]);
+    const { stdout, stderr } = await run(systemTool("systemd-analyze", "systemd"), ["verify", copy]);
     expect(stdout).toBe("");
     expect(stderr).toBe("");
   });
