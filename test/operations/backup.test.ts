@@ -109,35 +109,69 @@ describe("SQLite backup while the server writes (sqlite3 CLI)", () => {
   });
 });
 
-/** The grant of docs/operations.md, for a database and a user. */
-function documentedGrant(database: string, user: string): string {
-  return `GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP ON \`${database}\`.* TO ${user}`;
+/** The privileges of docs/operations.md's GRANT. */
+const DOCUMENTED_PRIVILEGES = ["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP"] as const;
+
+/**
+ * A fresh database and a user that has `privileges` on it (docs/operations.md's CREATE USER and
+ * GRANT); `drop` removes the user.
+ */
+async function databaseUser(
+  privileges: readonly string[],
+): Promise<{ url: URL; user: string; password: string; drop: () => Promise<void> }> {
+  const root = new URL(await sharedMysqlUrl());
+  const database = new URL(await freshMysqlDatabase()).pathname.slice(1);
+  const user = `ops_${process.pid}_${users++}`;
+  const password = "ops-password";
+  const admin = await createConnection(root.toString());
+  try {
+    await admin.query(`CREATE USER '${user}'@'%' IDENTIFIED BY '${password}'`);
+    await admin.query(`GRANT ${privileges.join(", ")} ON \`${database}\`.* TO '${user}'@'%'`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(root);
+  url.username = user;
+  url.password = password;
+  url.pathname = `/${database}`;
+  const drop = async () => {
+    const cleanup = await createConnection(root.toString());
+    await cleanup.query(`DROP USER IF EXISTS '${user}'@'%'`).finally(() => cleanup.end());
+  };
+  return { url, user, password, drop };
+}
+let users = 0;
+
+/** Migrates, appends and deletes on `url`; throws at the first step that fails. */
+async function migrateAppendDelete(url: string): Promise<void> {
+  const t = await startTestServer(url);
+  try {
+    const posted = await fetch(`${t.url}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ source: "grant-test", type: "t", subject: "grant/a", data: "eA==" }),
+    });
+    if (posted.status !== 200) throw new Error(`POST /events answered ${posted.status}`);
+    const deleted = await fetch(`${t.url}/events?subject=grant/a`, { method: "DELETE" });
+    if (deleted.status !== 200) throw new Error(`DELETE /events answered ${deleted.status}`);
+  } finally {
+    await t.close();
+  }
 }
 
 describe.runIf(selected("mysql"))("MySQL: the documented user and grant; mysqldump while writing", () => {
-  it("migrates and serves as a user with the documented grant; the dump restores consistently", async () => {
+  it("migrates, appends and deletes as a user with the documented grant; its dump restores consistently", async () => {
     const root = new URL(await sharedMysqlUrl());
-    const database = new URL(await freshMysqlDatabase()).pathname.slice(1);
-    const user = `ops_${process.pid}`;
-    const password = "ops-password";
-    const admin = await createConnection(root.toString());
-    try {
-      await admin.query(`CREATE USER '${user}'@'%' IDENTIFIED BY '${password}'`);
-      await admin.query(documentedGrant(database, `'${user}'@'%'`));
-    } finally {
-      await admin.end();
-    }
-    const asUser = new URL(root);
-    asUser.username = user;
-    asUser.password = password;
-    asUser.pathname = `/${database}`;
-
+    const { url, user, password, drop } = await databaseUser(DOCUMENTED_PRIVILEGES);
+    const database = url.pathname.slice(1);
     const restored = new URL(await freshMysqlDatabase()).pathname.slice(1);
     const dump = path.join(dir, "eventsdb.sql");
     const client = ["-h", root.hostname, "-P", root.port];
+    const second = await databaseUser(DOCUMENTED_PRIVILEGES);
     try {
+      await migrateAppendDelete(second.url.toString());
       await backupWhileWriting(
-        asUser.toString(),
+        url.toString(),
         async () => {
           // As the eventsdb user itself: --single-transaction needs no LOCK TABLES.
           await run(systemTool("mysqldump", "mariadb-client"), [
@@ -156,16 +190,28 @@ describe.runIf(selected("mysql"))("MySQL: the documented user and grant; mysqldu
             [systemTool("mysql", "mariadb-client"), ...client, "-u", root.username || "root", restored],
             dump,
           );
-          const url = new URL(root);
-          url.pathname = `/${restored}`;
-          return url.toString();
+          const restoredUrl = new URL(root);
+          restoredUrl.pathname = `/${restored}`;
+          return restoredUrl.toString();
         },
       );
     } finally {
-      const cleanup = await createConnection(root.toString());
-      await cleanup.query(`DROP USER IF EXISTS '${user}'@'%'`).finally(() => cleanup.end());
+      await drop();
+      await second.drop();
     }
   });
+
+  it.each(DOCUMENTED_PRIVILEGES)(
+    "needs %s: without it a fresh install cannot migrate, append and delete",
+    async (missing) => {
+      const { url, drop } = await databaseUser(DOCUMENTED_PRIVILEGES.filter((p) => p !== missing));
+      try {
+        await expect(migrateAppendDelete(url.toString())).rejects.toThrow();
+      } finally {
+        await drop();
+      }
+    },
+  );
 });
 
 /** Runs `command` with `file` as its standard input; rejects on a non-zero exit. */
