@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.js";
 import { DIALECTS } from "../support/dialects.js";
 import { GrpcJsClient } from "../support/grpc.js";
 import { freePort } from "../support/ports.js";
@@ -177,6 +178,15 @@ describe("behind nginx (examples/nginx/eventsdb.conf)", () => {
     const got = await fetch(`${base}/events/get?id=${id}`);
     expect(got.status).toBe(200);
     expect(await got.json()).toMatchObject({ id, subject: "nginx/rest", type: "rest", data: "aGk=" });
+  });
+
+  it("keeps a quiet stream open: proxy_read_timeout is above the default --heartbeat-interval", () => {
+    // The wait itself (a minute of silence) is too long for a test; the numbers are checked.
+    const stream = /location = \/events\/stream \{([^}]*)\}/.exec(readFileSync(EXAMPLE, "utf8"))?.[1] ?? "";
+    const timeout = /proxy_read_timeout (\d+)s;/.exec(stream)?.[1];
+    expect(timeout).toBeDefined();
+    const heartbeat = loadConfig({}, { "database-url": "sqlite::memory:" }).streams.heartbeatIntervalSeconds;
+    expect(Number(timeout)).toBeGreaterThanOrEqual(2 * heartbeat);
   });
 
   it("streams SSE unbuffered and uncompressed: a live event arrives at once, heartbeats pass", async () => {
