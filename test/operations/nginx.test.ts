@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import { DIALECTS } from "../support/dialects.js";
-import { GrpcJsClient } from "../support/grpc.js";
+import { connectPeer, GrpcJsClient } from "../support/grpc.js";
 import { freePort } from "../support/ports.js";
 import { within } from "../support/process.js";
 import { startTestServer, type TestServer } from "../support/server.js";
@@ -21,8 +21,11 @@ import { systemTool } from "../support/tools.js";
  */
 
 const EXAMPLE = fileURLToPath(new URL("../../examples/nginx/eventsdb.conf", import.meta.url));
-/** Requests a client address may make in a minute (--rate-limit): shows which address the server saw. */
-const RATE_LIMIT = 40;
+/**
+ * Requests a client address may make in a minute (--rate-limit): shows which address the server
+ * saw. Above what the other tests send from 127.0.0.1 together.
+ */
+const RATE_LIMIT = 60;
 
 /** `text` with `literal` replaced by `value`; it must occur exactly once, or the example changed. */
 function substitute(text: string, literal: string, value: string): string {
@@ -256,6 +259,25 @@ describe("behind nginx (examples/nginx/eventsdb.conf)", () => {
       client.close();
     }
   });
+
+  it.each(["grpc-web (HTTP/1.1)", "connect (HTTP/1.1)", "grpc (HTTP/2)"] as const)(
+    "passes %s (connect-node) through its listener",
+    async (kind) => {
+      // gRPC-Web and Connect are plain HTTP/1.1 (proxy_pass); gRPC goes to the h2c listener.
+      const peer = connectPeer(kind, { url: base, grpcUrl: `http://127.0.0.1:${ports.h2c}` });
+      try {
+        const { id } = await peer.client.createEvent({
+          source: "nginx-test",
+          type: "connect",
+          subject: "nginx/connect",
+        });
+        const event = await peer.client.getEventByID({ id });
+        expect(event.subject).toBe("nginx/connect");
+      } finally {
+        peer.close();
+      }
+    },
+  );
 
   it("serves the console (/ui redirects to /ui/, its script loads)", async () => {
     const redirect = await fetch(`${base}/ui`, { redirect: "manual" });
