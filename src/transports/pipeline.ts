@@ -66,12 +66,14 @@ const REQUEST_LOG_LEVELS: ReadonlySet<string> = new Set(["trace", "debug", "info
  */
 export class Pipeline {
   readonly #options: PipelineOptions;
-  /** Whether request lines are written (decided once: the level is set at start). */
-  readonly logsRequests: boolean;
 
   constructor(options: PipelineOptions) {
     this.#options = options;
-    this.logsRequests = REQUEST_LOG_LEVELS.has(options.log.level ?? "silent");
+  }
+
+  /** Whether request lines are written: asked each time, as SIGHUP may change the log level. */
+  get logsRequests(): boolean {
+    return REQUEST_LOG_LEVELS.has(this.#options.log.level ?? "silent");
   }
 
   get log(): Logger {
@@ -180,22 +182,22 @@ export function installPipeline(app: FastifyInstance, pipeline: Pipeline): void 
     request.principal = ANYONE;
     request.principal = await pipeline.admit(pipeline.fastifyRequest(request));
   });
-  if (pipeline.logsRequests) {
-    app.addHook("onResponse", async (request, reply) => {
-      const grpcStatus = sentGrpcStatus(reply.raw);
-      pipeline.logLine(
-        {
-          method: request.method,
-          route: request.routeOptions.url ?? (request.url.split("?", 1)[0] as string),
-          status: reply.statusCode,
-          ...(grpcStatus === undefined ? {} : { grpcStatus }),
-          ms: Math.round(reply.elapsedTime * 100) / 100,
-          caller: request.principal.name,
-        },
-        request.log,
-      );
-    });
-  }
+  // Always installed: SIGHUP may turn request lines on (--log-level info) after the start.
+  app.addHook("onResponse", async (request, reply) => {
+    if (!pipeline.logsRequests) return;
+    const grpcStatus = sentGrpcStatus(reply.raw);
+    pipeline.logLine(
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? (request.url.split("?", 1)[0] as string),
+        status: reply.statusCode,
+        ...(grpcStatus === undefined ? {} : { grpcStatus }),
+        ms: Math.round(reply.elapsedTime * 100) / 100,
+        caller: request.principal.name,
+      },
+      request.log,
+    );
+  });
   app.setErrorHandler((error, request, reply) =>
     sendError(request, reply, pipeline.failure(error, request.log)),
   );
