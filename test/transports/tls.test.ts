@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { version } from "../../src/version.js";
 import { issue, makeCa } from "../support/certs.js";
 import { DIALECTS } from "../support/dialects.js";
-import { startTestServer, type TestServer } from "../support/server.js";
+import { startTestServer, type TestServer, testConfig } from "../support/server.js";
 import { SseParser, waitUntil } from "../support/sse.js";
 
 /** What /healthz answers. */
@@ -42,8 +42,10 @@ function servedSerial(port: number): Promise<string> {
 
 describe("TLS", () => {
   let t: TestServer;
+  let databaseUrl: string;
   beforeAll(async () => {
-    t = await startTestServer(await (DIALECTS[0] as (typeof DIALECTS)[number]).url(), {
+    databaseUrl = await (DIALECTS[0] as (typeof DIALECTS)[number]).url();
+    t = await startTestServer(databaseUrl, {
       "tls-cert-file": server.cert,
       "tls-key-file": server.key,
     });
@@ -160,6 +162,12 @@ describe("TLS", () => {
     } finally {
       request.destroy();
     }
+  });
+
+  it("a reload (SIGHUP) with certificate files at new paths serves them to new connections", async () => {
+    const moved = issue(fs.mkdtempSync(path.join(dir, "moved-")), ca, "server-moved", 1003);
+    t.server.reload(testConfig(databaseUrl, { "tls-cert-file": moved.cert, "tls-key-file": moved.key }));
+    expect(await servedSerial(t.server.restPort)).toBe("03EB"); // 1003
   });
 });
 
