@@ -576,7 +576,7 @@ export function readConfigFiles(env: Env, flagPaths: readonly string[] = []): Co
 }
 
 /**
- * A config file, YAML or JSON (by the extension `.json`; YAML otherwise, which also reads JSON).
+ * A config file, YAML or JSON (JSON is YAML; `.json` only changes how an error names the file).
  * Keys are the flag names (`rest-port`) or their camelCase (`restPort`), and `tokens`: a list
  * like the auth file's. An unreadable file, an unknown key or a value that is not a scalar is a
  * {@link ConfigError} naming the file and the key; values are checked like flags by loadConfig.
@@ -593,7 +593,9 @@ export function readConfigFile(file: string): ConfigFile {
   let doc: unknown;
   const json = file.endsWith(".json");
   try {
-    doc = json ? JSON.parse(text) : parseYaml(text);
+    // The YAML parser reads JSON too; its message's first line names the place, not the text
+    // (JSON.parse quotes the text, which may hold a password).
+    doc = parseYaml(text);
   } catch (error) {
     const reason = ((error as Error).message.split("\n")[0] ?? "").trim().replace(/:$/, "");
     throw new ConfigError(`config file ${file} is not valid ${json ? "JSON" : "YAML"}: ${reason}`);

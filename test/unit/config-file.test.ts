@@ -131,6 +131,15 @@ describe("config files", () => {
     expect(message).toContain(expected.replace("{file}", at));
   });
 
+  it("say where a syntax error is without quoting the file (it may hold a password)", () => {
+    const at = file("secret.json", '{"database-url": "mysql://u:hunter2@db/e" x}');
+    const message = configError(() => readConfigFile(at));
+    expect(message).toBe(
+      `config file ${at} is not valid JSON: Unexpected scalar at node end at line 1, column 43`,
+    );
+    expect(message).not.toContain("hunter2");
+  });
+
   it("name an unreadable file", () => {
     const missing = path.join(dir, "missing.yaml");
     expect(configError(() => readConfigFile(missing))).toBe(`cannot read config file ${missing}: ENOENT`);
