@@ -638,10 +638,16 @@ function scalarText(value: unknown, spec: OptionSpec, at: string): string {
   if (Array.isArray(value) && spec.list === true && value.every((item) => typeof item === "string")) {
     return value.join(",");
   }
+  const wanted: Record<Kind, string> = {
+    string: "a string",
+    boolean: "a boolean",
+    port: "a number",
+    positive: "a number",
+    nonnegative: "a number",
+  };
   const what = value === null ? "empty" : Array.isArray(value) ? "a list" : typeof value;
-  throw new ConfigError(
-    `${at} must be ${spec.list === true ? "a string or a list of strings" : `a ${spec.kind === "string" ? "string" : spec.kind === "boolean" ? "boolean" : "number"}`}, not ${what}`,
-  );
+  const expected = spec.list === true ? "a string or a list of strings" : wanted[spec.kind];
+  throw new ConfigError(`${at} must be ${expected}, not ${what}`);
 }
 
 /**
