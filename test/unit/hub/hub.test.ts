@@ -4,14 +4,14 @@ import { eventSize, type Page, type PageQuery, type StoredEvent } from "../../..
 import { Hub } from "../../../src/hub/hub.js";
 import { SubjectIndex } from "../../../src/hub/subject-index.js";
 import { Metrics } from "../../../src/metrics.js";
-import { newEvent } from "../../support/events.js";
+import { matchesSubjects, newEvent } from "../../support/events.js";
 
 /** An in-memory log standing in for the store: what is "committed" is readable by pages. */
 class MemoryLog {
   readonly events: StoredEvent[] = [];
   pages = 0;
 
-  append(subject: string, type = "t", bytes?: number): StoredEvent {
+  append(subject: string | undefined, type = "t", bytes?: number): StoredEvent {
     const event = {
       ...newEvent(subject, { type, ...(bytes === undefined ? {} : { data: Buffer.alloc(bytes) }) }),
       id: this.events.length + 1,
@@ -26,10 +26,7 @@ class MemoryLog {
     const matching = this.events.filter(
       (e) =>
         e.id > query.fromId &&
-        (query.subjects.length === 0 ||
-          query.subjects.some(
-            (s) => e.subject === s || (query.recursive && e.subject.startsWith(`${s}/`)),
-          )) &&
+        matchesSubjects(query, e.subject) &&
         (query.type === undefined || e.type === query.type),
     );
     // As the repository: at most `limit` events and `maxBytes` bytes of them, the first always.
