@@ -32,7 +32,9 @@ describe.each(DIALECTS)("commit visibility on $name", (dialect) => {
     const filters: EventFilter[] = [
       { subjects: [], recursive: false, type: undefined },
       { subjects: ["v"], recursive: true, type: undefined },
-      ...SUBJECTS.flatMap((s) => (s === undefined ? [] : [{ subjects: [s], recursive: false, type: undefined }])),
+      ...SUBJECTS.flatMap((s) =>
+        s === undefined ? [] : [{ subjects: [s], recursive: false, type: undefined }],
+      ),
     ];
     const readers = filters.map(async (filter) => {
       const seen: number[] = [];
@@ -58,9 +60,7 @@ describe.each(DIALECTS)("commit visibility on $name", (dialect) => {
         for (let b = 0; b < BATCHES; b++) {
           const size = 1 + ((w + b) % 3);
           await store.append(
-            Array.from({ length: size }, (_, i) =>
-              newEvent(SUBJECTS[(w + b + i) % SUBJECTS.length]),
-            ),
+            Array.from({ length: size }, (_, i) => newEvent(SUBJECTS[(w + b + i) % SUBJECTS.length])),
           );
         }
       }),
@@ -81,9 +81,7 @@ describe.each(DIALECTS)("commit visibility on $name", (dialect) => {
       if (!page.hasMore) break;
     }
     for (const { filter, seen } of await Promise.all(readers)) {
-      const expected = all
-        .filter((e) => matchesSubjects(filter, e.subject))
-        .map((e) => e.id);
+      const expected = all.filter((e) => matchesSubjects(filter, e.subject)).map((e) => e.id);
       expect({ filter, seen }).toEqual({ filter, seen: expected });
     }
   });
