@@ -70,7 +70,7 @@ describe("subject index", () => {
     index.add("rec", ["a"], true);
     index.add("all", [], false);
     index.add("other", ["ab"], true);
-    const matches = (subject: string) => {
+    const matches = (subject: string | undefined) => {
       const out: string[] = [];
       index.forEachMatch(subject, (item) => out.push(item));
       return out.sort();
@@ -80,6 +80,8 @@ describe("subject index", () => {
     expect(matches("a/b/c")).toEqual(["all", "rec"]);
     expect(matches("ab/c")).toEqual(["all", "other"]);
     expect(matches("a-b")).toEqual(["all"]);
+    // An event without a subject: only the subscriptions to all subjects.
+    expect(matches(undefined)).toEqual(["all"]);
     index.delete("rec", ["a"], true);
     expect(matches("a/b")).toEqual(["all", "exact"]);
   });
