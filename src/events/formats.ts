@@ -172,7 +172,7 @@ export function fromBinary(
   const attrs: Record<string, string> = Object.create(null);
   for (const [name, value] of Object.entries(headers)) {
     if (!name.startsWith("ce-") || value === undefined) continue;
-    const raw = Array.isArray(value) ? value.join(",") : value;
+    const raw = unquote(Array.isArray(value) ? value.join(",") : value);
     try {
       attrs[name.slice(3)] = decodeURIComponent(raw);
     } catch {
@@ -214,6 +214,28 @@ export function fromBinary(
     },
     limits,
   );
+}
+
+/**
+ * HTTP binding §3.1.3.2 (1.0.2): a header value is first unescaped "with respect to double-quoted
+ * strings" (RFC 7230 §3.2.6), then percent-decoded once — older producers sent `"value"` with
+ * backslash escapes. A value that is one quoted-string as a whole loses its quotes and escapes;
+ * any other value, such as `{"a": 5}` (quotes inside, as older producers also sent), is kept as it
+ * is, since it is not a quoted-string.
+ */
+export function unquote(value: string): string {
+  if (value.length < 2 || value[0] !== '"' || value[value.length - 1] !== '"') return value;
+  let out = "";
+  for (let i = 1; i < value.length - 1; i++) {
+    const c = value[i] as string;
+    if (c === '"') return value; // a quote inside: not one quoted-string
+    if (c === "\\") {
+      if (i + 1 === value.length - 1) return value; // the closing quote is escaped
+      i++;
+      out += value[i];
+    } else out += c;
+  }
+  return out;
 }
 
 /** The simple read format of Events DB, with the CloudEvents attributes it lacks added when present. */
