@@ -264,6 +264,7 @@ function checkLine(text: string, lineNumber: number): void {
   if (fields.specversion !== "1.0") throw bad('specversion must be "1.0" (a structured CloudEvent)');
   for (const name of ["id", "source", "type", "subject"]) {
     const value = fields[name];
+    if (name === "subject" && (value === undefined || value === null)) continue; // optional (no subject)
     if (typeof value !== "string" || value === "") throw bad(`${name} must be a non-empty string`);
   }
   const hasData = fields.data !== undefined && fields.data !== null;
