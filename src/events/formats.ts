@@ -98,16 +98,9 @@ export function fromStructured(body: unknown, text: Buffer, limits: Limits, wher
  * is stored as the bytes it encodes.
  */
 const RESERVED_ATTRIBUTES_03: ReadonlySet<string> = new Set([
-  "specversion",
-  "id",
-  "source",
-  "type",
-  "subject",
-  "time",
-  "datacontenttype",
-  "datacontentencoding",
+  ...[...RESERVED_ATTRIBUTES].filter((name) => name !== "dataschema" && name !== "data_base64"),
   "schemaurl",
-  "data",
+  "datacontentencoding",
 ]);
 
 /** 1.0 names that 0.3 spells otherwise or lacks: in a 0.3 event they would be stored as 1.0's own. */

@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
-import { tokenDigest } from "../../src/auth/tokens.js";
+import { writeAuthFile } from "../support/auth.js";
 import { DIALECTS } from "../support/dialects.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 
@@ -80,16 +80,10 @@ describe.each(DIALECTS)("CloudEvents HTTP binding on $name", (dialect) => {
   const admin = { authorization: `Bearer ${ADMIN}` };
 
   beforeAll(async () => {
-    const authFile = path.join(dir, "tokens.json");
-    fs.writeFileSync(
-      authFile,
-      JSON.stringify({
-        tokens: [
-          { name: "admin", sha256: tokenDigest(ADMIN).toString("hex"), read: ["*"], write: ["*"] },
-          { name: "scoped", sha256: tokenDigest(SCOPED).toString("hex"), read: ["a"], write: ["a"] },
-        ],
-      }),
-    );
+    const authFile = writeAuthFile(dir, [
+      { name: "admin", token: ADMIN, read: ["*"], write: ["*"] },
+      { name: "scoped", token: SCOPED, read: ["a"], write: ["a"] },
+    ]);
     t = await startTestServer(await dialect.url(), { "auth-file": authFile });
   });
   afterAll(async () => {
