@@ -264,6 +264,7 @@ function checkLine(text: string, lineNumber: number): void {
   if (fields.specversion !== "1.0") throw bad('specversion must be "1.0" (a structured CloudEvent)');
   for (const name of ["id", "source", "type", "subject"]) {
     const value = fields[name];
+    if (name === "subject" && (value === undefined || value === null)) continue; // optional (no subject)
     if (typeof value !== "string" || value === "") throw bad(`${name} must be a non-empty string`);
   }
   const hasData = fields.data !== undefined && fields.data !== null;
@@ -287,7 +288,7 @@ async function postBatch(conn: Connection, body: string, lines: readonly number[
       await sleep(Math.min(30, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 1) * 1000);
       continue;
     }
-    // "event 3: subject is required" → the line it came from; nothing of this batch was stored.
+    // "event 3: type is required" → the line it came from; nothing of this batch was stored.
     const at = /^event (\d+): /.exec(error.serverMessage ?? "");
     const line = at === null ? undefined : lines[Number(at[1])];
     if (response.status === 400 && line !== undefined) {
