@@ -69,10 +69,11 @@ function exitIfUnusable(error: unknown): void {
 }
 
 /**
- * The serve options as flags (`only`: those a command uses), and --config. The environment is not
- * given to commander (Option.env): it would hand env values over as if they were flags, and an
- * error would blame `--rest-port` for a REST_PORT the user set. loadConfig reads the environment
- * itself, once; help still names it.
+ * The serve options as flags (`only`: those a command lists in its help; it accepts all, so
+ * serve's command line works for migrate), and --config. The environment is not given to
+ * commander (Option.env): it would hand env values over as if they were flags, and an error would
+ * blame `--rest-port` for a REST_PORT the user set. loadConfig reads the environment itself, once;
+ * help still names it.
  */
 function addServeOptions(command: Command, only?: readonly ServeFlag[]): Command {
   command.option(
@@ -81,14 +82,13 @@ function addServeOptions(command: Command, only?: readonly ServeFlag[]): Command
     (file: string, previous: string[] = []) => [...previous, file],
   );
   for (const spec of SERVE_OPTIONS) {
-    if (only !== undefined && !only.includes(spec.flag)) continue;
     const extra = [...("default" in spec ? [`default: ${spec.default}`] : []), `env: ${envName(spec.flag)}`];
-    command.addOption(
-      new Option(
-        spec.kind === "boolean" ? `--${spec.flag} [true|false]` : `--${spec.flag} <value>`,
-        `${spec.description} (${extra.join(", ")})`,
-      ),
+    const option = new Option(
+      spec.kind === "boolean" ? `--${spec.flag} [true|false]` : `--${spec.flag} <value>`,
+      `${spec.description} (${extra.join(", ")})`,
     );
+    // The others are accepted but not listed: serve's command line works for migrate too.
+    command.addOption(only === undefined || only.includes(spec.flag) ? option : option.hideHelp());
   }
   return command;
 }
