@@ -14,7 +14,7 @@ import type {
 } from "./types.js";
 
 export interface ClientOptions {
-  /** The server's base URL (`http://localhost:8080`, or a path prefix behind a proxy). */
+  /** The server's base URL (`http://localhost:8080`, a path prefix behind a proxy; in a page also relative). */
   readonly url: string | URL;
   /** Sent as `Authorization: Bearer <token>`. */
   readonly token?: string;
@@ -66,7 +66,9 @@ export class EventsDbClient {
   readonly #fetch: typeof fetch;
 
   constructor(options: ClientOptions) {
-    const url = new URL(options.url);
+    // In a page, a relative URL ("/", "../") is resolved against the page's address.
+    const page = (globalThis as { location?: { href?: string } }).location?.href;
+    const url = new URL(options.url, page);
     if (url.protocol !== "http:" && url.protocol !== "https:") {
       throw new TypeError(`the URL must be http:// or https://, got ${JSON.stringify(String(options.url))}`);
     }
