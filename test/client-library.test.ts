@@ -39,7 +39,9 @@ afterEach(async () => {
 afterAll(() => removeTempDirs());
 
 /** Reads a stream in the background; `until(n)` waits for n messages. */
-function collect(stream: AsyncGenerator<StreamMessage<StoredEvent>>) {
+function collect(open: (signal: AbortSignal) => AsyncGenerator<StreamMessage<StoredEvent>>) {
+  const stop = new AbortController();
+  const stream = open(stop.signal);
   const messages: StreamMessage<StoredEvent>[] = [];
   let failure: unknown;
   const done = (async () => {
@@ -49,10 +51,15 @@ function collect(stream: AsyncGenerator<StreamMessage<StoredEvent>>) {
       failure = error;
     }
   })();
-  cleanups.push(() => void stream.return(undefined));
+  cleanups.push(() => stop.abort()); // ends it also while it waits for data or to reconnect
   return {
     messages,
-    done,
+    /** Aborts the stream; resolves once the loop has ended without an error. */
+    stop: async () => {
+      stop.abort();
+      await done;
+      expect(failure).toBeUndefined();
+    },
     ids: () => messages.map((m) => m.id),
     until: (n: number) =>
       waitUntil(() => {
@@ -216,8 +223,9 @@ describe("EventsDbClient against a server", () => {
     await client.append({ source: "s", type: "t", subject: "other" });
     let opened = 0;
     const reasons: string[] = [];
-    const stream = collect(
+    const stream = collect((signal) =>
       client.stream({
+        signal,
         subject: "live",
         recursive: true,
         reconnectDelayMs: 50,
@@ -239,6 +247,7 @@ describe("EventsDbClient against a server", () => {
     expect(opened).toBeGreaterThanOrEqual(2);
     expect(reasons.length).toBeGreaterThanOrEqual(1);
     expect(stream.messages[3]?.event.subject).toBe("live/3");
+    await stream.stop();
   });
 
   it("resumes after a dropped connection without gap or repeat", async () => {
@@ -268,8 +277,8 @@ describe("EventsDbClient against a server", () => {
     });
     const ids = [await writer.append({ source: "s", type: "t", subject: "a" })];
     const reasons: string[] = [];
-    const stream = collect(
-      reader.stream({ reconnectDelayMs: 20, onReconnect: (i) => reasons.push(i.reason) }),
+    const stream = collect((signal) =>
+      reader.stream({ signal, reconnectDelayMs: 20, onReconnect: (i) => reasons.push(i.reason) }),
     );
     await stream.until(1);
     for (const socket of sockets) socket.destroy();
@@ -279,6 +288,7 @@ describe("EventsDbClient against a server", () => {
     await stream.until(3);
     expect(stream.ids()).toEqual(ids);
     expect(reasons).toHaveLength(1);
+    await stream.stop();
   });
 });
 
