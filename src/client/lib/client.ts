@@ -1,6 +1,6 @@
 import { toBase64 } from "./base64.js";
 import { EventsDbError, networkReason, responseError, timedOut, unreachable } from "./errors.js";
-import { SseParser } from "./sse.js";
+import { SseParser, SseTooLarge } from "./sse.js";
 import type {
   CallOptions,
   CloudEvent,
@@ -26,6 +26,8 @@ export interface ClientOptions {
   readonly timeoutMs?: number;
   /** Retries of idempotent appends (CloudEvents, batches) after 429/5xx or a network failure (default 3). */
   readonly retries?: number;
+  /** The cap on one response body, and on one stream event (default 64 MiB). */
+  readonly maxResponseBytes?: number;
   /** Another fetch (tests, instrumentation). */
   readonly fetch?: typeof fetch;
 }
@@ -33,6 +35,7 @@ export interface ClientOptions {
 const CE_JSON = "application/cloudevents+json";
 const CE_BATCH = "application/cloudevents-batch+json";
 const DEFAULT_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 const DEFAULT_IDLE_MS = 60_000;
 const FIRST_DELAY_MS = 250;
 const MAX_DELAY_MS = 10_000;
@@ -63,6 +66,7 @@ export class EventsDbClient {
   readonly #credentials: "omit" | "same-origin" | "include" | undefined;
   readonly #timeoutMs: number;
   readonly #retries: number;
+  readonly #maxBytes: number;
   readonly #fetch: typeof fetch;
 
   constructor(options: ClientOptions) {
@@ -79,6 +83,7 @@ export class EventsDbClient {
     this.#credentials = options.credentials;
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#retries = options.retries ?? 3;
+    this.#maxBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
   }
 
@@ -317,7 +322,9 @@ export class EventsDbClient {
         } else if (response?.body) {
           connected = true;
           options.onOpen?.();
-          const parser = new SseParser();
+          // A cap in characters: a text never has more UTF-16 units than UTF-8 bytes, so no event
+          // within the byte cap is refused.
+          const parser = new SseParser(this.#maxBytes);
           const decoder = new TextDecoder();
           const reader = response.body.getReader();
           for (;;) {
@@ -335,7 +342,15 @@ export class EventsDbClient {
               break;
             }
             arm(0, ""); // a slow consumer is not an idle server
-            for (const message of parser.push(decoder.decode(chunk.value, { stream: true }))) {
+            let messages: ReturnType<SseParser["push"]>;
+            try {
+              messages = parser.push(decoder.decode(chunk.value, { stream: true }));
+            } catch (error) {
+              if (!(error instanceof SseTooLarge)) throw error;
+              // Not retried: the same event would come again.
+              throw tooLarge(response.status, this.#maxBytes);
+            }
+            for (const message of messages) {
               const id = /^\d{1,16}$/.test(message.id) ? Number(message.id) : Number.NaN;
               if (id <= cursor) continue; // already delivered before a reconnect
               const event = JSON.parse(message.data) as E;
@@ -410,7 +425,7 @@ export class EventsDbClient {
         }),
       );
       if (!response.ok) throw await responseError(response);
-      return { text: await response.text(), headers: response.headers };
+      return { text: await readText(response, this.#maxBytes), headers: response.headers };
     } catch (error) {
       if (error instanceof EventsDbError) throw error;
       if (spec.signal?.aborted) throw spec.signal.reason;
@@ -438,6 +453,42 @@ export class EventsDbClient {
       ...(this.#credentials === undefined ? {} : { credentials: this.#credentials }),
     };
   }
+}
+
+/** The body as text, refused once it passes `max` bytes (a byte cap on every answer). */
+async function readText(response: Response, max: number): Promise<string> {
+  if (response.body === null) return "";
+  if (Number(response.headers.get("content-length") ?? 0) > max) {
+    await response.body.cancel();
+    throw tooLarge(response.status, max);
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel();
+      throw tooLarge(response.status, max);
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
+function tooLarge(status: number, max: number): EventsDbError {
+  return new EventsDbError(`the server's answer is larger than maxResponseBytes (${max} bytes)`, {
+    status,
+    code: "resource_exhausted",
+  });
 }
 
 /** A CloudEvent object as the JSON the server takes: specversion 1.0 by default, bytes as data_base64. */

@@ -254,4 +254,23 @@ describe("EventsDbClient calls: retries, timeouts, errors", () => {
       message: "the server answered 502: <html> Bad gateway </html>",
     });
   });
+
+  it("refuses an answer or a stream event beyond maxResponseBytes, without retrying the stream", async () => {
+    const big = scripted([() => Response.json(["x".repeat(100)])]);
+    const small = new EventsDbClient({ url: "http://eventsdb.test", fetch: big.fetch, maxResponseBytes: 50 });
+    await expect(small.subjects()).rejects.toMatchObject({ code: "resource_exhausted", status: 200 });
+    const huge = scripted([sse([frame(1), `data: ${"x".repeat(200)}`], true)]);
+    const stream = new EventsDbClient({
+      url: "http://eventsdb.test",
+      fetch: huge.fetch,
+      maxResponseBytes: 150,
+    }).stream();
+    const ids: number[] = [];
+    const failure = await (async () => {
+      for await (const message of stream) ids.push(message.id);
+    })().catch((e: unknown) => e);
+    expect(ids).toEqual([1]);
+    expect(failure).toMatchObject({ code: "resource_exhausted" });
+    expect(huge.calls).toHaveLength(1);
+  });
 });

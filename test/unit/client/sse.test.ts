@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { SseParser } from "../../../src/client/lib/sse.js";
+import { SseParser, SseTooLarge } from "../../../src/client/lib/sse.js";
 
 /** Feeds the chunks one after the other; returns every event they completed. */
 function parse(...chunks: string[]) {
@@ -48,5 +48,14 @@ describe("SseParser (HTML §9.2.6)", () => {
   it("reads retry: when it is all digits", () => {
     expect(parse("retry: 2000\n\n").retry).toBe(2000);
     expect(parse("retry: 2000\n\nretry: soon\n\n").retry).toBe(2000);
+  });
+
+  it("caps what it holds: an unfinished line or event beyond maxChars throws", () => {
+    const parser = new SseParser(10);
+    expect(parser.push("data: 12345\n\n")).toHaveLength(1);
+    expect(() => parser.push("data: 123456789")).toThrow(SseTooLarge);
+    const events = new SseParser(10);
+    events.push("data: 1234\n");
+    expect(() => events.push("data: 12345\n")).toThrow(SseTooLarge);
   });
 });
