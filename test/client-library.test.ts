@@ -310,6 +310,27 @@ describe("the package: eventsdb/client", () => {
     expect(JSON.parse(stdout)).toMatchObject({ subject: "pkg", data: "b2s=" });
   });
 
+  it("type-checks a user's code against the exported declarations", async () => {
+    // Inside the package, so "eventsdb/client" resolves by self-reference as in a user's project.
+    const dir = fs.mkdtempSync(path.join(ROOT, ".typecheck-"));
+    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, "use.ts");
+    fs.writeFileSync(
+      file,
+      `import { EventsDbClient, EventsDbError, type StoredEvent } from "eventsdb/client";
+const client = new EventsDbClient({ url: "http://localhost:8080", timeoutMs: 1000 });
+const event: Promise<StoredEvent> = client.get(1);
+// @ts-expect-error: ids are numbers (an unused expect-error fails: the types must not be any)
+void client.get("1");
+void event;
+void EventsDbError;
+`,
+    );
+    const tsc = path.join(ROOT, "node_modules/typescript/bin/tsc");
+    const args = ["--noEmit", "--strict", "--module", "nodenext", "--moduleResolution", "nodenext"];
+    await run(process.execPath, [tsc, ...args, "--target", "es2023", "--types", "node", file], { cwd: ROOT });
+  });
+
   it("pulls in no server code and no Node module: every import stays in dist/client/lib/", () => {
     const dir = path.join(ROOT, "dist/client/lib");
     const seen = new Set<string>();
@@ -331,6 +352,17 @@ describe("the package: eventsdb/client", () => {
     expect([...seen].map((f) => path.basename(f)).sort()).toEqual(
       expect.arrayContaining(["client.js", "errors.js", "index.js", "sse.js"]),
     );
+  });
+
+  it("is served to the console under /ui/client/ as JavaScript", async () => {
+    const { url } = await server();
+    const module = await fetch(`${url}/ui/client/index.js`);
+    expect(module.status).toBe(200);
+    expect(module.headers.get("content-type")).toBe("text/javascript; charset=utf-8");
+    expect(module.headers.get("content-security-policy")).toContain("default-src 'self'");
+    expect(await module.text()).toContain("EventsDbClient");
+    expect((await fetch(`${url}/ui/client/index.d.ts`)).status).toBe(404);
+    expect((await fetch(`${url}/ui/client/cli.js`)).status).toBe(404);
   });
 
   it("npm pack ships the library's modules and types", async () => {
