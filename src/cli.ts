@@ -1,10 +1,29 @@
 #!/usr/bin/env node
+import { randomBytes } from "node:crypto";
 import { Command, Option } from "commander";
+import { sql } from "kysely";
+import { stringify } from "yaml";
+import { tokenDigest } from "./auth/tokens.js";
 import { addClientCommands } from "./client/commands.js";
-import { type Config, ConfigError, describeStore, envName, loadConfig, SERVE_OPTIONS } from "./config.js";
-import { startServer } from "./server.js";
+import {
+  type Config,
+  ConfigError,
+  describeStore,
+  envName,
+  loadConfig,
+  readConfigFiles,
+  restartNeeded,
+  SERVE_OPTIONS,
+  type ServeFlag,
+  settingName,
+} from "./config.js";
+import { errorReason } from "./log.js";
+import { loadRegistry, readTls, startServer } from "./server.js";
 import { migrate, SchemaTooNewError } from "./storage/migrate.js";
 import { openDialect } from "./storage/open.js";
+import { withTimeout } from "./storage/timeout.js";
+import { suggestion } from "./suggest.js";
+import { version } from "./version.js";
 
 const EXIT_USAGE = 2;
 
@@ -19,9 +38,15 @@ function flagValues(options: Record<string, unknown>): Record<string, string | u
   return out;
 }
 
+/** Flags over the environment over the config files (--config, else EVENTSDB_CONFIG) over defaults. */
+function readConfig(options: Record<string, unknown>): Config {
+  const files = readConfigFiles(process.env, (options.config as string[] | undefined) ?? []);
+  return loadConfig(process.env, flagValues(options), files);
+}
+
 function configFrom(options: Record<string, unknown>): Config {
   try {
-    return loadConfig(process.env, flagValues(options));
+    return readConfig(options);
   } catch (error) {
     exitIfUnusable(error);
     throw error;
@@ -44,12 +69,19 @@ function exitIfUnusable(error: unknown): void {
 }
 
 /**
- * The serve options as flags. The environment is not given to commander (Option.env): it would
- * hand env values over as if they were flags, and an error would blame `--rest-port` for a
- * REST_PORT the user set. loadConfig reads the environment itself, once; help still names it.
+ * The serve options as flags (`only`: those a command uses), and --config. The environment is not
+ * given to commander (Option.env): it would hand env values over as if they were flags, and an
+ * error would blame `--rest-port` for a REST_PORT the user set. loadConfig reads the environment
+ * itself, once; help still names it.
  */
-function addServeOptions(command: Command): Command {
+function addServeOptions(command: Command, only?: readonly ServeFlag[]): Command {
+  command.option(
+    "--config <file>",
+    "config file, YAML or JSON; repeat to layer them, a later file wins (env: EVENTSDB_CONFIG)",
+    (file: string, previous: string[] = []) => [...previous, file],
+  );
   for (const spec of SERVE_OPTIONS) {
+    if (only !== undefined && !only.includes(spec.flag)) continue;
     const extra = [...("default" in spec ? [`default: ${spec.default}`] : []), `env: ${envName(spec.flag)}`];
     command.addOption(
       new Option(
@@ -61,8 +93,20 @@ function addServeOptions(command: Command): Command {
   return command;
 }
 
+/** What the environment alone sets (no flag): listed after `serve --help`'s options. */
+const ENV_ONLY_HELP = `
+Environment only:
+  AUTH_TOKEN           (compat) one token with full access; unset and no auth file = open API
+  MYSQL_HOST, MYSQL_PORT, MYSQL_USER, MYSQL_PASSWORD, MYSQL_DATABASE_NAME
+                       (compat) MySQL without --database-url (defaults localhost, 3306, root, -, eventsdb)
+  EVENTSDB_CONFIG      config files when --config is not given (several: separated by ":")
+
+Precedence: flags > environment > config files (a later one wins) > defaults.
+`;
+
 async function serve(options: Record<string, unknown>): Promise<void> {
   const config = configFrom(options);
+  if (options.checkConfig === true) return checkConfig(config);
   const logger = {
     level: config.logLevel,
     // Tokens must never reach a log line.
@@ -100,11 +144,24 @@ async function serve(options: Record<string, unknown>): Promise<void> {
       },
     );
   };
+  // SIGHUP: the config files, the auth file and the TLS files are read again; what can change live
+  // does, and what needs a restart is named (compared with what the process started with).
   process.on("SIGHUP", () => {
     try {
-      server.reload();
+      const next = readConfig(options);
+      server.reload(next);
+      const restart = restartNeeded(config, next);
+      if (restart.length > 0) {
+        server.app.log.warn(
+          { keys: restart },
+          `configuration reloaded; these changes need a restart: ${restart.join(", ")}`,
+        );
+      }
     } catch (error) {
-      server.app.log.error({ err: error }, "reload failed; keeping the previous configuration");
+      server.app.log.error(
+        { err: error },
+        `reload failed; keeping the previous configuration: ${(error as Error).message}`,
+      );
     }
   });
   process.once("SIGTERM", () => stop("SIGTERM"));
@@ -129,24 +186,129 @@ async function runMigrate(options: Record<string, unknown>): Promise<void> {
   }
 }
 
+/**
+ * `serve --check-config`: the merged configuration is valid, the tokens and TLS files load and the
+ * store answers within --db-timeout; prints it (secrets masked) and exits 0, else one line and 2.
+ */
+async function checkConfig(config: Config): Promise<void> {
+  try {
+    loadRegistry(config);
+    if (config.tls !== undefined) readTls(config.tls);
+  } catch (error) {
+    exitIfUnusable(error);
+    throw error;
+  }
+  const dialect = openDialect(config.store, config.dbTimeoutMs);
+  try {
+    await withTimeout(sql`SELECT 1`.execute(dialect.db), config.dbTimeoutMs, "check-config");
+  } catch (error) {
+    process.stderr.write(`eventsdb: ${describeStore(config.store)} does not answer: ${errorReason(error)}\n`);
+    process.exit(EXIT_USAGE);
+  } finally {
+    await dialect.close().catch(() => {});
+  }
+  process.stdout.write(
+    `# eventsdb ${version()}: configuration valid; ${describeStore(config.store)} answers\n${describeConfig(config)}`,
+  );
+}
+
+/**
+ * The merged configuration as a config file would give it, each value with where it came from;
+ * secrets masked (the database password, token hashes, AUTH_TOKEN).
+ */
+export function describeConfig(config: Config): string {
+  let out = "";
+  for (const spec of SERVE_OPTIONS) {
+    const { value, source } = config.settings[spec.flag];
+    if (value === undefined) continue;
+    const shown =
+      spec.flag === "database-url"
+        ? maskPassword(value)
+        : spec.kind === "string"
+          ? value
+          : spec.kind === "boolean"
+            ? ["true", "1", "yes"].includes(value.trim().toLowerCase())
+            : Number(value.trim());
+    const from = source.kind === "default" ? "default" : settingName(spec.flag, source);
+    out += `${stringify({ [spec.flag]: shown }).trimEnd()}  # ${from}\n`;
+  }
+  if (config.auth.token !== undefined) out += "# AUTH_TOKEN is set: one more token with full access\n";
+  if (config.auth.tokens !== undefined) {
+    const tokens = config.auth.tokens.list.map((entry) => ({ ...(entry as object), sha256: "***" }));
+    out += `# tokens from ${config.auth.tokens.where}\n${stringify({ tokens })}`;
+  }
+  return out;
+}
+
+function maskPassword(databaseUrl: string): string {
+  try {
+    const url = new URL(databaseUrl);
+    if (url.password === "") return databaseUrl;
+    url.password = "***";
+    return url.toString();
+  } catch {
+    return databaseUrl;
+  }
+}
+
+/** `eventsdb token`: a fresh random token, and its SHA-256 for the auth file or a config file's `tokens`. */
+function printToken(): void {
+  const token = randomBytes(32).toString("base64url");
+  process.stdout.write(`token: ${token}\nsha256: ${tokenDigest(token).toString("hex")}\n`);
+}
+
 export function buildCli(): Command {
   const program = new Command("eventsdb")
     .description("A CloudEvents store with live streams (REST, SSE, Connect/gRPC)")
+    .version(version(), "-V, --version", "print the version")
     .showHelpAfterError()
     .exitOverride((error) => {
       process.exit(error.exitCode === 0 ? 0 : EXIT_USAGE);
     });
-  addServeOptions(program.command("serve", { isDefault: true }).description("run the server")).action(serve);
-  addServeOptions(
-    program.command("migrate").description("apply pending database migrations and exit"),
-  ).action(runMigrate);
+  addServeOptions(program.command("serve", { isDefault: true }).description("run the server"))
+    .option(
+      "--check-config",
+      "validate the configuration and reach the store, print it (secrets masked), exit",
+    )
+    .addHelpText("after", ENV_ONLY_HELP)
+    .action(serve);
+  addServeOptions(program.command("migrate").description("apply pending database migrations and exit"), [
+    "database-url",
+    "db-pool-size",
+    "db-timeout",
+  ])
+    .addHelpText(
+      "after",
+      "\nThe store as for serve: --database-url, else MYSQL_* (compat), else sqlite:./data/events.db.\n",
+    )
+    .action(runMigrate);
+  program
+    .command("token")
+    .description("print a fresh random token and its SHA-256 (for the auth file or a config file)")
+    .action(printToken);
   addClientCommands(program);
   return program;
 }
 
-buildCli()
-  .parseAsync(process.argv)
-  .catch((error: unknown) => {
-    process.stderr.write(`eventsdb: ${error instanceof Error ? error.message : String(error)}\n`);
-    process.exit(1);
-  });
+/**
+ * A first argument that is not an option must name a command: `serve` is the default only for
+ * flags alone (`eventsdb --rest-port 8080`, as Events DB is started), so a typo is not taken for
+ * serve's arguments. The commands are whatever is registered.
+ */
+function unknownCommand(program: Command, args: readonly string[]): string | undefined {
+  const first = args[0];
+  if (first === undefined || first.startsWith("-")) return undefined;
+  const names = [...program.commands.flatMap((command) => [command.name(), ...command.aliases()]), "help"];
+  return names.includes(first) ? undefined : `unknown command '${first}'${suggestion(first, names)}`;
+}
+
+const program = buildCli();
+const problem = unknownCommand(program, process.argv.slice(2));
+if (problem !== undefined) {
+  process.stderr.write(`eventsdb: ${problem}\n`);
+  process.exit(EXIT_USAGE);
+}
+program.parseAsync(process.argv).catch((error: unknown) => {
+  process.stderr.write(`eventsdb: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

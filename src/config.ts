@@ -1,5 +1,9 @@
+import fs from "node:fs";
 import path from "node:path";
 import proxyAddr from "@fastify/proxy-addr";
+import { parse as parseYaml } from "yaml";
+import { type InlineTokens, parseTokens } from "./auth/tokens.js";
+import { suggestion } from "./suggest.js";
 
 /** Where events live: the embedded SQLite file (default) or a MySQL-compatible server. */
 export type StoreConfig =
@@ -37,6 +41,21 @@ export interface Config {
   readonly dbTimeoutMs: number;
   /** Seconds SIGTERM waits for in-flight requests and the write queue before exiting. */
   readonly shutdownTimeoutSeconds: number;
+  /** Each option's value as text and where it came from (--check-config prints them; SIGHUP compares them). */
+  readonly settings: Readonly<Record<ServeFlag, Setting>>;
+}
+
+/** Where a setting came from: the flag, its env twin, a config file (and the key as spelled there), the default. */
+export type SettingSource =
+  | { readonly kind: "flag" }
+  | { readonly kind: "env" }
+  | { readonly kind: "file"; readonly file: string; readonly key: string }
+  | { readonly kind: "default" };
+
+export interface Setting {
+  /** The value as given (text); undefined = not set and no default. */
+  readonly value: string | undefined;
+  readonly source: SettingSource;
 }
 
 export interface AuthConfig {
@@ -44,6 +63,8 @@ export interface AuthConfig {
   readonly token: string | undefined;
   /** Named tokens with scopes (JSON or YAML), reloaded on SIGHUP. */
   readonly file: string | undefined;
+  /** Named tokens of the last config file that has a `tokens` key (same shape as the auth file's). */
+  readonly tokens: InlineTokens | undefined;
   readonly protectMetrics: boolean;
   readonly allowQueryToken: boolean;
   readonly sessionTtlSeconds: number;
@@ -128,7 +149,14 @@ interface OptionSpec {
   readonly default?: string;
   readonly description: string;
   readonly max?: number;
+  /** A comma-separated list: a config file may give it as a YAML/JSON list too. */
+  readonly list?: boolean;
+  /** Applied by SIGHUP without a restart (the others are reported as needing one). */
+  readonly live?: boolean;
 }
+
+/** The log levels --log-level accepts (pino's, and silent). */
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 const MiB = 1024 * 1024;
 
@@ -161,7 +189,8 @@ export const SERVE_OPTIONS = [
     flag: "log-level",
     kind: "string",
     default: "info",
-    description: "fatal, error, warn, info, debug, trace",
+    description: LOG_LEVELS.join(", "),
+    live: true,
   },
   {
     flag: "max-event-bytes",
@@ -248,7 +277,12 @@ export const SERVE_OPTIONS = [
     default: "true",
     description: "take unary gRPC appends off the raw HTTP/2 stream (false = all through Connect)",
   },
-  { flag: "auth-file", kind: "string", description: "named tokens with read/write scopes (JSON or YAML)" },
+  {
+    flag: "auth-file",
+    kind: "string",
+    description: "named tokens with read/write scopes (JSON or YAML)",
+    live: true,
+  },
   { flag: "protect-metrics", kind: "boolean", default: "false", description: "require a token for /metrics" },
   {
     flag: "allow-query-token",
@@ -261,6 +295,7 @@ export const SERVE_OPTIONS = [
     flag: "cors-origin",
     kind: "string",
     description: "comma-separated origins allowed by CORS (default: none)",
+    list: true,
   },
   {
     flag: "rate-limit",
@@ -273,14 +308,21 @@ export const SERVE_OPTIONS = [
     kind: "string",
     default: "false",
     description: "proxies whose X-Forwarded-For names the client: true, or comma-separated addresses/CIDRs",
+    list: true,
   },
   {
     flag: "tls-cert-file",
     kind: "string",
     description: "PEM certificate chain: serve HTTPS (h2 + http/1.1)",
+    live: true,
   },
-  { flag: "tls-key-file", kind: "string", description: "PEM private key for --tls-cert-file" },
-  { flag: "tls-client-ca-file", kind: "string", description: "PEM CA: require client certificates (mTLS)" },
+  { flag: "tls-key-file", kind: "string", description: "PEM private key for --tls-cert-file", live: true },
+  {
+    flag: "tls-client-ca-file",
+    kind: "string",
+    description: "PEM CA: require client certificates (mTLS)",
+    live: true,
+  },
   {
     flag: "header-timeout",
     kind: "positive",
@@ -330,27 +372,26 @@ export function envName(flag: string): string {
 type Env = Readonly<Record<string, string | undefined>>;
 
 /**
- * Builds the configuration from the environment and command-line flags (flags win over env,
- * env over defaults). Throws {@link ConfigError} with one clear line on invalid input.
+ * Builds the configuration from command-line flags, the environment, config files and defaults,
+ * in that order of precedence (a later file wins over an earlier one). Throws
+ * {@link ConfigError} with one clear line on invalid input, naming the value as it was given.
  */
-export function loadConfig(env: Env, flags: Readonly<Record<string, string | undefined>> = {}): Config {
-  const raw = (spec: OptionSpec): string | undefined => {
-    const fromFlag = flags[spec.flag];
-    if (fromFlag !== undefined) return fromFlag;
-    const fromEnv = env[envName(spec.flag)];
-    if (fromEnv !== undefined && fromEnv !== "") return fromEnv;
-    return spec.default;
-  };
-  /** The name the user gave a value by: the flag, else its env twin if set, else the flag (a default). */
-  const named = (flag: string): string => {
-    const fromEnv = env[envName(flag)];
-    return flags[flag] === undefined && fromEnv !== undefined && fromEnv !== "" ? envName(flag) : `--${flag}`;
-  };
+export function loadConfig(
+  env: Env,
+  flags: Readonly<Record<string, string | undefined>> = {},
+  files: readonly ConfigFile[] = [],
+): Config {
+  const settings = {} as Record<ServeFlag, Setting>;
+  for (const spec of SERVE_OPTIONS as readonly OptionSpec[]) {
+    settings[spec.flag as ServeFlag] = resolve(spec, env, flags, files);
+  }
+  /** The name the user gave a value by: the flag, its env twin, the key in its file (a default: the flag). */
+  const named = (flag: string): string => settingName(flag, settings[flag as ServeFlag].source);
   const source = (spec: OptionSpec): string => named(spec.flag);
 
   const values = new Map<string, string | number | undefined>();
   for (const spec of SERVE_OPTIONS as readonly OptionSpec[]) {
-    const value = raw(spec);
+    const value = settings[spec.flag as ServeFlag].value;
     if (value === undefined) {
       values.set(spec.flag, undefined);
       continue;
@@ -382,11 +423,10 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
   const str = (flag: ServeFlag): string | undefined => values.get(flag) as string | undefined;
 
   const logLevel = str("log-level") ?? "info";
-  if (!["fatal", "error", "warn", "info", "debug", "trace", "silent"].includes(logLevel)) {
-    throw new ConfigError(
-      `${named("log-level")} must be one of fatal, error, warn, info, debug, trace, silent; got ${logLevel}`,
-    );
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError(`${named("log-level")} must be one of ${LOG_LEVELS.join(", ")}; got ${logLevel}`);
   }
+  const tokens = fileTokens(files);
 
   const config: Config = {
     host: str("host") ?? "0.0.0.0",
@@ -420,6 +460,7 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     auth: {
       token: env.AUTH_TOKEN === "" ? undefined : env.AUTH_TOKEN,
       file: str("auth-file") || undefined,
+      tokens,
       protectMetrics: num("protect-metrics") === 1,
       allowQueryToken: num("allow-query-token") === 1,
       sessionTtlSeconds: num("session-ttl"),
@@ -440,6 +481,7 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     },
     dbTimeoutMs: num("db-timeout") * 1000,
     shutdownTimeoutSeconds: num("shutdown-timeout"),
+    settings,
   };
   if (config.connections.headerTimeoutMs > config.connections.requestTimeoutMs) {
     throw new ConfigError(`${named("header-timeout")} must not exceed ${named("request-timeout")}`);
@@ -454,6 +496,158 @@ export function loadConfig(env: Env, flags: Readonly<Record<string, string | und
     );
   }
   return deepFreeze(config);
+}
+
+/** A setting's value by precedence: flag, env twin (set and not empty), the last file that has it, default. */
+function resolve(
+  spec: OptionSpec,
+  env: Env,
+  flags: Readonly<Record<string, string | undefined>>,
+  files: readonly ConfigFile[],
+): Setting {
+  const fromFlag = flags[spec.flag];
+  if (fromFlag !== undefined) return { value: fromFlag, source: { kind: "flag" } };
+  const fromEnv = env[envName(spec.flag)];
+  if (fromEnv !== undefined && fromEnv !== "") return { value: fromEnv, source: { kind: "env" } };
+  for (let i = files.length - 1; i >= 0; i--) {
+    const file = files[i] as ConfigFile;
+    const entry = file.values[spec.flag];
+    if (entry !== undefined) {
+      return { value: entry.value, source: { kind: "file", file: file.path, key: entry.key } };
+    }
+  }
+  return { value: spec.default, source: { kind: "default" } };
+}
+
+/** How an error names a setting: `--rest-port`, `REST_PORT`, `rest-port in config file a.yaml`. */
+export function settingName(flag: string, source: SettingSource): string {
+  if (source.kind === "env") return envName(flag);
+  if (source.kind === "file") return `${source.key} in config file ${source.file}`;
+  return `--${flag}`;
+}
+
+/** The tokens of the last config file that has a `tokens` key, checked now (an error names file and entry). */
+function fileTokens(files: readonly ConfigFile[]): InlineTokens | undefined {
+  const last = files.findLast((file) => file.tokens !== undefined);
+  if (last?.tokens === undefined) return undefined;
+  const inline = { list: last.tokens, where: `config file ${last.path}` };
+  try {
+    parseTokens(inline.list, inline.where);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  return inline;
+}
+
+/**
+ * The keys whose new value a SIGHUP cannot apply: every option but the live ones (log level, auth
+ * file, TLS files), and the TLS files too when TLS would be switched on or off.
+ */
+export function restartNeeded(running: Config, next: Config): ServeFlag[] {
+  const tlsToggled = (running.tls === undefined) !== (next.tls === undefined);
+  return (SERVE_OPTIONS as readonly OptionSpec[])
+    .filter((spec) => !spec.live || (tlsToggled && spec.flag.startsWith("tls-")))
+    .map((spec) => spec.flag as ServeFlag)
+    .filter((flag) => running.settings[flag].value !== next.settings[flag].value);
+}
+
+/** One config file: each option's value as text (by flag name) and the key as spelled there, and its tokens. */
+export interface ConfigFile {
+  readonly path: string;
+  readonly values: Readonly<Record<string, { readonly value: string; readonly key: string }>>;
+  readonly tokens: readonly unknown[] | undefined;
+}
+
+/** `rest-port` → `restPort`: the other spelling a config file may use. */
+function camelCase(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/**
+ * The config files to read: those of --config (repeatable) if any, else EVENTSDB_CONFIG (several
+ * separated by the path delimiter, `:` on Unix). Read in order; a later file wins.
+ */
+export function readConfigFiles(env: Env, flagPaths: readonly string[] = []): ConfigFile[] {
+  const paths =
+    flagPaths.length > 0
+      ? flagPaths
+      : (env.EVENTSDB_CONFIG ?? "").split(path.delimiter).filter((entry) => entry !== "");
+  return paths.map(readConfigFile);
+}
+
+/**
+ * A config file, YAML or JSON (JSON is YAML; `.json` only changes how an error names the file).
+ * Keys are the flag names (`rest-port`) or their camelCase (`restPort`), and `tokens`: a list
+ * like the auth file's. An unreadable file, an unknown key or a value that is not a scalar is a
+ * {@link ConfigError} naming the file and the key; values are checked like flags by loadConfig.
+ */
+export function readConfigFile(file: string): ConfigFile {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (error) {
+    throw new ConfigError(
+      `cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? "error"}`,
+    );
+  }
+  let doc: unknown;
+  const json = file.endsWith(".json");
+  try {
+    // The YAML parser reads JSON too; its message's first line names the place, not the text
+    // (JSON.parse quotes the text, which may hold a password).
+    doc = parseYaml(text);
+  } catch (error) {
+    const reason = ((error as Error).message.split("\n")[0] ?? "").trim().replace(/:$/, "");
+    throw new ConfigError(`config file ${file} is not valid ${json ? "JSON" : "YAML"}: ${reason}`);
+  }
+  if (doc === null || doc === undefined) return { path: file, values: {}, tokens: undefined };
+  if (typeof doc !== "object" || Array.isArray(doc)) {
+    throw new ConfigError(`config file ${file} must be a mapping of option names to values`);
+  }
+  const specs = new Map<string, OptionSpec>();
+  for (const spec of SERVE_OPTIONS as readonly OptionSpec[]) {
+    specs.set(spec.flag, spec);
+    specs.set(camelCase(spec.flag), spec);
+  }
+  const values: Record<string, { value: string; key: string }> = {};
+  let tokens: unknown[] | undefined;
+  for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
+    const at = `config file ${file}: ${key}`;
+    if (key === "tokens") {
+      if (!Array.isArray(value))
+        throw new ConfigError(`${at} must be a list of tokens, like the auth file's`);
+      tokens = value;
+      continue;
+    }
+    const spec = specs.get(key);
+    if (spec === undefined) {
+      throw new ConfigError(`${at}: unknown key${suggestion(key, [...specs.keys(), "tokens"])}`);
+    }
+    if (values[spec.flag] !== undefined) {
+      throw new ConfigError(`${at}: given twice (as ${values[spec.flag]?.key} too)`);
+    }
+    values[spec.flag] = { value: scalarText(value, spec, at), key };
+  }
+  return { path: file, values, tokens };
+}
+
+/** A file value as the text a flag would have given; lists only for list options. */
+function scalarText(value: unknown, spec: OptionSpec, at: string): string {
+  if (typeof value === "string") return value;
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  if (Array.isArray(value) && spec.list === true && value.every((item) => typeof item === "string")) {
+    return value.join(",");
+  }
+  const wanted: Record<Kind, string> = {
+    string: "a string",
+    boolean: "a boolean",
+    port: "a number",
+    positive: "a number",
+    nonnegative: "a number",
+  };
+  const what = value === null ? "empty" : Array.isArray(value) ? "a list" : typeof value;
+  const expected = spec.list === true ? "a string or a list of strings" : wanted[spec.kind];
+  throw new ConfigError(`${at} must be ${expected}, not ${what}`);
 }
 
 /**

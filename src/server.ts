@@ -30,11 +30,15 @@ export interface RunningServer {
   /** Graceful stop: stop accepting, drain requests, flush the writer, close the store. Idempotent. */
   close(): Promise<void>;
   /**
-   * Re-reads the auth file (SIGHUP); keeps the old tokens and throws when the new file is invalid.
-   * The new tokens apply at once; `sessionsEnded` settles once the browser sessions of tokens that
-   * changed or went are deleted from the store (for every process sharing it).
+   * SIGHUP: applies what can change live — the tokens (AUTH_TOKEN, the auth file, a config file's
+   * `tokens`), the log level and the TLS files (read again, also from new paths) — from `next`, or
+   * re-reads the auth file and the TLS files of the running configuration. Keeps the old tokens and
+   * throws when the new ones are invalid (then nothing changes); a broken TLS set keeps the old one
+   * (and says so). The new tokens apply at once; `sessionsEnded` settles once the browser sessions of
+   * tokens that changed or went are deleted from the store (for every process sharing it). The
+   * caller reports the settings that need a restart (config.ts `restartNeeded`).
    */
-  reload(): { readonly sessionsEnded: Promise<number> };
+  reload(next?: Config): { readonly sessionsEnded: Promise<number> };
 }
 
 export interface ServerOptions {
@@ -56,7 +60,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   // One logger for the process: the app's, the pipeline's (request lines) and the store's (outages).
   const log = createLogger(options.logger);
-  const eventLog = await EventLog.open(config, metrics, log?.child({ component: "store" }));
+  const storeLog = log?.child({ component: "store" });
+  const eventLog = await EventLog.open(config, metrics, storeLog);
   metrics.trackPool(() => eventLog.dialect.poolStats());
   const clock = options.clock ?? monotonicClock;
   const sessions = new BrowserSessions(eventLog.dialect.db, config.auth.sessionTtlSeconds, clock);
@@ -119,33 +124,41 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     `eventsdb listening on ports ${restPort} (REST) and ${grpcPort} (gRPC); ${where}`,
   );
 
+  /** What SIGHUP may change besides the tokens: the log level and the TLS files. */
+  let live = { logLevel: config.logLevel, tls: config.tls };
+
   /** New certificates (and client CA) for new connections; a broken set keeps the old one (and says so). */
   const reloadTls = () => {
-    if (config.tls === undefined) return;
+    if (live.tls === undefined || config.tls === undefined) return;
     try {
-      edge.setSecureContext(readTls(config.tls));
+      edge.setSecureContext(readTls(live.tls));
       app.log.info("TLS certificates reloaded");
     } catch (error) {
       app.log.error({ err: error }, "TLS reload failed; keeping the previous certificates");
     }
   };
-  // The client CA too: a rotated CA bundle applies to new connections like a rotated certificate.
-  const watched =
-    config.tls === undefined
-      ? []
-      : [config.tls.certFile, config.tls.keyFile, config.tls.clientCaFile].filter(
-          (file): file is string => file !== undefined,
-        );
+  let watched: string[] = [];
   let pending: NodeJS.Timeout | undefined;
-  for (const file of watched) {
-    // watchFile polls, so it also sees a file replaced by rename (how cert tools rotate).
-    fs.watchFile(file, { interval: TLS_WATCH_MS, persistent: false }, () => {
-      // Cert and key change one after the other: reload once both are written.
-      clearTimeout(pending);
-      pending = setTimeout(reloadTls, TLS_WATCH_MS);
-      pending.unref();
-    });
-  }
+  const watchTls = () => {
+    for (const file of watched) fs.unwatchFile(file);
+    // The client CA too: a rotated CA bundle applies to new connections like a rotated certificate.
+    watched =
+      live.tls === undefined || config.tls === undefined
+        ? []
+        : [live.tls.certFile, live.tls.keyFile, live.tls.clientCaFile].filter(
+            (file): file is string => file !== undefined,
+          );
+    for (const file of watched) {
+      // watchFile polls, so it also sees a file replaced by rename (how cert tools rotate).
+      fs.watchFile(file, { interval: TLS_WATCH_MS, persistent: false }, () => {
+        // Cert and key change one after the other: reload once both are written.
+        clearTimeout(pending);
+        pending = setTimeout(reloadTls, TLS_WATCH_MS);
+        pending.unref();
+      });
+    }
+  };
+  watchTls();
 
   let closing: Promise<void> | undefined;
   return {
@@ -157,11 +170,30 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     get inFlight() {
       return edge.inFlight;
     },
-    reload() {
-      reloadTls();
-      const next = loadRegistry(config);
+    reload(nextConfig) {
+      const wanted = nextConfig ?? config;
+      // Tokens first: invalid ones change nothing at all.
+      const next = loadRegistry(wanted);
       registry = next;
+      const tlsPathsChanged = JSON.stringify(wanted.tls) !== JSON.stringify(live.tls);
+      live = {
+        logLevel: wanted.logLevel,
+        // TLS cannot be switched on or off live (restartNeeded reports it).
+        tls: (wanted.tls === undefined) === (config.tls === undefined) ? wanted.tls : live.tls,
+      };
+      if (tlsPathsChanged) watchTls();
+      reloadTls();
       app.log.info({ tokens: next.size }, "auth tokens reloaded");
+      if (log !== undefined && log.level !== live.logLevel) {
+        const from = log.level;
+        // Said at whichever of the two levels is more verbose, so it shows either way.
+        const say = () => app.log.info({ from, level: live.logLevel }, "log level changed");
+        const before = ["trace", "debug", "info"].includes(from);
+        if (before) say();
+        // pino children keep the level they were made with: the long-lived ones are set too.
+        for (const logger of new Set([log, app.log, storeLog])) if (logger) logger.level = live.logLevel;
+        if (!before) say();
+      }
       // Streams of tokens that are gone or changed end now, not at the next periodic check; those
       // of sessions once their rows are gone.
       void eventLog.recheckStreams();
@@ -205,17 +237,20 @@ function createLogger(options: ServerOptions["logger"]): FastifyBaseLogger | und
   return pino(rest, stream);
 }
 
-/** The tokens of AUTH_TOKEN and --auth-file; an unreadable or invalid file is a configuration error. */
-function loadRegistry(config: Config): TokenRegistry {
+/**
+ * The tokens of AUTH_TOKEN, --auth-file and a config file's `tokens`; an unreadable or invalid file
+ * is a configuration error.
+ */
+export function loadRegistry(config: Config): TokenRegistry {
   try {
-    return TokenRegistry.load(config.auth.token, config.auth.file);
+    return TokenRegistry.load(config.auth.token, config.auth.file, config.auth.tokens);
   } catch (error) {
     throw new ConfigError((error as Error).message);
   }
 }
 
 /** Reads the PEM files; unreadable files are a configuration error. */
-function readTls(tls: TlsConfig): FrontTls {
+export function readTls(tls: TlsConfig): FrontTls {
   const read = (file: string, what: string) => {
     try {
       return fs.readFileSync(file);

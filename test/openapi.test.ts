@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -664,7 +665,10 @@ describe("REST API against openapi.yaml", () => {
     it("GET /healthz → 200 ok", async () => {
       const reply = await call("GET", "/healthz");
       expect(reply.status).toBe(200);
-      expect(reply.body).toEqual({ status: "ok" });
+      expect(reply.body).toEqual({
+        status: "ok",
+        version: JSON.parse(readFileSync("package.json", "utf8")).version,
+      });
     });
 
     it("GET /readyz → 200 with the store and writer checks", async () => {

@@ -23,7 +23,7 @@ export const FULL_ACCESS: Readonly<Pick<Principal, "read" | "write">> = { read: 
 /** The caller of an open server (no token configured), and of internal reads. */
 export const ANYONE: Principal = { name: "anonymous", ...FULL_ACCESS };
 
-interface TokenEntry extends Principal {
+export interface TokenEntry extends Principal {
   readonly digest: Buffer;
   /** sessionFingerprint(digest): what the token's browser sessions are checked against. */
   readonly fingerprint: Buffer;
@@ -69,8 +69,15 @@ export class TokenRegistry {
     this.#entries = entries;
   }
 
-  /** From AUTH_TOKEN and the auth file (JSON or YAML); throws with one clear line when invalid. */
-  static load(authToken: string | undefined, authFile: string | undefined): TokenRegistry {
+  /**
+   * From AUTH_TOKEN, the auth file (JSON or YAML) and the `tokens` of a config file (`inline`);
+   * throws with one clear line when invalid.
+   */
+  static load(
+    authToken: string | undefined,
+    authFile: string | undefined,
+    inline?: InlineTokens,
+  ): TokenRegistry {
     const entries: TokenEntry[] = [];
     if (authToken !== undefined) {
       const digest = tokenDigest(authToken);
@@ -82,7 +89,13 @@ export class TokenRegistry {
         expires: undefined,
       });
     }
+    if (inline !== undefined) entries.push(...parseTokens(inline.list, inline.where));
     if (authFile !== undefined) entries.push(...readAuthFile(authFile));
+    const names = new Set<string>();
+    for (const entry of entries) {
+      if (names.has(entry.name)) throw new Error(`token name ${entry.name} is given twice`);
+      names.add(entry.name);
+    }
     return new TokenRegistry(entries);
   }
 
@@ -149,15 +162,32 @@ function readAuthFile(file: string): TokenEntry[] {
   }
   const tokens = (doc as { tokens?: unknown } | null)?.tokens;
   if (!Array.isArray(tokens)) throw new Error(`--auth-file ${file} must have a "tokens" list`);
+  return parseTokens(tokens, `--auth-file ${file}`);
+}
+
+/** Tokens given in a config file's `tokens` key, and where (for error messages). */
+export interface InlineTokens {
+  readonly list: readonly unknown[];
+  /** e.g. `config file /etc/eventsdb.yaml` */
+  readonly where: string;
+}
+
+/**
+ * A list of tokens as the auth file and a config file's `tokens` key hold them:
+ * `{ name, sha256, read?, write?, expires? }`. Throws naming `where`, the entry and the reason.
+ */
+export function parseTokens(tokens: readonly unknown[], where: string): TokenEntry[] {
   const names = new Set<string>();
   return tokens.map((raw: unknown, i: number) => {
-    const at = `--auth-file ${file}: tokens[${i}]`;
+    const at = `${where}: tokens[${i}]`;
     const t = (raw ?? {}) as Record<string, unknown>;
     if (typeof t.name !== "string" || !NAME.test(t.name)) throw new Error(`${at}: name must match ${NAME}`);
     if (names.has(t.name)) throw new Error(`${at}: duplicate name ${t.name}`);
     names.add(t.name);
     if (typeof t.sha256 !== "string" || !HEX_SHA256.test(t.sha256.toLowerCase())) {
-      throw new Error(`${at}: sha256 must be the token's SHA-256 in hex (echo -n TOKEN | sha256sum)`);
+      throw new Error(
+        `${at}: sha256 must be the token's SHA-256 in hex (eventsdb token prints a new token and its hash)`,
+      );
     }
     const scopes = (key: "read" | "write"): string[] => {
       const value = t[key] ?? [];

@@ -66,12 +66,14 @@ const REQUEST_LOG_LEVELS: ReadonlySet<string> = new Set(["trace", "debug", "info
  */
 export class Pipeline {
   readonly #options: PipelineOptions;
-  /** Whether request lines are written (decided once: the level is set at start). */
-  readonly logsRequests: boolean;
 
   constructor(options: PipelineOptions) {
     this.#options = options;
-    this.logsRequests = REQUEST_LOG_LEVELS.has(options.log.level ?? "silent");
+  }
+
+  /** Whether request lines are written: asked each time, as SIGHUP may change the log level. */
+  get logsRequests(): boolean {
+    return REQUEST_LOG_LEVELS.has(this.#options.log.level ?? "silent");
   }
 
   get log(): Logger {
@@ -180,8 +182,10 @@ export function installPipeline(app: FastifyInstance, pipeline: Pipeline): void 
     request.principal = ANYONE;
     request.principal = await pipeline.admit(pipeline.fastifyRequest(request));
   });
-  if (pipeline.logsRequests) {
-    app.addHook("onResponse", async (request, reply) => {
+  // Always installed: SIGHUP may turn request lines on (--log-level info) after the start. A
+  // callback hook, not an async one: no promise per request while lines are off.
+  app.addHook("onResponse", (request, reply, done) => {
+    if (pipeline.logsRequests) {
       const grpcStatus = sentGrpcStatus(reply.raw);
       pipeline.logLine(
         {
@@ -194,8 +198,9 @@ export function installPipeline(app: FastifyInstance, pipeline: Pipeline): void 
         },
         request.log,
       );
-    });
-  }
+    }
+    done();
+  });
   app.setErrorHandler((error, request, reply) =>
     sendError(request, reply, pipeline.failure(error, request.log)),
   );

@@ -97,6 +97,31 @@ async function expectNoHorizontalScroll(page: Page, width: number): Promise<void
   expect(scrollWidth).toBeLessThanOrEqual(width);
 }
 
+/** The rectangle of the first element matching `selector`, at the current scroll position. */
+function boxOf(page: Page, selector: string): Promise<{ top: number; bottom: number; right: number }> {
+  return page.evaluate(`(() => {
+    const element = document.querySelector(${JSON.stringify(selector)});
+    if (element === null) throw new Error("no element " + ${JSON.stringify(selector)});
+    const { top, bottom, right } = element.getBoundingClientRect();
+    return { top, bottom, right };
+  })()`);
+}
+
+/**
+ * Fails when the document scrolls sideways or any rendered element reaches past the viewport's
+ * right edge (what a phone cuts off); names the offenders.
+ */
+async function expectNothingPastTheRightEdge(page: Page, width: number): Promise<void> {
+  expect(await page.evaluate<number>("document.scrollingElement.scrollWidth")).toBeLessThanOrEqual(width);
+  const past = await page.evaluate<string[]>(`[...document.querySelectorAll("body *")]
+    .filter((element) => {
+      const box = element.getBoundingClientRect();
+      return box.width > 0 && box.right > ${width} + 0.5;
+    })
+    .map((element) => element.tagName.toLowerCase() + "#" + element.id + "." + element.className)`);
+  expect(past).toEqual([]);
+}
+
 describe("web console in Chromium", () => {
   const dir = mkdtempSync(join(tmpdir(), "eventsdb-console-"));
   let browser: Browser | undefined;
@@ -105,6 +130,18 @@ describe("web console in Chromium", () => {
   beforeAll(async () => {
     browser = await launchChromium();
   });
+
+  /** A server on a new store file and a free port; `restart` starts it again on both. */
+  const serve = async (file: string, open = false) => {
+    const databaseUrl = `sqlite:${join(dir, file)}`;
+    const port = await freePort();
+    const restart = async (): Promise<RunningServer> => {
+      const server = await start(databaseUrl, port, open);
+      servers.push(server);
+      return server;
+    };
+    return { origin: `http://127.0.0.1:${port}`, server: await restart(), restart };
+  };
 
   afterAll(async () => {
     // The browser first, so its open stream does not hold the server's drain.
@@ -122,11 +159,8 @@ describe("web console in Chromium", () => {
   it("signs in, lists subjects with counts, tails, pauses, opens an event and resumes after a restart", {
     timeout: 120_000,
   }, async () => {
-    const databaseUrl = `sqlite:${join(dir, "auth.db")}`;
-    const port = await freePort();
-    const origin = `http://127.0.0.1:${port}`;
-    let server = await start(databaseUrl, port);
-    servers.push(server);
+    const { origin, server: started, restart } = await serve("auth.db");
+    let server = started;
 
     // Static files: open, with a strict CSP; /ui redirects to /ui/; API calls still need the token.
     const redirect = await fetch(`${origin}/ui`, { redirect: "manual" });
@@ -333,8 +367,7 @@ describe("web console in Chromium", () => {
     await server.close();
     await waitForState(page, "reconnecting");
     await screenshot(page, "09-reconnecting");
-    server = await start(databaseUrl, port);
-    servers.push(server);
+    server = await restart();
     const [third] = await post(origin, simple("orders/us/2002", "order.created", { order: 2002, total: 18 }));
     await waitForState(page, "live");
     await waitForRow(page, third as number);
@@ -356,11 +389,8 @@ describe("web console in Chromium", () => {
   it("needs no sign-in on an open server and reconnects by itself after a restart", {
     timeout: 60_000,
   }, async () => {
-    const databaseUrl = `sqlite:${join(dir, "open.db")}`;
-    const port = await freePort();
-    const origin = `http://127.0.0.1:${port}`;
-    let server = await start(databaseUrl, port, true);
-    servers.push(server);
+    const { origin, server: started, restart } = await serve("open.db", true);
+    let server = started;
     const [before] = await post(origin, simple("jobs/1", "job.queued", { job: 1 }));
 
     if (browser === undefined) throw new Error("no browser");
@@ -385,8 +415,7 @@ describe("web console in Chromium", () => {
     await page.evaluate("window.states = []");
     await server.close();
     await waitForState(page, "reconnecting");
-    server = await start(databaseUrl, port, true);
-    servers.push(server);
+    server = await restart();
     const [b] = await post(origin, simple("jobs/3", "job.queued", { job: 3 }));
     await waitForRow(page, b as number);
     await waitForState(page, "live");
@@ -421,6 +450,69 @@ describe("web console in Chromium", () => {
       `00000000  ${"00 01 02 ff fe 41 42".padEnd(47)}  |.....AB|`,
     );
     await screenshot(page, "13-phone-detail-binary");
+    await page.keyboard.press("Escape");
+    await context.close();
+  });
+
+  // Issue 12, item 13: on a phone the tail started below the first screen and a hex dump ran past
+  // the right edge of the detail view.
+  it("on a 390 × 844 phone shows the live tail on the first screen and fits a hex dump to the width", {
+    timeout: 60_000,
+  }, async () => {
+    const { origin } = await serve("phone.db");
+    // Enough subjects to fill the subject list, then a binary event of several dump rows.
+    await post(
+      origin,
+      Array.from({ length: 30 }, (_, i) => simple(`orders/eu/${1000 + i}`, "order.created", { order: i })),
+    );
+    const [binary] = await post(
+      origin,
+      Uint8Array.from({ length: 200 }, (_, i) => (i * 37) % 256),
+      "application/octet-stream",
+      {
+        "ce-specversion": "1.0",
+        "ce-id": "raw-1",
+        "ce-source": "sensors",
+        "ce-type": "reading.raw",
+        "ce-subject": "sensors/t-99",
+      },
+    );
+
+    if (browser === undefined) throw new Error("no browser");
+    const context = await browser.newContext({ viewport: PHONE });
+    const page = await context.newPage();
+    await page.goto(`${origin}/ui/`);
+    const tokenInput = page.getByLabel("Access token");
+    await tokenInput.fill(TOKEN);
+    await tokenInput.press("Enter");
+    await page.locator("#workspace").waitFor({ timeout: WAIT_MS });
+    await expect.poll(() => page.locator("#subject-list li").count(), { timeout: WAIT_MS }).toBe(31);
+    await page.getByRole("button", { name: "Open tail" }).click();
+    await waitForState(page, "live");
+    await waitForRow(page, binary as number);
+
+    // At the top of the page: the tail panel, its form and the newest two events are on screen.
+    expect(await page.evaluate<number>("window.scrollY")).toBe(0);
+    const tail = await boxOf(page, ".panel.tail");
+    expect(tail.top).toBeGreaterThanOrEqual(0);
+    expect(tail.top).toBeLessThan(PHONE.height);
+    const list = await boxOf(page, "#event-list");
+    expect(list.top).toBeLessThan(PHONE.height);
+    const second = await boxOf(page, "#event-list > li:nth-child(2)");
+    expect(second.bottom).toBeLessThanOrEqual(PHONE.height);
+    await expectNothingPastTheRightEdge(page, PHONE.width);
+    await screenshot(page, "14-phone-first-screen");
+
+    // The binary event's hex dump: inside the screen, and nothing hidden to its right.
+    await page.locator(`#event-list .event-row[data-id="${binary}"]`).click();
+    await page.locator("#detail").waitFor({ state: "visible", timeout: WAIT_MS });
+    expect(await page.locator("#detail-encoding").textContent()).toBe("binary · hex");
+    const dump = page.locator("#detail-data");
+    expect(await dump.textContent()).toContain("000000c0  ");
+    await expectNothingPastTheRightEdge(page, PHONE.width);
+    const fits = await dump.evaluate((pre) => ({ scroll: pre.scrollWidth, client: pre.clientWidth }));
+    expect(fits.scroll).toBeLessThanOrEqual(fits.client);
+    await screenshot(page, "15-phone-hex-dump");
     await page.keyboard.press("Escape");
     await context.close();
   });

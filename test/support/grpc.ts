@@ -53,6 +53,7 @@ export interface ProtoStreamRequest {
 export interface ProtoStreamReply {
   events: ProtoEvent[];
   has_more: boolean;
+  next_from_id: string;
 }
 
 export interface ProtoDeleteRequest {

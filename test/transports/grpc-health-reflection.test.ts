@@ -243,6 +243,33 @@ describe(`gRPC health and reflection on a real server (${dialect.name})`, () => 
         ) as Record<string, unknown>;
         expect(event).toMatchObject({ id: created.id, source: "s", type: "t", subject, data: "aGk=" });
       });
+
+      it("knows GetHistoricEventsFromSubject's next_from_id (field 3) from the served descriptors", async () => {
+        const subject = `buf-page/${reflect}`;
+        const body = JSON.stringify({ source: "s", type: "t", subject });
+        const first = JSON.parse(await curl(["-d", body, `${t.grpcUrl}/grpc.EventsDB/CreateEvent`])) as {
+          id: string;
+        };
+        const second = JSON.parse(await curl(["-d", body, `${t.grpcUrl}/grpc.EventsDB/CreateEvent`])) as {
+          id: string;
+        };
+        const page = JSON.parse(
+          await curl([
+            "-d",
+            JSON.stringify({ subject, limit: 1 }),
+            `${t.grpcUrl}/grpc.EventsDB/GetHistoricEventsFromSubject`,
+          ]),
+        ) as Record<string, unknown>;
+        expect(page).toMatchObject({ events: [{ id: first.id }], hasMore: true, nextFromId: first.id });
+        const next = JSON.parse(
+          await curl([
+            "-d",
+            JSON.stringify({ subject, limit: 1, fromId: page.nextFromId }),
+            `${t.grpcUrl}/grpc.EventsDB/GetHistoricEventsFromSubject`,
+          ]),
+        ) as Record<string, unknown>;
+        expect(next).toMatchObject({ events: [{ id: second.id }], nextFromId: second.id });
+      });
     });
   }
 });

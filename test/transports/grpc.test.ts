@@ -1,7 +1,11 @@
 import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
+import { tokenDigest } from "../../src/auth/tokens.js";
 import { DIALECTS } from "../support/dialects.js";
 import {
   CONNECT_KINDS,
@@ -252,14 +256,18 @@ describe.each(SERVERS)("gRPC on $dialect.name, fast path $fastPath", ({ dialect,
       expect(idsOf(await page({ subject: "h", recursive: true, type: "b" }))).toEqual([h1x]);
       expect(idsOf(await page({ subject: "", type: "a" }))).toEqual([h, h1, hArchive, h2, other]);
 
+      // next_from_id (field 3) is the cursor: the last id of the page, else the from_id given.
       const first = await page({ subject: "h", recursive: true, limit: 2 });
       expect(idsOf(first)).toEqual([h, h1]);
       expect(first.has_more).toBe(true);
-      const second = await page({ subject: "h", recursive: true, limit: 2, from_id: h1 });
+      expect(first.next_from_id).toBe(h1);
+      const second = await page({ subject: "h", recursive: true, limit: 2, from_id: first.next_from_id });
       expect(idsOf(second)).toEqual([h1x, h2]);
       expect(second.has_more).toBe(false);
+      expect(second.next_from_id).toBe(h2);
       const third = await page({ subject: "h", recursive: true, limit: 2, from_id: h2 });
-      expect(third).toEqual({ events: [], has_more: false });
+      expect(third).toEqual({ events: [], has_more: false, next_from_id: h2 });
+      expect(await page({ subject: "nothing" })).toEqual({ events: [], has_more: false, next_from_id: "0" });
     });
 
     it("DeleteFromSubject deletes the subject (recursive: and below it) after from_id; ids are not reused", async () => {
@@ -455,6 +463,109 @@ describe.each(SERVERS)("gRPC on $dialect.name, fast path $fastPath", ({ dialect,
       onCleanup(bad.close);
       expect(await connectFailure(bad.ended)).toBe(Code.InvalidArgument);
       expect(bad.replies).toEqual([]);
+    });
+
+    it("GetHistoricEventsFromSubject's next_from_id pages through many events as REST's next_from_id does, cut by --client-buffer-bytes and by narrow read scopes", async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "eventsdb-cursor-"));
+      onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }));
+      const authFile = path.join(dir, "tokens.json");
+      const tokens = { all: "cursor-all-token-0123", narrow: "cursor-narrow-token-4567" };
+      fs.writeFileSync(
+        authFile,
+        JSON.stringify({
+          tokens: [
+            { name: "all", sha256: tokenDigest(tokens.all).toString("hex"), read: ["*"], write: ["*"] },
+            { name: "narrow", sha256: tokenDigest(tokens.narrow).toString("hex"), read: ["pg/a"] },
+          ],
+        }),
+      );
+      const budget = 100_000;
+      const t = await start({ "auth-file": authFile, "client-buffer-bytes": String(budget) });
+      const { client } = peer(kind, t);
+      // 300 events alternating pg/a and pg/b; every 12th carries 40 KB, so some pages are cut by
+      // the byte budget before the limit; the last 20 are pg/b only (a narrow reader's last page
+      // is empty and keeps the cursor where it was).
+      const spec = Array.from({ length: 300 }, (_, i) => ({
+        subject: i < 280 && i % 2 === 0 ? "pg/a" : "pg/b",
+        size: i % 12 === 0 ? 40_000 : 10,
+      }));
+      const ids: number[] = [];
+      for (let i = 0; i < spec.length; i += 100) {
+        const res = await fetch(`${t.url}/events`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${tokens.all}`, "content-type": "application/json" },
+          body: JSON.stringify(
+            spec.slice(i, i + 100).map(({ subject, size }) => ({
+              source: "cursor",
+              type: "t",
+              subject,
+              data: randomBytes(size).toString("base64"),
+            })),
+          ),
+        });
+        expect(res.status).toBe(200);
+        ids.push(...((await res.json()) as { ids: number[] }).ids);
+      }
+      const sizeOf = new Map(ids.map((id, i) => [id, spec[i]?.size ?? 0]));
+
+      /** Pages until has_more is false; each gRPC page must be REST's page for the same request. */
+      const readAll = async (token: string, limit: number) => {
+        const headers = { authorization: `Bearer ${token}` };
+        const pages: { ids: number[]; hasMore: boolean; next: number }[] = [];
+        for (let from = 0; ; ) {
+          const reply = await client.getHistoricEventsFromSubject(
+            { subject: "pg", recursive: true, limit, fromId: BigInt(from) },
+            { headers },
+          );
+          const got = {
+            ids: reply.events.map((e) => Number(e.id)),
+            hasMore: reply.hasMore,
+            next: Number(reply.nextFromId),
+          };
+          const rest = await fetch(
+            `${t.url}/events?subject=pg&recursive=true&limit=${limit}&from_id=${from}`,
+            {
+              headers,
+            },
+          );
+          const page = (await rest.json()) as {
+            events: { id: number }[];
+            has_more: boolean;
+            next_from_id: number;
+          };
+          expect(got).toEqual({
+            ids: page.events.map((e) => e.id),
+            hasMore: page.has_more,
+            next: page.next_from_id,
+          });
+          expect(got.next).toBe(got.ids.at(-1) ?? from);
+          pages.push(got);
+          if (!got.hasMore) return pages;
+          expect(got.next).toBeGreaterThan(from);
+          from = got.next;
+        }
+      };
+
+      const all = await readAll(tokens.all, 40);
+      expect(all.flatMap((p) => p.ids)).toEqual(ids);
+      const cut = all.filter((p) => p.hasMore && p.ids.length < 40);
+      expect(cut.length).toBeGreaterThan(0);
+      for (const p of all) {
+        const bytes = p.ids.reduce((sum, id) => sum + (sizeOf.get(id) ?? 0), 0);
+        if (p.ids.length > 1) expect(bytes).toBeLessThanOrEqual(budget);
+      }
+
+      const narrow = await readAll(tokens.narrow, 30);
+      expect(narrow.flatMap((p) => p.ids)).toEqual(ids.filter((_, i) => spec[i]?.subject === "pg/a"));
+      expect(narrow.filter((p) => p.hasMore && p.ids.length < 30).length).toBeGreaterThan(0);
+      expect(narrow.every((p) => p.ids.length > 0)).toBe(true);
+      const last = await client.getHistoricEventsFromSubject(
+        { subject: "pg", recursive: true, fromId: BigInt(narrow.at(-1)?.next ?? 0) },
+        { headers: { authorization: `Bearer ${tokens.narrow}` } },
+      );
+      expect(last.events).toEqual([]);
+      expect(last.hasMore).toBe(false);
+      expect(last.nextFromId).toBe(BigInt(narrow.at(-1)?.next ?? -1));
     });
   });
 

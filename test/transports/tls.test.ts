@@ -8,10 +8,14 @@ import { promisify } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { version } from "../../src/version.js";
 import { issue, makeCa } from "../support/certs.js";
 import { DIALECTS } from "../support/dialects.js";
-import { startTestServer, type TestServer } from "../support/server.js";
+import { startTestServer, type TestServer, testConfig } from "../support/server.js";
 import { SseParser, waitUntil } from "../support/sse.js";
+
+/** What /healthz answers. */
+const HEALTH = JSON.stringify({ status: "ok", version: version() });
 
 const run = promisify(execFile);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "eventsdb-tls-"));
@@ -38,8 +42,10 @@ function servedSerial(port: number): Promise<string> {
 
 describe("TLS", () => {
   let t: TestServer;
+  let databaseUrl: string;
   beforeAll(async () => {
-    t = await startTestServer(await (DIALECTS[0] as (typeof DIALECTS)[number]).url(), {
+    databaseUrl = await (DIALECTS[0] as (typeof DIALECTS)[number]).url();
+    t = await startTestServer(databaseUrl, {
       "tls-cert-file": server.cert,
       "tls-key-file": server.key,
     });
@@ -61,7 +67,7 @@ describe("TLS", () => {
         " %{http_version}",
         `${base}/healthz`,
       ]);
-      expect(h1.stdout).toBe('{"status":"ok"} 1.1');
+      expect(h1.stdout).toBe(`${HEALTH} 1.1`);
       const h2 = await run("curl", [
         "-s",
         "--cacert",
@@ -71,7 +77,7 @@ describe("TLS", () => {
         " %{http_version}",
         `${base}/healthz`,
       ]);
-      expect(h2.stdout).toBe('{"status":"ok"} 2');
+      expect(h2.stdout).toBe(`${HEALTH} 2`);
       const plain = await run("curl", [
         "-s",
         "-o",
@@ -157,6 +163,12 @@ describe("TLS", () => {
       request.destroy();
     }
   });
+
+  it("a reload (SIGHUP) with certificate files at new paths serves them to new connections", async () => {
+    const moved = issue(fs.mkdtempSync(path.join(dir, "moved-")), ca, "server-moved", 1003);
+    t.server.reload(testConfig(databaseUrl, { "tls-cert-file": moved.cert, "tls-key-file": moved.key }));
+    expect(await servedSerial(t.server.restPort)).toBe("03EB"); // 1003
+  });
 });
 
 describe("mutual TLS", () => {
@@ -193,7 +205,7 @@ describe("mutual TLS", () => {
       client.key,
       url,
     ]);
-    expect(withCert.stdout).toBe('{"status":"ok"}');
+    expect(withCert.stdout).toBe(HEALTH);
   });
 
   it("picks up a replaced TLS_CLIENT_CA_FILE without SIGHUP, like the certificates", async () => {
@@ -212,11 +224,7 @@ describe("mutual TLS", () => {
     // Rotated in place, as a CA bundle is: the old client's issuer is gone, the new one's trusted.
     fs.copyFileSync(nextCa.caCert, `${mca.caCert}.tmp`);
     fs.renameSync(`${mca.caCert}.tmp`, mca.caCert);
-    await waitUntil(
-      async () => (await status(nextClient)) === '{"status":"ok"}',
-      "the new client CA",
-      15_000,
-    );
+    await waitUntil(async () => (await status(nextClient)) === HEALTH, "the new client CA", 15_000);
     expect(await status(client)).toBe("refused");
   });
 });

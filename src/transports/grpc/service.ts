@@ -102,7 +102,12 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
           const hold = await reserveRead(outbound, context, query.limit);
           const page = await eventLog.page(query, caller(context));
           hold.settle(page.events);
-          return { events: page.events.map(toProto), hasMore: page.hasMore };
+          // The cursor is the page's own (one rule with REST's next_from_id, see Page.nextFromId).
+          return {
+            events: page.events.map(toProto),
+            hasMore: page.hasMore,
+            nextFromId: BigInt(page.nextFromId),
+          };
         }),
       deleteFromSubject: (request, context) =>
         observe("delete_events", async () => ({

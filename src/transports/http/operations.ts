@@ -1,13 +1,14 @@
 import type { FastifyInstance } from "fastify";
 import type { EventLog } from "../../events/event-log.js";
 import type { Metrics } from "../../metrics.js";
+import { version } from "../../version.js";
 
 /** /healthz, /readyz and /metrics: open routes for orchestrators and Prometheus. */
 export async function operationsRoutes(
   app: FastifyInstance,
   deps: { eventLog: EventLog; metrics: Metrics },
 ): Promise<void> {
-  app.get("/healthz", async () => ({ status: "ok" }));
+  app.get("/healthz", async () => ({ status: "ok", version: version() }));
 
   app.get("/readyz", async (_request, reply) => {
     const readiness = await deps.eventLog.readiness();
