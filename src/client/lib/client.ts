@@ -1,5 +1,5 @@
 import { toBase64 } from "./base64.js";
-import { EventsDbError, networkReason, responseError, timedOut, unreachable } from "./errors.js";
+import { EventsDbError, networkReason, readText, responseError, timedOut, unreachable } from "./errors.js";
 import { SseParser, SseTooLarge } from "./sse.js";
 import type {
   CallOptions,
@@ -425,7 +425,9 @@ export class EventsDbClient {
         }),
       );
       if (!response.ok) throw await responseError(response);
-      return { text: await readText(response, this.#maxBytes), headers: response.headers };
+      const text = await readText(response, this.#maxBytes);
+      if (text === undefined) throw tooLarge(response.status, this.#maxBytes);
+      return { text, headers: response.headers };
     } catch (error) {
       if (error instanceof EventsDbError) throw error;
       if (spec.signal?.aborted) throw spec.signal.reason;
@@ -453,35 +455,6 @@ export class EventsDbClient {
       ...(this.#credentials === undefined ? {} : { credentials: this.#credentials }),
     };
   }
-}
-
-/** The body as text, refused once it passes `max` bytes (a byte cap on every answer). */
-async function readText(response: Response, max: number): Promise<string> {
-  if (response.body === null) return "";
-  if (Number(response.headers.get("content-length") ?? 0) > max) {
-    await response.body.cancel();
-    throw tooLarge(response.status, max);
-  }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = response.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > max) {
-      await reader.cancel();
-      throw tooLarge(response.status, max);
-    }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return new TextDecoder().decode(bytes);
 }
 
 function tooLarge(status: number, max: number): EventsDbError {

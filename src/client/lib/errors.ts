@@ -33,11 +33,14 @@ export class EventsDbError extends Error {
   }
 }
 
+/** An error body is a line of JSON; a proxy's page beyond this is not read. */
+const MAX_ERROR_BYTES = 64 * 1024;
+
 /** The error for a non-2xx response, from its `{"error":{code,message}}` body if it has one. */
 export async function responseError(response: Response): Promise<EventsDbError> {
   let text = "";
   try {
-    text = await response.text();
+    text = (await readText(response, MAX_ERROR_BYTES)) ?? "";
   } catch {
     // The body is lost; the status still says enough.
   }
@@ -100,4 +103,33 @@ export function networkReason(error: unknown): string {
 /** Text on one line, as error messages are. */
 export function oneLine(text: string): string {
   return text.replace(/\s*[\r\n]+\s*/g, " ").trim();
+}
+
+/** The body as text; undefined (the rest cancelled) once it passes `max` bytes: every read has a cap. */
+export async function readText(response: Response, max: number): Promise<string | undefined> {
+  if (response.body === null) return "";
+  if (Number(response.headers.get("content-length") ?? 0) > max) {
+    await response.body.cancel();
+    return undefined;
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = response.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel();
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return new TextDecoder().decode(bytes);
 }
