@@ -295,7 +295,7 @@ describe("eventsdb publish, get, subjects", () => {
     expectFailure(
       await cli(["publish", "--subject", "", "--type", "t", "--source", "s", "x"], { url }),
       1,
-      "subject is required",
+      "subject must not be empty",
     );
   });
 

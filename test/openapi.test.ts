@@ -369,10 +369,7 @@ describe("REST API against openapi.yaml", () => {
     it("rejects a batch as a whole when one event is invalid → 400, nothing stored", async () => {
       const reply = await call("POST", "/events", {
         headers: { "content-type": "application/json" },
-        body: json([
-          { source: "s", type: "t", subject: "atomic/1" },
-          { source: "s", type: "t" },
-        ]),
+        body: json([{ source: "s", type: "t", subject: "atomic/1" }, { source: "s" }]),
       });
       expect(reply.status).toBe(400);
       expect((reply.body as { error: { message: string } }).error.message).toMatch(/event 1/);
@@ -566,6 +563,23 @@ describe("REST API against openapi.yaml", () => {
       expect(last.body).toMatchObject([{ data_base64: b64("paid b") }]);
       expect(last.headers.get("x-has-more")).toBe("false");
       expect(last.headers.get("x-next-from-id")).toBe(String(cloudEventId + 2));
+    });
+
+    it("returns an event without a subject without the member, in both formats → 200", async () => {
+      const posted = await call("POST", "/events", {
+        headers: { "content-type": "application/cloudevents+json" },
+        body: json({ specversion: "0.3", id: "no-subject", source: "s", type: "t", schemaurl: "urn:x:y" }),
+      });
+      expect(posted.status).toBe(200);
+      const id = String((posted.body as { id: number }).id);
+      const simple = await call("GET", "/events/{id}", { params: { id } });
+      expect(simple.body).not.toHaveProperty("subject");
+      const ce = await call("GET", "/events/{id}", {
+        params: { id },
+        headers: { accept: "application/cloudevents+json" },
+      });
+      expect(ce.body).toMatchObject({ specversion: "1.0", dataschema: "urn:x:y" });
+      expect(ce.body).not.toHaveProperty("subject");
     });
 
     it("rejects limit=0 and other bad parameters → 400", async () => {

@@ -213,28 +213,34 @@ export function parseTokens(tokens: readonly unknown[], where: string): TokenEnt
   });
 }
 
-/** `subject` is `scope` or below it in path segments ("*" covers everything). */
-export function covers(scope: string, subject: string): boolean {
-  return scope === "*" || subject === scope || subject.startsWith(`${scope}/`);
+/**
+ * `subject` is `scope` or below it in path segments ("*" covers everything). No subject (an event
+ * without one) is covered by "*" alone: only a token for all subjects writes or reads it.
+ */
+export function covers(scope: string, subject: string | undefined): boolean {
+  if (scope === "*") return true;
+  return subject !== undefined && (subject === scope || subject.startsWith(`${scope}/`));
 }
 
-/** May the principal write events on this subject? */
-export function canWrite(principal: Principal, subject: string): boolean {
+/** May the principal write events on this subject (undefined = an event without a subject)? */
+export function canWrite(principal: Principal, subject: string | undefined): boolean {
   return principal.write.some((scope) => covers(scope, subject));
 }
 
-/** May the principal read this subject? */
-export function canRead(principal: Principal, subject: string): boolean {
+/** May the principal read this subject (undefined = an event without a subject)? */
+export function canRead(principal: Principal, subject: string | undefined): boolean {
   return principal.read.some((scope) => covers(scope, subject));
 }
 
-/** Throws permission_denied unless every subject may be written. */
-export function requireWrite(principal: Principal, subjects: Iterable<string>): void {
+/** Throws permission_denied unless every subject (undefined = none) may be written. */
+export function requireWrite(principal: Principal, subjects: Iterable<string | undefined>): void {
   for (const subject of subjects) {
     if (!canWrite(principal, subject)) {
       throw new EventsDbError(
         "permission_denied",
-        `token ${principal.name} may not write subject ${subject}`,
+        subject === undefined
+          ? `token ${principal.name} may not write events without a subject (that needs the write scope "*")`
+          : `token ${principal.name} may not write subject ${subject}`,
       );
     }
   }

@@ -69,9 +69,9 @@ export async function tail(
   }
 }
 
-/** `<id> <time> <subject> <type> <data preview>` */
+/** `<id> <time> <subject> <type> <data preview>`; `-` for an event without a subject. */
 function summary(id: number, event: StoredEvent): string {
-  return `${id} ${event.time} ${event.subject} ${event.type} ${preview(event.data)}`.trimEnd();
+  return `${id} ${event.time} ${event.subject ?? "-"} ${event.type} ${preview(event.data)}`.trimEnd();
 }
 
 const PREVIEW_CHARS = 80;

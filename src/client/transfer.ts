@@ -242,6 +242,7 @@ function checkLine(text: string, lineNumber: number): void {
   if (fields.specversion !== "1.0") throw bad('specversion must be "1.0" (a structured CloudEvent)');
   for (const name of ["id", "source", "type", "subject"]) {
     const value = fields[name];
+    if (name === "subject" && (value === undefined || value === null)) continue; // optional (no subject)
     if (typeof value !== "string" || value === "") throw bad(`${name} must be a non-empty string`);
   }
   const hasData = fields.data !== undefined && fields.data !== null;
@@ -255,7 +256,7 @@ async function postBatch(client: EventsDbClient, body: string, lines: readonly n
   try {
     return await client.appendBatch(body);
   } catch (error) {
-    // "event 3: subject is required" → the line it came from; nothing of this batch was stored.
+    // "event 3: type is required" → the line it came from; nothing of this batch was stored.
     if (!(error instanceof EventsDbError) || error.status !== 400 || error.error === undefined) throw error;
     const at = /^event (\d+): /.exec(error.error.message);
     const line = at === null ? undefined : lines[Number(at[1])];

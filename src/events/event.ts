@@ -5,7 +5,11 @@ export type ExtensionValue = string | number | boolean;
 export interface NewEvent {
   readonly source: string;
   readonly type: string;
-  readonly subject: string;
+  /**
+   * Optional as in CloudEvents 1.0: undefined = the event has no subject. Such an event is read only
+   * by reads and streams over all subjects, and written and read only with the scope "*".
+   */
+  readonly subject: string | undefined;
   /** The producer's CloudEvents `id`; with `source` the idempotency key. Absent in the simple format. */
   readonly ceId: string | undefined;
   /** RFC 3339 in UTC with microseconds, see time.ts; absent = the server's time of append. */
@@ -21,7 +25,8 @@ export interface StoredEvent {
   readonly id: number;
   readonly source: string;
   readonly type: string;
-  readonly subject: string;
+  /** Undefined = no subject (see {@link NewEvent.subject}). */
+  readonly subject: string | undefined;
   readonly ceId: string | undefined;
   /** Canonical UTC RFC 3339 with six fractional digits, e.g. `2026-01-02T03:04:05.123456Z`. */
   readonly time: string;

@@ -32,23 +32,26 @@ export function fromSimpleJson(body: unknown, limits: Limits, where = ""): NewEv
 }
 
 /**
- * CloudEvents JSON format (structured mode), specversion 1.0. `text` is the object's own JSON text as
- * it came in (a slice of the request body), `body` what JSON.parse made of it: JSON data is stored
- * as the text it was sent in, not as JSON.stringify would write the parsed value again.
+ * CloudEvents JSON format (structured mode), specversion 1.0 or 0.3 (stored as 1.0, see
+ * {@link isVersion03}). `text` is the object's own JSON text as it came in (a slice of the request
+ * body), `body` what JSON.parse made of it: JSON data is stored as the text it was sent in, not as
+ * JSON.stringify would write the parsed value again.
  */
 export function fromStructured(body: unknown, text: Buffer, limits: Limits, where = ""): NewEvent {
   const at = where === "" ? "" : `${where}: `;
   if (!isObject(body)) throw invalidArgument(`${at}a CloudEvent must be a JSON object`);
-  if (body.specversion !== "1.0") {
-    throw invalidArgument(`${at}specversion must be "1.0", got ${JSON.stringify(body.specversion ?? null)}`);
-  }
+  const v03 = isVersion03(body.specversion, "specversion", at);
   if (body.id === undefined || body.id === null || body.id === "")
     throw invalidArgument(`${at}id is required`);
+  if (v03) refuseNot03(Object.keys(body), "", at);
   const datacontenttype = body.datacontenttype ?? undefined;
   let data: Buffer;
   const hasData = body.data !== undefined && body.data !== null;
   const hasBase64 = body.data_base64 !== undefined && body.data_base64 !== null;
-  if (hasData && hasBase64) {
+  if (v03 && isBase64Encoding(body.datacontentencoding, "datacontentencoding", at)) {
+    // 0.3 JSON format §3.1: with datacontentencoding base64, data is the base64 string of the bytes.
+    data = hasData ? decodeBase64(body.data, "data", where) : Buffer.alloc(0);
+  } else if (hasData && hasBase64) {
     throw invalidArgument(`${at}data and data_base64 must not both be present`);
   } else if (hasBase64) {
     data = decodeBase64(body.data_base64, "data_base64", where);
@@ -66,9 +69,10 @@ export function fromStructured(body: unknown, text: Buffer, limits: Limits, wher
       `${at}data must be a string when datacontenttype is not JSON; send binary data as data_base64`,
     );
   }
+  const reserved = v03 ? RESERVED_ATTRIBUTES_03 : RESERVED_ATTRIBUTES;
   const extensions: Json = Object.create(null);
   for (const key of Object.keys(body)) {
-    if (!RESERVED_ATTRIBUTES.has(key)) extensions[key] = body[key];
+    if (!reserved.has(key)) extensions[key] = body[key];
   }
   return validateEvent(
     {
@@ -78,13 +82,57 @@ export function fromStructured(body: unknown, text: Buffer, limits: Limits, wher
       ceId: body.id,
       time: body.time,
       datacontenttype,
-      dataschema: body.dataschema,
+      dataschema: v03 ? body.schemaurl : body.dataschema,
       extensions,
       data,
     },
     limits,
     where,
   );
+}
+
+/**
+ * The context attributes of CloudEvents 0.3 (spec v0.3 §Context Attributes, JSON format §2.1);
+ * every other member or ce- header is an extension. 0.3 events are stored as 1.0, as the 1.0
+ * spec maps them: `schemaurl` is `dataschema`, and data sent with `datacontentencoding: base64`
+ * is stored as the bytes it encodes.
+ */
+const RESERVED_ATTRIBUTES_03: ReadonlySet<string> = new Set([
+  ...[...RESERVED_ATTRIBUTES].filter((name) => name !== "dataschema" && name !== "data_base64"),
+  "schemaurl",
+  "datacontentencoding",
+]);
+
+/** 1.0 names that 0.3 spells otherwise or lacks: in a 0.3 event they would be stored as 1.0's own. */
+const NOT_IN_03: ReadonlyMap<string, string> = new Map([
+  ["dataschema", "schemaurl"],
+  ["data_base64", "data with datacontentencoding base64"],
+]);
+
+/** True for specversion 0.3, false for 1.0; any other value is refused. `name` as the client sent it. */
+function isVersion03(value: unknown, name: string, at: string): boolean {
+  if (value === "1.0") return false;
+  if (value === "0.3") return true;
+  throw invalidArgument(`${at}${name} must be "1.0" or "0.3", got ${JSON.stringify(value ?? null)}`);
+}
+
+/** Refuses the 1.0 attribute names of {@link NOT_IN_03} in a 0.3 event (`prefix`: "ce-" in headers). */
+function refuseNot03(names: Iterable<string>, prefix: string, at: string): void {
+  for (const name of names) {
+    const instead = NOT_IN_03.get(name);
+    if (instead !== undefined) {
+      throw invalidArgument(
+        `${at}${prefix}${name} is not a CloudEvents 0.3 attribute; 0.3 sends ${prefix}${instead}`,
+      );
+    }
+  }
+}
+
+/** 0.3's datacontentencoding: absent = none, "base64" (RFC 2045 §6.1, any case) = base64; else refused. */
+function isBase64Encoding(value: unknown, name: string, at: string): boolean {
+  if (value === undefined || value === null) return false;
+  if (typeof value === "string" && value.toLowerCase() === "base64") return true;
+  throw invalidArgument(`${at}${name} must be "base64" (the one encoding CloudEvents 0.3 defines)`);
 }
 
 /** The source text of a member that JSON.parse found in `text` (which it accepted). */
@@ -106,7 +154,8 @@ export function fromJsonEvent(body: unknown, text: Buffer, limits: Limits, where
 
 /**
  * CloudEvents HTTP binding §3.1 binary mode: attributes in `ce-*` headers (values percent-encoded,
- * §3.1.3.2), Content-Type is datacontenttype, the body is the data.
+ * §3.1.3.2), Content-Type is datacontenttype, the body is the data. specversion 1.0 or 0.3 (whose
+ * binding also has `ce-schemaurl` and `ce-datacontentencoding`), stored as 1.0.
  */
 export function fromBinary(
   headers: Readonly<Record<string, string | string[] | undefined>>,
@@ -116,27 +165,33 @@ export function fromBinary(
   const attrs: Record<string, string> = Object.create(null);
   for (const [name, value] of Object.entries(headers)) {
     if (!name.startsWith("ce-") || value === undefined) continue;
-    const raw = Array.isArray(value) ? value.join(",") : value;
+    const raw = unquote(Array.isArray(value) ? value.join(",") : value);
     try {
       attrs[name.slice(3)] = decodeURIComponent(raw);
     } catch {
       throw invalidArgument(`header ${name} has an invalid percent-encoding`);
     }
   }
-  if (attrs.specversion !== "1.0") {
-    throw invalidArgument(`ce-specversion must be "1.0", got ${JSON.stringify(attrs.specversion ?? null)}`);
-  }
+  const v03 = isVersion03(attrs.specversion, "ce-specversion", "");
   if (attrs.id === undefined || attrs.id === "") throw invalidArgument("ce-id is required");
+  if (v03) refuseNot03(Object.keys(attrs), "ce-", "");
   // A null prototype: an attribute named __proto__ must be a key like any other (and be refused).
   const extensions: Record<string, string> = Object.create(null);
+  const reserved = v03 ? RESERVED_ATTRIBUTES_03 : RESERVED_ATTRIBUTES;
   for (const [name, value] of Object.entries(attrs)) {
     if (name === "datacontenttype")
       throw invalidArgument("binary mode carries datacontenttype in Content-Type");
     if (name === "data" || name === "data_base64")
       throw invalidArgument(`binary mode carries the data in the body, not ce-${name}`);
-    if (RESERVED_ATTRIBUTES.has(name)) continue;
+    if (reserved.has(name)) continue;
     extensions[name] = value;
   }
+  // 0.3 binary mode with ce-datacontentencoding: base64: the body is the base64 text of the data.
+  const data =
+    v03 && isBase64Encoding(attrs.datacontentencoding, "ce-datacontentencoding", "")
+      ? decodeBase64(body.toString("latin1"), "the body (ce-datacontentencoding: base64)")
+      : body;
+  // No Content-Type: the data's type is unknown, and the event has no datacontenttype (binding §3.1.1).
   const contentType = headers["content-type"];
   return validateEvent(
     {
@@ -146,12 +201,34 @@ export function fromBinary(
       ceId: attrs.id,
       time: attrs.time,
       datacontenttype: typeof contentType === "string" && contentType !== "" ? contentType : undefined,
-      dataschema: attrs.dataschema,
+      dataschema: v03 ? attrs.schemaurl : attrs.dataschema,
       extensions,
-      data: body,
+      data,
     },
     limits,
   );
+}
+
+/**
+ * HTTP binding §3.1.3.2 (1.0.2): a header value is first unescaped "with respect to double-quoted
+ * strings" (RFC 7230 §3.2.6), then percent-decoded once — older producers sent `"value"` with
+ * backslash escapes. A value that is one quoted-string as a whole loses its quotes and escapes;
+ * any other value, such as `{"a": 5}` (quotes inside, as older producers also sent), is kept as it
+ * is, since it is not a quoted-string.
+ */
+export function unquote(value: string): string {
+  if (value.length < 2 || value[0] !== '"' || value[value.length - 1] !== '"') return value;
+  let out = "";
+  for (let i = 1; i < value.length - 1; i++) {
+    const c = value[i] as string;
+    if (c === '"') return value; // a quote inside: not one quoted-string
+    if (c === "\\") {
+      if (i + 1 === value.length - 1) return value; // the closing quote is escaped
+      i++;
+      out += value[i];
+    } else out += c;
+  }
+  return out;
 }
 
 /** The simple read format of Events DB, with the CloudEvents attributes it lacks added when present. */
@@ -159,7 +236,8 @@ export interface SimpleEventJson {
   id: number;
   source: string;
   type: string;
-  subject: string;
+  /** Absent for an event without a subject (the key is left out, never "" or null). */
+  subject?: string;
   time: string;
   data: string;
   ce_id?: string;
@@ -173,7 +251,7 @@ export function toSimpleJson(event: StoredEvent): SimpleEventJson {
     id: event.id,
     source: event.source,
     type: event.type,
-    subject: event.subject,
+    ...(event.subject === undefined ? {} : { subject: event.subject }),
     time: displayTime(event.time),
     data: event.data.toString("base64"),
   };
@@ -207,6 +285,7 @@ export interface JsonParts {
 
 /** The simple format as JSON text in parts: `JSON.stringify(toSimpleJson(event))`, split at `data`. */
 export function simpleJsonParts(event: StoredEvent): JsonParts {
+  // JSON.stringify leaves out an undefined subject, as toSimpleJson does.
   const head = JSON.stringify({
     id: event.id,
     source: event.source,
@@ -245,7 +324,7 @@ export function structuredJsonParts(event: StoredEvent, options: StructuredOptio
     id: event.ceId ?? String(event.id),
     source: event.source,
     type: event.type,
-    subject: event.subject,
+    subject: event.subject, // undefined (no subject): JSON.stringify leaves the member out
     time: displayTime(event.time),
   };
   if (event.datacontenttype !== undefined) out.datacontenttype = event.datacontenttype;

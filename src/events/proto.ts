@@ -22,14 +22,17 @@ import { validateEvent } from "./validate.js";
  * path (the Connect service and the unary fast path) converts here, so they cannot differ.
  */
 
-/** A CreateEventRequest as a validated event; proto3 strings are "" when unset, which means absent. */
+/**
+ * A CreateEventRequest as a validated event; proto3 strings are "" when unset, which means absent
+ * (a subject of "" is an event without a subject).
+ */
 export function toNewEvent(request: CreateEventRequest, limits: Limits, where = ""): NewEvent {
   const data = Buffer.from(request.data.buffer, request.data.byteOffset, request.data.byteLength);
   return validateEvent(
     {
       source: request.source,
       type: request.type,
-      subject: request.subject,
+      subject: request.subject === "" ? undefined : request.subject,
       ceId: request.id === "" ? undefined : request.id,
       time: request.time === "" ? undefined : request.time,
       datacontenttype: request.datacontenttype === "" ? undefined : request.datacontenttype,
@@ -81,7 +84,10 @@ export function appendReply(batch: boolean, ids: readonly number[]): CreateEvent
   return create(CreateEventReplySchema, { id: BigInt(ids[0] as number) });
 }
 
-/** A stored event as the Event message; absent attributes are "" (proto3 has no absent string). */
+/**
+ * A stored event as the Event message; absent attributes are "" (proto3 has no absent string),
+ * the subject of an event without one included.
+ */
 export function toProto(event: StoredEvent): Event {
   const extensions: Record<string, string> = {};
   if (event.extensions !== undefined) {
@@ -91,7 +97,7 @@ export function toProto(event: StoredEvent): Event {
     id: BigInt(event.id),
     source: event.source,
     type: event.type,
-    subject: event.subject,
+    subject: event.subject ?? "",
     time: displayTime(event.time),
     data: event.data,
     ceId: event.ceId ?? "",

@@ -65,7 +65,13 @@ export function validateEvent(fields: EventFields, limits: Limits, where = ""): 
 
   const source = required("source", fields.source);
   const type = required("type", fields.type);
-  const subject = required("subject", fields.subject);
+  // Optional (CloudEvents 1.0 §subject): absent or null = no subject; if present, non-empty.
+  const subject =
+    fields.subject === undefined || fields.subject === null
+      ? undefined
+      : fields.subject === ""
+        ? invalid(`${at}subject must not be empty; leave it out for an event without a subject`)
+        : attribute("subject", fields.subject, MAX_ATTRIBUTE_CHARS, at);
   const ceId = fields.ceId === undefined ? undefined : required("id", fields.ceId);
 
   let time: string | undefined;
@@ -95,6 +101,10 @@ export function validateEvent(fields: EventFields, limits: Limits, where = ""): 
     );
   }
   return { source, type, subject, ceId, time, datacontenttype, dataschema, extensions, data: fields.data };
+}
+
+function invalid(message: string): never {
+  throw invalidArgument(message);
 }
 
 /** The message for each reason a time is refused, given the time as sent (JSON-quoted). */

@@ -2,7 +2,7 @@
  * Subscriptions by subject, so a publish costs per matching subscription, not per connected
  * client: exact subjects in one map; recursive ones by their subject, found from an event's
  * subject by walking its `/`-separated ancestors (`a/b/c` → `a`, `a/b`, `a/b/c`); "all subjects"
- * in a set of their own.
+ * in a set of their own, the only ones an event without a subject reaches.
  */
 export class SubjectIndex<T> {
   readonly #exact = new Map<string, Set<T>>();
@@ -37,9 +37,13 @@ export class SubjectIndex<T> {
     }
   }
 
-  /** Calls `fn` for every item whose subjects match `subject` (an item may come more than once). */
-  forEachMatch(subject: string, fn: (item: T) => void): void {
+  /**
+   * Calls `fn` for every item whose subjects match `subject` (an item may come more than once).
+   * An event without a subject (undefined) matches only the items for every subject.
+   */
+  forEachMatch(subject: string | undefined, fn: (item: T) => void): void {
     for (const item of this.#all) fn(item);
+    if (subject === undefined) return;
     const exact = this.#exact.get(subject);
     if (exact !== undefined) for (const item of exact) fn(item);
     if (this.#recursive.size === 0) return;

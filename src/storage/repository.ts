@@ -3,6 +3,13 @@ import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent 
 import type { NewRow, StorageDialect } from "./dialect.js";
 import type { Database, EventsTable } from "./schema.js";
 
+/**
+ * The stored subject of an event without one. The column stays NOT NULL: no subject was ever
+ * empty (validation refuses ""), so '' is unambiguous; it needs no migration or table rebuild, keeps
+ * (subject, id) an index of plain values on both dialects, and no filter ever names it (filters
+ * refuse ""; recursive ranges start at a non-empty `S/`), so only reads of all subjects see it.
+ */
+const NO_SUBJECT = "";
 /** Idempotency keys looked up per query. */
 const LOOKUP_KEYS = 500;
 /** A concurrent append of the same (source, id) by another process surfaces as a duplicate key: retry. */
@@ -109,7 +116,7 @@ export class EventRepository {
     return {
       source: event.source,
       type: event.type,
-      subject: event.subject,
+      subject: event.subject ?? NO_SUBJECT,
       ce_id: event.ceId ?? null,
       time: this.#dialect.writeTime(event.time ?? now),
       datacontenttype: event.datacontenttype ?? null,
@@ -232,10 +239,14 @@ export class EventRepository {
     return Number(result.numDeletedRows);
   }
 
-  /** Distinct subjects, sorted, optionally those starting with a plain string prefix. */
+  /**
+   * Distinct subjects, sorted, optionally those starting with a plain string prefix; events
+   * without a subject list nothing.
+   */
   async subjects(prefix: string): Promise<string[]> {
     let query = this.#dialect.db.selectFrom("events").select("subject").distinct().orderBy("subject");
-    if (prefix !== "") {
+    if (prefix === "") query = query.where("subject", ">", NO_SUBJECT);
+    else {
       query = query.where("subject", ">=", prefix);
       const upper = prefixUpperBound(prefix);
       if (upper !== undefined) query = query.where("subject", "<", upper);
@@ -264,7 +275,7 @@ export class EventRepository {
       id: Number(row.id),
       source: row.source,
       type: row.type,
-      subject: row.subject,
+      subject: row.subject === NO_SUBJECT ? undefined : row.subject,
       ceId: row.ce_id ?? undefined,
       time: this.#dialect.readTime(row.time),
       datacontenttype: row.datacontenttype ?? undefined,

@@ -23,7 +23,8 @@ export interface StoredJson {
   id: number;
   source: string;
   type: string;
-  subject: string;
+  /** Absent for an event without a subject. */
+  subject?: string;
   time: string;
   data: string;
   ce_id?: string;
@@ -58,24 +59,44 @@ export function isJsonMedia(type: string): boolean {
   return media === "application/json" || media === "text/json" || media.endsWith("+json");
 }
 
-/** A required string attribute (source, type, subject): limits count code points. */
+/** Values of a string attribute: limits count code points. */
+const ATTRIBUTE_VALUES: readonly unknown[] = [
+  "s",
+  "fuzz/a b",
+  "%25_\\",
+  "ünïcödé/ß",
+  "x".repeat(255),
+  "😀".repeat(255),
+  "__proto__",
+  " ",
+];
+/** Never valid in a string attribute, required or not. */
+const BAD_ATTRIBUTE_VALUES: readonly unknown[] = [
+  "",
+  42,
+  true,
+  {},
+  [],
+  "x".repeat(256),
+  "😀".repeat(256),
+  "a\u0000b",
+  "a\u001fb",
+  "\u007f",
+  "\u0085",
+  "\ud800",
+  "a\udfffb",
+];
+
+/** A required string attribute (source, type). */
 const requiredAttribute = pick([
-  ...valid("s", "fuzz/a b", "%25_\\", "ünïcödé/ß", "x".repeat(255), "😀".repeat(255), "__proto__", " "),
-  ...invalid(
-    ABSENT,
-    null,
-    "",
-    42,
-    true,
-    {},
-    [],
-    "x".repeat(256),
-    "😀".repeat(256),
-    "a\u0000b",
-    "a\u001fb",
-    "\u007f",
-  ),
-  ...invalid("\u0085", "\ud800", "a\udfffb"),
+  ...valid(...ATTRIBUTE_VALUES),
+  ...invalid(ABSENT, null, ...BAD_ATTRIBUTE_VALUES),
+]);
+
+/** The subject: optional in CloudEvents (absent or JSON null = none), but never empty. */
+const optionalAttribute = pick([
+  ...valid(...ATTRIBUTE_VALUES, ABSENT, null),
+  ...invalid(...BAD_ATTRIBUTE_VALUES),
 ]);
 
 const uniqueId = (prefix: string, length?: number) => (n: number) => {
@@ -96,9 +117,10 @@ const ceId = pick([
   ),
 ]);
 
+/** 0.3 is read and stored as 1.0 (see {@link structuredExpectation} for what it changes). */
 const specversion = pick([
-  ...valid("1.0"),
-  ...invalid(ABSENT, null, "1", "1.0 ", " 1.0", "1.00", "v1.0", "0.3", "", 1, 1.0),
+  ...valid("1.0", "0.3"),
+  ...invalid(ABSENT, null, "1", "1.0 ", " 1.0", "1.00", "v1.0", "0.3 ", "0.2", "", 1, 1.0, 0.3),
 ]);
 
 const time = pick([
@@ -252,6 +274,9 @@ const RESERVED = new Set([
   "datacontenttype",
   "dataschema",
   "data",
+  // 0.3's own attributes: never generated as extensions, since a 0.3 event reads them otherwise.
+  "schemaurl",
+  "datacontentencoding",
 ]);
 
 interface Extension {
@@ -355,7 +380,7 @@ export const structuredCase = fc.record({
   id: ceId,
   source: requiredAttribute,
   type: requiredAttribute,
-  subject: requiredAttribute,
+  subject: optionalAttribute,
   time,
   datacontenttype,
   dataschema,
@@ -376,7 +401,7 @@ const hv = (header: string, decoded: string | undefined, validity: Validity): He
   validity,
 });
 
-const requiredHeader = pick<HeaderChoice>([
+const headerValues: HeaderChoice[] = [
   hv("s", "s", "valid"),
   hv("a%2Fb%20c", "a/b c", "valid"),
   hv("%E2%82%AC", "€", "valid"),
@@ -385,7 +410,6 @@ const requiredHeader = pick<HeaderChoice>([
   hv("%25", "%", "valid"),
   hv("x".repeat(255), "x".repeat(255), "valid"),
   hv("%E2%82%AC".repeat(255), "€".repeat(255), "valid"),
-  { header: undefined, validity: "invalid" },
   hv("", undefined, "invalid"),
   hv("x".repeat(256), undefined, "invalid"),
   hv("%E2%82%AC".repeat(256), undefined, "invalid"),
@@ -398,7 +422,13 @@ const requiredHeader = pick<HeaderChoice>([
   hv("a%0Ab", undefined, "invalid"),
   hv("%C2%85", undefined, "invalid"),
   hv("%7F", undefined, "invalid"),
-]);
+];
+
+/** ce-source, ce-type: required. */
+const requiredHeader = pick<HeaderChoice>([...headerValues, { header: undefined, validity: "invalid" }]);
+
+/** ce-subject: optional (no header = no subject), but never empty. */
+const optionalHeader = pick<HeaderChoice>([...headerValues, { header: undefined, validity: "valid" }]);
 
 const binaryId = pick<HeaderChoice>([
   { header: (n) => `b-${n}`, decoded: (n) => `b-${n}`, validity: "valid" },
@@ -423,9 +453,12 @@ const binaryTime = pick<HeaderChoice>([
   hv("", undefined, "invalid"),
 ]);
 
+/** 0.3: its dataschema header is ce-schemaurl (the property test sends it so). */
 const binarySpecversion = pick<HeaderChoice>([
   hv("1.0", undefined, "valid"),
   hv("1%2E0", undefined, "valid"),
+  hv("0.3", undefined, "valid"),
+  hv("0.2", undefined, "invalid"),
   hv("1", undefined, "invalid"),
   hv("1.00", undefined, "invalid"),
   hv("", undefined, "invalid"),
@@ -495,7 +528,7 @@ export const binaryCase = fc.record({
     id: binaryId,
     source: requiredHeader,
     type: requiredHeader,
-    subject: requiredHeader,
+    subject: optionalHeader,
     time: binaryTime,
     dataschema: binaryDataschema,
   }),
@@ -535,6 +568,8 @@ export function structuredExpectation(c: StructuredCase, n: number): StructuredE
   const put = (name: string, choice: Choice) => {
     if (choice.value !== ABSENT) entries.push([name, sent(choice)]);
   };
+  // CloudEvents 0.3 names dataschema `schemaurl` and has no data_base64 (which it refuses).
+  const v03 = c.specversion.value === "0.3";
   put("specversion", c.specversion);
   put("id", c.id);
   put("source", c.source);
@@ -542,8 +577,10 @@ export function structuredExpectation(c: StructuredCase, n: number): StructuredE
   put("subject", c.subject);
   put("time", c.time);
   put("datacontenttype", c.datacontenttype);
-  put("dataschema", c.dataschema);
+  put(v03 ? "schemaurl" : "dataschema", c.dataschema);
   for (const [name, value] of c.data.entries) entries.push([name, value]);
+  const base64In03: Validity =
+    v03 && c.data.entries.some(([name]) => name === "data_base64") ? "invalid" : "valid";
   for (const ext of c.extensions) entries.push([ext.name, ext.value]);
 
   const ct = c.datacontenttype.value;
@@ -559,6 +596,7 @@ export function structuredExpectation(c: StructuredCase, n: number): StructuredE
     c.datacontenttype.validity,
     c.dataschema.validity,
     data.validity,
+    base64In03,
     ...c.extensions.map((e) => e.validity),
   ]);
   const readBack = (choice: Choice) => {

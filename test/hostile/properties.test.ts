@@ -160,11 +160,13 @@ describe.each(FAST_PATH_MODES)("hostile input (fast-check), gRPC fast path $fast
         const headers = new Headers();
         const decoded: Record<string, string | undefined> = {};
         const verdicts: Validity[] = [];
+        // CloudEvents 0.3's HTTP binding sends dataschema as ce-schemaurl.
+        const v03 = c.attributes.specversion.header?.(n) === "0.3";
         for (const [name, choice] of Object.entries(c.attributes)) {
           verdicts.push(choice.validity);
           if (choice.header === undefined) continue;
           const value = choice.header(n);
-          headers.set(`ce-${name}`, value);
+          headers.set(`ce-${v03 && name === "dataschema" ? "schemaurl" : name}`, value);
           decoded[name] = choice.decoded?.(n);
         }
         for (const ext of c.extensions) {

@@ -452,8 +452,11 @@ function errorCode(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** An event as `GET /events` and `GET /events/get` answer it (simple JSON): the client library's type. */
-export type SimpleEvent = StoredEvent;
+/**
+ * An event as `GET /events` and `GET /events/get` answer it (simple JSON): the client library's
+ * type, for tests whose events all have a subject.
+ */
+export type SimpleEvent = StoredEvent & { readonly subject: string };
 
 /** Every stored event, paging through `GET /events?limit=1000&from_id=…`. */
 export async function readAllEvents(url: string): Promise<SimpleEvent[]> {

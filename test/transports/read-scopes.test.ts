@@ -27,7 +27,22 @@ import { openStream, waitUntil } from "../support/sse.js";
 
 const ADMIN = "scopes-admin-token-0123";
 const PROBE = "scopes-probe-token-4567";
-const SUBJECTS = ["a", "a/1", "a/1/x", "a/2", "ab", "ab/1", "b", "b/1", "b/1/y", "c/d/e", "a%", "a_"];
+/** undefined: events without a subject (issue 12), which only a read scope "*" reads. */
+const SUBJECTS = [
+  "a",
+  "a/1",
+  "a/1/x",
+  "a/2",
+  "ab",
+  "ab/1",
+  "b",
+  "b/1",
+  "b/1/y",
+  "c/d/e",
+  "a%",
+  "a_",
+  undefined,
+];
 const TYPES = ["t1", "t2"];
 const SCOPE_POOL = ["*", "a", "a/1", "a/1/x", "ab", "b", "b/1", "c", "c/d", "zzz"];
 const REQUEST_SUBJECTS = ["", "a", "a/1", "ab", "b/1", "c", "zzz", "a/1/x", "c/d/e"];
@@ -46,10 +61,15 @@ interface ReadRequest {
 
 // ---- the model: written from the README's rules, not from the implementation ----
 
-function covers(scope: string, subject: string): boolean {
-  return scope === "*" || subject === scope || subject.startsWith(`${scope}/`);
+/** An event's subject as read: undefined = none (REST leaves the member out, gRPC sends ""). */
+type Subject = string | undefined;
+function covers(scope: string, subject: Subject): boolean {
+  if (scope === "*") return true;
+  return subject !== undefined && (subject === scope || subject.startsWith(`${scope}/`));
 }
-function readable(scopes: Scopes, subject: string): boolean {
+/** gRPC's "" is no subject. */
+const fromGrpc = (subject: string): Subject => (subject === "" ? undefined : subject);
+function readable(scopes: Scopes, subject: Subject): boolean {
   return scopes.read.some((scope) => covers(scope, subject));
 }
 /** A subject the filtered read may return and the token may read (the live marker), or undefined = 403. */
@@ -77,7 +97,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
   let server: RunningServer;
   let t: { url: string; grpcUrl: string };
   const peers = new Map<ConnectKind, ConnectPeer>();
-  const subjectOf = new Map<number, string>();
+  const subjectOf = new Map<number, Subject>();
 
   const writeScopes = (scopes: Scopes) =>
     fs.writeFileSync(
@@ -94,7 +114,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
       }),
     );
 
-  const append = async (events: { subject: string; type: string }[]): Promise<number[]> => {
+  const append = async (events: { subject: Subject; type: string }[]): Promise<number[]> => {
     const res = await fetch(`${t.url}/events`, {
       method: "POST",
       headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
@@ -102,7 +122,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
     });
     expect(res.status).toBe(200);
     const { ids } = (await res.json()) as { ids: number[] };
-    for (const [i, id] of ids.entries()) subjectOf.set(id, (events[i] as { subject: string }).subject);
+    for (const [i, id] of ids.entries()) subjectOf.set(id, (events[i] as { subject: Subject }).subject);
     return ids;
   };
 
@@ -137,7 +157,9 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
           await server.reload().sessionsEnded;
           const auth = { authorization: `Bearer ${PROBE}` };
           const marker = markerSubject(scopes, request);
-          const expectReadable = (subjects: readonly string[], where: string) => {
+          // Whether the read must return events without a subject: all subjects, with scope "*".
+          const allWithNone = request.subject === "" && scopes.read.includes("*");
+          const expectReadable = (subjects: readonly Subject[], where: string) => {
             for (const subject of subjects)
               expect(readable(scopes, subject), `${where}: ${subject}`).toBe(true);
             if (subjects.length > 0) nonEmptyReads++;
@@ -175,11 +197,14 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
             const page = await fetch(`${t.url}/events?${params}&limit=1000`, { headers: auth });
             expect(page.status, `page ${params}`).toBe(marker === undefined ? 403 : 200);
             if (page.status === 200) {
-              const body = (await page.json()) as { events: { subject: string }[] };
+              const body = (await page.json()) as { events: { subject?: string }[] };
               expectReadable(
                 body.events.map((e) => e.subject),
                 "page",
               );
+              // Events without a subject: in every read of all subjects with scope "*", in no other.
+              const noSubject = body.events.some((e) => !("subject" in e));
+              expect(noSubject, `page ${params} has events without a subject`).toBe(allWithNone);
             } else {
               expect(((await page.json()) as { error: { code: string } }).error.code).toBe(
                 "permission_denied",
@@ -191,7 +216,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
             expect(batch.status).toBe(marker === undefined ? 403 : 200);
             if (batch.status === 200) {
               expectReadable(
-                ((await batch.json()) as { subject: string }[]).map((e) => e.subject),
+                ((await batch.json()) as { subject?: string }[]).map((e) => e.subject),
                 "batch",
               );
             }
@@ -209,7 +234,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
               } else {
                 expect(reply instanceof ConnectError ? reply.message : "ok", kind).toBe("ok");
                 expectReadable(
-                  (reply as { events: { subject: string }[] }).events.map((e) => e.subject),
+                  (reply as { events: { subject: string }[] }).events.map((e) => fromGrpc(e.subject)),
                   kind,
                 );
               }
@@ -219,7 +244,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
             const ids = [...subjectOf.keys()];
             const missing = 1_000_000_000;
             for (const id of [...picks.map((n) => ids[n % ids.length] as number), missing]) {
-              const visible = id !== missing && readable(scopes, subjectOf.get(id) as string);
+              const visible = id !== missing && readable(scopes, subjectOf.get(id));
               for (const [route, accept] of [
                 [`/events/${id}`, "application/json"],
                 [`/events/get?id=${id}`, "application/json"],
@@ -229,7 +254,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
                 const body = (await res.json()) as { subject?: string };
                 if (visible) {
                   expect(res.status, route).toBe(200);
-                  expectReadable([body.subject as string], route);
+                  expectReadable([body.subject], route);
                 } else {
                   expect(res.status, `${route} (${subjectOf.get(id)})`).toBe(404);
                   expect(body).toEqual({ error: { code: "not_found", message: `event ${id} not found` } });
@@ -242,7 +267,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
                 );
                 if (visible) {
                   expect(reply instanceof ConnectError ? reply.message : "ok", kind).toBe("ok");
-                  expectReadable([(reply as { subject: string }).subject], kind);
+                  expectReadable([fromGrpc((reply as { subject: string }).subject)], kind);
                 } else {
                   expect(reply instanceof ConnectError && [reply.code, reply.rawMessage], kind).toEqual([
                     Code.NotFound,
@@ -255,12 +280,13 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
             // Subjects.
             const subjects = await fetch(`${t.url}/subjects`, { headers: auth });
             expect(subjects.status).toBe(200);
-            expectReadable((await subjects.json()) as string[], "subjects");
+            const listed = (await subjects.json()) as string[];
+            expectReadable(listed, "subjects");
+            expect(listed, "no empty subject for the events without one").not.toContain("");
             for (const [kind, peer] of peers) {
-              expectReadable(
-                (await peer.client.listSubjects({}, { headers: auth })).subjects,
-                `${kind} subjects`,
-              );
+              const grpcListed = (await peer.client.listSubjects({}, { headers: auth })).subjects;
+              expectReadable(grpcListed, `${kind} subjects`);
+              expect(grpcListed, `${kind} subjects`).not.toContain("");
             }
 
             // Export (the CLI's eventsdb export).
@@ -279,7 +305,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
                   .readFileSync(file, "utf8")
                   .split("\n")
                   .filter(Boolean)
-                  .map((l) => JSON.parse(l).subject as string),
+                  .map((l) => JSON.parse(l).subject as Subject),
               (e: Error) => e,
             );
             if (marker === undefined) expect(String(exported)).toContain("403 permission_denied");
@@ -295,17 +321,19 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
               const markerId = live.at(-1) as number;
               for (const [i, stream] of sse.entries()) {
                 await waitUntil(() => stream.parser.ids().includes(markerId), `SSE ${i} marker`);
-                expectReadable(
-                  stream.parser.events.map((e) => JSON.parse(e.data).subject as string),
-                  `SSE ${i === 0 ? "simple" : "cloudevents"}`,
+                const streamed = stream.parser.events.map((e) => JSON.parse(e.data).subject as Subject);
+                expectReadable(streamed, `SSE ${i === 0 ? "simple" : "cloudevents"}`);
+                expect(streamed.includes(undefined), `SSE ${i} has events without a subject`).toBe(
+                  allWithNone,
                 );
               }
               for (const [i, stream] of grpcStreams.entries()) {
                 await waitUntil(() => stream.ids().includes(markerId), `${KINDS[i]} stream marker`);
                 const replies = stream.replies as unknown as { events: { subject: string }[] }[];
-                expectReadable(
-                  replies.flatMap((r) => r.events.map((e) => e.subject)),
-                  `${KINDS[i]} stream`,
+                const streamed = replies.flatMap((r) => r.events.map((e) => fromGrpc(e.subject)));
+                expectReadable(streamed, `${KINDS[i]} stream`);
+                expect(streamed.includes(undefined), `${KINDS[i]} stream has events without a subject`).toBe(
+                  allWithNone,
                 );
               }
             } else {

@@ -9,7 +9,7 @@ import { openStream, RawStream, waitUntil } from "../support/sse.js";
 describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
   const { start, onCleanup } = serversPerTest(() => dialect.url());
 
-  const publish = async (t: TestServer, subject: string, extra: Record<string, unknown> = {}) => {
+  const publish = async (t: TestServer, subject: string | undefined, extra: Record<string, unknown> = {}) => {
     const res = await fetch(`${t.url}/events`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -121,6 +121,25 @@ describe.each(DIALECTS)("SSE streams on $name", (dialect) => {
       "multi/a",
       "multi/a/deep",
     ]);
+  });
+
+  it("streams events without a subject to all-subject streams only, without the member in both formats", async () => {
+    const t = await start();
+    const none = await publish(t, undefined);
+    const all = await openStream(`${t.url}/events/stream`);
+    const ce = await openStream(`${t.url}/events/stream?format=cloudevents`);
+    const some = await openStream(`${t.url}/events/stream?subject=n&recursive=true`);
+    for (const stream of [all, ce, some]) onCleanup(stream.close);
+    const live = await publish(t, undefined);
+    const marker = await publish(t, "n/1");
+    for (const stream of [all, ce]) {
+      await waitUntil(() => stream.parser.ids().includes(marker), "the marker");
+      expect(stream.parser.ids()).toEqual([none, live, marker]);
+      for (const event of stream.parser.events.slice(0, 2))
+        expect(JSON.parse(event.data)).not.toHaveProperty("subject");
+    }
+    await waitUntil(() => some.parser.ids().includes(marker), "the marker on the subject stream");
+    expect(some.parser.ids()).toEqual([marker]);
   });
 
   it("answers bad parameters with 400 before streaming", async () => {

@@ -7,7 +7,8 @@ export interface StoredEvent {
   readonly id: number;
   readonly source: string;
   readonly type: string;
-  readonly subject: string;
+  /** Absent for an event without one (CloudEvents makes it optional). */
+  readonly subject?: string;
   /** RFC 3339, UTC, to the microsecond. */
   readonly time: string;
   /** The data bytes, standard base64 (see `decodeData`). */
@@ -23,7 +24,8 @@ export interface StoredEvent {
 export interface SimpleEventInput {
   readonly source: string;
   readonly type: string;
-  readonly subject: string;
+  /** Optional: an event without a subject is read only over all subjects. */
+  readonly subject?: string;
   /** Bytes, or text sent as UTF-8. */
   readonly data?: Uint8Array | string;
 }

@@ -30,6 +30,8 @@ export type CreateEventRequest = Message<"grpc.CreateEventRequest"> & {
   type: string;
 
   /**
+   * Empty = an event without a subject (CloudEvents makes it optional).
+   *
    * @generated from field: string subject = 3;
    */
   subject: string;
@@ -132,6 +134,8 @@ export type Event = Message<"grpc.Event"> & {
   type: string;
 
   /**
+   * Empty for an event without a subject.
+   *
    * @generated from field: string subject = 4;
    */
   subject: string;

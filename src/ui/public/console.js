@@ -597,7 +597,7 @@ function updateTailSummary() {
 
 /** Newest at the top: the list reads like a log turned upside down, without scrolling to follow. */
 function addEvent(event) {
-  if (!newSubjectsSeen && !knownSubjects.has(event.subject)) {
+  if (!newSubjectsSeen && event.subject !== undefined && !knownSubjects.has(event.subject)) {
     newSubjectsSeen = true;
     paintSubjectsSummary();
   }
@@ -614,18 +614,23 @@ function addEvent(event) {
   updateTailSummary();
 }
 
+/** An event's subject for display; events may have none (CloudEvents makes it optional). */
+function subjectText(event) {
+  return event.subject ?? "(no subject)";
+}
+
 function eventRow(event) {
   const row = el("button", {
     type: "button",
     className: "event-row",
     title: "Open the event (Enter)",
   });
-  row.setAttribute("aria-label", `Event ${event.id}: ${event.type} on ${event.subject}`);
+  row.setAttribute("aria-label", `Event ${event.id}: ${event.type} on ${subjectText(event)}`);
   row.dataset.id = String(event.id);
   row.append(
     el("span", { className: "id" }, String(event.id)),
     el("span", { className: "time", title: event.time }, shortTime(event.time)),
-    el("span", { className: "subject-cell", title: event.subject }, event.subject),
+    el("span", { className: "subject-cell", title: subjectText(event) }, subjectText(event)),
     el("span", { className: "type", title: event.type }, event.type),
     el("span", { className: "preview" }, preview(event)),
   );
@@ -743,7 +748,7 @@ function openDetail(id, opener) {
     ["CloudEvents id", event.ce_id ?? `— (none; read as "${event.id}")`],
     ["source", event.source],
     ["type", event.type],
-    ["subject", event.subject],
+    ["subject", subjectText(event)],
     ["time", event.time],
   ];
   if (event.datacontenttype !== undefined) rows.push(["datacontenttype", event.datacontenttype]);

@@ -2,7 +2,15 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { canWrite, covers, readableFilter, TokenRegistry, tokenDigest } from "../../../src/auth/tokens.js";
+import {
+  canRead,
+  canWrite,
+  covers,
+  readableFilter,
+  requireWrite,
+  TokenRegistry,
+  tokenDigest,
+} from "../../../src/auth/tokens.js";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "eventsdb-auth-"));
 const sha = (token: string) => tokenDigest(token).toString("hex");
@@ -73,6 +81,17 @@ describe("tokens and scopes", () => {
     expect(covers("*", "anything/at/all")).toBe(true);
     expect(canWrite({ name: "t", read: [], write: ["a/b"] }, "a/b/c")).toBe(true);
     expect(canWrite({ name: "t", read: [], write: ["a/b"] }, "a")).toBe(false);
+  });
+
+  it("lets only the scope * write or read an event without a subject", () => {
+    expect(covers("*", undefined)).toBe(true);
+    expect(covers("orders", undefined)).toBe(false);
+    expect(canRead({ name: "t", read: ["a", "b"], write: [] }, undefined)).toBe(false);
+    expect(canRead({ name: "t", read: ["a", "*"], write: [] }, undefined)).toBe(true);
+    expect(() => requireWrite({ name: "t", read: [], write: ["a"] }, ["a/1", undefined])).toThrow(
+      'token t may not write events without a subject (that needs the write scope "*")',
+    );
+    expect(() => requireWrite({ name: "t", read: [], write: ["*"] }, [undefined])).not.toThrow();
   });
 
   it("cuts a recursive read down to the readable scopes, or refuses", () => {

@@ -6,7 +6,7 @@ import { CommitFeed } from "../../../src/hub/feed.js";
 import { Hub } from "../../../src/hub/hub.js";
 import type { Subscription } from "../../../src/hub/subscription.js";
 import { Metrics } from "../../../src/metrics.js";
-import { newEvent } from "../../support/events.js";
+import { matchesSubjects, newEvent } from "../../support/events.js";
 
 // The handover between paging and live delivery is where a lost or doubled event would come
 // from: a subscription registers, pages from the store, takes its buffered live events past its
@@ -21,7 +21,8 @@ const RUNS = Number(process.env.EVENTSDB_HANDOVER_RUNS ?? 300);
 /** Generous: a run takes a few milliseconds, far more on a loaded machine. */
 const PROPERTY_TIMEOUT_MS = 30_000 + RUNS * 50;
 
-const SUBJECTS = ["a", "a/b", "a/b/c", "b", "c"] as const;
+/** undefined: an event without a subject, which only the filters for all subjects match. */
+const SUBJECTS = ["a", "a/b", "a/b/c", "b", "c", undefined] as const;
 const TYPES = ["t1", "t2"] as const;
 
 /** Filters like the streams clients open: one subject, recursive, several (overlapping), all, by type. */
@@ -36,12 +37,7 @@ const FILTERS: readonly EventFilter[] = [
 ];
 
 function matches(filter: EventFilter, event: StoredEvent): boolean {
-  const subjectOk =
-    filter.subjects.length === 0 ||
-    filter.subjects.some(
-      (s) => event.subject === s || (filter.recursive && event.subject.startsWith(`${s}/`)),
-    );
-  return subjectOk && (filter.type === undefined || filter.type === event.type);
+  return matchesSubjects(filter, event.subject) && (filter.type === undefined || filter.type === event.type);
 }
 
 /**
@@ -63,7 +59,7 @@ class ModelStore {
     this.#failPlan = [...failPlan];
   }
 
-  commit(subject: string, type: string): void {
+  commit(subject: string | undefined, type: string): void {
     this.committed.push({
       ...newEvent(subject, { type }),
       id: this.committed.length + 1,
@@ -175,7 +171,7 @@ async function run(
   for (const a of actions) {
     switch (a.kind) {
       case "commit":
-        for (const i of a.subjects) store.commit(SUBJECTS[i] as string, TYPES[a.type] as string);
+        for (const i of a.subjects) store.commit(SUBJECTS[i], TYPES[a.type] as string);
         break;
       case "publish": {
         const events = store.takeUnpublished(a.count);
@@ -344,7 +340,7 @@ async function runProcesses(
         p.writer = p.writer.then(async () => {
           await s.schedule(Promise.resolve(), `process ${a.process} commits`);
           const first = store.committed.length;
-          for (const i of a.subjects) store.commit(SUBJECTS[i] as string, TYPES[a.type] as string);
+          for (const i of a.subjects) store.commit(SUBJECTS[i], TYPES[a.type] as string);
           const events = store.committed.slice(first);
           await s.schedule(Promise.resolve(), `process ${a.process} has its COMMIT answered`);
           await p.feed.committed(events);

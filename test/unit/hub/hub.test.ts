@@ -4,14 +4,14 @@ import { eventSize, type Page, type PageQuery, type StoredEvent } from "../../..
 import { Hub } from "../../../src/hub/hub.js";
 import { SubjectIndex } from "../../../src/hub/subject-index.js";
 import { Metrics } from "../../../src/metrics.js";
-import { newEvent } from "../../support/events.js";
+import { matchesSubjects, newEvent } from "../../support/events.js";
 
 /** An in-memory log standing in for the store: what is "committed" is readable by pages. */
 class MemoryLog {
   readonly events: StoredEvent[] = [];
   pages = 0;
 
-  append(subject: string, type = "t", bytes?: number): StoredEvent {
+  append(subject: string | undefined, type = "t", bytes?: number): StoredEvent {
     const event = {
       ...newEvent(subject, { type, ...(bytes === undefined ? {} : { data: Buffer.alloc(bytes) }) }),
       id: this.events.length + 1,
@@ -26,10 +26,7 @@ class MemoryLog {
     const matching = this.events.filter(
       (e) =>
         e.id > query.fromId &&
-        (query.subjects.length === 0 ||
-          query.subjects.some(
-            (s) => e.subject === s || (query.recursive && e.subject.startsWith(`${s}/`)),
-          )) &&
+        matchesSubjects(query, e.subject) &&
         (query.type === undefined || e.type === query.type),
     );
     // As the repository: at most `limit` events and `maxBytes` bytes of them, the first always.
@@ -73,7 +70,7 @@ describe("subject index", () => {
     index.add("rec", ["a"], true);
     index.add("all", [], false);
     index.add("other", ["ab"], true);
-    const matches = (subject: string) => {
+    const matches = (subject: string | undefined) => {
       const out: string[] = [];
       index.forEachMatch(subject, (item) => out.push(item));
       return out.sort();
@@ -83,6 +80,8 @@ describe("subject index", () => {
     expect(matches("a/b/c")).toEqual(["all", "rec"]);
     expect(matches("ab/c")).toEqual(["all", "other"]);
     expect(matches("a-b")).toEqual(["all"]);
+    // An event without a subject: only the subscriptions to all subjects.
+    expect(matches(undefined)).toEqual(["all"]);
     index.delete("rec", ["a"], true);
     expect(matches("a/b")).toEqual(["all", "exact"]);
   });

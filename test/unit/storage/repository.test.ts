@@ -301,6 +301,45 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
     expect(await store.subjects("z")).toEqual([]);
   });
 
+  it("stores events without a subject as '' and reads them only over all subjects", async () => {
+    const url = await dialect.url();
+    const { store } = await newStore(url);
+    const ids = (await store.append([event(undefined), event("a"), event("a/1"), event(undefined)])).map(
+      (r) => r.id,
+    );
+    const [none1, a, a1, none2] = ids as [number, number, number, number];
+    expect((await store.get(none1)).subject).toBeUndefined();
+    expect((await store.get(a)).subject).toBe("a");
+    const page = (subjects: string[], recursive: boolean) =>
+      store.page({ subjects, recursive, type: undefined, fromId: 0, limit: 100 }).then((p) => p.events);
+    const all = await page([], false);
+    expect(all.map((e) => e.id)).toEqual([none1, a, a1, none2]);
+    expect(all.map((e) => e.subject)).toEqual([undefined, "a", "a/1", undefined]);
+    expect((await page(["a"], true)).map((e) => e.id)).toEqual([a, a1]);
+    expect((await page(["a"], false)).map((e) => e.id)).toEqual([a]);
+    // A byte-bounded page reads the same rows (the subject index path and the general one).
+    const bounded = await store.page({
+      subjects: [],
+      recursive: false,
+      type: undefined,
+      fromId: 0,
+      limit: 100,
+      maxBytes: 1,
+    });
+    expect(bounded.events.map((e) => e.id)).toEqual([none1]);
+    expect(await store.subjects("")).toEqual(["a", "a/1"]);
+    expect(await store.subjects("a")).toEqual(["a", "a/1"]);
+    // The stored value, as an older eventsdb on the same database reads it: the subject ''.
+    const config = loadConfig({}, { "database-url": url });
+    const db = openDialect(config.store, config.dbTimeoutMs);
+    try {
+      const rows = await db.db.selectFrom("events").select(["id", "subject"]).orderBy("id").execute();
+      expect(rows.map((r) => r.subject)).toEqual(["", "a", "a/1", ""]);
+    } finally {
+      await db.close();
+    }
+  });
+
   it("deletes by subject, type and from_id, and never reuses ids", async () => {
     const { store } = await newStore();
     await store.append(["x", "x/1", "x", "y", "x"].map((s) => event(s)));
