@@ -564,3 +564,78 @@ describe("eventsdb export and import", () => {
     );
   });
 });
+
+describe("eventsdb delete and import FILE", () => {
+  it("deletes with --yes, refuses without it when stdin is not a terminal, asks on a terminal", async () => {
+    const { url } = await server();
+    for (const subject of ["del/a", "del/a/1", "del/a/2", "del/b", "keep"])
+      await publishSimple(url, subject, "x");
+
+    // Not a terminal: exit 2, nothing deleted.
+    expectFailure(
+      await cli(["delete", "--subject", "del/a", "--recursive"], { url }),
+      2,
+      "--yes",
+      "not a terminal",
+    );
+    expect((await cli(["subjects", "--prefix", "del/"], { url })).out).toBe(
+      "del/a\ndel/a/1\ndel/a/2\ndel/b\n",
+    );
+
+    const removed = await cli(["delete", "--subject", "del/a", "--recursive", "--yes"], { url });
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(removed.stderr).toBe("deleted 3 events\n");
+    expect((await cli(["subjects", "--prefix", "del/"], { url })).out).toBe("del/b\n");
+    expectFailure(await cli(["delete", "--yes"], { url }), 2, "--subject");
+
+    // On a terminal (script(1) gives the command a pseudo-terminal): "n" keeps, "y" deletes.
+    const onTerminal = (answer: string) =>
+      new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+        const command = `${shellQuote(process.execPath)} ${shellQuote(CLI)} delete --subject del/b`;
+        const child = spawn("script", ["-qec", command, "/dev/null"], {
+          env: clientEnv(url),
+          cwd: tempDir("eventsdb-client-"),
+        });
+        let output = "";
+        child.stdout.on("data", (chunk: Buffer) => {
+          output += chunk.toString("utf8");
+          if (output.includes("[y/N]")) child.stdin.write(`${answer}\n`);
+        });
+        child.stderr.on("data", (chunk: Buffer) => {
+          output += chunk.toString("utf8");
+        });
+        child.once("error", reject);
+        child.once("close", (code) => resolve({ code, output }));
+        setTimeout(() => child.kill("SIGKILL"), 20_000).unref();
+      });
+    const no = await onTerminal("n");
+    expect(no.output).toContain(`Delete the events of del/b from ${url}? [y/N]`);
+    expect(no.output).toContain("nothing deleted");
+    expect(no.code).toBe(1);
+    expect((await cli(["subjects", "--prefix", "del/"], { url })).out).toBe("del/b\n");
+    const yes = await onTerminal("y");
+    expect(yes.output).toContain("deleted 1 event");
+    expect(yes.code).toBe(0);
+    expect((await cli(["subjects"], { url })).out).toBe("keep\n");
+  });
+
+  it("imports from a FILE argument, from - (stdin), and refuses FILE with --input", async () => {
+    const { url } = await server();
+    const event = (n: number) =>
+      JSON.stringify({ specversion: "1.0", id: `f-${n}`, source: "file", type: "t", subject: `file/${n}` });
+    const file = path.join(tempDir(), "events.ndjson");
+    fs.writeFileSync(file, `${event(1)}\n${event(2)}\n`);
+    const fromFile = await cli(["import", file], { url });
+    expect(fromFile.code, fromFile.stderr).toBe(0);
+    expect(fromFile.stderr).toBe("imported 2 events (2 new)\n");
+    const fromStdin = await cli(["import", "-"], { url, input: `${event(2)}\n${event(3)}\n` });
+    expect(fromStdin.stderr).toBe("imported 2 events (1 new)\n");
+    expect((await cli(["subjects", "--prefix", "file/"], { url })).out).toBe("file/1\nfile/2\nfile/3\n");
+    expectFailure(await cli(["import", file, "--input", file], { url }), 2, "not both");
+    expectFailure(await cli(["import", path.join(tempDir(), "missing.ndjson")], { url }), 2, "ENOENT");
+  });
+});
+
+function shellQuote(text: string): string {
+  return `'${text.replaceAll("'", "'\\''")}'`;
+}

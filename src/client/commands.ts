@@ -1,14 +1,10 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
-import {
-  ClientError,
-  type Connection,
-  connection,
-  EXIT_FAILURE,
-  EXIT_OK,
-  type Filter,
-  oneLine,
-} from "./http.js";
+import { deleteEvents } from "./delete.js";
+import { connection, EXIT_OK, exitCodeOf, usageError } from "./http.js";
 import { flushed } from "./io.js";
+import type { EventsDbClient } from "./lib/client.js";
+import { oneLine } from "./lib/errors.js";
+import type { EventQuery } from "./lib/types.js";
 import { publish } from "./publish.js";
 import { get, subjects } from "./read.js";
 import { tail } from "./tail.js";
@@ -27,8 +23,8 @@ interface FilterOptions {
 }
 
 /**
- * The client commands (`publish`, `get`, `tail`, `subjects`, `export`, `import`): the same binary
- * talking to a running server over REST and SSE. Exit codes: 0 ok, 1 server or network error,
+ * The client commands (`publish`, `get`, `tail`, `subjects`, `export`, `import`, `delete`): the
+ * same binary talking to a running server through the client library (src/client/lib/). Exit codes: 0 ok, 1 server or network error,
  * 2 usage error; every error is one `eventsdb: …` line on stderr.
  */
 export function addClientCommands(program: Command): void {
@@ -104,18 +100,53 @@ export function addClientCommands(program: Command): void {
     );
 
   clientCommand(program, "import", "append NDJSON of structured CloudEvents (idempotent)")
-    .option("--input <file>", "read from this file instead of stdin")
+    .argument("[file]", "the NDJSON file (as export writes it); - or none = stdin")
+    .option("--input <file>", "the same as FILE")
     .option("--batch <n>", "events per request (1-1000)", batchSize, 500)
     .action(
-      action(async (options: ConnectionOptions & { input?: string; batch: number }) => {
-        const { imported, fresh } = await importEvents(connectionOf(options), {
-          input: options.input,
-          batch: options.batch,
+      action(
+        async (file: string | undefined, options: ConnectionOptions & { input?: string; batch: number }) => {
+          if (file !== undefined && options.input !== undefined)
+            throw usageError("give FILE or --input, not both");
+          const input = file ?? options.input;
+          const { imported, fresh } = await importEvents(connectionOf(options), {
+            input: input === "-" ? undefined : input,
+            batch: options.batch,
+          });
+          const events = `imported ${imported} event${imported === 1 ? "" : "s"}`;
+          process.stderr.write(fresh === undefined ? `${events}\n` : `${events} (${fresh} new)\n`);
+        },
+      ),
+    );
+
+  clientCommand(program, "delete", "delete the events of a subject (asks first unless --yes)")
+    .requiredOption("--subject <subject>", "the subject whose events go")
+    .option("--recursive", "also every subject below it (orders → orders/1/lines)")
+    .option("--type <type>", "only events of this type")
+    .option("--from-id <id>", "only events after this id", wholeNumber)
+    .option("--yes", "do not ask for confirmation")
+    .action(
+      action(async (options: ConnectionOptions & DeleteFlags) => {
+        const deleted = await deleteEvents(connectionOf(options), {
+          query: {
+            subject: options.subject,
+            recursive: options.recursive === true,
+            ...(options.type === undefined ? {} : { type: options.type }),
+            ...(options.fromId === undefined ? {} : { fromId: options.fromId }),
+          },
+          yes: options.yes === true,
         });
-        const events = `imported ${imported} event${imported === 1 ? "" : "s"}`;
-        process.stderr.write(fresh === undefined ? `${events}\n` : `${events} (${fresh} new)\n`);
+        process.stderr.write(`deleted ${deleted} event${deleted === 1 ? "" : "s"}\n`);
       }),
     );
+}
+
+interface DeleteFlags {
+  readonly subject: string;
+  readonly recursive?: boolean;
+  readonly type?: string;
+  readonly fromId?: number;
+  readonly yes?: boolean;
 }
 
 interface TailFlags {
@@ -147,12 +178,16 @@ function filterOptions(command: Command): Command {
     .option("--from-id <id>", "start after this id", wholeNumber);
 }
 
-function connectionOf(options: ConnectionOptions): Connection {
+function connectionOf(options: ConnectionOptions): EventsDbClient {
   return connection(options.url, options.token);
 }
 
-function filterOf(options: FilterOptions): Filter {
-  return { subjects: options.subject, recursive: options.recursive === true, type: options.type };
+function filterOf(options: FilterOptions): EventQuery {
+  return {
+    subject: options.subject,
+    recursive: options.recursive === true,
+    ...(options.type === undefined ? {} : { type: options.type }),
+  };
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -191,7 +226,7 @@ function action<A extends unknown[]>(body: (...args: A) => Promise<void>): (...a
     try {
       await body(...args);
     } catch (error) {
-      code = error instanceof ClientError ? error.exitCode : EXIT_FAILURE;
+      code = exitCodeOf(error);
       const message = error instanceof Error ? error.message : String(error);
       process.stderr.write(`eventsdb: ${oneLine(message)}\n`);
     }

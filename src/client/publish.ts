@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { embeddableJson } from "../events/formats.js";
 import { isJsonContentType } from "../events/validate.js";
-import { type Connection, request, usageError } from "./http.js";
+import { usageError } from "./http.js";
 import { readData } from "./io.js";
+import type { EventsDbClient } from "./lib/client.js";
 
 export interface PublishOptions {
   readonly subject: string;
@@ -20,7 +21,7 @@ export interface PublishOptions {
  * nothing new. Returns the server id (the stored event's id for a repeat).
  */
 export async function publish(
-  conn: Connection,
+  client: EventsDbClient,
   argument: string | undefined,
   options: PublishOptions,
 ): Promise<number> {
@@ -29,41 +30,29 @@ export async function publish(
     throw usageError("--content-type needs --ce (the simple format carries no datacontenttype)");
   }
   const bytes = await readData(argument, options.file);
-  let contentType: string;
-  let body: Record<string, unknown>;
-  /** The `data` member's JSON text, added to the body as it is. */
-  let data = "";
-  if (options.ce) {
-    const datacontenttype =
-      options.contentType ?? (argument === undefined ? "application/octet-stream" : "text/plain");
-    body = {
-      specversion: "1.0",
-      id: options.id ?? randomUUID(),
+  if (!options.ce) {
+    return client.append({
       source: options.source,
       type: options.type,
       subject: options.subject,
-      datacontenttype,
-    };
-    // JSON data goes as its own text, so the server stores these very bytes (a parsed and
-    // re-serialized value would turn `1.0` into `1`); what cannot be embedded goes as base64.
-    const json = isJsonContentType(datacontenttype) ? embeddableJson(bytes) : undefined;
-    if (json !== undefined) data = `"data":${json}`;
-    else if (bytes.length > 0) body.data_base64 = bytes.toString("base64");
-    contentType = "application/cloudevents+json";
-  } else {
-    body = {
-      source: options.source,
-      type: options.type,
-      subject: options.subject,
-      data: bytes.toString("base64"),
-    };
-    contentType = "application/json";
+      data: bytes,
+    });
   }
-  const response = await request(conn, "/events", {
-    method: "POST",
-    headers: { "content-type": contentType },
-    body: data === "" ? JSON.stringify(body) : `${JSON.stringify(body).slice(0, -1)},${data}}`,
-  });
-  const { id } = (await response.json()) as { id: number };
-  return id;
+  const datacontenttype =
+    options.contentType ?? (argument === undefined ? "application/octet-stream" : "text/plain");
+  const body: Record<string, unknown> = {
+    specversion: "1.0",
+    id: options.id ?? randomUUID(),
+    source: options.source,
+    type: options.type,
+    subject: options.subject,
+    datacontenttype,
+  };
+  // JSON data goes as its own text, so the server stores these very bytes (a parsed and
+  // re-serialized value would turn `1.0` into `1`); what cannot be embedded goes as base64.
+  const json = isJsonContentType(datacontenttype) ? embeddableJson(bytes) : undefined;
+  if (json !== undefined)
+    return client.appendCloudEvent(`${JSON.stringify(body).slice(0, -1)},"data":${json}}`);
+  if (bytes.length > 0) body.data_base64 = bytes.toString("base64");
+  return client.appendCloudEvent(JSON.stringify(body));
 }

@@ -1,7 +1,7 @@
 import type { Writable } from "node:stream";
 import { memberValue } from "../events/json-text.js";
-import { type Connection, request, type SimpleEvent } from "./http.js";
 import { write } from "./io.js";
+import type { EventsDbClient } from "./lib/client.js";
 
 export interface GetOptions {
   /** Only the decoded data bytes. */
@@ -11,14 +11,19 @@ export interface GetOptions {
 }
 
 /** `eventsdb get <id>`: the event as pretty JSON, or with `--raw` its data bytes exactly. */
-export async function get(conn: Connection, id: number, options: GetOptions, out: Writable): Promise<void> {
-  const response = await request(conn, `/events/${id}`, {
-    headers: { accept: options.ce ? "application/cloudevents+json" : "application/json" },
-  });
-  const text = Buffer.from(await response.arrayBuffer());
-  const event = JSON.parse(text.toString("utf8")) as SimpleEvent;
+export async function get(
+  client: EventsDbClient,
+  id: number,
+  options: GetOptions,
+  out: Writable,
+): Promise<void> {
+  if (options.ce) {
+    await write(out, `${prettyCloudEvent(Buffer.from(await client.getCloudEvent(id), "utf8"))}\n`);
+    return;
+  }
+  const event = await client.get(id);
   if (options.raw) await write(out, Buffer.from(event.data, "base64"));
-  else await write(out, `${options.ce ? prettyCloudEvent(text) : JSON.stringify(event, null, 2)}\n`);
+  else await write(out, `${JSON.stringify(event, null, 2)}\n`);
 }
 
 /**
@@ -35,9 +40,10 @@ export function prettyCloudEvent(text: Buffer): string {
 }
 
 /** `eventsdb subjects`: one subject per line. */
-export async function subjects(conn: Connection, prefix: string | undefined, out: Writable): Promise<void> {
-  const params = new URLSearchParams();
-  if (prefix !== undefined) params.set("prefix", prefix);
-  const response = await request(conn, "/subjects", { params });
-  for (const subject of (await response.json()) as string[]) await write(out, `${subject}\n`);
+export async function subjects(
+  client: EventsDbClient,
+  prefix: string | undefined,
+  out: Writable,
+): Promise<void> {
+  for (const subject of await client.subjects(prefix)) await write(out, `${subject}\n`);
 }

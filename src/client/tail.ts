@@ -1,26 +1,13 @@
 import { isUtf8 } from "node:buffer";
 import fs from "node:fs";
 import type { Writable } from "node:stream";
-import { setTimeout as sleep } from "node:timers/promises";
-import {
-  ClientError,
-  type Connection,
-  type Filter,
-  filterParams,
-  lastMatchingId,
-  networkReason,
-  requestHeaders,
-  requestUrl,
-  responseError,
-  type SimpleEvent,
-  unreachable,
-  usageError,
-} from "./http.js";
+import { ClientError, usageError } from "./http.js";
 import { interruptSignal, write } from "./io.js";
-import { SseParser } from "./sse.js";
+import type { EventsDbClient } from "./lib/client.js";
+import type { EventQuery, StoredEvent } from "./lib/types.js";
 
 export interface TailOptions {
-  readonly filter: Filter;
+  readonly filter: EventQuery;
   /** Start after this id; undefined = live only (after the newest matching event). */
   readonly fromId: number | undefined;
   /** Print each event's JSON instead of a summary line. */
@@ -31,23 +18,17 @@ export interface TailOptions {
   readonly idleTimeoutMs: number;
 }
 
-/** Reconnection delays: 250 ms, doubling, at most 10 s, ±20 % jitter. */
-const FIRST_DELAY_MS = 250;
-const MAX_DELAY_MS = 10_000;
-/** A connection that lasted this long (or delivered events) resets the delay. */
-const HEALTHY_MS = 5_000;
 /** The state file is rewritten at most this often (and on exit). */
 const STATE_INTERVAL_MS = 200;
-/** Statuses worth retrying: the server is busy, restarting or behind a failing proxy. */
-const RETRYABLE = new Set([408, 425, 429, 500, 502, 503, 504]);
 
 /**
- * `eventsdb tail`: follows `GET /events/stream`, one line per event, in id order. After a drop it
- * reconnects with `Last-Event-ID` (the server resumes after it: no gap, no repeat) and says so on
- * stderr. SIGINT/SIGTERM and a closed stdout end it normally; the state file is flushed on the way.
+ * `eventsdb tail`: the library's live stream (`GET /events/stream`), one line per event, in id
+ * order. After a drop the library reconnects with `Last-Event-ID` (no gap, no repeat); each
+ * reconnection is one notice on stderr. SIGINT/SIGTERM and a closed stdout end it normally; the
+ * state file is flushed on the way.
  */
 export async function tail(
-  conn: Connection,
+  client: EventsDbClient,
   options: TailOptions,
   out: Writable,
   err: Writable,
@@ -60,94 +41,25 @@ export async function tail(
   const stop = AbortSignal.any([interrupt.signal, outputGone.signal]);
   const state = options.stateFile === undefined ? undefined : new StateFile(options.stateFile);
   try {
-    let cursor = state?.read() ?? options.fromId ?? (await lastMatchingId(conn, options.filter, stop));
+    const cursor =
+      state?.read() ?? options.fromId ?? (await client.newestId(options.filter, { signal: stop }));
     state?.save(cursor);
     state?.flush();
-    let connected = false;
-    let delivered = 0;
-
-    const deliver = async (id: string, data: string) => {
+    const stream = client.stream({
+      ...options.filter,
+      fromId: cursor,
+      signal: stop,
+      idleTimeoutMs: options.idleTimeoutMs,
+      onReconnect: ({ reason, delayMs, lastId }) => {
+        err.write(
+          `eventsdb: ${reason}; reconnecting in ${(delayMs / 1000).toFixed(1)} s after id ${lastId}\n`,
+        );
+      },
+    });
+    for await (const message of stream) {
       state?.check();
-      const n = /^\d{1,16}$/.test(id) ? Number(id) : Number.NaN;
-      if (n <= cursor) return; // already printed before a reconnect
-      await write(out, `${options.json ? data : summary(id, data)}\n`, stop);
-      if (Number.isSafeInteger(n)) {
-        cursor = n;
-        state?.save(n);
-      }
-      delivered++;
-    };
-
-    /** One connection; resolves with why it ended (to reconnect), rejects when retrying is pointless. */
-    const receive = async (): Promise<string> => {
-      const connection = new AbortController();
-      const signal = AbortSignal.any([stop, connection.signal]);
-      const idleReason = `nothing received for ${options.idleTimeoutMs / 1000} s`;
-      let idle: NodeJS.Timeout | undefined;
-      const arm = () => {
-        clearTimeout(idle);
-        if (options.idleTimeoutMs > 0) idle = setTimeout(() => connection.abort(), options.idleTimeoutMs);
-      };
-      arm();
-      try {
-        const params = filterParams(options.filter);
-        params.set("from_id", String(cursor));
-        const headers: Record<string, string> = { accept: "text/event-stream" };
-        if (cursor > 0) headers["last-event-id"] = String(cursor);
-        let response: Response;
-        try {
-          response = await fetch(requestUrl(conn, "/events/stream", params), {
-            headers: requestHeaders(conn, headers),
-            signal,
-          });
-        } catch (error) {
-          if (stop.aborted) return "";
-          if (connection.signal.aborted) return idleReason;
-          if (!connected) throw unreachable(conn, error);
-          return `cannot reach ${conn.url} (${networkReason(error)})`;
-        }
-        if (!response.ok || response.body === null) {
-          const failure = await responseError(response);
-          if (RETRYABLE.has(response.status)) return `the server refused the stream: ${failure.message}`;
-          throw failure;
-        }
-        connected = true;
-        const parser = new SseParser();
-        const decoder = new TextDecoder();
-        const reader = response.body.getReader();
-        for (;;) {
-          let chunk: Awaited<ReturnType<typeof reader.read>>;
-          try {
-            chunk = await reader.read();
-          } catch (error) {
-            if (stop.aborted) return "";
-            if (connection.signal.aborted) return idleReason;
-            return `the stream broke (${networkReason(error)})`;
-          }
-          if (chunk.done) return "the server ended the stream";
-          clearTimeout(idle); // a slow stdout is not an idle server
-          for (const message of parser.push(decoder.decode(chunk.value, { stream: true }))) {
-            await deliver(message.id, message.data);
-          }
-          arm();
-        }
-      } finally {
-        clearTimeout(idle);
-        connection.abort();
-      }
-    };
-
-    for (let failures = 0; !stop.aborted; failures++) {
-      const started = Date.now();
-      delivered = 0;
-      const reason = await receive();
-      if (stop.aborted) break;
-      if (delivered > 0 || Date.now() - started >= HEALTHY_MS) failures = 0;
-      const delay = Math.round(
-        Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** failures * (0.8 + Math.random() * 0.4)),
-      );
-      err.write(`eventsdb: ${reason}; reconnecting in ${(delay / 1000).toFixed(1)} s after id ${cursor}\n`);
-      await sleep(delay, undefined, { signal: stop });
+      await write(out, `${options.json ? message.data : summary(message.id, message.event)}\n`, stop);
+      state?.save(message.id);
     }
   } catch (error) {
     if (!stop.aborted) throw error;
@@ -157,15 +69,9 @@ export async function tail(
   }
 }
 
-/** `<id> <time> <subject> <type> <data preview>` */
-function summary(id: string, data: string): string {
-  let event: SimpleEvent;
-  try {
-    event = JSON.parse(data) as SimpleEvent;
-  } catch {
-    return `${id} ${data}`;
-  }
-  return `${id} ${event.time} ${event.subject} ${event.type} ${preview(event.data)}`.trimEnd();
+/** `<id> <time> <subject> <type> <data preview>`; `-` for an event without a subject. */
+function summary(id: number, event: StoredEvent): string {
+  return `${id} ${event.time} ${event.subject ?? "-"} ${event.type} ${preview(event.data)}`.trimEnd();
 }
 
 const PREVIEW_CHARS = 80;

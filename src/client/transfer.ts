@@ -2,29 +2,19 @@ import { once } from "node:events";
 import fs from "node:fs";
 import type { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
-import { setTimeout as sleep } from "node:timers/promises";
 import { arrayElements, objectMembers } from "../events/json-text.js";
-import {
-  ClientError,
-  type Connection,
-  EXIT_USAGE,
-  type Filter,
-  filterParams,
-  lastMatchingId,
-  request,
-  responseError,
-  send,
-  usageError,
-} from "./http.js";
+import { ClientError, EXIT_USAGE, refusedWith, usageError } from "./http.js";
 import { finish, write } from "./io.js";
+import type { EventsDbClient } from "./lib/client.js";
+import { EventsDbError } from "./lib/errors.js";
+import type { EventQuery } from "./lib/types.js";
 import { progress } from "./progress.js";
 
-const CE_BATCH = "application/cloudevents-batch+json";
 /** The server's page limit: one page is all the export holds in memory. */
 const PAGE_LIMIT = 1000;
 
 export interface ExportOptions {
-  readonly filter: Filter;
+  readonly filter: EventQuery;
   readonly fromId: number;
   /** A file; undefined = stdout. */
   readonly output: string | undefined;
@@ -35,7 +25,7 @@ export interface ExportOptions {
  * (`Accept: application/cloudevents-batch+json`, cursor in `X-Next-From-Id` while `X-Has-More`),
  * waiting for the output to drain. Returns the number of events written.
  */
-export async function exportEvents(conn: Connection, options: ExportOptions): Promise<number> {
+export async function exportEvents(client: EventsDbClient, options: ExportOptions): Promise<number> {
   const out = options.output === undefined ? process.stdout : await openOutput(options.output);
   let failure: Error | undefined;
   const onError = (error: Error) => {
@@ -49,29 +39,19 @@ export async function exportEvents(conn: Connection, options: ExportOptions): Pr
     }
   };
   // A bar needs a total: the newest matching id (a few small requests, only at a terminal).
-  const total = process.stderr.isTTY ? (await lastMatchingId(conn, options.filter)) - options.fromId : 0;
+  const total = process.stderr.isTTY ? (await client.newestId(options.filter)) - options.fromId : 0;
   const bar = progress("exporting", total);
   let count = 0;
   try {
-    for (let from = options.fromId; ; ) {
-      const params = filterParams(options.filter);
-      params.set("from_id", String(from));
-      params.set("limit", String(PAGE_LIMIT));
-      const response = await request(conn, "/events", { params, headers: { accept: CE_BATCH } });
-      const events = batchElements(Buffer.from(await response.arrayBuffer()));
+    const pages = client.cloudEventPages({ ...options.filter, fromId: options.fromId, limit: PAGE_LIMIT });
+    for await (const page of pages) {
+      const events = batchElements(Buffer.from(page.json, "utf8"));
       for (const event of events) {
         check();
         await write(out, Buffer.concat([oneLine(event), NEWLINE])).catch((error: Error) => onError(error));
       }
       count += events.length;
-      const hasMore = response.headers.get("x-has-more") === "true";
-      const next = Number(response.headers.get("x-next-from-id"));
-      bar.update(next - options.fromId, count);
-      if (!hasMore) break;
-      if (!Number.isSafeInteger(next) || next <= from) {
-        throw new ClientError(`the server's cursor did not advance past id ${from}`);
-      }
-      from = next;
+      bar.update(page.nextFromId - options.fromId, count);
     }
     await finish(out);
     check();
@@ -134,7 +114,7 @@ async function openOutput(file: string): Promise<fs.WriteStream> {
 }
 
 export interface ImportOptions {
-  /** A file; undefined = stdin. */
+  /** A file; undefined (or `-` on the command line) = stdin. */
   readonly input: string | undefined;
   /** Events per POST (1…1000). */
   readonly batch: number;
@@ -148,8 +128,6 @@ export interface ImportResult {
 
 /** A batch is also sent early once its JSON reaches this size (the server's body limit is 16 MiB). */
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
-/** 429 / 503 are retried (Retry-After) this many times: batches are idempotent. */
-const MAX_ATTEMPTS = 6;
 
 /**
  * `eventsdb import`: NDJSON of structured CloudEvents → batched `POST /events`
@@ -161,11 +139,11 @@ const MAX_ATTEMPTS = 6;
  * stored id: with the newest id before the import (and the ids answered so far) as a watermark,
  * an answered id above it is new.
  */
-export async function importEvents(conn: Connection, options: ImportOptions): Promise<ImportResult> {
+export async function importEvents(client: EventsDbClient, options: ImportOptions): Promise<ImportResult> {
   let input: Readable;
   let size = 0;
   if (options.input === undefined) {
-    if (process.stdin.isTTY) throw usageError("no input: pipe NDJSON on stdin or give --input");
+    if (process.stdin.isTTY) throw usageError("no input: give a FILE or pipe NDJSON on stdin");
     input = process.stdin;
   } else {
     try {
@@ -179,10 +157,10 @@ export async function importEvents(conn: Connection, options: ImportOptions): Pr
   }
   let watermark: number | undefined;
   try {
-    watermark = await lastMatchingId(conn, { subjects: [], recursive: false, type: undefined });
+    watermark = await client.newestId();
   } catch (error) {
     // A token without read access can still import; it just cannot tell new from repeated.
-    if (!(error instanceof ClientError && error.status === 403)) throw error;
+    if (!refusedWith(error, 403)) throw error;
   }
 
   const bar = progress("importing", size);
@@ -196,7 +174,7 @@ export async function importEvents(conn: Connection, options: ImportOptions): Pr
 
   const flush = async () => {
     if (batch.length === 0) return;
-    const ids = await postBatch(conn, `[${batch.join(",")}]`, batchLines);
+    const ids = await postBatch(client, `[${batch.join(",")}]`, batchLines);
     imported += ids.length;
     if (watermark !== undefined) {
       const bound = watermark;
@@ -273,30 +251,16 @@ function checkLine(text: string, lineNumber: number): void {
   if (hasBase64 && typeof fields.data_base64 !== "string") throw bad("data_base64 must be a string");
 }
 
-/** POSTs one batch; retries 429/503 after Retry-After; a refused event is reported by its line. */
-async function postBatch(conn: Connection, body: string, lines: readonly number[]): Promise<number[]> {
-  for (let attempt = 1; ; attempt++) {
-    const response = await send(conn, "/events", {
-      method: "POST",
-      headers: { "content-type": CE_BATCH },
-      body,
-    });
-    if (response.ok) return ((await response.json()) as { ids: number[] }).ids;
-    const retryAfter = Number(response.headers.get("retry-after") ?? "1");
-    const error = await responseError(response);
-    if ((response.status === 429 || response.status === 503) && attempt < MAX_ATTEMPTS) {
-      await sleep(Math.min(30, Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter : 1) * 1000);
-      continue;
-    }
+/** Appends one batch (the library retries 429/5xx: batches are idempotent); a refused event is reported by its line. */
+async function postBatch(client: EventsDbClient, body: string, lines: readonly number[]): Promise<number[]> {
+  try {
+    return await client.appendBatch(body);
+  } catch (error) {
     // "event 3: type is required" → the line it came from; nothing of this batch was stored.
-    const at = /^event (\d+): /.exec(error.serverMessage ?? "");
+    if (!(error instanceof EventsDbError) || error.status !== 400 || error.error === undefined) throw error;
+    const at = /^event (\d+): /.exec(error.error.message);
     const line = at === null ? undefined : lines[Number(at[1])];
-    if (response.status === 400 && line !== undefined) {
-      throw new ClientError(
-        `line ${line}: ${error.message.slice((at as RegExpExecArray)[0].length)}`,
-        EXIT_USAGE,
-      );
-    }
-    throw error;
+    if (at === null || line === undefined) throw error;
+    throw new ClientError(`line ${line}: ${error.message.slice(at[0].length)}`, EXIT_USAGE);
   }
 }

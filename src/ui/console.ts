@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 
 /**
@@ -7,6 +7,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
  * the same directory from src/ui/console.ts (vitest, tsx) and from dist/ui/console.js (npm start).
  */
 export const CONSOLE_ASSETS = new URL("../../src/ui/public/", import.meta.url);
+
+/**
+ * The compiled client library (`npm run build`), served under /ui/client/ for console.js to import:
+ * the same browser-safe ES modules users get from `eventsdb/client`. The same directory from
+ * src/ui/console.ts and from dist/ui/console.js.
+ */
+export const CLIENT_LIBRARY = new URL("../../dist/client/lib/", import.meta.url);
 
 /** Every /ui response: scripts, styles, fetch and EventSource from this origin only; nothing inline. */
 export const CONSOLE_CSP =
@@ -18,6 +25,8 @@ const TYPES: Readonly<Record<string, string>> = {
   "console.js": "text/javascript; charset=utf-8",
   "favicon.svg": "image/svg+xml",
 };
+
+const JAVASCRIPT = "text/javascript; charset=utf-8";
 
 interface Asset {
   readonly body: Buffer;
@@ -34,8 +43,11 @@ export async function consoleRoutes(app: FastifyInstance): Promise<void> {
   const assets = new Map<string, Asset>();
   for (const [name, type] of Object.entries(TYPES)) {
     const body = readFileSync(new URL(name, CONSOLE_ASSETS));
-    const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 22)}"`;
-    assets.set(name, { body, type, etag });
+    assets.set(name, asset(body, type));
+  }
+  const library = new Map<string, Asset>();
+  for (const name of libraryFiles()) {
+    library.set(name, asset(readFileSync(new URL(name, CLIENT_LIBRARY)), JAVASCRIPT));
   }
 
   // This plugin's own scope: the headers apply to /ui responses only (also redirects and 404s).
@@ -48,8 +60,8 @@ export async function consoleRoutes(app: FastifyInstance): Promise<void> {
     return payload;
   });
 
-  const serve = (name: string, request: FastifyRequest, reply: FastifyReply) => {
-    const asset = assets.get(name);
+  const serve = (name: string, request: FastifyRequest, reply: FastifyReply, from = assets) => {
+    const asset = from.get(name);
     if (asset === undefined) return reply.callNotFound();
     void reply.header("cache-control", "no-cache").header("etag", asset.etag);
     if (request.headers["if-none-match"] === asset.etag) return reply.code(304).send();
@@ -60,4 +72,21 @@ export async function consoleRoutes(app: FastifyInstance): Promise<void> {
   app.get("/ui", (_request, reply) => reply.redirect("ui/", 302));
   app.get("/ui/", (request, reply) => serve("index.html", request, reply));
   app.get("/ui/:file", (request, reply) => serve((request.params as { file: string }).file, request, reply));
+  app.get("/ui/client/:file", (request, reply) =>
+    serve((request.params as { file: string }).file, request, reply, library),
+  );
+}
+
+function asset(body: Buffer, type: string): Asset {
+  const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 22)}"`;
+  return { body, type, etag };
+}
+
+/** The library's modules; none before the first build (the console then reports it cannot load). */
+function libraryFiles(): string[] {
+  try {
+    return readdirSync(CLIENT_LIBRARY).filter((name) => name.endsWith(".js"));
+  } catch {
+    return [];
+  }
 }

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import type { StoredEvent } from "../../src/client/lib/types.js";
 
 /**
  * The one place that starts eventsdb child processes, for tests and benches alike: a server
@@ -451,15 +452,11 @@ function errorCode(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** An event as `GET /events` and `GET /events/get` answer it (simple JSON). */
-export interface SimpleEvent {
-  readonly id: number;
-  readonly source: string;
-  readonly type: string;
-  readonly subject: string;
-  readonly time: string;
-  readonly data: string;
-}
+/**
+ * An event as `GET /events` and `GET /events/get` answer it (simple JSON): the client library's
+ * type, for tests whose events all have a subject.
+ */
+export type SimpleEvent = StoredEvent & { readonly subject: string };
 
 /** Every stored event, paging through `GET /events?limit=1000&from_id=…`. */
 export async function readAllEvents(url: string): Promise<SimpleEvent[]> {

@@ -293,7 +293,7 @@ describe.each(DIALECTS)("read scopes on $name", (dialect) => {
             const file = path.join(dir, "export.ndjson");
             const exported = await exportEvents(connection(t.url, PROBE), {
               filter: {
-                subjects: request.subject === "" ? [] : [request.subject],
+                subject: request.subject === "" ? [] : [request.subject],
                 recursive: request.recursive,
                 type: request.type,
               },

@@ -2,8 +2,11 @@
 "use strict";
 
 // eventsdb console: one plain ES module, no framework, no build step. It talks to the REST API and
-// to /events/stream on its own origin; on a server with tokens it signs in with POST /auth/session,
-// which sets an HttpOnly cookie that fetch and EventSource then send by themselves.
+// to /events/stream on its own origin through the client library (`eventsdb/client`, served
+// compiled under /ui/client/); on a server with tokens it signs in with POST /auth/session, which
+// sets an HttpOnly cookie that every later request sends by itself (credentials: "same-origin").
+
+import { EventsDbClient, EventsDbError } from "./client/index.js";
 
 /** The server root, relative to this page (/ui/), so a proxy may mount the server under a path. */
 const ROOT = new URL("../", window.location.href);
@@ -82,55 +85,39 @@ function apiUrl(path) {
   return new URL(path, ROOT).href;
 }
 
-/** An HTTP error with the server's message ({"error": {"code", "message"}}). */
-class ApiError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
 /**
- * The header the server requires, with the session cookie, on every request that changes state:
- * a page of another origin cannot send it (cross-site request forgery).
+ * Every API call, with the session cookie and the header the server requires with it on every
+ * request that changes state: a page of another origin cannot send it (cross-site request forgery).
  */
-const CONSOLE_HEADER = { "x-eventsdb-console": "1" };
+const api = new EventsDbClient({
+  url: ROOT,
+  credentials: "same-origin",
+  headers: { "x-eventsdb-console": "1" },
+});
 
-/** GET/POST/DELETE with the session cookie; resolves to the parsed JSON body, throws ApiError. */
-async function api(path, init = {}) {
-  let response;
-  try {
-    response = await fetch(apiUrl(path), {
-      credentials: "same-origin",
-      ...init,
-      headers: { accept: "application/json", ...CONSOLE_HEADER, ...init.headers },
-    });
-  } catch {
-    throw new ApiError(0, "the server cannot be reached");
+/** What to show of a failure: the server's own message, else the library's one line. */
+function reason(error) {
+  if (error instanceof EventsDbError) {
+    return error.status === 0 ? "the server cannot be reached" : (error.error?.message ?? error.message);
   }
-  if (response.status === 204) return undefined;
-  const body = await response.json().catch(() => undefined);
-  if (!response.ok) {
-    throw new ApiError(response.status, body?.error?.message ?? `HTTP ${response.status}`);
-  }
-  return body;
+  return String(error?.message ?? error);
 }
 
-/** Query parameters of a tail filter, as GET /events and /events/stream read them. */
-function filterParams(filter) {
-  const params = new URLSearchParams();
-  if (filter.subject !== "") params.set("subject", filter.subject);
-  if (filter.recursive) params.set("recursive", "true");
-  if (filter.type !== "") params.set("type", filter.type);
-  return params;
+/** A tail filter ({ subject, recursive, type } from the form) as the library's query. */
+function query(filter) {
+  return {
+    ...(filter.subject === "" ? {} : { subject: filter.subject }),
+    recursive: filter.recursive,
+    ...(filter.type === "" ? {} : { type: filter.type }),
+  };
 }
 
 /** One page of GET /events: events with id > fromId, in id order. */
-function eventsPage(filter, fromId, limit) {
-  const params = filterParams(filter);
-  params.set("from_id", String(fromId));
-  params.set("limit", String(limit));
-  return api(`events?${params}`);
+async function eventsPage(filter, fromId, limit) {
+  const pages = api.pages({ ...query(filter), fromId, limit });
+  const { value } = await pages.next();
+  await pages.return(undefined);
+  return value;
 }
 
 function plural(n, word) {
@@ -205,15 +192,10 @@ async function signIn(submitEvent) {
     return;
   }
   try {
-    const user = await api("auth/session", {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ token }),
-    });
-    rememberUser(user);
+    rememberUser(await api.signIn(token));
   } catch (error) {
     ui.signInError.textContent =
-      error.status === 401 ? "That token is not valid." : `Sign-in failed: ${error.message}`;
+      error.status === 401 ? "That token is not valid." : `Sign-in failed: ${reason(error)}`;
     ui.signInError.hidden = false;
     return;
   }
@@ -231,7 +213,7 @@ async function signOut() {
   stopTail();
   clearEvents();
   try {
-    await api("auth/session", { method: "DELETE" });
+    await api.signOut();
   } catch {
     // The cookie is cleared by the server; if it is unreachable the session expires by itself.
   }
@@ -279,10 +261,10 @@ const countObserver = new IntersectionObserver((entries) => {
 async function loadSubjects() {
   ui.subjectsSummary.textContent = "Loading subjects…";
   try {
-    setSubjects(await api("subjects"));
+    setSubjects(await api.subjects());
   } catch (error) {
     if (error.status === 401) return sessionLost();
-    ui.subjectsSummary.textContent = `Could not list subjects: ${error.message}`;
+    ui.subjectsSummary.textContent = `Could not list subjects: ${reason(error)}`;
   }
 }
 
@@ -367,7 +349,7 @@ function pumpCounts() {
     countsRunning++;
     eventsPage({ subject, recursive: false, type: "" }, 0, COUNT_PAGE)
       .then(
-        (page) => ({ n: page.events.length, more: page.has_more }),
+        (page) => ({ n: page.events.length, more: page.hasMore }),
         (error) => {
           if (error.status === 401) sessionLost();
           return { failed: true };
@@ -408,7 +390,7 @@ const STATUS_TEXT = {
 const tail = {
   /** { subject, recursive, type } of the open tail, undefined when none. */
   filter: undefined,
-  /** The EventSource while connected or reconnecting by itself. */
+  /** Aborts the library's stream (which reconnects by itself) while the tail is open. */
   source: undefined,
   /** The id of the newest event shown: resuming continues after it, so nothing is lost or repeated. */
   lastId: 0,
@@ -438,7 +420,7 @@ function closeSource() {
   tail.generation++;
   clearTimeout(tail.retryTimer);
   tail.retryTimer = undefined;
-  tail.source?.close();
+  tail.source?.abort();
   tail.source = undefined;
 }
 
@@ -470,7 +452,7 @@ async function openTail(submitEvent) {
   } catch (error) {
     if (generation !== tail.generation) return;
     if (error.status === 401) return sessionLost();
-    return failTail(error.message);
+    return failTail(reason(error));
   }
   if (generation !== tail.generation) return;
   tail.lastId = cursor;
@@ -499,51 +481,52 @@ async function cursorKeeping(filter, keep) {
   return high;
 }
 
-/** Opens the EventSource from tail.lastId; the browser then reconnects by itself with Last-Event-ID. */
+/**
+ * Follows the stream from tail.lastId. The library reconnects by itself with Last-Event-ID after a
+ * drop (restart, network, 429/5xx); it gives up on a refusal (401 → sign in again) and when the
+ * first connection fails, which is retried here with a growing delay.
+ */
 function connect(state = "connecting") {
   closeSource();
   const generation = tail.generation;
-  const params = filterParams(tail.filter);
-  params.set("from_id", String(tail.lastId));
-  const source = new EventSource(apiUrl(`events/stream?${params}`));
-  tail.source = source;
+  const controller = new AbortController();
+  tail.source = controller;
   setStatus(state);
-  source.addEventListener("open", () => {
-    if (generation !== tail.generation) return;
-    tail.retries = 0;
-    setStatus("live");
+  const current = () => generation === tail.generation;
+  const stream = api.stream({
+    ...query(tail.filter),
+    fromId: tail.lastId,
+    signal: controller.signal,
+    onOpen: () => {
+      if (!current()) return;
+      tail.retries = 0;
+      setStatus("live");
+    },
+    onReconnect: () => {
+      if (current()) setStatus("reconnecting");
+    },
   });
-  source.addEventListener("error", () => {
-    if (generation !== tail.generation) return;
-    if (source.readyState === EventSource.CLOSED)
-      recover(); // refused (401, 429, 503…): find out why
-    else setStatus("reconnecting"); // dropped: the browser retries after the server's retry: delay
-  });
-  source.addEventListener("message", (message) => {
-    if (generation !== tail.generation) return;
-    const event = JSON.parse(message.data);
-    if (event.id <= tail.lastId) return; // never shown twice
-    tail.lastId = event.id;
-    addEvent(event);
-  });
+  void (async () => {
+    try {
+      for await (const message of stream) {
+        if (!current()) return;
+        tail.lastId = message.id;
+        addEvent(message.event);
+      }
+    } catch (error) {
+      if (!current()) return;
+      if (error.status === 401) return sessionLost();
+      if (error.status === 0) return retryLater();
+      failTail(reason(error));
+    }
+  })();
 }
 
-/** The browser gave up on the stream: probe with the same filter and retry, or ask to sign in. */
-async function recover() {
+/** The server could not be reached at all: try again after 2 s, doubling up to 30 s. */
+function retryLater() {
   closeSource();
   setStatus("reconnecting");
   const generation = tail.generation;
-  let failure;
-  try {
-    await eventsPage(tail.filter, tail.lastId, 1);
-  } catch (error) {
-    failure = error;
-  }
-  if (generation !== tail.generation) return;
-  if (failure?.status === 401) return sessionLost();
-  if (failure !== undefined && failure.status >= 400 && failure.status < 500 && failure.status !== 429) {
-    return failTail(failure.message);
-  }
   const delay = Math.min(30_000, 2000 * 2 ** tail.retries);
   tail.retries++;
   tail.retryTimer = setTimeout(() => {
@@ -910,28 +893,24 @@ async function start() {
   setStatus("idle");
   let anonymous;
   try {
-    anonymous = await fetch(apiUrl("subjects"), {
-      credentials: "omit",
-      headers: { accept: "application/json" },
-    });
-  } catch {
-    ui.loading.hidden = true;
-    ui.fatal.textContent = "The server cannot be reached. Reload the page to try again.";
-    ui.fatal.hidden = false;
-    return;
+    anonymous = await new EventsDbClient({ url: ROOT, credentials: "omit" }).subjects();
+  } catch (error) {
+    if (error.status !== 401) {
+      ui.loading.hidden = true;
+      ui.fatal.textContent =
+        error.status === 0
+          ? "The server cannot be reached. Reload the page to try again."
+          : `The server answered HTTP ${error.status} to GET /subjects.`;
+      ui.fatal.hidden = false;
+      return;
+    }
   }
-  if (anonymous.ok) {
+  if (anonymous !== undefined) {
     openServer = true;
-    return enterWorkspace(await anonymous.json());
-  }
-  if (anonymous.status !== 401) {
-    ui.loading.hidden = true;
-    ui.fatal.textContent = `The server answered HTTP ${anonymous.status} to GET /subjects.`;
-    ui.fatal.hidden = false;
-    return;
+    return enterWorkspace(anonymous);
   }
   try {
-    await enterWorkspace(await api("subjects"));
+    await enterWorkspace(await api.subjects());
   } catch {
     showSignIn("This server requires an access token.");
   }

@@ -10,14 +10,21 @@ export interface SseMessage {
  * An incremental Server-Sent Events parser (HTML Living Standard §9.2.6): lines end in CRLF, LF or
  * CR (also split across chunks), `:` starts a comment, one space after the colon is dropped,
  * `data` lines join with LF, an empty line dispatches, an event without data is not dispatched.
+ * An event (or line) longer than `maxChars` throws a {@link SseTooLarge}: its buffer has a cap.
  */
 export class SseParser {
   /** The `retry:` reconnection time the server asked for, in milliseconds. */
   retry: number | undefined;
+  readonly #maxChars: number;
   #rest = "";
   #data: string[] = [];
+  #dataChars = 0;
   #event = "";
   #lastId = "";
+
+  constructor(maxChars = Number.POSITIVE_INFINITY) {
+    this.#maxChars = maxChars;
+  }
 
   /** Feeds decoded text; returns the events it completed. */
   push(text: string): SseMessage[] {
@@ -41,6 +48,7 @@ export class SseParser {
       if (message !== undefined) out.push(message);
     }
     this.#rest = this.#rest.slice(start);
+    if (this.#rest.length + this.#dataChars > this.#maxChars) throw new SseTooLarge(this.#maxChars);
     return out;
   }
 
@@ -49,6 +57,7 @@ export class SseParser {
       const data = this.#data;
       const event = this.#event;
       this.#data = [];
+      this.#dataChars = 0;
       this.#event = "";
       return data.length === 0 ? undefined : { id: this.#lastId, event, data: data.join("\n") };
     }
@@ -60,6 +69,7 @@ export class SseParser {
     switch (field) {
       case "data":
         this.#data.push(value);
+        this.#dataChars += value.length + 1;
         break;
       case "id":
         if (!value.includes("\0")) this.#lastId = value;
@@ -72,5 +82,13 @@ export class SseParser {
         break;
     }
     return undefined;
+  }
+}
+
+/** An event bigger than the parser's cap. */
+export class SseTooLarge extends Error {
+  override readonly name = "SseTooLarge";
+  constructor(maxChars: number) {
+    super(`an event is longer than ${maxChars} characters`);
   }
 }

@@ -1,0 +1,21 @@
+/**
+ * `import { EventsDbClient } from "eventsdb/client"`: the typed client library. Browser-safe ES
+ * modules (fetch, no Node modules); the web console loads these very files from /ui/client/.
+ */
+export { fromBase64 as decodeBase64, toBase64 as encodeBase64 } from "./base64.js";
+export { type ClientOptions, EventsDbClient, reconnectDelay } from "./client.js";
+export { EventsDbError, type ServerErrorBody } from "./errors.js";
+export { type SseMessage, SseParser } from "./sse.js";
+export type {
+  CallOptions,
+  CloudEvent,
+  EventQuery,
+  ExtensionValue,
+  Page,
+  RawPage,
+  ReconnectInfo,
+  SimpleEventInput,
+  StoredEvent,
+  StreamMessage,
+  StreamOptions,
+} from "./types.js";

@@ -1,0 +1,111 @@
+/** An extension attribute's value as the server returns it. */
+export type ExtensionValue = string | number | boolean;
+
+/** An event as the server stores and returns it in the simple JSON of Events DB. */
+export interface StoredEvent {
+  /** The server id: increasing, never reused. */
+  readonly id: number;
+  readonly source: string;
+  readonly type: string;
+  /** Absent for an event without one (CloudEvents makes it optional). */
+  readonly subject?: string;
+  /** RFC 3339, UTC, to the microsecond. */
+  readonly time: string;
+  /** The data bytes, standard base64 (see `decodeData`). */
+  readonly data: string;
+  /** The CloudEvents id, when the event was appended as a CloudEvent. */
+  readonly ce_id?: string;
+  readonly datacontenttype?: string;
+  readonly dataschema?: string;
+  readonly extensions?: Readonly<Record<string, ExtensionValue>>;
+}
+
+/** An event in the simple format: the server assigns id and time; no CloudEvents id (no dedupe). */
+export interface SimpleEventInput {
+  readonly source: string;
+  readonly type: string;
+  /** Optional: an event without a subject is read only over all subjects. */
+  readonly subject?: string;
+  /** Bytes, or text sent as UTF-8. */
+  readonly data?: Uint8Array | string;
+}
+
+/**
+ * A structured CloudEvent (JSON format). `specversion` defaults to "1.0". `data` is sent as JSON
+ * (a Uint8Array goes as `data_base64`); other members are extension attributes.
+ */
+export interface CloudEvent {
+  readonly specversion?: string;
+  readonly id: string;
+  readonly source: string;
+  readonly type: string;
+  readonly subject?: string;
+  readonly time?: string;
+  readonly datacontenttype?: string;
+  readonly dataschema?: string;
+  readonly data?: unknown;
+  readonly data_base64?: string;
+  readonly [extension: string]: unknown;
+}
+
+/** Which events a read, stream or delete covers. */
+export interface EventQuery {
+  /** One subject or several; none = every subject (not for delete). */
+  readonly subject?: string | readonly string[];
+  /** The subjects and everything below them (`orders` covers `orders/1/lines`). */
+  readonly recursive?: boolean;
+  readonly type?: string;
+  /** Only events with a larger id. */
+  readonly fromId?: number;
+}
+
+/** One page of `GET /events`. */
+export interface Page<E> {
+  readonly events: E[];
+  readonly hasMore: boolean;
+  /** Pass back as `fromId` for the next page. */
+  readonly nextFromId: number;
+}
+
+/** One page as a CloudEvents batch, as the server wrote it (JSON data keeps its stored text). */
+export interface RawPage {
+  /** A JSON array of structured CloudEvents. */
+  readonly json: string;
+  readonly hasMore: boolean;
+  readonly nextFromId: number;
+}
+
+/** One event of a live stream. */
+export interface StreamMessage<E> {
+  readonly id: number;
+  /** The `data:` text as the server sent it. */
+  readonly data: string;
+  readonly event: E;
+}
+
+/** Why a live stream reconnects, and when. */
+export interface ReconnectInfo {
+  readonly reason: string;
+  readonly delayMs: number;
+  /** The last delivered id: the stream resumes after it (`Last-Event-ID`). */
+  readonly lastId: number;
+}
+
+/** Per-call options: every call has a timeout; `signal` cancels it. */
+export interface CallOptions {
+  readonly signal?: AbortSignal;
+  /** Overrides the client's `timeoutMs` for this call. */
+  readonly timeoutMs?: number;
+}
+
+export interface StreamOptions extends EventQuery {
+  readonly signal?: AbortSignal;
+  /** Reconnect when nothing, not even a heartbeat, arrived for this long (default 60 000; 0 = never). */
+  readonly idleTimeoutMs?: number;
+  /** The first reconnection delay (default 250 ms); it doubles after each failure, up to 10 s. */
+  readonly reconnectDelayMs?: number;
+  /** Called each time a connection is established. */
+  readonly onOpen?: () => void;
+  /** Called before each reconnection wait. */
+  readonly onReconnect?: (info: ReconnectInfo) => void;
+}
