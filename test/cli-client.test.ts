@@ -597,9 +597,15 @@ describe("eventsdb delete and import FILE", () => {
           cwd: tempDir("eventsdb-client-"),
         });
         let output = "";
+        let answered = false;
+        // The command may exit before script(1) reads the answer: a late write must not throw.
+        child.stdin.on("error", () => {});
         child.stdout.on("data", (chunk: Buffer) => {
           output += chunk.toString("utf8");
-          if (output.includes("[y/N]")) child.stdin.write(`${answer}\n`);
+          if (!answered && output.includes("[y/N]")) {
+            answered = true;
+            child.stdin.write(`${answer}\n`);
+          }
         });
         child.stderr.on("data", (chunk: Buffer) => {
           output += chunk.toString("utf8");
