@@ -12,7 +12,15 @@ import { migrate } from "../storage/migrate.js";
 import { openDialect } from "../storage/open.js";
 import { EventRepository } from "../storage/repository.js";
 import { withTimeout } from "../storage/timeout.js";
-import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent } from "./event.js";
+import type {
+  AppendResult,
+  EventFilter,
+  NewEvent,
+  Page,
+  PageQuery,
+  Precondition,
+  StoredEvent,
+} from "./event.js";
 import { Writer } from "./writer.js";
 
 /** Largest page a client may ask for. */
@@ -142,9 +150,14 @@ export class EventLog {
 
   /**
    * Appends events atomically; ids in input order. Idempotent on (source, CloudEvents id).
-   * Every event's subject must be in the principal's write scopes.
+   * Every event's subject must be in the principal's write scopes. With preconditions, stores
+   * nothing and throws failed_precondition unless each holds at commit (see Precondition).
    */
-  async append(events: readonly NewEvent[], principal: Principal = ANYONE): Promise<AppendResult[]> {
+  async append(
+    events: readonly NewEvent[],
+    principal: Principal = ANYONE,
+    _preconditions: readonly Precondition[] = [],
+  ): Promise<AppendResult[]> {
     if (events.length > this.limits.maxBatchEvents) {
       throw invalidArgument(
         `a batch holds at most ${this.limits.maxBatchEvents} events (--max-batch-events)`,
