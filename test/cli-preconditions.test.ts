@@ -33,22 +33,25 @@ describe("eventsdb publish with preconditions", () => {
     return ((await res.json()) as { events: unknown[] }).events.length;
   };
 
-  it.each([[], ["--ce"]])("publishes only while the condition holds %j", async (...mode) => {
-    const subject = `cli/${mode.length}`;
-    expectRefused(await publish(subject, ...mode, "--if-populated"), "has no events");
-    const first = await publish(subject, ...mode, "--if-pristine");
-    expect(first.code, first.stderr).toBe(0);
-    const id = Number(first.out);
-    expectRefused(await publish(subject, ...mode, "--if-pristine"), "not pristine");
-    const second = await publish(subject, ...mode, "--if-on-event", String(id));
-    expect(second.code, second.stderr).toBe(0);
-    expectRefused(
-      await publish(subject, ...mode, "--if-on-event", String(id)),
-      `on event ${Number(second.out)}`,
-    );
-    expect((await publish(subject, ...mode, "--if-populated")).code).toBe(0);
-    expect(await count(subject)).toBe(3);
-  });
+  it.each([{ mode: [] as string[] }, { mode: ["--ce"] }])(
+    "publishes only while the condition holds, $mode",
+    async ({ mode }) => {
+      const subject = `cli/${mode.length}`;
+      expectRefused(await publish(subject, ...mode, "--if-populated"), "has no events");
+      const first = await publish(subject, ...mode, "--if-pristine");
+      expect(first.code, first.stderr).toBe(0);
+      const id = Number(first.out);
+      expectRefused(await publish(subject, ...mode, "--if-pristine"), "not pristine");
+      const second = await publish(subject, ...mode, "--if-on-event", String(id));
+      expect(second.code, second.stderr).toBe(0);
+      expectRefused(
+        await publish(subject, ...mode, "--if-on-event", String(id)),
+        `on event ${Number(second.out)}`,
+      );
+      expect((await publish(subject, ...mode, "--if-populated")).code).toBe(0);
+      expect(await count(subject)).toBe(3);
+    },
+  );
 
   it("refuses a bad id and two conditions at once as usage errors (exit 2)", async () => {
     const bad = await publish("cli/usage", "--if-on-event", "0");
