@@ -1,4 +1,4 @@
-import type { Insertable, Kysely } from "kysely";
+import type { CompiledQuery, Insertable, Kysely } from "kysely";
 import type { Database, EventsTable } from "./schema.js";
 
 /** A row to append; the dialect assigns its id. */
@@ -19,6 +19,17 @@ export interface StorageDialect {
    * in order, commits, and returns the first id.
    */
   insertEvents(rows: readonly NewRow[]): Promise<number>;
+  /**
+   * An append that depends on what is stored (preconditions), in one transaction: takes the lock
+   * that orders appends (the event_sequence row, held until COMMIT) first, then runs `reads`, which
+   * see every append committed before; passes the last id allocated and each read's rows to
+   * `choose`, inserts the rows it returns with ids lastId + 1, lastId + 2… in order, and commits
+   * (also when it returns none).
+   */
+  insertChecked(
+    reads: readonly CompiledQuery[],
+    choose: (lastId: number, results: readonly (readonly Record<string, unknown>[])[]) => readonly NewRow[],
+  ): Promise<void>;
   /** Runs `fn` holding a lock that serializes migrations across processes. */
   withMigrationLock<T>(fn: () => Promise<T>): Promise<T>;
   /** Runs one migration file's statements. */
