@@ -79,18 +79,18 @@ export class EventRepository {
    * one (what it adds must still fit), and, when they hold, stores the rest.
    */
   async appendJobs(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
-    if (jobs.every((job) => job.preconditions.length === 0)) {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await this.#appendUnchecked(jobs, now);
-        } catch (error) {
-          // A writer in another process stored one of our keys between our check and our INSERT;
-          // the unique index refused the whole transaction, and the retry's check sees that commit.
-          if (attempt >= DUPLICATE_RETRIES || !this.#dialect.isDuplicateKey(error)) throw error;
-        }
+    const checked = jobs.some((job) => job.preconditions.length > 0);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await (checked ? this.#appendChecked(jobs, now) : this.#appendUnchecked(jobs, now));
+      } catch (error) {
+        // A writer in another process stored one of our keys between our check and our INSERT;
+        // the unique index refused the whole transaction, and the retry's check sees that commit.
+        // (With preconditions the keys are read under the append lock: only a writer that takes
+        // no such lock, an older version of this server, could.)
+        if (attempt >= DUPLICATE_RETRIES || !this.#dialect.isDuplicateKey(error)) throw error;
       }
     }
-    return this.#appendChecked(jobs, now);
   }
 
   /** No preconditions (the common case): one round trip on MySQL, the keys looked up before. */
