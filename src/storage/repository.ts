@@ -114,8 +114,7 @@ export class EventRepository {
     const subjectReads = chunk(subjects, LAST_ID_SUBJECTS).map((part) =>
       lastIdsQuery(part).compile(this.#dialect.db),
     );
-    let plan: GroupPlan | undefined;
-    let firstId = 0;
+    const decided: { plan?: GroupPlan; firstId?: number } = {};
     await this.#dialect.insertChecked([...keyReads, ...subjectReads], (lastId, results) => {
       const stored = new Map<string, number>();
       for (const rows of results.slice(0, keyReads.length)) {
@@ -130,11 +129,13 @@ export class EventRepository {
           lastOf.set(subject, value === null || value === undefined ? 0 : Number(value));
         });
       });
-      firstId = lastId + 1;
-      plan = planGroup(jobs, stored, { firstId, lastOf });
-      return this.#toRows(plan.rows, now);
+      decided.firstId = lastId + 1;
+      decided.plan = planGroup(jobs, stored, { firstId: decided.firstId, lastOf });
+      return this.#toRows(decided.plan.rows, now);
     });
-    return resolvePlan(plan as unknown as GroupPlan, firstId, now);
+    const { plan, firstId } = decided;
+    if (plan === undefined || firstId === undefined) throw new Error("the append transaction made no plan");
+    return resolvePlan(plan, firstId, now);
   }
 
   /** Stored ids of the events' (source, ceId) keys. */
