@@ -5,6 +5,24 @@ import type { Database, EventsTable } from "./schema.js";
 export type NewRow = Omit<Insertable<EventsTable>, "id">;
 
 /**
+ * A row's values in the column order both dialects insert them: source, type, subject, ce_id,
+ * time, datacontenttype, dataschema, extensions, data (after the id).
+ */
+export function rowValues(row: NewRow): unknown[] {
+  return [
+    row.source,
+    row.type,
+    row.subject,
+    row.ce_id ?? null,
+    row.time,
+    row.datacontenttype ?? null,
+    row.dataschema ?? null,
+    row.extensions ?? null,
+    row.data,
+  ];
+}
+
+/**
  * What differs between the storage engines; everything else is one Kysely query in repository.ts.
  * One small file per engine implements it (mysql.ts, sqlite.ts).
  */

@@ -19,7 +19,7 @@ import {
 } from "mysql2";
 import { fromSqlDateTime, toSqlDateTime } from "../events/time.js";
 import { INSERT_BYTES, insertChunks } from "./chunks.js";
-import type { NewRow, StorageDialect } from "./dialect.js";
+import { type NewRow, rowValues, type StorageDialect } from "./dialect.js";
 import type { Database } from "./schema.js";
 import { StoreTimeoutError, withTimeout } from "./timeout.js";
 
@@ -402,17 +402,7 @@ function insertStatement(rows: readonly NewRow[], back: number): CompiledQuery {
   const parameters: unknown[] = [];
   rows.forEach((row, i) => {
     tuples[i] = `(LAST_INSERT_ID()-${back - i}${ROW_PARAMETERS}`;
-    parameters.push(
-      row.source,
-      row.type,
-      row.subject,
-      row.ce_id ?? null,
-      row.time,
-      row.datacontenttype ?? null,
-      row.dataschema ?? null,
-      row.extensions ?? null,
-      row.data,
-    );
+    parameters.push(...rowValues(row));
   });
   return CompiledQuery.raw(INSERT_EVENTS + tuples.join(","), parameters);
 }

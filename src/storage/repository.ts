@@ -79,18 +79,18 @@ export class EventRepository {
    * one (what it adds must still fit), and, when they hold, stores the rest.
    */
   async appendJobs(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
-    if (jobs.every((job) => job.preconditions.length === 0)) {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await this.#appendUnchecked(jobs, now);
-        } catch (error) {
-          // A writer in another process stored one of our keys between our check and our INSERT;
-          // the unique index refused the whole transaction, and the retry's check sees that commit.
-          if (attempt >= DUPLICATE_RETRIES || !this.#dialect.isDuplicateKey(error)) throw error;
-        }
+    const checked = jobs.some((job) => job.preconditions.length > 0);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await (checked ? this.#appendChecked(jobs, now) : this.#appendUnchecked(jobs, now));
+      } catch (error) {
+        // A writer in another process stored one of our keys between our check and our INSERT;
+        // the unique index refused the whole transaction, and the retry's check sees that commit.
+        // (With preconditions the keys are read under the append lock: only a writer that takes
+        // no such lock, an older version of this server, could.)
+        if (attempt >= DUPLICATE_RETRIES || !this.#dialect.isDuplicateKey(error)) throw error;
       }
     }
-    return this.#appendChecked(jobs, now);
   }
 
   /** No preconditions (the common case): one round trip on MySQL, the keys looked up before. */
@@ -114,8 +114,7 @@ export class EventRepository {
     const subjectReads = chunk(subjects, LAST_ID_SUBJECTS).map((part) =>
       lastIdsQuery(part).compile(this.#dialect.db),
     );
-    let plan: GroupPlan | undefined;
-    let firstId = 0;
+    const decided: { plan?: GroupPlan; firstId?: number } = {};
     await this.#dialect.insertChecked([...keyReads, ...subjectReads], (lastId, results) => {
       const stored = new Map<string, number>();
       for (const rows of results.slice(0, keyReads.length)) {
@@ -130,11 +129,13 @@ export class EventRepository {
           lastOf.set(subject, value === null || value === undefined ? 0 : Number(value));
         });
       });
-      firstId = lastId + 1;
-      plan = planGroup(jobs, stored, { firstId, lastOf });
-      return this.#toRows(plan.rows, now);
+      decided.firstId = lastId + 1;
+      decided.plan = planGroup(jobs, stored, { firstId: decided.firstId, lastOf });
+      return this.#toRows(decided.plan.rows, now);
     });
-    return resolvePlan(plan as unknown as GroupPlan, firstId, now);
+    const { plan, firstId } = decided;
+    if (plan === undefined || firstId === undefined) throw new Error("the append transaction made no plan");
+    return resolvePlan(plan, firstId, now);
   }
 
   /** Stored ids of the events' (source, ceId) keys. */

@@ -12,7 +12,7 @@ import {
   sql,
   type Transaction,
 } from "kysely";
-import type { NewRow, StorageDialect } from "./dialect.js";
+import { type NewRow, rowValues, type StorageDialect } from "./dialect.js";
 import type { Database } from "./schema.js";
 
 const INSERT_EVENT =
@@ -48,20 +48,7 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
     // INSERTs through Kysely cost more than SQLite's own work.
     insert ??= database.prepare(INSERT_EVENT);
     let id = first;
-    for (const row of rows) {
-      insert.run(
-        id++,
-        row.source,
-        row.type,
-        row.subject,
-        row.ce_id ?? null,
-        row.time,
-        row.datacontenttype ?? null,
-        row.dataschema ?? null,
-        row.extensions ?? null,
-        row.data,
-      );
-    }
+    for (const row of rows) insert.run(id++, ...rowValues(row));
     return first;
   }
 
