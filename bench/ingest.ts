@@ -42,6 +42,8 @@ export const BATCH_CONNECTIONS = 4;
 
 const TARGET_1_CONN = 2_200;
 export const TARGET_64_CONNS = 14_000;
+/** POST 64 conns with a precondition per request must reach this fraction of POST 64 conns (≤ 15 % slower). */
+export const PRECONDITION_TARGET_FRACTION = 0.85;
 /** Batch POST must reach this fraction of the raw 500-row INSERT ceiling measured in the same run. */
 export const BATCH_TARGET_FRACTION = 0.5;
 const REFERENCE = "Go Events DB ~4,800/s at 64 connections (one INSERT per request)";
@@ -168,6 +170,24 @@ export async function runIngest(args: readonly string[]): Promise<void> {
       const target = connections === 1 ? TARGET_1_CONN : connections === 64 ? TARGET_64_CONNS : undefined;
       measurements.push(cannonMeasurement(name, run, 1, target));
     }
+    // The cost of a precondition: each request carries isSubjectPopulated on its own subject
+    // (true since the warm-up), so every append checks its subject's last event in the lock.
+    const post64 = measurements.at(-1) as Measurement;
+    const preconditionName = "POST 64 conns, with precondition";
+    const conditional = await cannon(preconditionName, {
+      connections: 64,
+      duration: seconds,
+      requests: singleBodies(true),
+    });
+    storedAtLeast += conditional.result["2xx"];
+    measurements.push(
+      cannonMeasurement(
+        preconditionName,
+        conditional,
+        1,
+        Math.round(post64.eventsPerSecond * PRECONDITION_TARGET_FRACTION),
+      ),
+    );
     const batchName = `batch POST ${BATCH_EVENTS}/req`;
     const batch = await cannon(batchName, {
       connections: BATCH_CONNECTIONS,
@@ -207,6 +227,8 @@ export async function runIngest(args: readonly string[]): Promise<void> {
       raw === undefined
         ? "batch: no target (the target is relative to MariaDB's raw INSERT ceiling)"
         : `batch target = ${BATCH_TARGET_FRACTION * 100} % of the raw ${RAW_STATEMENT_ROWS}-row INSERT ceiling measured in this run`,
+      `precondition target = ${PRECONDITION_TARGET_FRACTION * 100} % of POST 64 conns in this run ` +
+        `(${formatPercent(measurements, preconditionName, "POST 64 conns")} of it measured)`,
       `reference: ${REFERENCE}`,
       `verify: GET /events?limit=1 ${verification.getStatus} (${verification.getEvents} event); ` +
         `stored events ${formatRate(verification.stored)} >= 2xx events ${formatRate(storedAtLeast)}: ` +
@@ -227,6 +249,7 @@ export async function runIngest(args: readonly string[]): Promise<void> {
         post1Conn: TARGET_1_CONN,
         post64Conns: TARGET_64_CONNS,
         batchFractionOfRawCeiling: BATCH_TARGET_FRACTION,
+        preconditionFractionOfPost64Conns: PRECONDITION_TARGET_FRACTION,
       },
       reference: REFERENCE,
       verification: { ...verification, storedAtLeast },
@@ -346,9 +369,28 @@ function simpleEvent(k: number): Record<string, string> {
   };
 }
 
-/** A few single-event bodies, so subjects and data vary between requests. */
-export function singleBodies(): Request[] {
-  return Array.from({ length: DISTINCT_BODIES }, (_, k) => ({ body: JSON.stringify(simpleEvent(k)) }));
+/**
+ * A few single-event bodies, so subjects and data vary between requests; `withPrecondition`: each
+ * with an EventsDB-Preconditions header, isSubjectPopulated on its own subject.
+ */
+export function singleBodies(withPrecondition = false): Request[] {
+  return Array.from({ length: DISTINCT_BODIES }, (_, k) => {
+    const event = simpleEvent(k);
+    const body = JSON.stringify(event);
+    if (!withPrecondition) return { body };
+    const precondition = [{ type: "isSubjectPopulated", payload: { subject: event.subject } }];
+    return {
+      body,
+      headers: { "content-type": "application/json", "eventsdb-preconditions": JSON.stringify(precondition) },
+    };
+  });
+}
+
+/** One row's events/s as a percentage of another's, e.g. "93 %". */
+function formatPercent(measurements: readonly Measurement[], name: string, of: string): string {
+  const a = measurements.find((m) => m.name === name)?.eventsPerSecond;
+  const b = measurements.find((m) => m.name === of)?.eventsPerSecond;
+  return a === undefined || b === undefined || b === 0 ? "-" : `${Math.round((a / b) * 100)} %`;
 }
 
 /** A few batch bodies of BATCH_EVENTS simple events each. */

@@ -6,6 +6,7 @@
 export type ErrorCode =
   | "invalid_argument"
   | "not_found"
+  | "failed_precondition"
   | "unauthenticated"
   | "permission_denied"
   | "resource_exhausted"

@@ -420,6 +420,26 @@ describe("REST API against openapi.yaml", () => {
       expect(errorCode(reply)).toBe("payload_too_large");
       expect((reply.body as { error: { message: string } }).error.message).toContain("--write-queue-bytes");
     });
+
+    it("refuses an append whose EventsDB-Preconditions do not hold → 409, a malformed one → 400", async () => {
+      // Both store nothing: "oas/pre" stays out of the subjects listed below.
+      const event = json({ source: "s", type: "t", subject: "oas/pre", data: null });
+      const headers = {
+        "content-type": "application/json",
+        "eventsdb-preconditions": json([{ type: "isSubjectPristine", payload: { subject: "orders/1" } }]),
+      };
+      const conflict = await call("POST", "/events", { headers, body: event });
+      expect(conflict.status).toBe(409);
+      expect(errorCode(conflict)).toBe("failed_precondition");
+      const malformed = await call("POST", "/events", {
+        headers: { ...headers, "eventsdb-preconditions": "[{" },
+        body: event,
+      });
+      expect(malformed.status).toBe(400);
+      expect((malformed.body as { error: { message: string } }).error.message).toContain(
+        "EventsDB-Preconditions",
+      );
+    });
   });
 
   describe("GET /events/get (compat) and GET /events/{id}", () => {

@@ -40,6 +40,22 @@ export function addClientCommands(program: Command): void {
       "--content-type <type>",
       "datacontenttype for --ce (default: text/plain for an argument, application/octet-stream for --file or stdin)",
     )
+    .addOption(
+      new Option(
+        "--if-pristine",
+        "only if the subject has no events yet (else exit 1, nothing stored)",
+      ).conflicts(["ifPopulated", "ifOnEvent"]),
+    )
+    .addOption(
+      new Option("--if-populated", "only if the subject has events (else exit 1, nothing stored)").conflicts(
+        "ifOnEvent",
+      ),
+    )
+    .option(
+      "--if-on-event <id>",
+      "only if the subject's last event has this id (optimistic concurrency; else exit 1, nothing stored)",
+      eventId,
+    )
     .action(
       action(async (data: string | undefined, options: ConnectionOptions & Parameters<typeof publish>[2]) => {
         const id = await publish(connectionOf(options), data, options);

@@ -12,13 +12,25 @@ import { migrate } from "../storage/migrate.js";
 import { openDialect } from "../storage/open.js";
 import { EventRepository } from "../storage/repository.js";
 import { withTimeout } from "../storage/timeout.js";
-import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent } from "./event.js";
+import type {
+  AppendResult,
+  EventFilter,
+  NewEvent,
+  Page,
+  PageQuery,
+  Precondition,
+  StoredEvent,
+} from "./event.js";
+import { validateSubject } from "./validate.js";
 import { Writer } from "./writer.js";
 
 /** Largest page a client may ask for. */
 export const MAX_PAGE_LIMIT = 1000;
 /** Most subjects one read or stream may name (browsers multiplex several on one connection). */
 export const MAX_FILTER_SUBJECTS = 100;
+/** Most preconditions one append may carry. */
+export const MAX_PRECONDITIONS = 100;
+const PRECONDITION_KINDS: ReadonlySet<string> = new Set(["pristine", "populated", "on_event"]);
 /** Page size when the client names none. */
 export const DEFAULT_PAGE_LIMIT = 100;
 /**
@@ -142,19 +154,34 @@ export class EventLog {
 
   /**
    * Appends events atomically; ids in input order. Idempotent on (source, CloudEvents id).
-   * Every event's subject must be in the principal's write scopes.
+   * Every event's subject must be in the principal's write scopes. With preconditions, stores
+   * nothing and throws failed_precondition unless each holds at commit (see Precondition).
    */
-  async append(events: readonly NewEvent[], principal: Principal = ANYONE): Promise<AppendResult[]> {
+  async append(
+    events: readonly NewEvent[],
+    principal: Principal = ANYONE,
+    preconditions: readonly Precondition[] = [],
+  ): Promise<AppendResult[]> {
     if (events.length > this.limits.maxBatchEvents) {
       throw invalidArgument(
         `a batch holds at most ${this.limits.maxBatchEvents} events (--max-batch-events)`,
       );
     }
+    checkPreconditions(preconditions);
     requireWrite(
       principal,
       events.map((e) => e.subject),
     );
-    return this.#writer.append(events);
+    // A precondition tells whether its subject has events (and its last id): a read.
+    for (const { subject } of preconditions) {
+      if (!canRead(principal, subject)) {
+        throw new EventsDbError(
+          "permission_denied",
+          `token ${principal.name} may not read subject ${subject} (a precondition reads it)`,
+        );
+      }
+    }
+    return this.#writer.append(events, preconditions);
   }
 
   /**
@@ -300,6 +327,23 @@ export class EventLog {
 function checkId(value: number, name: string, min: number): void {
   if (!Number.isSafeInteger(value) || value < min)
     throw invalidArgument(`${name} must be an integer >= ${min}`);
+}
+
+/** Well-formed preconditions (see Precondition), at most MAX_PRECONDITIONS. */
+function checkPreconditions(preconditions: readonly Precondition[]): void {
+  if (preconditions.length > MAX_PRECONDITIONS) {
+    throw invalidArgument(`at most ${MAX_PRECONDITIONS} preconditions in one append`);
+  }
+  preconditions.forEach((p, i) => {
+    const at = `precondition ${i + 1}`;
+    if (!PRECONDITION_KINDS.has(p.kind)) {
+      throw invalidArgument(`${at}: kind must be one of ${[...PRECONDITION_KINDS].join(", ")}`);
+    }
+    validateSubject(p.subject, `${at}: `);
+    if (p.kind === "on_event" && (!Number.isSafeInteger(p.id) || p.id < 1)) {
+      throw invalidArgument(`${at}: id must be a positive integer`);
+    }
+  });
 }
 
 function checkFilter(filter: EventFilter): void {

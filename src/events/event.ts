@@ -63,6 +63,19 @@ export interface Page {
   readonly nextFromId: number;
 }
 
+/**
+ * A condition on one subject checked atomically with an append (optimistic concurrency): the
+ * append stores nothing unless every condition holds at commit. "The subject" is exactly that
+ * subject, not the subjects below it.
+ * - pristine: the subject has no events;
+ * - populated: the subject has at least one event;
+ * - on_event: the subject's last event (highest id) is `id`.
+ */
+export type Precondition =
+  | { readonly kind: "pristine"; readonly subject: string }
+  | { readonly kind: "populated"; readonly subject: string }
+  | { readonly kind: "on_event"; readonly subject: string; readonly id: number };
+
 /** The outcome of appending one event. */
 export interface AppendResult {
   readonly id: number;

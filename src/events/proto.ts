@@ -12,8 +12,9 @@ import {
   CreateEventsRequestSchema,
   type Event,
   EventSchema,
+  type Precondition as PreconditionMessage,
 } from "../gen/grpc/eventsdb_pb.js";
-import type { EventFilter, NewEvent, StoredEvent } from "./event.js";
+import type { EventFilter, NewEvent, Precondition, StoredEvent } from "./event.js";
 import { displayTime } from "./time.js";
 import { validateEvent } from "./validate.js";
 
@@ -46,14 +47,53 @@ export function toNewEvent(request: CreateEventRequest, limits: Limits, where = 
 }
 
 /** The events of a CreateEvents request, validated; each error names its event. */
-export function toNewEvents(requests: readonly CreateEventRequest[], limits: Limits): NewEvent[] {
-  return requests.map((event, i) => toNewEvent(event, limits, `event ${i}`));
+function toNewEvents(requests: readonly CreateEventRequest[], limits: Limits): NewEvent[] {
+  return requests.map((event, i) => {
+    if (event.preconditions.length > 0) {
+      throw invalidArgument(`event ${i}: set preconditions on CreateEventsRequest, not on its events`);
+    }
+    return toNewEvent(event, limits, `event ${i}`);
+  });
 }
 
-/** The events of a binary CreateEvent (`batch` false) or CreateEvents message, validated. */
-export function decodeAppend(batch: boolean, message: Uint8Array, limits: Limits): NewEvent[] {
-  if (batch) return toNewEvents(parseAppend(true, message).events, limits);
-  return [toNewEvent(parseAppend(false, message), limits)];
+/** The events and preconditions of a CreateEvent or CreateEvents request (Connect and the fast path). */
+export function toAppendInput(
+  request: CreateEventRequest | CreateEventsRequest,
+  limits: Limits,
+): { events: NewEvent[]; preconditions: Precondition[] } {
+  return request.$typeName === "grpc.CreateEventsRequest"
+    ? { events: toNewEvents(request.events, limits), preconditions: toPreconditions(request.preconditions) }
+    : { events: [toNewEvent(request, limits)], preconditions: toPreconditions(request.preconditions) };
+}
+
+/** Preconditions as the domain's, shape only (EventLog.append validates subjects and ids). */
+export function toPreconditions(messages: readonly PreconditionMessage[]): Precondition[] {
+  return messages.map((message, i): Precondition => {
+    const condition = message.condition;
+    switch (condition.case) {
+      case "pristine":
+        return { kind: "pristine", subject: condition.value };
+      case "populated":
+        return { kind: "populated", subject: condition.value };
+      case "onEvent":
+        return {
+          kind: "on_event",
+          subject: condition.value.subject,
+          id: toSafeId(condition.value.id, `precondition ${i}: id`),
+        };
+      default:
+        throw invalidArgument(`precondition ${i}: set one of pristine, populated, on_event`);
+    }
+  });
+}
+
+/** The events and preconditions of a binary CreateEvent (`batch` false) or CreateEvents message. */
+export function decodeAppend(
+  batch: boolean,
+  message: Uint8Array,
+  limits: Limits,
+): { events: NewEvent[]; preconditions: Precondition[] } {
+  return toAppendInput(parseAppend(batch, message), limits);
 }
 
 /** The protobuf of CreateEvents (`batch`) or CreateEvent, not yet validated. */

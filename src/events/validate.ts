@@ -71,7 +71,7 @@ export function validateEvent(fields: EventFields, limits: Limits, where = ""): 
       ? undefined
       : fields.subject === ""
         ? invalid(`${at}subject must not be empty; leave it out for an event without a subject`)
-        : attribute("subject", fields.subject, MAX_ATTRIBUTE_CHARS, at);
+        : validateSubject(fields.subject, at);
   const ceId = fields.ceId === undefined ? undefined : required("id", fields.ceId);
 
   let time: string | undefined;
@@ -101,6 +101,12 @@ export function validateEvent(fields: EventFields, limits: Limits, where = ""): 
     );
   }
   return { source, type, subject, ceId, time, datacontenttype, dataschema, extensions, data: fields.data };
+}
+
+/** A subject as events carry it: a non-empty string of at most 255 characters, no controls. */
+export function validateSubject(value: unknown, at = ""): string {
+  if (value === "") throw invalidArgument(`${at}subject must not be empty`);
+  return attribute("subject", value, MAX_ATTRIBUTE_CHARS, at);
 }
 
 function invalid(message: string): never {

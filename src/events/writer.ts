@@ -4,7 +4,7 @@ import type { FailureLog } from "../failure-log.js";
 import { errorReason } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { EventRepository } from "../storage/repository.js";
-import type { AppendResult, NewEvent, StoredEvent } from "./event.js";
+import type { AppendResult, NewEvent, Precondition, StoredEvent } from "./event.js";
 import { nowTime } from "./time.js";
 
 /** How long appends fail fast after the store was found unreachable. */
@@ -20,6 +20,7 @@ export const BURST_JOBS = 8;
 
 interface Job {
   readonly events: readonly NewEvent[];
+  readonly preconditions: readonly Precondition[];
   readonly bytes: number;
   readonly resolve: (results: AppendResult[]) => void;
   readonly reject: (error: unknown) => void;
@@ -88,10 +89,14 @@ export class Writer {
     return last.reason;
   }
 
-  /** Appends the events atomically (one transaction); resolves after COMMIT with their ids. */
-  append(events: readonly NewEvent[]): Promise<AppendResult[]> {
+  /**
+   * Appends the events atomically (one transaction); resolves after COMMIT with their ids. With
+   * preconditions, checked in that transaction, rejects with failed_precondition when one does not
+   * hold (see EventRepository.appendJobs); an empty batch is then a check alone.
+   */
+  append(events: readonly NewEvent[], preconditions: readonly Precondition[] = []): Promise<AppendResult[]> {
     if (this.#closed) return Promise.reject(new EventsDbError("unavailable", "the server is shutting down"));
-    if (events.length === 0) return Promise.resolve([]);
+    if (events.length === 0 && preconditions.length === 0) return Promise.resolve([]);
     if (Date.now() < this.#downUntil) {
       return Promise.reject(
         new EventsDbError("unavailable", "the event store is unreachable; retry shortly", {
@@ -124,7 +129,7 @@ export class Writer {
       );
     }
     return new Promise((resolve, reject) => {
-      this.#queue.push({ events, bytes, resolve, reject });
+      this.#queue.push({ events, preconditions, bytes, resolve, reject });
       this.#queuedEvents += events.length;
       this.#queuedBytes += bytes;
       this.#updateGauges();
@@ -195,11 +200,10 @@ export class Writer {
   }
 
   async #commit(jobs: Job[]): Promise<void> {
-    const events = jobs.length === 1 ? (jobs[0] as Job).events : jobs.flatMap((job) => job.events);
     const end = this.#metrics.writerCommitSeconds.startTimer();
-    let outcome: Awaited<ReturnType<EventRepository["append"]>>;
+    let outcome: Awaited<ReturnType<EventRepository["appendJobs"]>>;
     try {
-      outcome = await this.#repository.append(events, nowTime());
+      outcome = await this.#repository.appendJobs(jobs, nowTime());
     } catch (error) {
       end();
       const lost = isConnectionError(error);
@@ -234,12 +238,14 @@ export class Writer {
     end();
     this.#failures?.succeeded();
     this.#lastFailure = undefined;
-    this.#metrics.writerBatchEvents.observe(events.length);
-    let offset = 0;
-    for (const job of jobs) {
-      job.resolve(outcome.results.slice(offset, offset + job.events.length));
-      offset += job.events.length;
-    }
+    let events = 0;
+    for (const job of jobs) events += job.events.length;
+    this.#metrics.writerBatchEvents.observe(events);
+    jobs.forEach((job, i) => {
+      const result = outcome.jobs[i];
+      if (result === undefined || result instanceof EventsDbError) job.reject(result);
+      else job.resolve(result);
+    });
     // Awaited: the next transaction's events must not reach the hub before these.
     if (outcome.created.length > 0) await this.#onCommitted(outcome.created);
   }

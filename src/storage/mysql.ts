@@ -19,7 +19,7 @@ import {
 } from "mysql2";
 import { fromSqlDateTime, toSqlDateTime } from "../events/time.js";
 import { INSERT_BYTES, insertChunks } from "./chunks.js";
-import type { NewRow, StorageDialect } from "./dialect.js";
+import { type NewRow, rowValues, type StorageDialect } from "./dialect.js";
 import type { Database } from "./schema.js";
 import { StoreTimeoutError, withTimeout } from "./timeout.js";
 
@@ -56,6 +56,19 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
   const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool: new BoundedPool(pool, timeoutMs) }) });
   let closed = false;
 
+  /** The id reservation and the INSERTs of one append (see insertEvents). */
+  const appendStatements = (rows: readonly NewRow[]): CompiledQuery[] => {
+    const n = rows.length;
+    const reserve = sql`UPDATE event_sequence SET last_id = LAST_INSERT_ID(last_id + ${n}) WHERE name = 'events'`;
+    const statements: CompiledQuery[] = [reserve.compile(db)];
+    let k = 0;
+    for (const chunk of insertChunks(rows)) {
+      statements.push(insertStatement(chunk, n - 1 - k));
+      k += chunk.length;
+    }
+    return statements;
+  };
+
   const getConnection = (): Promise<Connection & { release(): void }> =>
     new Promise((resolve, reject) => pool.getConnection((err, conn) => (err ? reject(err) : resolve(conn))));
 
@@ -64,23 +77,23 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
     db,
     commitsOffLoop: true,
     async insertEvents(rows) {
-      const n = rows.length;
       // LAST_INSERT_ID(expr) remembers the reserved range in this session and hands it back in the
       // OK packet; the INSERTs number their rows from it, so the transaction needs no answer before
       // it is sent whole. The sequence row stays locked until COMMIT (sql/mysql/002_event_sequence.sql).
-      const reserve = sql`UPDATE event_sequence SET last_id = LAST_INSERT_ID(last_id + ${n}) WHERE name = 'events'`;
-      const statements: CompiledQuery[] = [reserve.compile(db)];
-      let k = 0;
-      for (const chunk of insertChunks(rows)) {
-        statements.push(insertStatement(chunk, n - 1 - k));
-        k += chunk.length;
-      }
-      const results = await writer.transaction(statements);
-      const update = results[0] as { affectedRows?: number; insertId?: number | string };
-      if (update.affectedRows !== 1 || update.insertId === undefined) {
-        throw new Error("event_sequence has no row 'events'; run the migrations");
-      }
-      return Number(update.insertId) - n + 1;
+      const results = await writer.transaction(appendStatements(rows));
+      return reservedFirst(results[0], rows.length);
+    },
+    async insertChecked(reads, choose) {
+      // Two round trips: the lock and the reads, then (what `choose` made of them) the INSERTs and
+      // COMMIT. The sequence row is locked before the reads, so two processes cannot both read
+      // the same state; READ COMMITTED lets each read see what committed before the lock was ours.
+      const lock = sql`SELECT last_id FROM event_sequence WHERE name = 'events' FOR UPDATE`.compile(db);
+      await writer.transaction([lock, ...reads], (results) => {
+        const last = (results[0] as { last_id?: unknown }[])[0]?.last_id;
+        if (last === undefined) throw new Error("event_sequence has no row 'events'; run the migrations");
+        const rows = choose(Number(last), results.slice(1) as Record<string, unknown>[][]);
+        return rows.length === 0 ? [] : appendStatements(rows);
+      });
     },
     async withMigrationLock(fn) {
       const conn = await getConnection();
@@ -128,6 +141,15 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
       await db.destroy();
     },
   };
+}
+
+/** The first id of a reservation from the reserving UPDATE's OK packet. */
+function reservedFirst(result: unknown, n: number): number {
+  const update = result as { affectedRows?: number; insertId?: number | string };
+  if (update.affectedRows !== 1 || update.insertId === undefined) {
+    throw new Error("event_sequence has no row 'events'; run the migrations");
+  }
+  return Number(update.insertId) - n + 1;
 }
 
 /** Splits a migration file into statements: `;` at the end of a line ends one; `--` lines are comments. */
@@ -259,15 +281,20 @@ class WriterConnection {
   }
 
   /**
-   * Runs the statements in one transaction; returns each statement's result. The whole of it,
-   * connecting included, is bounded by --db-timeout: past it the connection is dropped, so the
-   * server rolls the transaction back (or, if COMMIT was already on its way, commits it: either
-   * way the caller was told nothing was acknowledged).
+   * Runs the statements in one transaction; returns each statement's result. With `then`, the
+   * transaction runs in READ COMMITTED and is not committed after the statements: `then` is given
+   * their results and returns the statements that follow before COMMIT (their results are
+   * appended). The whole of it, connecting included, is bounded by --db-timeout: past it the
+   * connection is dropped, so the server rolls the transaction back (or, if COMMIT was already on
+   * its way, commits it: either way the caller was told nothing was acknowledged).
    */
-  transaction(statements: readonly CompiledQuery[]): Promise<unknown[]> {
+  transaction(
+    statements: readonly CompiledQuery[],
+    then?: (results: unknown[]) => readonly CompiledQuery[],
+  ): Promise<unknown[]> {
     let used: Connection | undefined;
     return withTimeout(
-      this.#transaction(statements, (conn) => {
+      this.#transaction(statements, then, (conn) => {
         used = conn;
       }),
       this.#timeoutMs,
@@ -280,37 +307,20 @@ class WriterConnection {
 
   async #transaction(
     statements: readonly CompiledQuery[],
+    then: ((results: unknown[]) => readonly CompiledQuery[]) | undefined,
     using: (conn: Connection) => void,
   ): Promise<unknown[]> {
-    const packets: { text: string[]; values: unknown[]; bytes: number }[] = [];
-    let packet = { text: ["START TRANSACTION"], values: [] as unknown[], bytes: 0 };
-    for (const statement of statements) {
-      const bytes = statement.sql.length + estimateBytes(statement.parameters);
-      if (packet.bytes > 0 && packet.bytes + bytes > INSERT_BYTES) {
-        packets.push(packet);
-        packet = { text: [], values: [], bytes: 0 };
-      }
-      packet.text.push(statement.sql);
-      packet.values.push(...statement.parameters);
-      packet.bytes += bytes;
-    }
-    packet.text.push("COMMIT");
-    packets.push(packet);
-
     const conn = await this.#connect(using);
-    const results: unknown[] = [];
     try {
-      for (const p of packets) {
-        const result = await run(conn, p.text.join(";\n"), p.values);
-        // A multi-statement packet answers with one result per statement.
-        results.push(...(p.text.length > 1 ? (result as unknown[]) : [result]));
-      }
+      if (then === undefined) return await send(conn, ["START TRANSACTION"], statements, ["COMMIT"]);
+      // SET TRANSACTION applies to the next transaction only.
+      const begin = ["SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "START TRANSACTION"];
+      const first = await send(conn, begin, statements, []);
+      return [...first, ...(await send(conn, [], then(first), ["COMMIT"]))];
     } catch (error) {
       await run(conn, "ROLLBACK").catch(() => this.#drop(conn));
       throw error;
     }
-    // Drop the results of START TRANSACTION and COMMIT.
-    return results.slice(1, -1);
   }
 
   async #connect(using: (conn: Connection) => void): Promise<Connection> {
@@ -344,6 +354,39 @@ class WriterConnection {
   }
 }
 
+/**
+ * Sends `head`, the statements and `tail` in as few multi-statement packets as fit (one round trip
+ * each); returns the statements' results (not those of `head` and `tail`).
+ */
+async function send(
+  conn: Connection,
+  head: readonly string[],
+  statements: readonly CompiledQuery[],
+  tail: readonly string[],
+): Promise<unknown[]> {
+  const packets: { text: string[]; values: unknown[]; bytes: number }[] = [];
+  let packet = { text: [...head], values: [] as unknown[], bytes: 0 };
+  for (const statement of statements) {
+    const bytes = statement.sql.length + estimateBytes(statement.parameters);
+    if (packet.bytes > 0 && packet.bytes + bytes > INSERT_BYTES) {
+      packets.push(packet);
+      packet = { text: [], values: [], bytes: 0 };
+    }
+    packet.text.push(statement.sql);
+    packet.values.push(...statement.parameters);
+    packet.bytes += bytes;
+  }
+  packet.text.push(...tail);
+  if (packet.text.length > 0) packets.push(packet);
+  const results: unknown[] = [];
+  for (const p of packets) {
+    const result = await run(conn, p.text.join(";\n"), p.values);
+    // A multi-statement packet answers with one result per statement.
+    results.push(...(p.text.length > 1 ? (result as unknown[]) : [result]));
+  }
+  return results.slice(head.length, results.length - tail.length);
+}
+
 const INSERT_EVENTS =
   "INSERT INTO events (id, source, type, subject, ce_id, time, datacontenttype, dataschema, extensions, data) VALUES ";
 const ROW_PARAMETERS = ",?,?,?,?,?,?,?,?,?)";
@@ -359,17 +402,7 @@ function insertStatement(rows: readonly NewRow[], back: number): CompiledQuery {
   const parameters: unknown[] = [];
   rows.forEach((row, i) => {
     tuples[i] = `(LAST_INSERT_ID()-${back - i}${ROW_PARAMETERS}`;
-    parameters.push(
-      row.source,
-      row.type,
-      row.subject,
-      row.ce_id ?? null,
-      row.time,
-      row.datacontenttype ?? null,
-      row.dataschema ?? null,
-      row.extensions ?? null,
-      row.data,
-    );
+    parameters.push(...rowValues(row));
   });
   return CompiledQuery.raw(INSERT_EVENTS + tuples.join(","), parameters);
 }

@@ -1,5 +1,14 @@
-import { type ExpressionBuilder, type Selectable, sql } from "kysely";
-import type { AppendResult, EventFilter, NewEvent, Page, PageQuery, StoredEvent } from "../events/event.js";
+import { type CompiledQuery, type ExpressionBuilder, type Selectable, sql } from "kysely";
+import { EventsDbError } from "../errors.js";
+import type {
+  AppendResult,
+  EventFilter,
+  NewEvent,
+  Page,
+  PageQuery,
+  Precondition,
+  StoredEvent,
+} from "../events/event.js";
 import type { NewRow, StorageDialect } from "./dialect.js";
 import type { Database, EventsTable } from "./schema.js";
 
@@ -14,6 +23,23 @@ const NO_SUBJECT = "";
 const LOOKUP_KEYS = 500;
 /** A concurrent append of the same (source, id) by another process surfaces as a duplicate key: retry. */
 const DUPLICATE_RETRIES = 3;
+
+/** Subjects whose last event one statement reads (one column each). */
+const LAST_ID_SUBJECTS = 500;
+
+/** One request's part of a group commit: its events and the preconditions they are stored under. */
+export interface AppendJob {
+  readonly events: readonly NewEvent[];
+  readonly preconditions: readonly Precondition[];
+}
+
+/** The result of one committed group commit. */
+export interface GroupOutcome {
+  /** Per job, in order: one result per event, or the failed_precondition that stored none of it. */
+  readonly jobs: readonly (AppendResult[] | EventsDbError)[];
+  /** The events this transaction created, in id order (what the hub publishes). */
+  readonly created: StoredEvent[];
+}
 
 /** The result of one committed append transaction. */
 export interface AppendOutcome {
@@ -37,79 +63,110 @@ export class EventRepository {
    * time of events that carry none.
    */
   async append(events: readonly NewEvent[], now: string): Promise<AppendOutcome> {
+    const outcome = await this.appendJobs([{ events, preconditions: [] }], now);
+    return { results: outcome.jobs[0] as AppendResult[], created: outcome.created };
+  }
+
+  /**
+   * Appends the jobs of a group commit in one transaction, each as `append` would, in order, and
+   * each under its preconditions, checked atomically with the append: a job whose preconditions
+   * do not hold when its turn comes — after the jobs before it in this transaction — stores nothing
+   * and gets failed_precondition; the others are not affected.
+   *
+   * A job whose events are all stored already (by (source, ceId): a retry) is answered their ids
+   * without checking its preconditions: they held when it was first stored, and have since been
+   * changed by that very append. A job with only some of its events stored is checked like a new
+   * one (what it adds must still fit), and, when they hold, stores the rest.
+   */
+  async appendJobs(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
+    const checked = jobs.some((job) => job.preconditions.length > 0);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#appendOnce(events, now);
+        return await (checked ? this.#appendChecked(jobs, now) : this.#appendUnchecked(jobs, now));
       } catch (error) {
         // A writer in another process stored one of our keys between our check and our INSERT;
         // the unique index refused the whole transaction, and the retry's check sees that commit.
+        // (With preconditions the keys are read under the append lock: only a writer that takes
+        // no such lock, an older version of this server, could.)
         if (attempt >= DUPLICATE_RETRIES || !this.#dialect.isDuplicateKey(error)) throw error;
       }
     }
   }
 
-  async #appendOnce(events: readonly NewEvent[], now: string): Promise<AppendOutcome> {
-    const results: (AppendResult | undefined)[] = new Array(events.length);
-    // Idempotency key → index of the first event in this call with it.
-    const firstWithKey = new Map<string, number>();
-    const fresh: number[] = [];
-    events.forEach((event, i) => {
-      if (event.ceId === undefined) fresh.push(i);
-      else {
-        const key = idempotencyKey(event.source, event.ceId);
-        if (!firstWithKey.has(key)) firstWithKey.set(key, i);
+  /** No preconditions (the common case): one round trip on MySQL, the keys looked up before. */
+  async #appendUnchecked(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
+    const keys = keyedEvents(jobs);
+    const stored = keys.length === 0 ? new Map<string, number>() : await this.#existing(keys);
+    const plan = planGroup(jobs, stored, undefined);
+    const first = plan.rows.length === 0 ? 0 : await this.#dialect.insertEvents(this.#toRows(plan.rows, now));
+    return resolvePlan(plan, first, now);
+  }
+
+  /**
+   * With preconditions: the stored keys and the subjects' last events are read inside the append
+   * transaction, after its lock, so nothing can commit between the check and the INSERT — neither
+   * another writer's event that breaks a precondition nor a concurrent store of a retry's keys.
+   */
+  async #appendChecked(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
+    const keys = keyedEvents(jobs);
+    const subjects = [...new Set(jobs.flatMap((job) => job.preconditions.map((p) => p.subject)))];
+    const keyReads = chunk(keys, LOOKUP_KEYS).map((part) => this.#existingQuery(part));
+    const subjectReads = chunk(subjects, LAST_ID_SUBJECTS).map((part) =>
+      lastIdsQuery(part).compile(this.#dialect.db),
+    );
+    const decided: { plan?: GroupPlan; firstId?: number } = {};
+    await this.#dialect.insertChecked([...keyReads, ...subjectReads], (lastId, results) => {
+      const stored = new Map<string, number>();
+      for (const rows of results.slice(0, keyReads.length)) {
+        for (const row of rows)
+          stored.set(idempotencyKey(String(row.source), String(row.ce_id ?? "")), Number(row.id));
       }
+      const lastOf = new Map<string, number>();
+      results.slice(keyReads.length).forEach((rows, part) => {
+        const row = rows[0] ?? {};
+        subjects.slice(part * LAST_ID_SUBJECTS, (part + 1) * LAST_ID_SUBJECTS).forEach((subject, i) => {
+          const value = row[`l${i}`];
+          lastOf.set(subject, value === null || value === undefined ? 0 : Number(value));
+        });
+      });
+      decided.firstId = lastId + 1;
+      decided.plan = planGroup(jobs, stored, { firstId: decided.firstId, lastOf });
+      return this.#toRows(decided.plan.rows, now);
     });
-    const newIndexes = new Set(fresh);
-    if (firstWithKey.size > 0) {
-      const stored = await this.#existing([...firstWithKey.values()].map((i) => events[i] as NewEvent));
-      for (const [key, i] of firstWithKey) {
-        const id = stored.get(key);
-        if (id === undefined) newIndexes.add(i);
-        else results[i] = { id, created: false };
-      }
-    }
-    const order =
-      newIndexes.size === events.length ? events.map((_, i) => i) : [...newIndexes].sort((a, b) => a - b);
-    const created: StoredEvent[] = [];
-    if (order.length > 0) {
-      const rows = order.map((i) => this.#toRow(events[i] as NewEvent, now));
-      let id = await this.#dialect.insertEvents(rows);
-      for (const i of order) {
-        const event = events[i] as NewEvent;
-        created.push({ ...event, id, time: event.time ?? now });
-        results[i] = { id, created: true };
-        id++;
-      }
-    }
-    // Later repeats of a key inside this call point at the first one's result.
-    events.forEach((event, i) => {
-      if (results[i] !== undefined || event.ceId === undefined) return;
-      const first = firstWithKey.get(idempotencyKey(event.source, event.ceId)) as number;
-      results[i] = { id: (results[first] as AppendResult).id, created: false };
-    });
-    return { results: results as AppendResult[], created };
+    const { plan, firstId } = decided;
+    if (plan === undefined || firstId === undefined) throw new Error("the append transaction made no plan");
+    return resolvePlan(plan, firstId, now);
   }
 
   /** Stored ids of the events' (source, ceId) keys. */
   async #existing(events: readonly NewEvent[]): Promise<Map<string, number>> {
     const found = new Map<string, number>();
-    for (let start = 0; start < events.length; start += LOOKUP_KEYS) {
-      const chunk = events.slice(start, start + LOOKUP_KEYS);
-      const rows = await this.#dialect.db
-        .selectFrom("events")
-        .select(["id", "source", "ce_id"])
-        .where((eb) =>
-          eb(
-            eb.refTuple("source", "ce_id"),
-            "in",
-            chunk.map((e) => eb.tuple(e.source, e.ceId as string)),
-          ),
-        )
-        .execute();
-      for (const row of rows) found.set(idempotencyKey(row.source, row.ce_id ?? ""), Number(row.id));
+    for (const part of chunk(events, LOOKUP_KEYS)) {
+      const rows = await this.#dialect.db.executeQuery(this.#existingQuery(part));
+      for (const row of rows.rows) found.set(idempotencyKey(row.source, row.ce_id ?? ""), Number(row.id));
     }
     return found;
+  }
+
+  /** The stored rows (id, source, ce_id) of some events' keys. */
+  #existingQuery(
+    events: readonly NewEvent[],
+  ): CompiledQuery<{ id: number | bigint; source: string; ce_id: string | null }> {
+    return this.#dialect.db
+      .selectFrom("events")
+      .select(["id", "source", "ce_id"])
+      .where((eb) =>
+        eb(
+          eb.refTuple("source", "ce_id"),
+          "in",
+          events.map((e) => eb.tuple(e.source, e.ceId as string)),
+        ),
+      )
+      .compile();
+  }
+
+  #toRows(events: readonly NewEvent[], now: string): NewRow[] {
+    return events.map((event) => this.#toRow(event, now));
   }
 
   #toRow(event: NewEvent, now: string): NewRow {
@@ -289,6 +346,143 @@ export class EventRepository {
 
 function idempotencyKey(source: string, ceId: string): string {
   return `${source}\u0000${ceId}`;
+}
+
+function chunk<T>(items: readonly T[], size: number): T[][] {
+  const parts: T[][] = [];
+  for (let start = 0; start < items.length; start += size) parts.push(items.slice(start, start + size));
+  return parts;
+}
+
+/** The first event of each (source, ceId) key in the jobs: the keys to look up. */
+function keyedEvents(jobs: readonly AppendJob[]): NewEvent[] {
+  const seen = new Set<string>();
+  const keyed: NewEvent[] = [];
+  for (const job of jobs) {
+    for (const event of job.events) {
+      if (event.ceId === undefined) continue;
+      const key = idempotencyKey(event.source, event.ceId);
+      if (!seen.has(key)) {
+        seen.add(key);
+        keyed.push(event);
+      }
+    }
+  }
+  return keyed;
+}
+
+/**
+ * The last event (highest id) of each subject, exactly that subject: one row, column `l<i>` for
+ * subjects[i], NULL when it has none. One MAX per subject, which both engines answer from the
+ * (subject, id) index with one seek (a GROUP BY would make SQLite walk each subject's events).
+ */
+function lastIdsQuery(subjects: readonly string[]) {
+  const columns = subjects.map(
+    (subject, i) => sql`(SELECT MAX(id) FROM events WHERE subject = ${subject}) AS ${sql.ref(`l${i}`)}`,
+  );
+  return sql<Record<string, unknown>>`SELECT ${sql.join(columns)}`;
+}
+
+/**
+ * A group's new events and each job's results, ids still unresolved: a stored id is positive, the
+ * new event at rows[r] is -(r + 1) until the transaction's first id is known.
+ */
+interface GroupPlan {
+  readonly rows: NewEvent[];
+  readonly jobs: (number[] | EventsDbError)[];
+  /** Per job, whether each result created its event. */
+  readonly created: boolean[][];
+}
+
+/**
+ * Decides, job by job, what the group stores and answers (see appendJobs). `state` is the store at
+ * the lock — the first id this transaction gets and each precondition subject's last id — or
+ * undefined when no job has preconditions.
+ */
+function planGroup(
+  jobs: readonly AppendJob[],
+  stored: ReadonlyMap<string, number>,
+  state: { readonly firstId: number; readonly lastOf: ReadonlyMap<string, number> } | undefined,
+): GroupPlan {
+  const rows: NewEvent[] = [];
+  const ids = new Map(stored);
+  /** Subjects given an event by an earlier job of this group: the row of their last one. */
+  const lastRow = new Map<string, number>();
+  const plan: GroupPlan = { rows, jobs: [], created: [] };
+  for (const job of jobs) {
+    const retry =
+      job.events.length > 0 &&
+      job.events.every((e) => e.ceId !== undefined && ids.has(idempotencyKey(e.source, e.ceId)));
+    const failure =
+      retry || state === undefined
+        ? undefined
+        : failedPrecondition(job.preconditions, (subject) => {
+            const row = lastRow.get(subject);
+            return row === undefined ? (state.lastOf.get(subject) ?? 0) : state.firstId + row;
+          });
+    if (failure !== undefined) {
+      plan.jobs.push(failure);
+      plan.created.push([]);
+      continue;
+    }
+    const results: number[] = [];
+    const created: boolean[] = [];
+    for (const event of job.events) {
+      const key = event.ceId === undefined ? undefined : idempotencyKey(event.source, event.ceId);
+      const known = key === undefined ? undefined : ids.get(key);
+      if (known !== undefined) {
+        results.push(known);
+        created.push(false);
+        continue;
+      }
+      const id = -(rows.length + 1);
+      lastRow.set(event.subject ?? NO_SUBJECT, rows.length);
+      rows.push(event);
+      if (key !== undefined) ids.set(key, id);
+      results.push(id);
+      created.push(true);
+    }
+    plan.jobs.push(results);
+    plan.created.push(created);
+  }
+  return plan;
+}
+
+/** The plan with real ids, once the transaction committed with `firstId` as its first. */
+function resolvePlan(plan: GroupPlan, firstId: number, now: string): GroupOutcome {
+  const id = (planned: number) => (planned > 0 ? planned : firstId - planned - 1);
+  return {
+    jobs: plan.jobs.map((results, j) =>
+      results instanceof EventsDbError
+        ? results
+        : results.map((planned, i) => ({ id: id(planned), created: plan.created[j]?.[i] === true })),
+    ),
+    created: plan.rows.map((event, r) => ({ ...event, id: firstId + r, time: event.time ?? now })),
+  };
+}
+
+/** The first precondition that does not hold, as the error to answer, or undefined. */
+function failedPrecondition(
+  preconditions: readonly Precondition[],
+  lastOf: (subject: string) => number,
+): EventsDbError | undefined {
+  for (const p of preconditions) {
+    const last = lastOf(p.subject);
+    const subject = JSON.stringify(p.subject);
+    let message: string | undefined;
+    if (p.kind === "pristine" && last !== 0)
+      message = `subject ${subject} is not pristine (last event ${last})`;
+    else if (p.kind === "populated" && last === 0) message = `subject ${subject} has no events`;
+    else if (p.kind === "on_event" && last !== p.id) {
+      message =
+        last === 0
+          ? `subject ${subject} has no events, not event ${p.id}`
+          : `subject ${subject} is on event ${last}, not ${p.id}`;
+    }
+    if (message !== undefined)
+      return new EventsDbError("failed_precondition", `precondition failed: ${message}`);
+  }
+  return undefined;
 }
 
 /**

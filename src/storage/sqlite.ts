@@ -10,8 +10,9 @@ import {
   type SqliteDialectConfig,
   SqliteDriver,
   sql,
+  type Transaction,
 } from "kysely";
-import type { StorageDialect } from "./dialect.js";
+import { type NewRow, rowValues, type StorageDialect } from "./dialect.js";
 import type { Database } from "./schema.js";
 
 const INSERT_EVENT =
@@ -34,38 +35,47 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
   /** Prepared on the first append (the table exists only after the migrations). */
   let insert: SqliteDatabase.Statement | undefined;
 
+  /** Reserves rows.length ids and inserts the rows with them, inside `trx`; returns the first id. */
+  async function insertRows(trx: Transaction<Database>, rows: readonly NewRow[]): Promise<number> {
+    const result = await sql<{ last_id: number }>`
+      UPDATE event_sequence SET last_id = last_id + ${rows.length} WHERE name = 'events' RETURNING last_id
+    `.execute(trx);
+    const last = result.rows[0]?.last_id;
+    if (last === undefined) throw new Error("event_sequence has no row 'events'; run the migrations");
+    const first = Number(last) - rows.length + 1;
+    // One prepared statement run per row, inside the transaction Kysely holds (so no other
+    // query interleaves): better-sqlite3 runs each in a few µs, where building multi-row
+    // INSERTs through Kysely cost more than SQLite's own work.
+    insert ??= database.prepare(INSERT_EVENT);
+    let id = first;
+    for (const row of rows) insert.run(id++, ...rowValues(row));
+    return first;
+  }
+
   return {
     name: "sqlite",
     db,
     commitsOffLoop: false,
     insertEvents(rows) {
-      return db.transaction().execute(async (trx) => {
-        const result = await sql<{ last_id: number }>`
-          UPDATE event_sequence SET last_id = last_id + ${rows.length} WHERE name = 'events' RETURNING last_id
+      return db.transaction().execute((trx) => insertRows(trx, rows));
+    },
+    async insertChecked(reads, choose) {
+      // BEGIN IMMEDIATE holds the database's write lock from the start: every read below sees
+      // every append committed before, and no other append commits until this one has.
+      await db.transaction().execute(async (trx) => {
+        const sequence = await sql<{ last_id: number }>`
+          SELECT last_id FROM event_sequence WHERE name = 'events'
         `.execute(trx);
-        const last = result.rows[0]?.last_id;
+        const last = sequence.rows[0]?.last_id;
         if (last === undefined) throw new Error("event_sequence has no row 'events'; run the migrations");
-        const first = Number(last) - rows.length + 1;
-        // One prepared statement run per row, inside the transaction Kysely holds (so no other
-        // query interleaves): better-sqlite3 runs each in a few µs, where building multi-row
-        // INSERTs through Kysely cost more than SQLite's own work.
-        insert ??= database.prepare(INSERT_EVENT);
-        let id = first;
-        for (const row of rows) {
-          insert.run(
-            id++,
-            row.source,
-            row.type,
-            row.subject,
-            row.ce_id ?? null,
-            row.time,
-            row.datacontenttype ?? null,
-            row.dataschema ?? null,
-            row.extensions ?? null,
-            row.data,
+        const results: Record<string, unknown>[][] = [];
+        for (const read of reads) {
+          results.push(
+            (await trx.executeQuery<Record<string, unknown>>(read)).rows as Record<string, unknown>[],
           );
         }
-        return first;
+        const rows = choose(Number(last), results);
+        if (rows.length > 0) await insertRows(trx, rows);
       });
     },
     async withMigrationLock(fn) {

@@ -12,6 +12,8 @@ export function httpStatus(code: ErrorCode): number {
       return 403; // known credentials without the scope
     case "not_found":
       return 404;
+    case "failed_precondition":
+      return 409; // a precondition of the append did not hold; nothing was stored
     case "payload_too_large":
       return 413; // body or event data over a configured limit
     case "unsupported_media_type":
@@ -40,6 +42,8 @@ export function connectCode(code: ErrorCode): Code {
       return Code.PermissionDenied;
     case "not_found":
       return Code.NotFound;
+    case "failed_precondition":
+      return Code.FailedPrecondition;
     case "resource_exhausted": // full write queue
     case "too_many_requests": // --max-total-clients
       return Code.ResourceExhausted;

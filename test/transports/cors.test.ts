@@ -35,6 +35,22 @@ describe("CORS", () => {
     expect(evil.headers.get("access-control-allow-origin")).toBeNull();
   });
 
+  it("lets a page send the EventsDB-Preconditions header (the preflight's headers are allowed)", async () => {
+    const t = await start({ "cors-origin": ORIGIN });
+    const res = await fetch(`${t.url}/events`, {
+      method: "OPTIONS",
+      headers: {
+        origin: ORIGIN,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type,eventsdb-preconditions",
+      },
+    });
+    expect(res.status).toBe(204);
+    expect(res.headers.get("access-control-allow-headers")?.toLowerCase()).toContain(
+      "eventsdb-preconditions",
+    );
+  });
+
   it("never combines * with credentials", async () => {
     const t = await start({ "cors-origin": "*" });
     const res = await fetch(`${t.url}/subjects`, { headers: { origin: ORIGIN } });

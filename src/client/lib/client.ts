@@ -2,6 +2,7 @@ import { toBase64 } from "./base64.js";
 import { EventsDbError, networkReason, readText, responseError, timedOut, unreachable } from "./errors.js";
 import { SseParser, SseTooLarge } from "./sse.js";
 import type {
+  AppendOptions,
   CallOptions,
   CloudEvent,
   EventQuery,
@@ -88,7 +89,7 @@ export class EventsDbClient {
   }
 
   /** Appends one event in the simple format; resolves with its id. Never retried: it has no id to dedupe on. */
-  async append(event: SimpleEventInput, options: CallOptions = {}): Promise<number> {
+  async append(event: SimpleEventInput, options: AppendOptions = {}): Promise<number> {
     const body = {
       source: event.source,
       type: event.type,
@@ -103,7 +104,7 @@ export class EventsDbClient {
       {
         ...options,
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", ...preconditionsHeader(options) },
         body: JSON.stringify(body),
       },
       "events",
@@ -116,14 +117,14 @@ export class EventsDbClient {
    * with its id. The server stores (source, id) once, so a failed attempt is retried safely: a
    * repeat answers the stored event's id.
    */
-  async appendCloudEvent(event: CloudEvent | string, options: CallOptions = {}): Promise<number> {
+  async appendCloudEvent(event: CloudEvent | string, options: AppendOptions = {}): Promise<number> {
     const body = typeof event === "string" ? event : JSON.stringify(structured(event));
     const response = await this.#idempotent<{ id: number }>(CE_JSON, body, options);
     return response.id;
   }
 
   /** Appends structured CloudEvents all or nothing, retried like {@link appendCloudEvent}; ids in order. */
-  async appendBatch(events: readonly CloudEvent[] | string, options: CallOptions = {}): Promise<number[]> {
+  async appendBatch(events: readonly CloudEvent[] | string, options: AppendOptions = {}): Promise<number[]> {
     const body = typeof events === "string" ? events : JSON.stringify(events.map(structured));
     const response = await this.#idempotent<{ ids: number[] }>(CE_BATCH, body, options);
     return response.ids;
@@ -377,13 +378,11 @@ export class EventsDbClient {
   }
 
   /** POSTs an idempotent body, retrying 408/425/429/5xx and network failures (Retry-After, backoff). */
-  async #idempotent<T>(contentType: string, body: string, options: CallOptions): Promise<T> {
+  async #idempotent<T>(contentType: string, body: string, options: AppendOptions): Promise<T> {
+    const headers = { "content-type": contentType, ...preconditionsHeader(options) };
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#json<T>(
-          { ...options, method: "POST", headers: { "content-type": contentType }, body },
-          "events",
-        );
+        return await this.#json<T>({ ...options, method: "POST", headers, body }, "events");
       } catch (error) {
         if (!(error instanceof EventsDbError) || attempt >= this.#retries) throw error;
         if (error.status !== 0 && !RETRYABLE.has(error.status)) throw error;
@@ -515,4 +514,29 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     }, ms);
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/** The EventsDB-Preconditions header of an append (EventSourcingDB's shape), or none. */
+function preconditionsHeader(options: AppendOptions): Record<string, string> {
+  const preconditions = options.preconditions ?? [];
+  if (preconditions.length === 0) return {};
+  const wire = preconditions.map((condition) => {
+    switch (condition.kind) {
+      case "pristine":
+        return { type: "isSubjectPristine", payload: { subject: condition.subject } };
+      case "populated":
+        return { type: "isSubjectPopulated", payload: { subject: condition.subject } };
+      default:
+        return {
+          type: "isSubjectOnEventId",
+          payload: { subject: condition.subject, eventId: String(condition.id) },
+        };
+    }
+  });
+  // A header is ASCII: other characters of subjects travel as JSON \u escapes.
+  const json = JSON.stringify(wire).replace(
+    /[^\x20-\x7e]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+  return { "eventsdb-preconditions": json };
 }

@@ -7,11 +7,13 @@ export { type ClientOptions, EventsDbClient, reconnectDelay } from "./client.js"
 export { EventsDbError, type ServerErrorBody } from "./errors.js";
 export { type SseMessage, SseParser } from "./sse.js";
 export type {
+  AppendOptions,
   CallOptions,
   CloudEvent,
   EventQuery,
   ExtensionValue,
   Page,
+  Precondition,
   RawPage,
   ReconnectInfo,
   SimpleEventInput,

@@ -98,6 +98,23 @@ export interface CallOptions {
   readonly timeoutMs?: number;
 }
 
+/**
+ * A condition on a subject checked atomically with an append: all must hold, else the server
+ * answers 409 `failed_precondition` and stores nothing (optimistic concurrency).
+ */
+export type Precondition =
+  /** The subject has no events. */
+  | { readonly kind: "pristine"; readonly subject: string }
+  /** The subject has at least one event. */
+  | { readonly kind: "populated"; readonly subject: string }
+  /** The subject's last event has this id. */
+  | { readonly kind: "on_event"; readonly subject: string; readonly id: number };
+
+export interface AppendOptions extends CallOptions {
+  /** Sent as the EventsDB-Preconditions header; a failed one rejects with code `failed_precondition`. */
+  readonly preconditions?: readonly Precondition[];
+}
+
 export interface StreamOptions extends EventQuery {
   readonly signal?: AbortSignal;
   /** Reconnect when nothing, not even a heartbeat, arrived for this long (default 60 000; 0 = never). */

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file grpc/eventsdb.proto.
  */
 export const file_grpc_eventsdb: GenFile = /*@__PURE__*/
-  fileDesc("ChNncnBjL2V2ZW50c2RiLnByb3RvEgRncnBjIokCChJDcmVhdGVFdmVudFJlcXVlc3QSDgoGc291cmNlGAEgASgJEgwKBHR5cGUYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIMCgRkYXRhGAQgASgMEgoKAmlkGAUgASgJEgwKBHRpbWUYBiABKAkSFwoPZGF0YWNvbnRlbnR0eXBlGAcgASgJEhIKCmRhdGFzY2hlbWEYCCABKAkSPAoKZXh0ZW5zaW9ucxgJIAMoCzIoLmdycGMuQ3JlYXRlRXZlbnRSZXF1ZXN0LkV4dGVuc2lvbnNFbnRyeRoxCg9FeHRlbnNpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIeChBDcmVhdGVFdmVudFJlcGx5EgoKAmlkGAEgASgDIiEKE0dldEV2ZW50QnlJRFJlcXVlc3QSCgoCaWQYASABKAMi/gEKBUV2ZW50EgoKAmlkGAEgASgDEg4KBnNvdXJjZRgCIAEoCRIMCgR0eXBlGAMgASgJEg8KB3N1YmplY3QYBCABKAkSDAoEdGltZRgFIAEoCRIMCgRkYXRhGAYgASgMEg0KBWNlX2lkGAcgASgJEhcKD2RhdGFjb250ZW50dHlwZRgIIAEoCRISCgpkYXRhc2NoZW1hGAkgASgJEi8KCmV4dGVuc2lvbnMYCiADKAsyGy5ncnBjLkV2ZW50LkV4dGVuc2lvbnNFbnRyeRoxCg9FeHRlbnNpb25zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKzAQoeU3RyZWFtRXZlbnRzRnJvbVN1YmplY3RSZXF1ZXN0Eg8KB3N1YmplY3QYASABKAkSEQoEdHlwZRgCIAEoCUgAiAEBEhQKB2Zyb21faWQYAyABKANIAYgBARIWCglyZWN1cnNpdmUYBCABKAhIAogBARISCgVsaW1pdBgFIAEoBUgDiAEBQgcKBV90eXBlQgoKCF9mcm9tX2lkQgwKCl9yZWN1cnNpdmVCCAoGX2xpbWl0ImMKHFN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVwbHkSGwoGZXZlbnRzGAEgAygLMgsuZ3JwYy5FdmVudBIQCghoYXNfbW9yZRgCIAEoCBIUCgxuZXh0X2Zyb21faWQYAyABKAMiPwoTQ3JlYXRlRXZlbnRzUmVxdWVzdBIoCgZldmVudHMYASADKAsyGC5ncnBjLkNyZWF0ZUV2ZW50UmVxdWVzdCIgChFDcmVhdGVFdmVudHNSZXBseRILCgNpZHMYASADKAMijwEKGERlbGV0ZUZyb21TdWJqZWN0UmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhEKBHR5cGUYAiABKAlIAIgBARIUCgdmcm9tX2lkGAMgASgDSAGIAQESFgoJcmVjdXJzaXZlGAQgASgISAKIAQFCBwoFX3R5cGVCCgoIX2Zyb21faWRCDAoKX3JlY3Vyc2l2ZSIpChZEZWxldGVGcm9tU3ViamVjdFJlcGx5Eg8KB2RlbGV0ZWQYASABKAMiJQoTTGlzdFN1YmplY3RzUmVxdWVzdBIOCgZwcmVmaXgYASABKAkiJQoRTGlzdFN1YmplY3RzUmVwbHkSEAoIc3ViamVjdHMYASADKAkyrwQKCEV2ZW50c0RCEj8KC0NyZWF0ZUV2ZW50EhguZ3JwYy5DcmVhdGVFdmVudFJlcXVlc3QaFi5ncnBjLkNyZWF0ZUV2ZW50UmVwbHkSNgoMR2V0RXZlbnRCeUlEEhkuZ3JwYy5HZXRFdmVudEJ5SURSZXF1ZXN0GgsuZ3JwYy5FdmVudBJlChdTdHJlYW1FdmVudHNGcm9tU3ViamVjdBIkLmdycGMuU3RyZWFtRXZlbnRzRnJvbVN1YmplY3RSZXF1ZXN0GiIuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcGx5MAESaAocR2V0SGlzdG9yaWNFdmVudHNGcm9tU3ViamVjdBIkLmdycGMuU3RyZWFtRXZlbnRzRnJvbVN1YmplY3RSZXF1ZXN0GiIuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcGx5EkIKDENyZWF0ZUV2ZW50cxIZLmdycGMuQ3JlYXRlRXZlbnRzUmVxdWVzdBoXLmdycGMuQ3JlYXRlRXZlbnRzUmVwbHkSUQoRRGVsZXRlRnJvbVN1YmplY3QSHi5ncnBjLkRlbGV0ZUZyb21TdWJqZWN0UmVxdWVzdBocLmdycGMuRGVsZXRlRnJvbVN1YmplY3RSZXBseRJCCgxMaXN0U3ViamVjdHMSGS5ncnBjLkxpc3RTdWJqZWN0c1JlcXVlc3QaFy5ncnBjLkxpc3RTdWJqZWN0c1JlcGx5YgZwcm90bzM");
+  fileDesc("ChNncnBjL2V2ZW50c2RiLnByb3RvEgRncnBjIrQCChJDcmVhdGVFdmVudFJlcXVlc3QSDgoGc291cmNlGAEgASgJEgwKBHR5cGUYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIMCgRkYXRhGAQgASgMEgoKAmlkGAUgASgJEgwKBHRpbWUYBiABKAkSFwoPZGF0YWNvbnRlbnR0eXBlGAcgASgJEhIKCmRhdGFzY2hlbWEYCCABKAkSPAoKZXh0ZW5zaW9ucxgJIAMoCzIoLmdycGMuQ3JlYXRlRXZlbnRSZXF1ZXN0LkV4dGVuc2lvbnNFbnRyeRIpCg1wcmVjb25kaXRpb25zGAogAygLMhIuZ3JwYy5QcmVjb25kaXRpb24aMQoPRXh0ZW5zaW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibgoMUHJlY29uZGl0aW9uEhIKCHByaXN0aW5lGAEgASgJSAASEwoJcG9wdWxhdGVkGAIgASgJSAASKAoIb25fZXZlbnQYAyABKAsyFC5ncnBjLlN1YmplY3RPbkV2ZW50SABCCwoJY29uZGl0aW9uIi0KDlN1YmplY3RPbkV2ZW50Eg8KB3N1YmplY3QYASABKAkSCgoCaWQYAiABKAMiHgoQQ3JlYXRlRXZlbnRSZXBseRIKCgJpZBgBIAEoAyIhChNHZXRFdmVudEJ5SURSZXF1ZXN0EgoKAmlkGAEgASgDIv4BCgVFdmVudBIKCgJpZBgBIAEoAxIOCgZzb3VyY2UYAiABKAkSDAoEdHlwZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEgwKBHRpbWUYBSABKAkSDAoEZGF0YRgGIAEoDBINCgVjZV9pZBgHIAEoCRIXCg9kYXRhY29udGVudHR5cGUYCCABKAkSEgoKZGF0YXNjaGVtYRgJIAEoCRIvCgpleHRlbnNpb25zGAogAygLMhsuZ3JwYy5FdmVudC5FeHRlbnNpb25zRW50cnkaMQoPRXh0ZW5zaW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiswEKHlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhEKBHR5cGUYAiABKAlIAIgBARIUCgdmcm9tX2lkGAMgASgDSAGIAQESFgoJcmVjdXJzaXZlGAQgASgISAKIAQESEgoFbGltaXQYBSABKAVIA4gBAUIHCgVfdHlwZUIKCghfZnJvbV9pZEIMCgpfcmVjdXJzaXZlQggKBl9saW1pdCJjChxTdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcGx5EhsKBmV2ZW50cxgBIAMoCzILLmdycGMuRXZlbnQSEAoIaGFzX21vcmUYAiABKAgSFAoMbmV4dF9mcm9tX2lkGAMgASgDImoKE0NyZWF0ZUV2ZW50c1JlcXVlc3QSKAoGZXZlbnRzGAEgAygLMhguZ3JwYy5DcmVhdGVFdmVudFJlcXVlc3QSKQoNcHJlY29uZGl0aW9ucxgCIAMoCzISLmdycGMuUHJlY29uZGl0aW9uIiAKEUNyZWF0ZUV2ZW50c1JlcGx5EgsKA2lkcxgBIAMoAyKPAQoYRGVsZXRlRnJvbVN1YmplY3RSZXF1ZXN0Eg8KB3N1YmplY3QYASABKAkSEQoEdHlwZRgCIAEoCUgAiAEBEhQKB2Zyb21faWQYAyABKANIAYgBARIWCglyZWN1cnNpdmUYBCABKAhIAogBAUIHCgVfdHlwZUIKCghfZnJvbV9pZEIMCgpfcmVjdXJzaXZlIikKFkRlbGV0ZUZyb21TdWJqZWN0UmVwbHkSDwoHZGVsZXRlZBgBIAEoAyIlChNMaXN0U3ViamVjdHNSZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCSIlChFMaXN0U3ViamVjdHNSZXBseRIQCghzdWJqZWN0cxgBIAMoCTKvBAoIRXZlbnRzREISPwoLQ3JlYXRlRXZlbnQSGC5ncnBjLkNyZWF0ZUV2ZW50UmVxdWVzdBoWLmdycGMuQ3JlYXRlRXZlbnRSZXBseRI2CgxHZXRFdmVudEJ5SUQSGS5ncnBjLkdldEV2ZW50QnlJRFJlcXVlc3QaCy5ncnBjLkV2ZW50EmUKF1N0cmVhbUV2ZW50c0Zyb21TdWJqZWN0EiQuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QaIi5ncnBjLlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVwbHkwARJoChxHZXRIaXN0b3JpY0V2ZW50c0Zyb21TdWJqZWN0EiQuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QaIi5ncnBjLlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVwbHkSQgoMQ3JlYXRlRXZlbnRzEhkuZ3JwYy5DcmVhdGVFdmVudHNSZXF1ZXN0GhcuZ3JwYy5DcmVhdGVFdmVudHNSZXBseRJRChFEZWxldGVGcm9tU3ViamVjdBIeLmdycGMuRGVsZXRlRnJvbVN1YmplY3RSZXF1ZXN0GhwuZ3JwYy5EZWxldGVGcm9tU3ViamVjdFJlcGx5EkIKDExpc3RTdWJqZWN0cxIZLmdycGMuTGlzdFN1YmplY3RzUmVxdWVzdBoXLmdycGMuTGlzdFN1YmplY3RzUmVwbHliBnByb3RvMw");
 
 /**
  * @generated from message grpc.CreateEventRequest
@@ -71,6 +71,15 @@ export type CreateEventRequest = Message<"grpc.CreateEventRequest"> & {
    * @generated from field: map<string, string> extensions = 9;
    */
   extensions: { [key: string]: string };
+
+  /**
+   * CreateEvent only: conditions on subjects checked atomically with the append (all must hold,
+   * else FAILED_PRECONDITION and nothing is stored). In CreateEvents set them on the request,
+   * not on its events. Added by eventsdb (not in the Go Events DB).
+   *
+   * @generated from field: repeated grpc.Precondition preconditions = 10;
+   */
+  preconditions: Precondition[];
 };
 
 /**
@@ -79,6 +88,71 @@ export type CreateEventRequest = Message<"grpc.CreateEventRequest"> & {
  */
 export const CreateEventRequestSchema: GenMessage<CreateEventRequest> = /*@__PURE__*/
   messageDesc(file_grpc_eventsdb, 0);
+
+/**
+ * One condition of an append (optimistic concurrency), as REST's EventsDB-Preconditions header.
+ *
+ * @generated from message grpc.Precondition
+ */
+export type Precondition = Message<"grpc.Precondition"> & {
+  /**
+   * @generated from oneof grpc.Precondition.condition
+   */
+  condition: {
+    /**
+     * The subject has no events.
+     *
+     * @generated from field: string pristine = 1;
+     */
+    value: string;
+    case: "pristine";
+  } | {
+    /**
+     * The subject has at least one event.
+     *
+     * @generated from field: string populated = 2;
+     */
+    value: string;
+    case: "populated";
+  } | {
+    /**
+     * The subject's last event has this id.
+     *
+     * @generated from field: grpc.SubjectOnEvent on_event = 3;
+     */
+    value: SubjectOnEvent;
+    case: "onEvent";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message grpc.Precondition.
+ * Use `create(PreconditionSchema)` to create a new message.
+ */
+export const PreconditionSchema: GenMessage<Precondition> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 1);
+
+/**
+ * @generated from message grpc.SubjectOnEvent
+ */
+export type SubjectOnEvent = Message<"grpc.SubjectOnEvent"> & {
+  /**
+   * @generated from field: string subject = 1;
+   */
+  subject: string;
+
+  /**
+   * @generated from field: int64 id = 2;
+   */
+  id: bigint;
+};
+
+/**
+ * Describes the message grpc.SubjectOnEvent.
+ * Use `create(SubjectOnEventSchema)` to create a new message.
+ */
+export const SubjectOnEventSchema: GenMessage<SubjectOnEvent> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 2);
 
 /**
  * @generated from message grpc.CreateEventReply
@@ -95,7 +169,7 @@ export type CreateEventReply = Message<"grpc.CreateEventReply"> & {
  * Use `create(CreateEventReplySchema)` to create a new message.
  */
 export const CreateEventReplySchema: GenMessage<CreateEventReply> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 1);
+  messageDesc(file_grpc_eventsdb, 3);
 
 /**
  * @generated from message grpc.GetEventByIDRequest
@@ -112,7 +186,7 @@ export type GetEventByIDRequest = Message<"grpc.GetEventByIDRequest"> & {
  * Use `create(GetEventByIDRequestSchema)` to create a new message.
  */
 export const GetEventByIDRequestSchema: GenMessage<GetEventByIDRequest> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 2);
+  messageDesc(file_grpc_eventsdb, 4);
 
 /**
  * @generated from message grpc.Event
@@ -180,7 +254,7 @@ export type Event = Message<"grpc.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 3);
+  messageDesc(file_grpc_eventsdb, 5);
 
 /**
  * @generated from message grpc.StreamEventsFromSubjectRequest
@@ -217,7 +291,7 @@ export type StreamEventsFromSubjectRequest = Message<"grpc.StreamEventsFromSubje
  * Use `create(StreamEventsFromSubjectRequestSchema)` to create a new message.
  */
 export const StreamEventsFromSubjectRequestSchema: GenMessage<StreamEventsFromSubjectRequest> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 4);
+  messageDesc(file_grpc_eventsdb, 6);
 
 /**
  * @generated from message grpc.StreamEventsFromSubjectReply
@@ -250,7 +324,7 @@ export type StreamEventsFromSubjectReply = Message<"grpc.StreamEventsFromSubject
  * Use `create(StreamEventsFromSubjectReplySchema)` to create a new message.
  */
 export const StreamEventsFromSubjectReplySchema: GenMessage<StreamEventsFromSubjectReply> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 5);
+  messageDesc(file_grpc_eventsdb, 7);
 
 /**
  * @generated from message grpc.CreateEventsRequest
@@ -260,6 +334,13 @@ export type CreateEventsRequest = Message<"grpc.CreateEventsRequest"> & {
    * @generated from field: repeated grpc.CreateEventRequest events = 1;
    */
   events: CreateEventRequest[];
+
+  /**
+   * Conditions on subjects checked atomically with the append, as CreateEventRequest's.
+   *
+   * @generated from field: repeated grpc.Precondition preconditions = 2;
+   */
+  preconditions: Precondition[];
 };
 
 /**
@@ -267,7 +348,7 @@ export type CreateEventsRequest = Message<"grpc.CreateEventsRequest"> & {
  * Use `create(CreateEventsRequestSchema)` to create a new message.
  */
 export const CreateEventsRequestSchema: GenMessage<CreateEventsRequest> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 6);
+  messageDesc(file_grpc_eventsdb, 8);
 
 /**
  * @generated from message grpc.CreateEventsReply
@@ -284,7 +365,7 @@ export type CreateEventsReply = Message<"grpc.CreateEventsReply"> & {
  * Use `create(CreateEventsReplySchema)` to create a new message.
  */
 export const CreateEventsReplySchema: GenMessage<CreateEventsReply> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 7);
+  messageDesc(file_grpc_eventsdb, 9);
 
 /**
  * @generated from message grpc.DeleteFromSubjectRequest
@@ -316,7 +397,7 @@ export type DeleteFromSubjectRequest = Message<"grpc.DeleteFromSubjectRequest"> 
  * Use `create(DeleteFromSubjectRequestSchema)` to create a new message.
  */
 export const DeleteFromSubjectRequestSchema: GenMessage<DeleteFromSubjectRequest> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 8);
+  messageDesc(file_grpc_eventsdb, 10);
 
 /**
  * @generated from message grpc.DeleteFromSubjectReply
@@ -333,7 +414,7 @@ export type DeleteFromSubjectReply = Message<"grpc.DeleteFromSubjectReply"> & {
  * Use `create(DeleteFromSubjectReplySchema)` to create a new message.
  */
 export const DeleteFromSubjectReplySchema: GenMessage<DeleteFromSubjectReply> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 9);
+  messageDesc(file_grpc_eventsdb, 11);
 
 /**
  * @generated from message grpc.ListSubjectsRequest
@@ -350,7 +431,7 @@ export type ListSubjectsRequest = Message<"grpc.ListSubjectsRequest"> & {
  * Use `create(ListSubjectsRequestSchema)` to create a new message.
  */
 export const ListSubjectsRequestSchema: GenMessage<ListSubjectsRequest> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 10);
+  messageDesc(file_grpc_eventsdb, 12);
 
 /**
  * @generated from message grpc.ListSubjectsReply
@@ -367,7 +448,7 @@ export type ListSubjectsReply = Message<"grpc.ListSubjectsReply"> & {
  * Use `create(ListSubjectsReplySchema)` to create a new message.
  */
 export const ListSubjectsReplySchema: GenMessage<ListSubjectsReply> = /*@__PURE__*/
-  messageDesc(file_grpc_eventsdb, 11);
+  messageDesc(file_grpc_eventsdb, 13);
 
 /**
  * Events: append, read, stream and delete CloudEvents.

@@ -13,7 +13,7 @@ import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { ANYONE, type Principal } from "../../auth/tokens.js";
 import type { Config } from "../../config.js";
 import { DEFAULT_PAGE_LIMIT } from "../../events/event-log.js";
-import { appendReply, toFilter, toNewEvent, toNewEvents, toProto, toSafeId } from "../../events/proto.js";
+import { appendReply, toAppendInput, toFilter, toProto, toSafeId } from "../../events/proto.js";
 import {
   EventsDB,
   type StreamEventsFromSubjectReply,
@@ -70,7 +70,7 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
           append(deps, {
             batch: false,
             principal: caller(context),
-            decode: () => [toNewEvent(request, limits)],
+            decode: () => toAppendInput(request, limits),
             encode: (ids) => appendReply(false, ids),
           }),
         ),
@@ -79,7 +79,7 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
           append(deps, {
             batch: true,
             principal: caller(context),
-            decode: () => toNewEvents(request.events, limits),
+            decode: () => toAppendInput(request, limits),
             encode: (ids) => appendReply(true, ids),
           }),
         ),

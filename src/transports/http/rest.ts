@@ -13,6 +13,7 @@ import { parseJsonBody } from "../../events/json-body.js";
 import { arrayElements, type Span } from "../../events/json-text.js";
 import { type AppendDeps, append } from "../append.js";
 import type { Outbound } from "../outbound.js";
+import { PRECONDITIONS_HEADER, parsePreconditionsHeader } from "./preconditions.js";
 import { parseFilter, parseId, parseInteger, type Query, single } from "./query.js";
 
 export interface RestDeps extends AppendDeps {
@@ -39,7 +40,10 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
     return append(deps, {
       batch,
       principal: request.principal,
-      decode: parse,
+      decode: () => ({
+        events: parse(),
+        preconditions: parsePreconditionsHeader(request.headers[PRECONDITIONS_HEADER]),
+      }),
       encode: (ids) => (batch ? { ids } : { id: ids[0] }),
     });
   });

@@ -157,7 +157,7 @@ describe("a group commit that fails", () => {
   const failingWriter = (error: unknown, gate: Promise<void>) => {
     let commits = 0;
     const repository = {
-      append: async () => {
+      appendJobs: async () => {
         commits++;
         await gate;
         throw error;
