@@ -142,7 +142,7 @@ async function databaseUser(
 }
 let users = 0;
 
-/** Migrates, appends and deletes on `url`; throws at the first step that fails. */
+/** Migrates, appends, deletes and signs in and out on `url`; throws at the first step that fails. */
 async function migrateAppendDelete(url: string): Promise<void> {
   const t = await startTestServer(url);
   try {
@@ -154,6 +154,20 @@ async function migrateAppendDelete(url: string): Promise<void> {
     if (posted.status !== 200) throw new Error(`POST /events answered ${posted.status}`);
     const deleted = await fetch(`${t.url}/events?subject=grant/a`, { method: "DELETE" });
     if (deleted.status !== 200) throw new Error(`DELETE /events answered ${deleted.status}`);
+    // Signing out deletes the session row (DELETE too).
+    const console = { "sec-fetch-site": "same-origin", "x-eventsdb-console": "1" };
+    const signedIn = await fetch(`${t.url}/auth/session`, {
+      method: "POST",
+      headers: { ...console, "content-type": "application/json" },
+      body: "{}",
+    });
+    if (signedIn.status !== 200) throw new Error(`POST /auth/session answered ${signedIn.status}`);
+    const cookie = (signedIn.headers.get("set-cookie") ?? "").split(";")[0] as string;
+    const signedOut = await fetch(`${t.url}/auth/session`, {
+      method: "DELETE",
+      headers: { ...console, cookie },
+    });
+    if (signedOut.status !== 204) throw new Error(`DELETE /auth/session answered ${signedOut.status}`);
   } finally {
     await t.close();
   }
@@ -202,7 +216,7 @@ describe.runIf(selected("mysql"))("MySQL: the documented user and grant; mysqldu
   });
 
   it.each(DOCUMENTED_PRIVILEGES)(
-    "needs %s: without it a fresh install cannot migrate, append and delete",
+    "needs %s: without it a fresh install cannot migrate, append, delete and sign out",
     async (missing) => {
       const { url, drop } = await databaseUser(DOCUMENTED_PRIVILEGES.filter((p) => p !== missing));
       try {
