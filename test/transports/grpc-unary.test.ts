@@ -1,45 +1,19 @@
-import http2 from "node:http2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FAST_PATH_MODES } from "../support/grpc.js";
+import { FAST_PATH_MODES, grpcMessage, rawGrpcCall } from "../support/grpc.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 
-/** A raw gRPC unary call: the body as given, the status from headers or trailers. */
-function call(url: string, path: string, body: Buffer, headers: Record<string, string> = {}) {
-  return new Promise<{ status: string | undefined; message: string | undefined; data: Buffer }>(
-    (resolve, reject) => {
-      const session = http2.connect(url);
-      session.on("error", reject);
-      const stream = session.request({
-        ":method": "POST",
-        ":path": path,
-        "content-type": "application/grpc",
-        te: "trailers",
-        ...headers,
-      });
-      let status: string | undefined;
-      let message: string | undefined;
-      const chunks: Buffer[] = [];
-      const take = (h: http2.IncomingHttpHeaders) => {
-        if (h["grpc-status"] !== undefined) status = String(h["grpc-status"]);
-        if (h["grpc-message"] !== undefined) message = decodeURIComponent(String(h["grpc-message"]));
-      };
-      stream.on("response", take);
-      stream.on("trailers", take);
-      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
-      stream.on("close", () => {
-        session.close();
-        resolve({ status, message, data: Buffer.concat(chunks) });
-      });
-      stream.end(body);
-    },
-  );
+/** `message` as one length-prefixed frame with the given flag byte (1: compressed). */
+function frame(message: Buffer, flag = 0): Buffer {
+  const framed = grpcMessage(message);
+  framed[0] = flag;
+  return framed;
 }
 
-function frame(message: Buffer, flag = 0): Buffer {
-  const head = Buffer.alloc(5);
-  head[0] = flag;
-  head.writeUInt32BE(message.length, 1);
-  return Buffer.concat([head, message]);
+/** The status and its decoded message of a raw unary call. */
+async function call(url: string, path: string, body: Buffer, headers: Record<string, string> = {}) {
+  const answer = await rawGrpcCall(url, path, body, headers);
+  const message = answer.rawMessage === undefined ? undefined : decodeURIComponent(answer.rawMessage);
+  return { status: answer.grpcStatus, message, data: answer.data };
 }
 
 // CreateEventRequest{source:"s", type:"t", subject:"u"} in protobuf wire format.
