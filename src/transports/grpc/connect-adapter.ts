@@ -162,9 +162,10 @@ function correctedEnvelope(type: string, chunk: Uint8Array): Uint8Array {
 function correctGrpcStatus(fields: Headers): Headers {
   const encoded = fields.get("grpc-message");
   if (encoded === null) return fields;
-  const found = correction(Number(fields.get("grpc-status")), decodeURIComponent(encoded));
+  const message = decodeURIComponent(encoded);
+  const found = correction(Number(fields.get("grpc-status")), message);
   if (found !== undefined) fields.set("grpc-status", String(found.code));
-  fields.set("grpc-message", encodeGrpcMessage(found?.message ?? decodeURIComponent(encoded)));
+  fields.set("grpc-message", encodeGrpcMessage(found?.message ?? message));
   return fields;
 }
 

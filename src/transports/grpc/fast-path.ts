@@ -192,12 +192,11 @@ function oneMessage(body: Buffer, batch: boolean): Uint8Array {
 
 /** The first uncompressed envelope's message. */
 function envelope(body: Buffer): Uint8Array {
-  if (body.length < 5 || body.length < 5 + body.readUInt32BE(1)) {
-    throw wireError("protocol error: incomplete envelope", Code.InvalidArgument);
-  }
+  const end = body.length < 5 ? Number.POSITIVE_INFINITY : 5 + body.readUInt32BE(1);
+  if (body.length < end) throw wireError("protocol error: incomplete envelope", Code.InvalidArgument);
   if (body[0] !== 0)
     throw wireError("received compressed envelope, but do not know how to decompress", Code.Internal);
-  return body.subarray(5, 5 + body.readUInt32BE(1));
+  return body.subarray(5, end);
 }
 
 /** A failure of the gRPC wire itself, not of the request's content: it has no domain code. */
