@@ -18,7 +18,8 @@ import { decodeBase64, isJsonContentType, RESERVED_ATTRIBUTES, validateEvent } f
 
 type Json = Record<string, unknown>;
 
-function isObject(value: unknown): value is Json {
+/** A JSON object (not an array, not null). */
+export function isObject(value: unknown): value is Json {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 

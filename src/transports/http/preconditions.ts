@@ -1,5 +1,6 @@
 import { invalidArgument } from "../../errors.js";
 import type { Precondition } from "../../events/event.js";
+import { isObject } from "../../events/formats.js";
 
 /** The request header of every REST append mode (simple JSON, structured, binary, batch). */
 export const PRECONDITIONS_HEADER = "eventsdb-preconditions";
@@ -57,8 +58,4 @@ function eventId(value: unknown, at: string): number {
   if (typeof value === "number" && Number.isInteger(value)) return value;
   if (typeof value === "string" && /^[0-9]{1,16}$/.test(value)) return Number(value);
   throw invalidArgument(`${at}: payload.eventId must be an event id (a decimal string or an integer)`);
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
