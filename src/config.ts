@@ -36,6 +36,8 @@ export interface Config {
    * rules, several times cheaper per call); false = every call goes through Connect.
    */
   readonly grpcFastPath: boolean;
+  /** Ed25519 private key (PEM) signing every new event's chain hash; undefined = unsigned. */
+  readonly signingKeyFile: string | undefined;
   readonly connections: ConnectionConfig;
   /** Milliseconds any one database call may take (a wait for a connection, a query, a commit). */
   readonly dbTimeoutMs: number;
@@ -318,6 +320,11 @@ export const SERVE_OPTIONS = [
   },
   { flag: "tls-key-file", kind: "string", description: "PEM private key for --tls-cert-file", live: true },
   {
+    flag: "signing-key-file",
+    kind: "string",
+    description: "Ed25519 private key (PEM): sign every new event's chain hash",
+  },
+  {
     flag: "tls-client-ca-file",
     kind: "string",
     description: "PEM CA: require client certificates (mTLS)",
@@ -473,6 +480,7 @@ export function loadConfig(
     trustProxy: trustProxy(str("trust-proxy") ?? "false", named("trust-proxy")),
     tls: tlsConfig(str("tls-cert-file"), str("tls-key-file"), str("tls-client-ca-file"), named),
     grpcFastPath: num("grpc-fast-path") === 1,
+    signingKeyFile: str("signing-key-file") || undefined,
     connections: {
       headerTimeoutMs: num("header-timeout") * 1000,
       requestTimeoutMs: num("request-timeout") * 1000,

@@ -10,6 +10,7 @@ import type { Metrics } from "../metrics.js";
 import type { StorageDialect } from "../storage/dialect.js";
 import { migrate } from "../storage/migrate.js";
 import { openDialect } from "../storage/open.js";
+import { createSigner, type Signer } from "./signing.js";
 import { EventRepository } from "../storage/repository.js";
 import { withTimeout } from "../storage/timeout.js";
 import type {
@@ -65,6 +66,8 @@ export class EventLog {
   readonly limits: Limits;
   /** Most bytes of events in one page (--client-buffer-bytes), on every transport. */
   readonly pageBytes: number;
+  /** The signer of new events' chain hashes (--signing-key-file), if any. */
+  readonly signer: Signer | undefined;
   readonly #dialect: StorageDialect;
   readonly #repository: EventRepository;
   readonly #writer: Writer;
@@ -83,13 +86,15 @@ export class EventLog {
     metrics: Metrics,
     log: Logger,
     lastId: number,
+    signer: Signer | undefined,
   ) {
+    this.signer = signer;
     this.limits = config.limits;
     this.#failures = new FailureLog(log, (operation) => metrics.storeErrors.inc({ operation }));
     this.#readinessTimeoutMs = Math.min(READINESS_TIMEOUT_MS, config.dbTimeoutMs);
     this.pageBytes = config.streams.clientBufferBytes;
     this.#dialect = dialect;
-    this.#repository = new EventRepository(dialect);
+    this.#repository = new EventRepository(dialect, signer);
     this.#hub = new Hub(
       config.streams,
       metrics,
@@ -123,6 +128,11 @@ export class EventLog {
    * child of it): the store says there when the database fails and when it works again.
    */
   static async open(config: Config, metrics: Metrics, log: Logger = SILENT_LOGGER): Promise<EventLog> {
+    // The key first: a bad key file fails the start before anything touches the store.
+    const signer =
+      config.signingKeyFile === undefined
+        ? undefined
+        : createSigner(config.signingKeyFile, config.dbTimeoutMs);
     const dialect = openDialect(config.store, config.dbTimeoutMs);
     let lastId: number;
     try {
@@ -130,9 +140,10 @@ export class EventLog {
       lastId = await new EventRepository(dialect).lastId();
     } catch (error) {
       await dialect.close();
+      await signer?.close();
       throw error;
     }
-    return new EventLog(dialect, config, metrics, log, lastId);
+    return new EventLog(dialect, config, metrics, log, lastId, signer);
   }
 
   get dialect(): StorageDialect {
@@ -321,6 +332,7 @@ export class EventLog {
     this.#feed.close();
     await this.#writer.close();
     await this.#dialect.close();
+    await this.signer?.close();
   }
 }
 

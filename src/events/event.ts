@@ -34,6 +34,17 @@ export interface StoredEvent {
   readonly dataschema: string | undefined;
   readonly extensions: Readonly<Record<string, ExtensionValue>> | undefined;
   readonly data: Buffer;
+  /**
+   * Its place in the tamper-evident chain (src/events/chain.ts): SHA-256 over its id, prevHash and
+   * content; absent only on events stored before the chain existed, until `eventsdb migrate`.
+   */
+  readonly hash?: Buffer;
+  /** The hash of the event before it (id order, deleted ones included); 32 zero bytes for the first. */
+  readonly prevHash?: Buffer;
+  /** Ed25519 over `hash`, when the server signed it (--signing-key-file). */
+  readonly signature?: Buffer;
+  /** Only in chain reads: the tombstone of a deleted event (id and chain fields, no content). */
+  readonly deleted?: true;
 }
 
 /** What a read selects: some subjects (or all), optionally everything below them, optionally one type. */
@@ -54,6 +65,8 @@ export interface PageQuery extends EventFilter {
    * large it is, so a page always moves the cursor. Absent = no byte bound (internal reads only).
    */
   readonly maxBytes?: number;
+  /** Include deleted events' tombstones (chain reads only). */
+  readonly tombstones?: boolean;
 }
 
 export interface Page {

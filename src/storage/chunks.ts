@@ -6,9 +6,9 @@ export const INSERT_ROWS = 500;
 export const INSERT_BYTES = 4 * 1024 * 1024;
 
 /** Splits rows into INSERT-sized chunks by count and estimated bytes, keeping their order. */
-export function insertChunks(rows: readonly NewRow[]): NewRow[][] {
-  const chunks: NewRow[][] = [];
-  let chunk: NewRow[] = [];
+export function insertChunks<R extends NewRow>(rows: readonly R[]): R[][] {
+  const chunks: R[][] = [];
+  let chunk: R[] = [];
   let bytes = 0;
   for (const row of rows) {
     const size = rowBytes(row);

@@ -1,8 +1,60 @@
 import type { CompiledQuery, Insertable, Kysely } from "kysely";
+import { GENESIS_HASH } from "../events/chain.js";
 import type { Database, EventsTable } from "./schema.js";
 
 /** A row to append; the dialect assigns its id. */
-export type NewRow = Omit<Insertable<EventsTable>, "id">;
+export type NewRow = Omit<Insertable<EventsTable>, "id" | "hash" | "prev_hash" | "signature" | "tombstone">;
+
+/** The chain's end as the lock found it: the last id allocated and that event's hash. */
+export interface AppendState {
+  readonly lastId: number;
+  readonly lastHash: Buffer;
+}
+
+/** A row to insert with its id and its place in the chain. */
+export interface ChainedRow extends NewRow {
+  readonly id: number;
+  readonly hash: Buffer;
+  readonly prev_hash: Buffer;
+  readonly signature: Buffer | null;
+}
+
+/** Decides an append's rows from the state at the lock and the reads' rows (see StorageDialect.append). */
+export type AppendPlanner = (
+  state: AppendState,
+  results: readonly (readonly Record<string, unknown>[])[],
+) => Promise<readonly ChainedRow[]>;
+
+/** Columns every dialect inserts, in order: the id, rowValues(), then the chain. */
+export const INSERT_COLUMNS =
+  "id, source, type, subject, ce_id, time, datacontenttype, dataschema, extensions, data, hash, prev_hash, signature";
+
+/** The state of a store whose existing events still await their hashes (see backfillChain). */
+export class ChainNotBackfilledError extends Error {
+  override readonly name = "ChainNotBackfilledError";
+  constructor() {
+    super("the events stored before the hash chain have no hashes yet: run `eventsdb migrate`");
+  }
+}
+
+/** The state read under the lock, from event_sequence's row; throws when the store cannot chain. */
+export function stateOf(row: { last_id?: unknown; last_hash?: unknown } | undefined): AppendState {
+  if (row === undefined || row.last_id === undefined) {
+    throw new Error("event_sequence has no row 'events'; run the migrations");
+  }
+  const lastId = Number(row.last_id);
+  const hash = row.last_hash;
+  if (hash === null || hash === undefined) {
+    if (lastId === 0) return { lastId, lastHash: GENESIS_HASH };
+    throw new ChainNotBackfilledError();
+  }
+  return { lastId, lastHash: Buffer.isBuffer(hash) ? hash : Buffer.from(hash as Uint8Array) };
+}
+
+/** A chained row's values in INSERT_COLUMNS order. */
+export function chainedValues(row: ChainedRow): unknown[] {
+  return [row.id, ...rowValues(row), row.hash, row.prev_hash, row.signature];
+}
 
 /**
  * A row's values in the column order both dialects insert them: source, type, subject, ce_id,
@@ -32,22 +84,18 @@ export interface StorageDialect {
   /** Whether the event loop is free while a commit is in flight (a network round trip), or blocked. */
   readonly commitsOffLoop: boolean;
   /**
-   * One append transaction: reserves rows.length ids from event_sequence (whose row lock orders
-   * concurrent writers, also across processes, until COMMIT), inserts the rows with consecutive ids
-   * in order, commits, and returns the first id.
+   * One append transaction, in the order of the lock that orders appends (the event_sequence row,
+   * held until COMMIT, also across processes): runs `reads`, which see every append committed
+   * before; passes the state at the lock — the last id allocated and its chain hash — and each
+   * read's rows to `plan`, inserts the rows it returns (ids lastId + 1, lastId + 2… in order, each
+   * chained to the one before), records the last one's id and hash in event_sequence, and commits.
+   *
+   * `plan` may be called twice for one append: a dialect may first plan from the state it expects
+   * (its own last commit) and send everything at once, then, when another process appended in
+   * between, plan again from what it finds under the lock. It must depend on nothing but its
+   * arguments.
    */
-  insertEvents(rows: readonly NewRow[]): Promise<number>;
-  /**
-   * An append that depends on what is stored (preconditions), in one transaction: takes the lock
-   * that orders appends (the event_sequence row, held until COMMIT) first, then runs `reads`, which
-   * see every append committed before; passes the last id allocated and each read's rows to
-   * `choose`, inserts the rows it returns with ids lastId + 1, lastId + 2… in order, and commits
-   * (also when it returns none).
-   */
-  insertChecked(
-    reads: readonly CompiledQuery[],
-    choose: (lastId: number, results: readonly (readonly Record<string, unknown>[])[]) => readonly NewRow[],
-  ): Promise<void>;
+  append(reads: readonly CompiledQuery[], plan: AppendPlanner): Promise<AppendState>;
   /** Runs `fn` holding a lock that serializes migrations across processes. */
   withMigrationLock<T>(fn: () => Promise<T>): Promise<T>;
   /** Runs one migration file's statements. */

@@ -1,6 +1,7 @@
 import fs from "node:fs/promises";
 import { sql } from "kysely";
 import type { StorageDialect } from "./dialect.js";
+import { EventRepository } from "./repository.js";
 
 const SQL_ROOT = new URL("../../sql/", import.meta.url);
 
@@ -42,10 +43,22 @@ export class SchemaTooNewError extends Error {
 /**
  * Applies the migrations not yet recorded in `eventsdb_migrations`. Safe to run twice and from two
  * processes at once: the dialect's lock serializes runners, and each re-reads what is applied.
+ * Then gives events stored before the hash chain their hashes (EventRepository.backfillChain).
  * Returns the names it applied. Throws {@link SchemaTooNewError} when the database records a
  * migration newer than any this code has.
  */
-export async function migrate(dialect: StorageDialect): Promise<string[]> {
+export async function migrate(
+  dialect: StorageDialect,
+  backfillProgress?: (done: number, lastId: number) => void,
+): Promise<string[]> {
+  const applied = await applyMigrations(dialect);
+  // Outside the lock, page by page, each page its own commit: an interrupted backfill resumes, and
+  // two processes backfilling at once write the same hashes.
+  await new EventRepository(dialect).backfillChain(1000, backfillProgress);
+  return applied;
+}
+
+async function applyMigrations(dialect: StorageDialect): Promise<string[]> {
   const migrations = await loadMigrations(dialect.name);
   const { db } = dialect;
   return dialect.withMigrationLock(async () => {

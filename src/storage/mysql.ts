@@ -19,7 +19,14 @@ import {
 } from "mysql2";
 import { fromSqlDateTime, toSqlDateTime } from "../events/time.js";
 import { INSERT_BYTES, insertChunks } from "./chunks.js";
-import { type NewRow, rowValues, type StorageDialect } from "./dialect.js";
+import {
+  type AppendState,
+  type ChainedRow,
+  chainedValues,
+  INSERT_COLUMNS,
+  type StorageDialect,
+  stateOf,
+} from "./dialect.js";
 import type { Database } from "./schema.js";
 import { StoreTimeoutError, withTimeout } from "./timeout.js";
 
@@ -56,18 +63,14 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
   const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool: new BoundedPool(pool, timeoutMs) }) });
   let closed = false;
 
-  /** The id reservation and the INSERTs of one append (see insertEvents). */
-  const appendStatements = (rows: readonly NewRow[]): CompiledQuery[] => {
-    const n = rows.length;
-    const reserve = sql`UPDATE event_sequence SET last_id = LAST_INSERT_ID(last_id + ${n}) WHERE name = 'events'`;
-    const statements: CompiledQuery[] = [reserve.compile(db)];
-    let k = 0;
-    for (const chunk of insertChunks(rows)) {
-      statements.push(insertStatement(chunk, n - 1 - k));
-      k += chunk.length;
-    }
-    return statements;
-  };
+  /**
+   * The chain's end after this process's last append, while nothing says another process appended
+   * since: appends plan from it and go out whole, one round trip (see append).
+   */
+  let expected: AppendState | undefined;
+  const lock = sql`SELECT last_id, last_hash FROM event_sequence WHERE name = 'events' FOR UPDATE`.compile(
+    db,
+  );
 
   const getConnection = (): Promise<Connection & { release(): void }> =>
     new Promise((resolve, reject) => pool.getConnection((err, conn) => (err ? reject(err) : resolve(conn))));
@@ -76,24 +79,39 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
     name: "mysql",
     db,
     commitsOffLoop: true,
-    async insertEvents(rows) {
-      // LAST_INSERT_ID(expr) remembers the reserved range in this session and hands it back in the
-      // OK packet; the INSERTs number their rows from it, so the transaction needs no answer before
-      // it is sent whole. The sequence row stays locked until COMMIT (sql/mysql/002_event_sequence.sql).
-      const results = await writer.transaction(appendStatements(rows));
-      return reservedFirst(results[0], rows.length);
-    },
-    async insertChecked(reads, choose) {
-      // Two round trips: the lock and the reads, then (what `choose` made of them) the INSERTs and
-      // COMMIT. The sequence row is locked before the reads, so two processes cannot both read
-      // the same state; READ COMMITTED lets each read see what committed before the lock was ours.
-      const lock = sql`SELECT last_id FROM event_sequence WHERE name = 'events' FOR UPDATE`.compile(db);
-      await writer.transaction([lock, ...reads], (results) => {
-        const last = (results[0] as { last_id?: unknown }[])[0]?.last_id;
-        if (last === undefined) throw new Error("event_sequence has no row 'events'; run the migrations");
-        const rows = choose(Number(last), results.slice(1) as Record<string, unknown>[][]);
-        return rows.length === 0 ? [] : appendStatements(rows);
+    async append(reads, plan) {
+      // The common case, one round trip: plan from the state this process left, then send the
+      // transaction whole. Its first statement takes the sequence row's lock and checks that
+      // last_id is still what this process wrote; if another process appended since, it sets
+      // last_id to NULL, which strict mode refuses (ER_BAD_NULL_ERROR), and nothing is stored.
+      const state = reads.length === 0 ? expected : undefined;
+      expected = undefined;
+      if (state !== undefined) {
+        const rows = await plan(state, []);
+        if (rows.length === 0) {
+          expected = state;
+          return state;
+        }
+        try {
+          await writer.transaction(appendStatements(rows, state));
+          expected = endOf(rows);
+          return expected;
+        } catch (error) {
+          if (!isStale(error)) throw error;
+        }
+      }
+      // Two round trips: the lock (which reads the state) and the reads, then the rows planned
+      // from them. READ COMMITTED lets the reads see what committed before the lock was ours.
+      let end: AppendState | undefined;
+      await writer.transaction([lock, ...reads], async (results) => {
+        const locked = stateOf((results[0] as Record<string, unknown>[])[0]);
+        const rows = await plan(locked, results.slice(1) as Record<string, unknown>[][]);
+        end = rows.length === 0 ? locked : endOf(rows);
+        return rows.length === 0 ? [] : appendStatements(rows, undefined);
       });
+      if (end === undefined) throw new Error("the append transaction made no plan");
+      expected = end;
+      return end;
     },
     async withMigrationLock(fn) {
       const conn = await getConnection();
@@ -141,15 +159,6 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
       await db.destroy();
     },
   };
-}
-
-/** The first id of a reservation from the reserving UPDATE's OK packet. */
-function reservedFirst(result: unknown, n: number): number {
-  const update = result as { affectedRows?: number; insertId?: number | string };
-  if (update.affectedRows !== 1 || update.insertId === undefined) {
-    throw new Error("event_sequence has no row 'events'; run the migrations");
-  }
-  return Number(update.insertId) - n + 1;
 }
 
 /** Splits a migration file into statements: `;` at the end of a line ends one; `--` lines are comments. */
@@ -290,7 +299,7 @@ class WriterConnection {
    */
   transaction(
     statements: readonly CompiledQuery[],
-    then?: (results: unknown[]) => readonly CompiledQuery[],
+    then?: (results: unknown[]) => Promise<readonly CompiledQuery[]>,
   ): Promise<unknown[]> {
     let used: Connection | undefined;
     return withTimeout(
@@ -307,7 +316,7 @@ class WriterConnection {
 
   async #transaction(
     statements: readonly CompiledQuery[],
-    then: ((results: unknown[]) => readonly CompiledQuery[]) | undefined,
+    then: ((results: unknown[]) => Promise<readonly CompiledQuery[]>) | undefined,
     using: (conn: Connection) => void,
   ): Promise<unknown[]> {
     const conn = await this.#connect(using);
@@ -316,7 +325,7 @@ class WriterConnection {
       // SET TRANSACTION applies to the next transaction only.
       const begin = ["SET TRANSACTION ISOLATION LEVEL READ COMMITTED", "START TRANSACTION"];
       const first = await send(conn, begin, statements, []);
-      return [...first, ...(await send(conn, [], then(first), ["COMMIT"]))];
+      return [...first, ...(await send(conn, [], await then(first), ["COMMIT"]))];
     } catch (error) {
       await run(conn, "ROLLBACK").catch(() => this.#drop(conn));
       throw error;
@@ -335,6 +344,12 @@ class WriterConnection {
     conn.on("error", () => this.#drop(conn));
     try {
       await new Promise<void>((resolve, reject) => conn.connect((err) => (err ? reject(err) : resolve())));
+      // Strict, whatever the server's default: the one-round-trip append relies on a NULL being
+      // refused, not stored as 0 with a warning (see append).
+      await run(
+        conn,
+        "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES')",
+      );
     } catch (error) {
       this.#drop(conn);
       throw error;
@@ -387,24 +402,51 @@ async function send(
   return results.slice(head.length, results.length - tail.length);
 }
 
-const INSERT_EVENTS =
-  "INSERT INTO events (id, source, type, subject, ce_id, time, datacontenttype, dataschema, extensions, data) VALUES ";
-const ROW_PARAMETERS = ",?,?,?,?,?,?,?,?,?)";
+/** True for the refusal of a one-round-trip append planned from a stale state (see append). */
+function isStale(error: unknown): boolean {
+  return (
+    typeof error === "object" && error !== null && (error as { code?: unknown }).code === "ER_BAD_NULL_ERROR"
+  );
+}
+
+/** The chain's end after rows are stored. */
+function endOf(rows: readonly ChainedRow[]): AppendState {
+  const last = rows[rows.length - 1] as ChainedRow;
+  return { lastId: last.id, lastHash: last.hash };
+}
 
 /**
- * One multi-row INSERT whose rows number themselves from the reserved range: the first row's id is
- * LAST_INSERT_ID() - `back`, each next one 1 more. Written out rather than built with Kysely: on the
- * hot path, Kysely's per-row value parsing and node trees were a tenth of the server's CPU in a
- * batch ingest and most of its garbage; the SQL is fixed text with bound parameters either way.
+ * One append's statements: the sequence row's update (first, so that it takes the lock before
+ * anything is written), then the INSERTs. With `expected`, the update refuses (see append) unless
+ * last_id is still expected.lastId.
  */
-function insertStatement(rows: readonly NewRow[], back: number): CompiledQuery {
-  const tuples = new Array<string>(rows.length);
+function appendStatements(rows: readonly ChainedRow[], expected: AppendState | undefined): CompiledQuery[] {
+  const { lastId, lastHash } = endOf(rows);
+  const update =
+    expected === undefined
+      ? CompiledQuery.raw("UPDATE event_sequence SET last_id = ?, last_hash = ? WHERE name = 'events'", [
+          lastId,
+          lastHash,
+        ])
+      : CompiledQuery.raw(
+          "UPDATE event_sequence SET last_id = IF(last_id = ?, ?, NULL), last_hash = ? WHERE name = 'events'",
+          [expected.lastId, lastId, lastHash],
+        );
+  return [update, ...insertChunks(rows).map(insertStatement)];
+}
+
+const INSERT_EVENTS = `INSERT INTO events (${INSERT_COLUMNS}) VALUES `;
+const ROW_PARAMETERS = "(?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+/**
+ * One multi-row INSERT. Written out rather than built with Kysely: on the hot path, Kysely's
+ * per-row value parsing and node trees were a tenth of the server's CPU in a batch ingest and
+ * most of its garbage; the SQL is fixed text with bound parameters either way.
+ */
+function insertStatement(rows: readonly ChainedRow[]): CompiledQuery {
   const parameters: unknown[] = [];
-  rows.forEach((row, i) => {
-    tuples[i] = `(LAST_INSERT_ID()-${back - i}${ROW_PARAMETERS}`;
-    parameters.push(...rowValues(row));
-  });
-  return CompiledQuery.raw(INSERT_EVENTS + tuples.join(","), parameters);
+  for (const row of rows) parameters.push(...chainedValues(row));
+  return CompiledQuery.raw(INSERT_EVENTS + new Array(rows.length).fill(ROW_PARAMETERS).join(","), parameters);
 }
 
 function estimateBytes(values: readonly unknown[]): number {

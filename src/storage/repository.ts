@@ -9,7 +9,9 @@ import type {
   Precondition,
   StoredEvent,
 } from "../events/event.js";
-import type { NewRow, StorageDialect } from "./dialect.js";
+import { chainHash, GENESIS_HASH } from "../events/chain.js";
+import type { Signer } from "../events/signing.js";
+import type { ChainedRow, StorageDialect } from "./dialect.js";
 import type { Database, EventsTable } from "./schema.js";
 
 /**
@@ -52,9 +54,12 @@ export interface AppendOutcome {
 /** Every read and write of events, on Kysely, the same on both dialects. */
 export class EventRepository {
   readonly #dialect: StorageDialect;
+  readonly #signer: Signer | undefined;
 
-  constructor(dialect: StorageDialect) {
+  /** With a signer, every new event's chain hash is signed. */
+  constructor(dialect: StorageDialect, signer?: Signer) {
     this.#dialect = dialect;
+    this.#signer = signer;
   }
 
   /**
@@ -77,12 +82,14 @@ export class EventRepository {
    * without checking its preconditions: they held when it was first stored, and have since been
    * changed by that very append. A job with only some of its events stored is checked like a new
    * one (what it adds must still fit), and, when they hold, stores the rest.
+   *
+   * Every new event is chained (src/events/chain.ts): hashed over its id, its predecessor's hash
+   * and its content, and signed when the repository has a signer.
    */
   async appendJobs(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
-    const checked = jobs.some((job) => job.preconditions.length > 0);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await (checked ? this.#appendChecked(jobs, now) : this.#appendUnchecked(jobs, now));
+        return await this.#appendOnce(jobs, now);
       } catch (error) {
         // A writer in another process stored one of our keys between our check and our INSERT;
         // the unique index refused the whole transaction, and the retry's check sees that commit.
@@ -93,30 +100,27 @@ export class EventRepository {
     }
   }
 
-  /** No preconditions (the common case): one round trip on MySQL, the keys looked up before. */
-  async #appendUnchecked(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
-    const keys = keyedEvents(jobs);
-    const stored = keys.length === 0 ? new Map<string, number>() : await this.#existing(keys);
-    const plan = planGroup(jobs, stored, undefined);
-    const first = plan.rows.length === 0 ? 0 : await this.#dialect.insertEvents(this.#toRows(plan.rows, now));
-    return resolvePlan(plan, first, now);
-  }
-
   /**
-   * With preconditions: the stored keys and the subjects' last events are read inside the append
-   * transaction, after its lock, so nothing can commit between the check and the INSERT — neither
-   * another writer's event that breaks a precondition nor a concurrent store of a retry's keys.
+   * Without preconditions (the common case) the keys are looked up before the append, which then
+   * needs no reads: one round trip on MySQL. With preconditions, the stored keys and the subjects'
+   * last events are read inside the append transaction, after its lock, so nothing can commit
+   * between the check and the INSERT — neither another writer's event that breaks a precondition
+   * nor a concurrent store of a retry's keys.
    */
-  async #appendChecked(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
+  async #appendOnce(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
+    const checked = jobs.some((job) => job.preconditions.length > 0);
     const keys = keyedEvents(jobs);
-    const subjects = [...new Set(jobs.flatMap((job) => job.preconditions.map((p) => p.subject)))];
-    const keyReads = chunk(keys, LOOKUP_KEYS).map((part) => this.#existingQuery(part));
+    const subjects = checked
+      ? [...new Set(jobs.flatMap((job) => job.preconditions.map((p) => p.subject)))]
+      : [];
+    const keyReads = checked ? chunk(keys, LOOKUP_KEYS).map((part) => this.#existingQuery(part)) : [];
     const subjectReads = chunk(subjects, LAST_ID_SUBJECTS).map((part) =>
       lastIdsQuery(part).compile(this.#dialect.db),
     );
-    const decided: { plan?: GroupPlan; firstId?: number } = {};
-    await this.#dialect.insertChecked([...keyReads, ...subjectReads], (lastId, results) => {
-      const stored = new Map<string, number>();
+    const known = checked || keys.length === 0 ? new Map<string, number>() : await this.#existing(keys);
+    let outcome: GroupOutcome | undefined;
+    await this.#dialect.append([...keyReads, ...subjectReads], async (state, results) => {
+      const stored = checked ? new Map<string, number>() : known;
       for (const rows of results.slice(0, keyReads.length)) {
         for (const row of rows)
           stored.set(idempotencyKey(String(row.source), String(row.ce_id ?? "")), Number(row.id));
@@ -129,13 +133,34 @@ export class EventRepository {
           lastOf.set(subject, value === null || value === undefined ? 0 : Number(value));
         });
       });
-      decided.firstId = lastId + 1;
-      decided.plan = planGroup(jobs, stored, { firstId: decided.firstId, lastOf });
-      return this.#toRows(decided.plan.rows, now);
+      const firstId = state.lastId + 1;
+      const plan = planGroup(jobs, stored, checked ? { firstId, lastOf } : undefined);
+      const chained = await this.#chain(plan.rows, firstId, state.lastHash, now);
+      outcome = resolvePlan(plan, firstId, chained);
+      return chained.map((event) => this.#toChainedRow(event));
     });
-    const { plan, firstId } = decided;
-    if (plan === undefined || firstId === undefined) throw new Error("the append transaction made no plan");
-    return resolvePlan(plan, firstId, now);
+    if (outcome === undefined) throw new Error("the append transaction made no plan");
+    return outcome;
+  }
+
+  /** The new events as stored: ids from firstId, each hashed onto the one before and signed. */
+  async #chain(
+    events: readonly NewEvent[],
+    firstId: number,
+    lastHash: Buffer,
+    now: string,
+  ): Promise<StoredEvent[]> {
+    let prevHash = lastHash;
+    const chained = events.map((event, r) => {
+      const stored = { ...event, id: firstId + r, time: event.time ?? now };
+      const hash = chainHash(stored.id, prevHash, stored);
+      const link = { ...stored, hash, prevHash };
+      prevHash = hash;
+      return link;
+    });
+    if (this.#signer === undefined || chained.length === 0) return chained;
+    const signatures = await this.#signer.sign(chained.map((event) => event.hash));
+    return chained.map((event, r) => ({ ...event, signature: signatures[r] }));
   }
 
   /** Stored ids of the events' (source, ceId) keys. */
@@ -165,21 +190,21 @@ export class EventRepository {
       .compile();
   }
 
-  #toRows(events: readonly NewEvent[], now: string): NewRow[] {
-    return events.map((event) => this.#toRow(event, now));
-  }
-
-  #toRow(event: NewEvent, now: string): NewRow {
+  #toChainedRow(event: StoredEvent): ChainedRow {
     return {
+      id: event.id,
       source: event.source,
       type: event.type,
       subject: event.subject ?? NO_SUBJECT,
       ce_id: event.ceId ?? null,
-      time: this.#dialect.writeTime(event.time ?? now),
+      time: this.#dialect.writeTime(event.time),
       datacontenttype: event.datacontenttype ?? null,
       dataschema: event.dataschema ?? null,
       extensions: event.extensions === undefined ? null : JSON.stringify(event.extensions),
       data: event.data,
+      hash: event.hash as Buffer,
+      prev_hash: event.prevHash as Buffer,
+      signature: event.signature ?? null,
     };
   }
 
@@ -189,6 +214,7 @@ export class EventRepository {
       .selectFrom("events")
       .selectAll()
       .where("id", "=", id)
+      .where("tombstone", "=", 0)
       .executeTakeFirst();
     return row === undefined ? undefined : this.#fromRow(row);
   }
@@ -288,12 +314,122 @@ export class EventRepository {
 
   /** Deletes events with id > fromId matching the filter; returns how many. */
   async delete(filter: EventFilter, fromId: number): Promise<number> {
+    // A deleted event leaves its tombstone: its id and chain fields, nothing of its content. The
+    // chain still verifies across it; the cleared subject and type keep it out of every filtered
+    // read and `matches` keeps it out of the others.
     const result = await this.#dialect.db
-      .deleteFrom("events")
+      .updateTable("events")
+      .set({
+        tombstone: 1,
+        source: "",
+        type: "",
+        subject: NO_SUBJECT,
+        ce_id: null,
+        datacontenttype: null,
+        dataschema: null,
+        extensions: null,
+        data: Buffer.alloc(0),
+      })
       .where((eb) => matches(eb, filter))
       .where("id", ">", fromId)
       .executeTakeFirst();
-    return Number(result.numDeletedRows);
+    return Number(result.numUpdatedRows);
+  }
+
+  /**
+   * The chain from fromId on, tombstones included (each with `deleted` and no content): at most
+   * `limit` links and `maxBytes` bytes (the first always), for verifiers.
+   */
+  chain(fromId: number, limit: number, maxBytes: number): Promise<Page> {
+    return this.page({
+      subjects: [],
+      recursive: false,
+      type: undefined,
+      fromId,
+      limit,
+      maxBytes,
+      tombstones: true,
+    });
+  }
+
+  /**
+   * Gives every event stored before the chain existed its hash, in pages of `pageSize` in id
+   * order, each page one statement, so that an interrupted run resumes where it stopped; records
+   * the last hash in event_sequence when done. Appends wait for it (the store refuses to chain
+   * onto an unknown hash), so it runs under the migration lock before the server serves. Returns
+   * how many events it hashed; `progress` is told after each page.
+   */
+  async backfillChain(pageSize = 1000, progress?: (done: number, lastId: number) => void): Promise<number> {
+    const { db } = this.#dialect;
+    const sequence = await db
+      .selectFrom("event_sequence")
+      .select(["last_id", "last_hash"])
+      .where("name", "=", "events")
+      .executeTakeFirst();
+    if (sequence === undefined || sequence.last_hash !== null || Number(sequence.last_id) === 0) return 0;
+    // Resume: skip the rows an earlier run hashed (those before the first without a hash).
+    let fromId = 0;
+    let prevHash = GENESIS_HASH;
+    for (;;) {
+      const rows = await db
+        .selectFrom("events")
+        .select(["id", "hash"])
+        .where("id", ">", fromId)
+        .orderBy("id")
+        .limit(10 * pageSize)
+        .execute();
+      const firstUnhashed = rows.findIndex((row) => row.hash === null);
+      const hashed = firstUnhashed === -1 ? rows : rows.slice(0, firstUnhashed);
+      const last = hashed.at(-1);
+      if (last !== undefined) {
+        fromId = Number(last.id);
+        prevHash = Buffer.from(last.hash as Buffer);
+      }
+      if (firstUnhashed !== -1 || rows.length === 0) break;
+    }
+    let done = 0;
+    for (;;) {
+      const rows = await db
+        .selectFrom("events")
+        .selectAll()
+        .where("id", ">", fromId)
+        .orderBy("id")
+        .limit(pageSize)
+        .execute();
+      if (rows.length === 0) {
+        // Done, unless another process appended meanwhile (then its rows are the next page).
+        const recorded = await db
+          .updateTable("event_sequence")
+          .set({ last_hash: prevHash })
+          .where("name", "=", "events")
+          .where("last_id", "=", fromId)
+          .executeTakeFirst();
+        if (Number(recorded.numUpdatedRows) === 1 || (await this.lastId()) === fromId) return done;
+        continue;
+      }
+      const hashes: [number, Buffer, Buffer][] = [];
+      for (const row of rows) {
+        const event = this.#fromRow(row);
+        const hash = chainHash(event.id, prevHash, event);
+        hashes.push([event.id, hash, prevHash]);
+        prevHash = hash;
+      }
+      await db
+        .updateTable("events")
+        .set({
+          hash: caseById(hashes.map(([id, hash]) => [id, hash])),
+          prev_hash: caseById(hashes.map(([id, , prev]) => [id, prev])),
+        })
+        .where(
+          "id",
+          "in",
+          hashes.map(([id]) => id),
+        )
+        .execute();
+      done += rows.length;
+      fromId = hashes[hashes.length - 1]?.[0] as number;
+      progress?.(done, fromId);
+    }
   }
 
   /**
@@ -340,8 +476,25 @@ export class EventRepository {
       // MariaDB's JSON is LONGTEXT (a string); MySQL's JSON arrives parsed; SQLite stores text.
       extensions: ext === null ? undefined : typeof ext === "string" ? JSON.parse(ext) : ext,
       data: Buffer.isBuffer(row.data) ? row.data : Buffer.from(row.data),
+      hash: bytesOrUndefined(row.hash),
+      prevHash: bytesOrUndefined(row.prev_hash),
+      signature: bytesOrUndefined(row.signature),
+      deleted: Number(row.tombstone) === 1 ? true : undefined,
     } as StoredEvent;
   }
+}
+
+function bytesOrUndefined(value: Buffer | Uint8Array | null | undefined): Buffer | undefined {
+  if (value === null || value === undefined) return undefined;
+  return Buffer.isBuffer(value) ? value : Buffer.from(value);
+}
+
+/** `CASE id WHEN … THEN … END`: one statement sets a different value on each row of a page. */
+function caseById(values: readonly [number, Buffer][]) {
+  return sql<Buffer>`CASE id ${sql.join(
+    values.map(([id, value]) => sql`WHEN ${id} THEN ${value}`),
+    sql` `,
+  )} END`;
 }
 
 function idempotencyKey(source: string, ceId: string): string {
@@ -448,8 +601,8 @@ function planGroup(
   return plan;
 }
 
-/** The plan with real ids, once the transaction committed with `firstId` as its first. */
-function resolvePlan(plan: GroupPlan, firstId: number, now: string): GroupOutcome {
+/** The plan with real ids, once the transaction has its first id, and its new events as stored. */
+function resolvePlan(plan: GroupPlan, firstId: number, created: StoredEvent[]): GroupOutcome {
   const id = (planned: number) => (planned > 0 ? planned : firstId - planned - 1);
   return {
     jobs: plan.jobs.map((results, j) =>
@@ -457,7 +610,7 @@ function resolvePlan(plan: GroupPlan, firstId: number, now: string): GroupOutcom
         ? results
         : results.map((planned, i) => ({ id: id(planned), created: plan.created[j]?.[i] === true })),
     ),
-    created: plan.rows.map((event, r) => ({ ...event, id: firstId + r, time: event.time ?? now })),
+    created,
   };
 }
 
@@ -507,6 +660,8 @@ function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter)
     );
   }
   if (filter.type !== undefined) conditions.push(eb("type", "=", filter.type));
+  // Tombstones have neither subject nor type: only a read of everything can meet them.
+  if (conditions.length === 0 && !(filter as PageQuery).tombstones) conditions.push(eb("tombstone", "=", 0));
   return eb.and(conditions);
 }
 

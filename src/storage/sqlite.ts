@@ -12,12 +12,17 @@ import {
   sql,
   type Transaction,
 } from "kysely";
-import { type NewRow, rowValues, type StorageDialect } from "./dialect.js";
+import {
+  type AppendState,
+  type ChainedRow,
+  chainedValues,
+  INSERT_COLUMNS,
+  type StorageDialect,
+  stateOf,
+} from "./dialect.js";
 import type { Database } from "./schema.js";
 
-const INSERT_EVENT =
-  "INSERT INTO events (id, source, type, subject, ce_id, time, datacontenttype, dataschema, extensions, data) " +
-  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT_EVENT = `INSERT INTO events (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 /** Embedded SQLite (better-sqlite3) in WAL mode: the default store, one file, no server. */
 export function createSqliteDialect(file: string, timeoutMs: number): StorageDialect {
@@ -34,49 +39,54 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
   let closed = false;
   /** Prepared on the first append (the table exists only after the migrations). */
   let insert: SqliteDatabase.Statement | undefined;
+  /** The chain's end after this process's last append (see append). */
+  let expected: AppendState | undefined;
 
-  /** Reserves rows.length ids and inserts the rows with them, inside `trx`; returns the first id. */
-  async function insertRows(trx: Transaction<Database>, rows: readonly NewRow[]): Promise<number> {
-    const result = await sql<{ last_id: number }>`
-      UPDATE event_sequence SET last_id = last_id + ${rows.length} WHERE name = 'events' RETURNING last_id
-    `.execute(trx);
-    const last = result.rows[0]?.last_id;
-    if (last === undefined) throw new Error("event_sequence has no row 'events'; run the migrations");
-    const first = Number(last) - rows.length + 1;
-    // One prepared statement run per row, inside the transaction Kysely holds (so no other
-    // query interleaves): better-sqlite3 runs each in a few µs, where building multi-row
-    // INSERTs through Kysely cost more than SQLite's own work.
+  /** Inserts planned rows and records the chain's end, inside the transaction Kysely holds. */
+  function insertRows(rows: readonly ChainedRow[]): AppendState {
+    // One prepared statement run per row (so no other query interleaves): better-sqlite3 runs
+    // each in a few µs, where building multi-row INSERTs through Kysely cost more than SQLite's work.
     insert ??= database.prepare(INSERT_EVENT);
-    let id = first;
-    for (const row of rows) insert.run(id++, ...rowValues(row));
-    return first;
+    for (const row of rows) insert.run(...chainedValues(row));
+    const last = rows[rows.length - 1] as ChainedRow;
+    database
+      .prepare("UPDATE event_sequence SET last_id = ?, last_hash = ? WHERE name = 'events'")
+      .run(last.id, last.hash);
+    return { lastId: last.id, lastHash: last.hash };
   }
 
   return {
     name: "sqlite",
     db,
     commitsOffLoop: false,
-    insertEvents(rows) {
-      return db.transaction().execute((trx) => insertRows(trx, rows));
-    },
-    async insertChecked(reads, choose) {
+    async append(reads, plan) {
+      // Planned (hashed, signed) before the write lock from the state this process left, when
+      // there is nothing to read: the lock is then held only for the INSERTs. Planned again under
+      // the lock if another process appended meanwhile.
+      const guess = reads.length === 0 ? expected : undefined;
+      const early = guess === undefined ? undefined : await plan(guess, []);
+      expected = undefined;
       // BEGIN IMMEDIATE holds the database's write lock from the start: every read below sees
       // every append committed before, and no other append commits until this one has.
-      await db.transaction().execute(async (trx) => {
-        const sequence = await sql<{ last_id: number }>`
-          SELECT last_id FROM event_sequence WHERE name = 'events'
+      const end = await db.transaction().execute(async (trx) => {
+        const sequence = await sql<{ last_id: number; last_hash: Buffer | null }>`
+          SELECT last_id, last_hash FROM event_sequence WHERE name = 'events'
         `.execute(trx);
-        const last = sequence.rows[0]?.last_id;
-        if (last === undefined) throw new Error("event_sequence has no row 'events'; run the migrations");
-        const results: Record<string, unknown>[][] = [];
-        for (const read of reads) {
-          results.push(
-            (await trx.executeQuery<Record<string, unknown>>(read)).rows as Record<string, unknown>[],
-          );
+        const state = stateOf(sequence.rows[0]);
+        let rows = early;
+        if (rows === undefined || guess === undefined || state.lastId !== guess.lastId) {
+          const results: Record<string, unknown>[][] = [];
+          for (const read of reads) {
+            results.push(
+              (await trx.executeQuery<Record<string, unknown>>(read)).rows as Record<string, unknown>[],
+            );
+          }
+          rows = await plan(state, results);
         }
-        const rows = choose(Number(last), results);
-        if (rows.length > 0) await insertRows(trx, rows);
+        return rows.length === 0 ? state : insertRows(rows);
       });
+      expected = end;
+      return end;
     },
     async withMigrationLock(fn) {
       // BEGIN IMMEDIATE takes the write lock up front, so a second process waits (busy_timeout)

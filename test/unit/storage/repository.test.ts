@@ -1,3 +1,4 @@
+import { chainHash, GENESIS_HASH } from "../../../src/events/chain.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.js";
 import type { NewEvent } from "../../../src/events/event.js";
@@ -82,7 +83,7 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
     ]);
     expect(result).toEqual({ id: 1, created: true });
     const stored = await store.get(1);
-    expect(stored).toEqual({
+    const content = {
       id: 1,
       source: "test",
       type: "test.created",
@@ -93,7 +94,9 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
       dataschema: "https://example.com/schema",
       extensions: { count: 42, flag: true, traceparent: "00-abc" },
       data: bytes,
-    });
+    };
+    // Read back with its place in the chain: the first event, hashed onto the genesis hash.
+    expect(stored).toEqual({ ...content, prevHash: GENESIS_HASH, hash: chainHash(1, GENESIS_HASH, content) });
     await expect(store.get(2)).rejects.toMatchObject({ code: "not_found" });
   });
 
@@ -221,10 +224,13 @@ describe.each(DIALECTS)("repository contract on $name", (dialect) => {
           : "ALTER TABLE events DROP COLUMN event_size;",
       );
       await db.db.deleteFrom("eventsdb_migrations").where("name", "=", "006_event_size").execute();
-      await db.insertEvents([
-        { ...row(db, "old"), data: Buffer.alloc(700, 1) },
-        { ...row(db, "old"), data: Buffer.alloc(20, 1), extensions: JSON.stringify({ ext: "v" }) },
-      ]);
+      await db.db
+        .insertInto("events")
+        .values([
+          { ...row(db, "old"), id: 1, data: Buffer.alloc(700, 1) },
+          { ...row(db, "old"), id: 2, data: Buffer.alloc(20, 1), extensions: JSON.stringify({ ext: "v" }) },
+        ])
+        .execute();
       expect(await migrate(db)).toEqual(["006_event_size"]);
       const sizes = await db.db.selectFrom("events").select(["id", "event_size"]).orderBy("id").execute();
       expect(sizes.map((r) => Number(r.event_size))).toEqual([700, 20 + '{"ext":"v"}'.length]);

@@ -1,0 +1,304 @@
+import { createHash, createPublicKey, type KeyObject, verify } from "node:crypto";
+import type { ExtensionValue } from "./event.js";
+
+/**
+ * The tamper-evident log (docs/chain.md): every event's `hash` is SHA-256 over its id, its
+ * predecessor's hash and everything stored of it, in the canonical serialization below; the chain
+ * is global, in id order. Verifying needs nothing but this file.
+ */
+
+/** The predecessor hash of the first event: 32 zero bytes. */
+export const GENESIS_HASH: Buffer = Buffer.alloc(32);
+/** Bytes of a hash. */
+export const HASH_BYTES = 32;
+/** The serialization's version tag, the first bytes hashed. */
+const MAGIC = Buffer.from("eventsdb-chain-v1\n", "latin1");
+
+/** What of an event the hash covers: every attribute a read returns, and the data. */
+export interface ChainContent {
+  readonly source: string;
+  readonly type: string;
+  readonly subject: string | undefined;
+  readonly ceId: string | undefined;
+  readonly time: string;
+  readonly datacontenttype: string | undefined;
+  readonly dataschema: string | undefined;
+  readonly extensions: Readonly<Record<string, ExtensionValue>> | undefined;
+  readonly data: Buffer;
+}
+
+/** An event's place in the chain, as stored and read. */
+export interface ChainLink {
+  readonly hash: Buffer;
+  readonly prevHash: Buffer;
+  /** Ed25519 over `hash`, when the server had a signing key at the time of append. */
+  readonly signature: Buffer | undefined;
+}
+
+/**
+ * The canonical serialization: "eventsdb-chain-v1\n", the id as 8 bytes big-endian, the
+ * predecessor's 32-byte hash, then source, type, subject, id (CloudEvents), time, datacontenttype,
+ * dataschema, extensions and data, each as one byte 0 (absent) or 1 followed by its length (4 bytes
+ * big-endian) and its bytes: UTF-8 text, the canonical time (UTC, six fractional digits),
+ * extensions as JSON with keys in code-unit order and no whitespace, the data bytes as stored.
+ */
+export function canonicalBytes(id: number, prevHash: Buffer, event: ChainContent): Buffer {
+  const fields: (Buffer | undefined)[] = [
+    text(event.source),
+    text(event.type),
+    text(event.subject),
+    text(event.ceId),
+    text(event.time),
+    text(event.datacontenttype),
+    text(event.dataschema),
+    event.extensions === undefined ? undefined : Buffer.from(canonicalJson(event.extensions), "utf8"),
+    event.data,
+  ];
+  let size = MAGIC.length + 8 + HASH_BYTES;
+  for (const field of fields) size += field === undefined ? 1 : 5 + field.length;
+  const out = Buffer.allocUnsafe(size);
+  let at = MAGIC.copy(out, 0);
+  out.writeBigUInt64BE(BigInt(id), at);
+  at += 8;
+  at += prevHash.copy(out, at, 0, HASH_BYTES);
+  for (const field of fields) {
+    if (field === undefined) {
+      out[at++] = 0;
+      continue;
+    }
+    out[at++] = 1;
+    out.writeUInt32BE(field.length, at);
+    at += 4;
+    at += field.copy(out, at);
+  }
+  return out;
+}
+
+/** The event's hash: SHA-256 of its canonical serialization. */
+export function chainHash(id: number, prevHash: Buffer, event: ChainContent): Buffer {
+  return createHash("sha256")
+    .update(canonicalBytes(id, prevHash, event))
+    .digest();
+}
+
+function text(value: string | undefined): Buffer | undefined {
+  return value === undefined ? undefined : Buffer.from(value, "utf8");
+}
+
+/** JSON with object keys sorted (by UTF-16 code units, as Array#sort does) and no whitespace. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const object = value as Record<string, unknown>;
+    const keys = Object.keys(object).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(object[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** One link of the chain as a verifier sees it: a stored event, or the tombstone of a deleted one. */
+export interface VerifiableLink extends ChainLink {
+  readonly id: number;
+  /** Absent for a tombstone: its hash is taken as stored, its link to the predecessor still checked. */
+  readonly content: ChainContent | undefined;
+}
+
+/** The first broken link: the id, what was expected there and what was found. */
+export interface ChainBreak {
+  readonly id: number;
+  readonly problem: "order" | "link" | "hash" | "signature";
+  readonly expected: string;
+  readonly found: string;
+}
+
+/**
+ * Checks links in id order, one at a time, remembering only the previous link: any source of
+ * links (pages from a server, lines of a file) can feed it without holding the chain in memory.
+ */
+export class ChainVerifier {
+  #lastId = 0;
+  #lastHash: Buffer = GENESIS_HASH;
+  #checked = 0;
+  readonly #publicKey: KeyObject | undefined;
+
+  /** With a public key, every signature is checked and an unsigned link is not a break. */
+  constructor(publicKey?: KeyObject | string) {
+    this.#publicKey = typeof publicKey === "string" ? createPublicKey(publicKey) : publicKey;
+  }
+
+  /** Links checked so far. */
+  get checked(): number {
+    return this.#checked;
+  }
+
+  /** The last link's id (0 before any). */
+  get lastId(): number {
+    return this.#lastId;
+  }
+
+  /** Checks the next link; returns the break it makes, or undefined. */
+  check(link: VerifiableLink): ChainBreak | undefined {
+    if (link.id <= this.#lastId) {
+      return {
+        id: link.id,
+        problem: "order",
+        expected: `an id above ${this.#lastId}`,
+        found: String(link.id),
+      };
+    }
+    if (!link.prevHash.equals(this.#lastHash)) {
+      return {
+        id: link.id,
+        problem: "link",
+        expected: `predecessor hash ${this.#lastHash.toString("hex")}${this.#lastId === 0 ? " (the first event)" : ` (event ${this.#lastId})`}`,
+        found: link.prevHash.toString("hex"),
+      };
+    }
+    if (link.content !== undefined) {
+      const hash = chainHash(link.id, link.prevHash, link.content);
+      if (!hash.equals(link.hash)) {
+        return {
+          id: link.id,
+          problem: "hash",
+          expected: hash.toString("hex"),
+          found: link.hash.toString("hex"),
+        };
+      }
+    }
+    if (this.#publicKey !== undefined && link.signature !== undefined) {
+      if (!verify(null, link.hash, this.#publicKey, link.signature)) {
+        return {
+          id: link.id,
+          problem: "signature",
+          expected: `an Ed25519 signature of ${link.hash.toString("hex")} by the signing key`,
+          found: link.signature.toString("hex"),
+        };
+      }
+    }
+    this.#lastId = link.id;
+    this.#lastHash = link.hash;
+    this.#checked++;
+    return undefined;
+  }
+}
+
+/**
+ * One link as JSON: `GET /events/chain` pages and the lines of `eventsdb export --chain`. Hashes
+ * and the signature in lowercase hex; the content with its data as base64, so that a verifier
+ * recomputes the hash from exactly the stored bytes. Absent attributes are omitted; a tombstone
+ * has `deleted: true` and no content.
+ */
+export interface ChainLinkJson {
+  id: number;
+  hash: string;
+  prevhash: string;
+  signature?: string;
+  deleted?: true;
+  source?: string;
+  type?: string;
+  subject?: string;
+  ceid?: string;
+  time?: string;
+  datacontenttype?: string;
+  dataschema?: string;
+  extensions?: Record<string, ExtensionValue>;
+  data_base64?: string;
+}
+
+/** An event as read with its chain fields (a tombstone has `deleted`). */
+export interface ChainedEvent extends ChainContent {
+  readonly id: number;
+  readonly hash?: Buffer;
+  readonly prevHash?: Buffer;
+  readonly signature?: Buffer;
+  readonly deleted?: true;
+}
+
+/** The JSON of a stored event's link (see ChainLinkJson); an event not yet hashed has empty hashes. */
+export function linkToJson(event: ChainedEvent): ChainLinkJson {
+  const link: ChainLinkJson = {
+    id: event.id,
+    hash: event.hash?.toString("hex") ?? "",
+    prevhash: event.prevHash?.toString("hex") ?? "",
+  };
+  if (event.signature !== undefined) link.signature = event.signature.toString("hex");
+  if (event.deleted === true) {
+    link.deleted = true;
+    return link;
+  }
+  link.source = event.source;
+  link.type = event.type;
+  if (event.subject !== undefined) link.subject = event.subject;
+  if (event.ceId !== undefined) link.ceid = event.ceId;
+  link.time = event.time;
+  if (event.datacontenttype !== undefined) link.datacontenttype = event.datacontenttype;
+  if (event.dataschema !== undefined) link.dataschema = event.dataschema;
+  if (event.extensions !== undefined) link.extensions = { ...event.extensions };
+  link.data_base64 = event.data.toString("base64");
+  return link;
+}
+
+/** A link read back from JSON, for ChainVerifier; throws on a malformed one, naming what. */
+export function linkFromJson(value: unknown): VerifiableLink {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Error("a chain link must be a JSON object");
+  }
+  const json = value as Record<string, unknown>;
+  const id = json.id;
+  if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 1)
+    throw new Error("a chain link needs an id >= 1");
+  const hex = (name: string, bytes: number | undefined): Buffer | undefined => {
+    const v = json[name];
+    if (v === undefined) return undefined;
+    if (
+      typeof v !== "string" ||
+      !/^(?:[0-9a-f]{2})*$/.test(v) ||
+      (bytes !== undefined && v.length !== bytes * 2)
+    ) {
+      throw new Error(`link ${id}: ${name} must be ${bytes ?? "some"} bytes of lowercase hex`);
+    }
+    return Buffer.from(v, "hex");
+  };
+  const hash = hex("hash", HASH_BYTES);
+  const prevHash = hex("prevhash", HASH_BYTES);
+  if (hash === undefined || prevHash === undefined)
+    throw new Error(`link ${id}: hash and prevhash are required`);
+  const signature = hex("signature", undefined);
+  if (json.deleted === true) return { id, hash, prevHash, signature, content: undefined };
+  const text = (name: string): string | undefined => {
+    const v = json[name];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string") throw new Error(`link ${id}: ${name} must be a string`);
+    return v;
+  };
+  const source = text("source");
+  const type = text("type");
+  const time = text("time");
+  if (source === undefined || type === undefined || time === undefined) {
+    throw new Error(`link ${id}: source, type and time are required unless deleted`);
+  }
+  const extensions = json.extensions;
+  if (
+    extensions !== undefined &&
+    (typeof extensions !== "object" || extensions === null || Array.isArray(extensions))
+  ) {
+    throw new Error(`link ${id}: extensions must be an object`);
+  }
+  return {
+    id,
+    hash,
+    prevHash,
+    signature,
+    content: {
+      source,
+      type,
+      subject: text("subject"),
+      ceId: text("ceid"),
+      time,
+      datacontenttype: text("datacontenttype"),
+      dataschema: text("dataschema"),
+      extensions: extensions as Record<string, ExtensionValue> | undefined,
+      data: Buffer.from(text("data_base64") ?? "", "base64"),
+    },
+  };
+}
