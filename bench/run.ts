@@ -1,3 +1,4 @@
+import { runChain } from "./chain.js";
 import { runFanout } from "./fanout/index.js";
 import { runGrpc } from "./grpc.js";
 import { runIngest } from "./ingest.js";
@@ -12,6 +13,7 @@ const SUITES: Readonly<Record<string, Suite>> = {
   fanout: runFanout,
   grpc: runGrpc,
   memory: runMemory,
+  chain: runChain,
 };
 
 const EXIT_USAGE = 2;
@@ -24,6 +26,7 @@ function usage(): string {
     "              [--no-grpc-js] [--no-bare]\n" +
     "       npm run bench -- memory [--scenario stalled|historic|unread] [--streams N] [--connections N]\n" +
     "              [--pipelined N] [--sessions N]\n" +
+    "       npm run bench -- chain [--duration S] [--rounds N] [--store mysql|sqlite] [--baseline REV]\n" +
     `suites: ${Object.keys(SUITES).join(", ")}\n`
   );
 }

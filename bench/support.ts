@@ -52,13 +52,13 @@ export function parseCountOption(args: readonly string[], name: string, fallback
 }
 
 /** Compiles src/ to dist/ with the build tsconfig (incremental, so cheap when nothing changed). */
-export function buildDist(): Promise<void> {
+export function buildDist(root: string = ROOT): Promise<void> {
   const tsc = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
   return new Promise((resolve, reject) => {
     execFile(
       process.execPath,
       [tsc, "-p", "tsconfig.build.json"],
-      { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 },
+      { cwd: root, maxBuffer: 16 * 1024 * 1024 },
       (error, stdout, stderr) => {
         if (error === null) resolve();
         else reject(new Error(`build failed (tsc -p tsconfig.build.json):\n${stdout}${stderr}`));
@@ -135,6 +135,7 @@ export function nodeArgs(variable: "BENCH_SERVER_NODE_ARGS" | "BENCH_LOAD_NODE_A
 export async function startServerChild(
   env: Record<string, string>,
   extraArgs: readonly string[] = [],
+  cli?: string,
 ): Promise<ServerProcess> {
   const rest = await freePort();
   let grpc = await freePort();
@@ -146,6 +147,7 @@ export async function startServerChild(
     nodeArgs: nodeArgs("BENCH_SERVER_NODE_ARGS"),
     ports: { rest, grpc },
     onLine: (line) => process.stderr.write(`[server] ${line}\n`),
+    ...(cli === undefined ? {} : { cli }),
   });
 }
 

@@ -5,9 +5,14 @@
 -- (EventRepository.backfillChain), in pages; NULL until then.
 -- event_sequence.last_hash is the hash of the event with id last_id, written under the same row
 -- lock as the id reservation, so the chain stays one chain with several writer processes.
+-- event_sequence.deletions counts DELETEs (each bumps it under the same lock): a process that plans
+-- appends from what it last saw (its own last append, the subjects' last events) checks both
+-- last_id and deletions to know that nothing changed since.
 ALTER TABLE events
   ADD COLUMN hash BINARY(32) NULL,
   ADD COLUMN prev_hash BINARY(32) NULL,
   ADD COLUMN signature VARBINARY(64) NULL,
   ADD COLUMN tombstone TINYINT NOT NULL DEFAULT 0;
-ALTER TABLE event_sequence ADD COLUMN last_hash BINARY(32) NULL;
+ALTER TABLE event_sequence
+  ADD COLUMN last_hash BINARY(32) NULL,
+  ADD COLUMN deletions BIGINT UNSIGNED NOT NULL DEFAULT 0;

@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, type KeyObject, verify } from "node:crypto";
+import { createHash, createPublicKey, hash, type KeyObject, verify } from "node:crypto";
 import type { ExtensionValue } from "./event.js";
 
 /**
@@ -43,46 +43,70 @@ export interface ChainLink {
  * extensions as JSON with keys in code-unit order and no whitespace, the data bytes as stored.
  */
 export function canonicalBytes(id: number, prevHash: Buffer, event: ChainContent): Buffer {
-  const fields: (Buffer | undefined)[] = [
-    text(event.source),
-    text(event.type),
-    text(event.subject),
-    text(event.ceId),
-    text(event.time),
-    text(event.datacontenttype),
-    text(event.dataschema),
-    event.extensions === undefined ? undefined : Buffer.from(canonicalJson(event.extensions), "utf8"),
-    event.data,
-  ];
-  let size = MAGIC.length + 8 + HASH_BYTES;
-  for (const field of fields) size += field === undefined ? 1 : 5 + field.length;
-  const out = Buffer.allocUnsafe(size);
-  let at = MAGIC.copy(out, 0);
-  out.writeBigUInt64BE(BigInt(id), at);
-  at += 8;
-  at += prevHash.copy(out, at, 0, HASH_BYTES);
-  for (const field of fields) {
-    if (field === undefined) {
-      out[at++] = 0;
-      continue;
-    }
-    out[at++] = 1;
-    out.writeUInt32BE(field.length, at);
-    at += 4;
-    at += field.copy(out, at);
-  }
-  return out;
+  const head = writeHead(id, prevHash, event);
+  return Buffer.concat([head, event.data]);
 }
 
 /** The event's hash: SHA-256 of its canonical serialization. */
 export function chainHash(id: number, prevHash: Buffer, event: ChainContent): Buffer {
-  return createHash("sha256")
-    .update(canonicalBytes(id, prevHash, event))
-    .digest();
+  const head = writeHead(id, prevHash, event);
+  if (event.data.length > INLINE_DATA_BYTES)
+    return createHash("sha256").update(head).update(event.data).digest();
+  // Small data (the common case) is copied behind the head and hashed in one call: a third of the
+  // time of a Hash object's update/digest.
+  const at = head.length;
+  const out =
+    head.buffer === scratch.buffer && at + event.data.length <= scratch.length
+      ? scratch
+      : Buffer.allocUnsafe(at + event.data.length);
+  if (out !== scratch) head.copy(out);
+  event.data.copy(out, at);
+  return hash("sha256", out.subarray(0, at + event.data.length), "buffer");
 }
 
-function text(value: string | undefined): Buffer | undefined {
-  return value === undefined ? undefined : Buffer.from(value, "utf8");
+/** Data up to this size is hashed from a copy behind the head, larger data in place. */
+const INLINE_DATA_BYTES = 16 * 1024;
+/** Where heads are written: reused, since hashing runs one event at a time on the event loop. */
+const scratch = Buffer.allocUnsafe(64 * 1024);
+
+/**
+ * Everything of the serialization but the data's bytes, ending with the data's tag and length; a
+ * view of the scratch buffer, valid until the next call.
+ */
+function writeHead(id: number, prevHash: Buffer, event: ChainContent): Buffer {
+  const extensions = event.extensions === undefined ? undefined : canonicalJson(event.extensions);
+  const texts = [
+    event.source,
+    event.type,
+    event.subject,
+    event.ceId,
+    event.time,
+    event.datacontenttype,
+    event.dataschema,
+    extensions,
+  ];
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+  let bound = MAGIC.length + 8 + HASH_BYTES + 5 * (texts.length + 1);
+  for (const value of texts) if (value !== undefined) bound += 3 * value.length;
+  const out = bound <= scratch.length ? scratch : Buffer.allocUnsafe(bound);
+  let at = MAGIC.copy(out, 0);
+  out.writeBigUInt64BE(BigInt(id), at);
+  at += 8;
+  at += prevHash.copy(out, at, 0, HASH_BYTES);
+  for (const value of texts) {
+    if (value === undefined) {
+      out[at++] = 0;
+      continue;
+    }
+    out[at++] = 1;
+    const length = out.write(value, at + 4, "utf8");
+    out.writeUInt32BE(length, at);
+    at += 4 + length;
+  }
+  out[at++] = 1;
+  out.writeUInt32BE(event.data.length, at);
+  at += 4;
+  return out.subarray(0, at);
 }
 
 /** JSON with object keys sorted (by UTF-16 code units, as Array#sort does) and no whitespace. */

@@ -5,10 +5,14 @@ import type { Database, EventsTable } from "./schema.js";
 /** A row to append; the dialect assigns its id. */
 export type NewRow = Omit<Insertable<EventsTable>, "id" | "hash" | "prev_hash" | "signature" | "tombstone">;
 
-/** The chain's end as the lock found it: the last id allocated and that event's hash. */
+/**
+ * The store as the lock found it: the last id allocated, that event's hash, and how many DELETEs
+ * have run. Two equal states mean nothing was appended or deleted in between.
+ */
 export interface AppendState {
   readonly lastId: number;
   readonly lastHash: Buffer;
+  readonly deletions: number;
 }
 
 /** A row to insert with its id and its place in the chain. */
@@ -38,17 +42,31 @@ export class ChainNotBackfilledError extends Error {
 }
 
 /** The state read under the lock, from event_sequence's row; throws when the store cannot chain. */
-export function stateOf(row: { last_id?: unknown; last_hash?: unknown } | undefined): AppendState {
-  if (row === undefined || row.last_id === undefined) {
+export function stateOf(
+  row: { last_id?: unknown; last_hash?: unknown; deletions?: unknown } | undefined,
+): AppendState {
+  if (row === undefined || row.last_id === undefined || row.deletions === undefined) {
     throw new Error("event_sequence has no row 'events'; run the migrations");
   }
   const lastId = Number(row.last_id);
+  const deletions = Number(row.deletions);
   const hash = row.last_hash;
   if (hash === null || hash === undefined) {
-    if (lastId === 0) return { lastId, lastHash: GENESIS_HASH };
+    if (lastId === 0) return { lastId, lastHash: GENESIS_HASH, deletions };
     throw new ChainNotBackfilledError();
   }
-  return { lastId, lastHash: Buffer.isBuffer(hash) ? hash : Buffer.from(hash as Uint8Array) };
+  return { lastId, lastHash: Buffer.isBuffer(hash) ? hash : Buffer.from(hash as Uint8Array), deletions };
+}
+
+/** Whether two states are the same point of the store's history (see AppendState). */
+export function sameState(a: AppendState, b: AppendState): boolean {
+  return a.lastId === b.lastId && a.deletions === b.deletions;
+}
+
+/** The state after rows planned from `from` are stored. */
+export function stateAfter(from: AppendState, rows: readonly ChainedRow[]): AppendState {
+  const last = rows[rows.length - 1];
+  return last === undefined ? from : { lastId: last.id, lastHash: last.hash, deletions: from.deletions };
 }
 
 /** A chained row's values in INSERT_COLUMNS order. */

@@ -25,6 +25,7 @@ import {
   chainedValues,
   INSERT_COLUMNS,
   type StorageDialect,
+  stateAfter,
   stateOf,
 } from "./dialect.js";
 import type { Database } from "./schema.js";
@@ -68,9 +69,9 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
    * since: appends plan from it and go out whole, one round trip (see append).
    */
   let expected: AppendState | undefined;
-  const lock = sql`SELECT last_id, last_hash FROM event_sequence WHERE name = 'events' FOR UPDATE`.compile(
-    db,
-  );
+  const lock = sql`
+    SELECT last_id, last_hash, deletions FROM event_sequence WHERE name = 'events' FOR UPDATE
+  `.compile(db);
 
   const getConnection = (): Promise<Connection & { release(): void }> =>
     new Promise((resolve, reject) => pool.getConnection((err, conn) => (err ? reject(err) : resolve(conn))));
@@ -82,8 +83,9 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
     async append(reads, plan) {
       // The common case, one round trip: plan from the state this process left, then send the
       // transaction whole. Its first statement takes the sequence row's lock and checks that
-      // last_id is still what this process wrote; if another process appended since, it sets
-      // last_id to NULL, which strict mode refuses (ER_BAD_NULL_ERROR), and nothing is stored.
+      // last_id and deletions are still what this process left; if another process appended or
+      // deleted since, it sets last_id to NULL, which strict mode refuses (ER_BAD_NULL_ERROR), and
+      // nothing is stored.
       const state = reads.length === 0 ? expected : undefined;
       expected = undefined;
       if (state !== undefined) {
@@ -94,7 +96,7 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
         }
         try {
           await writer.transaction(appendStatements(rows, state));
-          expected = endOf(rows);
+          expected = stateAfter(state, rows);
           return expected;
         } catch (error) {
           if (!isStale(error)) throw error;
@@ -106,7 +108,7 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
       await writer.transaction([lock, ...reads], async (results) => {
         const locked = stateOf((results[0] as Record<string, unknown>[])[0]);
         const rows = await plan(locked, results.slice(1) as Record<string, unknown>[][]);
-        end = rows.length === 0 ? locked : endOf(rows);
+        end = stateAfter(locked, rows);
         return rows.length === 0 ? [] : appendStatements(rows, undefined);
       });
       if (end === undefined) throw new Error("the append transaction made no plan");
@@ -409,28 +411,23 @@ function isStale(error: unknown): boolean {
   );
 }
 
-/** The chain's end after rows are stored. */
-function endOf(rows: readonly ChainedRow[]): AppendState {
-  const last = rows[rows.length - 1] as ChainedRow;
-  return { lastId: last.id, lastHash: last.hash };
-}
-
 /**
  * One append's statements: the sequence row's update (first, so that it takes the lock before
  * anything is written), then the INSERTs. With `expected`, the update refuses (see append) unless
  * last_id is still expected.lastId.
  */
 function appendStatements(rows: readonly ChainedRow[], expected: AppendState | undefined): CompiledQuery[] {
-  const { lastId, lastHash } = endOf(rows);
+  const last = rows[rows.length - 1] as ChainedRow;
   const update =
     expected === undefined
       ? CompiledQuery.raw("UPDATE event_sequence SET last_id = ?, last_hash = ? WHERE name = 'events'", [
-          lastId,
-          lastHash,
+          last.id,
+          last.hash,
         ])
       : CompiledQuery.raw(
-          "UPDATE event_sequence SET last_id = IF(last_id = ?, ?, NULL), last_hash = ? WHERE name = 'events'",
-          [expected.lastId, lastId, lastHash],
+          "UPDATE event_sequence SET last_id = IF(last_id = ? AND deletions = ?, ?, NULL), last_hash = ? " +
+            "WHERE name = 'events'",
+          [expected.lastId, expected.deletions, last.id, last.hash],
         );
   return [update, ...insertChunks(rows).map(insertStatement)];
 }

@@ -11,8 +11,9 @@ import type {
 } from "../events/event.js";
 import { chainHash, GENESIS_HASH } from "../events/chain.js";
 import type { Signer } from "../events/signing.js";
-import type { ChainedRow, StorageDialect } from "./dialect.js";
+import type { AppendState, ChainedRow, StorageDialect } from "./dialect.js";
 import type { Database, EventsTable } from "./schema.js";
+import { SubjectHeads } from "./subject-heads.js";
 
 /**
  * The stored subject of an event without one. The column stays NOT NULL: no subject was ever
@@ -55,6 +56,8 @@ export interface AppendOutcome {
 export class EventRepository {
   readonly #dialect: StorageDialect;
   readonly #signer: Signer | undefined;
+  /** Subjects' last ids as this process last saw them: preconditions checked without a read. */
+  readonly #heads = new SubjectHeads();
 
   /** With a signer, every new event's chain hash is signed. */
   constructor(dialect: StorageDialect, signer?: Signer) {
@@ -87,59 +90,76 @@ export class EventRepository {
    * and its content, and signed when the repository has a signer.
    */
   async appendJobs(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
+    let read = false;
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#appendOnce(jobs, now);
+        return await this.#appendOnce(jobs, now, read);
       } catch (error) {
+        // Planned from known subject heads, but the store had moved on: read them under the lock.
+        if (error instanceof StaleHeads && !read) {
+          read = true;
+          continue;
+        }
         // A writer in another process stored one of our keys between our check and our INSERT;
         // the unique index refused the whole transaction, and the retry's check sees that commit.
-        // (With preconditions the keys are read under the append lock: only a writer that takes
-        // no such lock, an older version of this server, could.)
+        // (With preconditions read under the lock, the keys are read there too: only a writer
+        // that takes no such lock, an older version of this server, could.)
         if (attempt >= DUPLICATE_RETRIES || !this.#dialect.isDuplicateKey(error)) throw error;
       }
     }
   }
 
   /**
-   * Without preconditions (the common case) the keys are looked up before the append, which then
-   * needs no reads: one round trip on MySQL. With preconditions, the stored keys and the subjects'
-   * last events are read inside the append transaction, after its lock, so nothing can commit
-   * between the check and the INSERT — neither another writer's event that breaks a precondition
-   * nor a concurrent store of a retry's keys.
+   * One attempt. The stored keys are looked up before the append, and preconditions are checked
+   * against the subject heads this process knows (see SubjectHeads), when it knows them all: the
+   * append then needs no reads, one round trip on MySQL. Otherwise (or with `read`) the stored keys
+   * and the subjects' last events are read inside the append transaction, after its lock, so
+   * nothing can commit between the check and the INSERT — neither another writer's event that
+   * breaks a precondition nor a concurrent store of a retry's keys.
    */
-  async #appendOnce(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
-    const checked = jobs.some((job) => job.preconditions.length > 0);
+  async #appendOnce(jobs: readonly AppendJob[], now: string, read: boolean): Promise<GroupOutcome> {
+    const subjects = [...new Set(jobs.flatMap((job) => job.preconditions.map((p) => p.subject)))];
+    const checked = subjects.length > 0;
+    const fromHeads = checked && !read && this.#heads.covers(subjects);
+    const underLock = checked && !fromHeads;
     const keys = keyedEvents(jobs);
-    const subjects = checked
-      ? [...new Set(jobs.flatMap((job) => job.preconditions.map((p) => p.subject)))]
+    const keyReads = underLock ? chunk(keys, LOOKUP_KEYS).map((part) => this.#existingQuery(part)) : [];
+    const subjectReads = underLock
+      ? chunk(subjects, LAST_ID_SUBJECTS).map((part) => lastIdsQuery(part).compile(this.#dialect.db))
       : [];
-    const keyReads = checked ? chunk(keys, LOOKUP_KEYS).map((part) => this.#existingQuery(part)) : [];
-    const subjectReads = chunk(subjects, LAST_ID_SUBJECTS).map((part) =>
-      lastIdsQuery(part).compile(this.#dialect.db),
-    );
-    const known = checked || keys.length === 0 ? new Map<string, number>() : await this.#existing(keys);
+    const known = underLock || keys.length === 0 ? new Map<string, number>() : await this.#existing(keys);
     let outcome: GroupOutcome | undefined;
-    await this.#dialect.append([...keyReads, ...subjectReads], async (state, results) => {
-      const stored = checked ? new Map<string, number>() : known;
+    let from: AppendState | undefined;
+    let lastRead = new Map<string, number>();
+    const end = await this.#dialect.append([...keyReads, ...subjectReads], async (state, results) => {
+      const stored = underLock ? new Map<string, number>() : known;
       for (const rows of results.slice(0, keyReads.length)) {
-        for (const row of rows)
+        for (const row of rows) {
           stored.set(idempotencyKey(String(row.source), String(row.ce_id ?? "")), Number(row.id));
+        }
       }
-      const lastOf = new Map<string, number>();
-      results.slice(keyReads.length).forEach((rows, part) => {
-        const row = rows[0] ?? {};
-        subjects.slice(part * LAST_ID_SUBJECTS, (part + 1) * LAST_ID_SUBJECTS).forEach((subject, i) => {
-          const value = row[`l${i}`];
-          lastOf.set(subject, value === null || value === undefined ? 0 : Number(value));
+      let lastOf = new Map<string, number>();
+      if (fromHeads) {
+        lastOf = this.#heads.at(state, subjects) ?? throwStale();
+      } else {
+        results.slice(keyReads.length).forEach((rows, part) => {
+          const row = rows[0] ?? {};
+          subjects.slice(part * LAST_ID_SUBJECTS, (part + 1) * LAST_ID_SUBJECTS).forEach((subject, i) => {
+            const value = row[`l${i}`];
+            lastOf.set(subject, value === null || value === undefined ? 0 : Number(value));
+          });
         });
-      });
+      }
       const firstId = state.lastId + 1;
       const plan = planGroup(jobs, stored, checked ? { firstId, lastOf } : undefined);
       const chained = await this.#chain(plan.rows, firstId, state.lastHash, now);
       outcome = resolvePlan(plan, firstId, chained);
+      from = state;
+      lastRead = underLock ? lastOf : new Map();
       return chained.map((event) => this.#toChainedRow(event));
     });
-    if (outcome === undefined) throw new Error("the append transaction made no plan");
+    if (outcome === undefined || from === undefined) throw new Error("the append transaction made no plan");
+    this.#heads.advance(from, end, lastRead, subjectsOf(outcome.created));
     return outcome;
   }
 
@@ -317,23 +337,36 @@ export class EventRepository {
     // A deleted event leaves its tombstone: its id and chain fields, nothing of its content. The
     // chain still verifies across it; the cleared subject and type keep it out of every filtered
     // read and `matches` keeps it out of the others.
-    const result = await this.#dialect.db
-      .updateTable("events")
-      .set({
-        tombstone: 1,
-        source: "",
-        type: "",
-        subject: NO_SUBJECT,
-        ce_id: null,
-        datacontenttype: null,
-        dataschema: null,
-        extensions: null,
-        data: Buffer.alloc(0),
-      })
-      .where((eb) => matches(eb, filter))
-      .where("id", ">", fromId)
-      .executeTakeFirst();
-    return Number(result.numUpdatedRows);
+    // It also counts itself in event_sequence.deletions, under the append lock, so that every
+    // process that planned appends from the subjects' last events it knew sees that they changed.
+    this.#heads.clear();
+    return this.#dialect.db.transaction().execute(async (trx) => {
+      const result = await trx
+        .updateTable("events")
+        .set({
+          tombstone: 1,
+          source: "",
+          type: "",
+          subject: NO_SUBJECT,
+          ce_id: null,
+          datacontenttype: null,
+          dataschema: null,
+          extensions: null,
+          data: Buffer.alloc(0),
+        })
+        .where((eb) => matches(eb, filter))
+        .where("id", ">", fromId)
+        .executeTakeFirst();
+      const deleted = Number(result.numUpdatedRows);
+      if (deleted > 0) {
+        await trx
+          .updateTable("event_sequence")
+          .set({ deletions: sql<number>`deletions + 1` })
+          .where("name", "=", "events")
+          .execute();
+      }
+      return deleted;
+    });
   }
 
   /**
@@ -482,6 +515,20 @@ export class EventRepository {
       deleted: Number(row.tombstone) === 1 ? true : undefined,
     } as StoredEvent;
   }
+}
+
+/** Planned from subject heads that were no longer current (see SubjectHeads). */
+class StaleHeads extends Error {
+  override readonly name = "StaleHeads";
+}
+
+function throwStale(): never {
+  throw new StaleHeads("the subject heads this process knew are out of date");
+}
+
+/** The subjects of new events with their ids, in id order (events without a subject left out). */
+function* subjectsOf(events: readonly StoredEvent[]): Iterable<readonly [string, number]> {
+  for (const event of events) if (event.subject !== undefined) yield [event.subject, event.id];
 }
 
 function bytesOrUndefined(value: Buffer | Uint8Array | null | undefined): Buffer | undefined {

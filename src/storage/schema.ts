@@ -29,6 +29,8 @@ export interface EventSequenceTable {
   last_id: ColumnType<number | string | bigint, number, number>;
   /** The hash of the event with id last_id; NULL while existing rows await their backfill. */
   last_hash: Buffer | null;
+  /** DELETEs so far (sql/mysql/007_chain.sql): with last_id, tells whether anything changed. */
+  deletions: ColumnType<number | string | bigint, number | undefined, number>;
 }
 
 export interface MigrationsTable {

@@ -17,7 +17,9 @@ import {
   type ChainedRow,
   chainedValues,
   INSERT_COLUMNS,
+  sameState,
   type StorageDialect,
+  stateAfter,
   stateOf,
 } from "./dialect.js";
 import type { Database } from "./schema.js";
@@ -42,17 +44,19 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
   /** The chain's end after this process's last append (see append). */
   let expected: AppendState | undefined;
 
+  let advance: SqliteDatabase.Statement | undefined;
+
   /** Inserts planned rows and records the chain's end, inside the transaction Kysely holds. */
-  function insertRows(rows: readonly ChainedRow[]): AppendState {
+  function insertRows(rows: readonly ChainedRow[]): void {
     // One prepared statement run per row (so no other query interleaves): better-sqlite3 runs
     // each in a few µs, where building multi-row INSERTs through Kysely cost more than SQLite's work.
     insert ??= database.prepare(INSERT_EVENT);
     for (const row of rows) insert.run(...chainedValues(row));
     const last = rows[rows.length - 1] as ChainedRow;
-    database
-      .prepare("UPDATE event_sequence SET last_id = ?, last_hash = ? WHERE name = 'events'")
-      .run(last.id, last.hash);
-    return { lastId: last.id, lastHash: last.hash };
+    advance ??= database.prepare(
+      "UPDATE event_sequence SET last_id = ?, last_hash = ? WHERE name = 'events'",
+    );
+    advance.run(last.id, last.hash);
   }
 
   return {
@@ -69,12 +73,12 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
       // BEGIN IMMEDIATE holds the database's write lock from the start: every read below sees
       // every append committed before, and no other append commits until this one has.
       const end = await db.transaction().execute(async (trx) => {
-        const sequence = await sql<{ last_id: number; last_hash: Buffer | null }>`
-          SELECT last_id, last_hash FROM event_sequence WHERE name = 'events'
+        const sequence = await sql<{ last_id: number; last_hash: Buffer | null; deletions: number }>`
+          SELECT last_id, last_hash, deletions FROM event_sequence WHERE name = 'events'
         `.execute(trx);
         const state = stateOf(sequence.rows[0]);
         let rows = early;
-        if (rows === undefined || guess === undefined || state.lastId !== guess.lastId) {
+        if (rows === undefined || guess === undefined || !sameState(state, guess)) {
           const results: Record<string, unknown>[][] = [];
           for (const read of reads) {
             results.push(
@@ -83,7 +87,8 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
           }
           rows = await plan(state, results);
         }
-        return rows.length === 0 ? state : insertRows(rows);
+        if (rows.length > 0) insertRows(rows);
+        return stateAfter(state, rows);
       });
       expected = end;
       return end;

@@ -127,6 +127,8 @@ export interface StartOptions {
   readonly ports?: { readonly rest: number; readonly grpc: number };
   /** Called with every line the server writes (it is kept in log() either way). */
   readonly onLine?: (line: string) => void;
+  /** The CLI script to run: this checkout's dist/cli.js by default (a bench may run another build). */
+  readonly cli?: string;
 }
 
 const running = new Set<ServerProcess>();
@@ -157,7 +159,7 @@ export async function startServerProcess(options: StartOptions = {}): Promise<Se
   const ports = options.ports ?? { rest: 0, grpc: 0 };
   const args = [
     ...(options.nodeArgs ?? []),
-    CLI,
+    options.cli ?? CLI,
     ...(options.command ?? ["serve"]),
     "--rest-port",
     String(ports.rest),

@@ -227,4 +227,65 @@ describe.each(DIALECTS)("preconditions on $name", (dialect) => {
     await store.append([event("w")], writerOnly, [pristine("s")]);
     expect(await ids(store, "s")).toEqual([]);
   });
+
+  describe("checked from the subject heads a store knows, with another store on the same database", () => {
+    // Two stores on one database stand for two processes: each knows the subjects' last events
+    // from its own appends and must notice every append and delete of the other.
+    const twoStores = async () => {
+      const url = await dialect.url();
+      const a = (await openTestStore(url)).store;
+      const b = (await openTestStore(url)).store;
+      open.push(a, b);
+      return [a, b] as const;
+    };
+
+    it("notices the other store's append on the subject", async () => {
+      const [a, b] = await twoStores();
+      const [mine] = await a.append([event("cart")], undefined, [pristine("cart")]);
+      const [theirs] = await b.append([event("cart")], undefined, [onEvent("cart", mine?.id as number)]);
+      await expect(
+        a.append([event("cart")], undefined, [onEvent("cart", mine?.id as number)]),
+      ).rejects.toMatchObject(
+        failed(`precondition failed: subject "cart" is on event ${theirs?.id}, not ${mine?.id}`),
+      );
+      const [next] = await a.append([event("cart")], undefined, [onEvent("cart", theirs?.id as number)]);
+      expect(await ids(a, "cart")).toEqual([mine?.id, theirs?.id, next?.id]);
+    });
+
+    it("notices the other store's append on another subject only as a change, not a failure", async () => {
+      const [a, b] = await twoStores();
+      const [mine] = await a.append([event("cart")], undefined, [pristine("cart")]);
+      await b.append([event("other")]);
+      const [next] = await a.append([event("cart")], undefined, [onEvent("cart", mine?.id as number)]);
+      expect(await ids(a, "cart")).toEqual([mine?.id, next?.id]);
+    });
+
+    it("notices the other store's delete of the subject's last event", async () => {
+      const [a, b] = await twoStores();
+      const [first] = await a.append([event("cart")]);
+      const [second] = await a.append([event("cart")], undefined, [onEvent("cart", first?.id as number)]);
+      // b deletes the second event: the subject is back on the first.
+      expect(
+        await b.delete({ subjects: ["cart"], recursive: false, type: undefined }, first?.id as number),
+      ).toBe(1);
+      await expect(
+        a.append([event("cart")], undefined, [onEvent("cart", second?.id as number)]),
+      ).rejects.toMatchObject(
+        failed(`precondition failed: subject "cart" is on event ${first?.id}, not ${second?.id}`),
+      );
+      await a.append([event("cart")], undefined, [onEvent("cart", first?.id as number)]);
+    });
+
+    it("notices its own delete", async () => {
+      const [a] = await twoStores();
+      const [first] = await a.append([event("cart")], undefined, [pristine("cart")]);
+      await a.delete({ subjects: ["cart"], recursive: false, type: undefined }, 0);
+      await expect(
+        a.append([event("cart")], undefined, [onEvent("cart", first?.id as number)]),
+      ).rejects.toMatchObject(
+        failed(`precondition failed: subject "cart" has no events, not event ${first?.id}`),
+      );
+      await a.append([event("cart")], undefined, [pristine("cart")]);
+    });
+  });
 });
