@@ -17,8 +17,8 @@ import {
   type ChainedRow,
   chainedValues,
   INSERT_COLUMNS,
-  sameState,
   type StorageDialect,
+  sameState,
   stateAfter,
   stateOf,
 } from "./dialect.js";
