@@ -86,14 +86,12 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
       // last_id and deletions are still what this process left; if another process appended or
       // deleted since, it sets last_id to NULL, which strict mode refuses (ER_BAD_NULL_ERROR), and
       // nothing is stored.
+      // A plan that stores nothing (a check alone, or only retries of stored events) has nothing
+      // to send that would confirm the state it was made from: it is made again under the lock.
       const state = reads.length === 0 ? expected : undefined;
       expected = undefined;
-      if (state !== undefined) {
-        const rows = await plan(state, []);
-        if (rows.length === 0) {
-          expected = state;
-          return state;
-        }
+      const rows = state === undefined ? [] : await plan(state, []);
+      if (state !== undefined && rows.length > 0) {
         try {
           await writer.transaction(appendStatements(rows, state));
           expected = stateAfter(state, rows);

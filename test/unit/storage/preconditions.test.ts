@@ -252,6 +252,16 @@ describe.each(DIALECTS)("preconditions on $name", (dialect) => {
       expect(await ids(a, "cart")).toEqual([mine?.id, theirs?.id, next?.id]);
     });
 
+    it("checks a precondition alone (no events) against the store, not only against what it knew", async () => {
+      const [a, b] = await twoStores();
+      const [mine] = await a.append([event("cart")], undefined, [pristine("cart")]);
+      await a.append([], undefined, [onEvent("cart", mine?.id as number)]);
+      const [theirs] = await b.append([event("cart")]);
+      await expect(a.append([], undefined, [onEvent("cart", mine?.id as number)])).rejects.toMatchObject(
+        failed(`precondition failed: subject "cart" is on event ${theirs?.id}, not ${mine?.id}`),
+      );
+    });
+
     it("notices the other store's append on another subject only as a change, not a failure", async () => {
       const [a, b] = await twoStores();
       const [mine] = await a.append([event("cart")], undefined, [pristine("cart")]);
