@@ -40,15 +40,21 @@ const WARMUP_SECONDS = 2;
 const HASHING_MAX_COST = 0.1;
 const SIGNING_MAX_COST = 0.2;
 
-type Variant = "hashing off" | "hashing" | "hashing + signing";
-const VARIANTS: readonly Variant[] = ["hashing off", "hashing", "hashing + signing"];
+type Variant = "hashing off" | "hashing" | "hashing + signing" | "hashing + signing per commit";
+const VARIANTS: readonly Variant[] = [
+  "hashing off",
+  "hashing",
+  "hashing + signing",
+  "hashing + signing per commit",
+];
 const RUNS = ["POST 64 conns", `batch POST ${BATCH_EVENTS}/req`] as const;
 
 /**
  * `npm run bench -- chain`: what the tamper-evident log costs. The same ingest runs (POST at 64
  * connections, batch POST) against three servers in one run: this checkout's build before the
  * chain (PRE_CHAIN_REVISION, or --baseline REV: hashing off), this checkout (hashing), and this
- * checkout with --signing-key-file (hashing + signing). Each round starts every server on a fresh
+ * checkout with --signing-key-file, signing every event or (--signing-mode commit) each group
+ * commit's last. Each round starts every server on a fresh
  * database, in a rotating order so that a noisy neighbour does not favour one; the table gives each
  * variant's median over the rounds and its cost against hashing off.
  */
@@ -92,7 +98,8 @@ export async function runChain(args: readonly string[]): Promise<void> {
       for (const variant of order) {
         const url = await databaseUrl(`chain_${round}_${VARIANTS.indexOf(variant)}`);
         const env = serverEnv(url);
-        if (variant === "hashing + signing") env.SIGNING_KEY_FILE = keyFile;
+        if (variant.startsWith("hashing + signing")) env.SIGNING_KEY_FILE = keyFile;
+        if (variant === "hashing + signing per commit") env.SIGNING_MODE = "commit";
         process.stderr.write(`bench: round ${round + 1}/${rounds}: ${variant}\n`);
         const server = await startServerChild(env, [], variant === "hashing off" ? baseline : undefined);
         try {

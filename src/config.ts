@@ -36,8 +36,13 @@ export interface Config {
    * rules, several times cheaper per call); false = every call goes through Connect.
    */
   readonly grpcFastPath: boolean;
-  /** Ed25519 private key (PEM) signing every new event's chain hash; undefined = unsigned. */
+  /** Ed25519 private key (PEM) signing new events' chain hashes; undefined = unsigned. */
   readonly signingKeyFile: string | undefined;
+  /**
+   * `event`: every event's hash is signed (about 45 µs of CPU each); `commit`: only the last event
+   * of each group commit, whose hash covers every event before it through the chain.
+   */
+  readonly signingMode: SigningMode;
   readonly connections: ConnectionConfig;
   /** Milliseconds any one database call may take (a wait for a connection, a query, a commit). */
   readonly dbTimeoutMs: number;
@@ -155,6 +160,16 @@ interface OptionSpec {
   readonly list?: boolean;
   /** Applied by SIGHUP without a restart (the others are reported as needing one). */
   readonly live?: boolean;
+}
+
+export const SIGNING_MODES = ["event", "commit"] as const;
+export type SigningMode = (typeof SIGNING_MODES)[number];
+
+function signingMode(value: string, name: string): SigningMode {
+  if (!(SIGNING_MODES as readonly string[]).includes(value)) {
+    throw new ConfigError(`${name} must be one of ${SIGNING_MODES.join(", ")}; got ${value}`);
+  }
+  return value as SigningMode;
 }
 
 /** The log levels --log-level accepts (pino's, and silent). */
@@ -322,7 +337,14 @@ export const SERVE_OPTIONS = [
   {
     flag: "signing-key-file",
     kind: "string",
-    description: "Ed25519 private key (PEM): sign every new event's chain hash",
+    description: "Ed25519 private key (PEM): sign new events' chain hashes",
+  },
+  {
+    flag: "signing-mode",
+    kind: "string",
+    default: "event",
+    description:
+      "event: sign every event's hash; commit: only each group commit's last (it covers those before)",
   },
   {
     flag: "tls-client-ca-file",
@@ -481,6 +503,7 @@ export function loadConfig(
     tls: tlsConfig(str("tls-cert-file"), str("tls-key-file"), str("tls-client-ca-file"), named),
     grpcFastPath: num("grpc-fast-path") === 1,
     signingKeyFile: str("signing-key-file") || undefined,
+    signingMode: signingMode(str("signing-mode") ?? "event", named("signing-mode")),
     connections: {
       headerTimeoutMs: num("header-timeout") * 1000,
       requestTimeoutMs: num("request-timeout") * 1000,

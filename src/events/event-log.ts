@@ -94,7 +94,10 @@ export class EventLog {
     this.#readinessTimeoutMs = Math.min(READINESS_TIMEOUT_MS, config.dbTimeoutMs);
     this.pageBytes = config.streams.clientBufferBytes;
     this.#dialect = dialect;
-    this.#repository = new EventRepository(dialect, signer);
+    this.#repository = new EventRepository(
+      dialect,
+      signer === undefined ? undefined : { signer, everyEvent: config.signingMode === "event" },
+    );
     this.#hub = new Hub(
       config.streams,
       metrics,

@@ -36,6 +36,13 @@ export interface AppendJob {
   readonly preconditions: readonly Precondition[];
 }
 
+/** How new events are signed (--signing-key-file, --signing-mode). */
+export interface Signing {
+  readonly signer: Signer;
+  /** True: every event's hash; false: only each commit's last (it covers the others through the chain). */
+  readonly everyEvent: boolean;
+}
+
 /** The result of one committed group commit. */
 export interface GroupOutcome {
   /** Per job, in order: one result per event, or the failed_precondition that stored none of it. */
@@ -55,14 +62,14 @@ export interface AppendOutcome {
 /** Every read and write of events, on Kysely, the same on both dialects. */
 export class EventRepository {
   readonly #dialect: StorageDialect;
-  readonly #signer: Signer | undefined;
+  readonly #signing: Signing | undefined;
   /** Subjects' last ids as this process last saw them: preconditions checked without a read. */
   readonly #heads = new SubjectHeads();
 
-  /** With a signer, every new event's chain hash is signed. */
-  constructor(dialect: StorageDialect, signer?: Signer) {
+  /** With `signing`, new events' chain hashes are signed: each one's, or each commit's last. */
+  constructor(dialect: StorageDialect, signing?: Signing) {
     this.#dialect = dialect;
-    this.#signer = signer;
+    this.#signing = signing;
   }
 
   /**
@@ -178,8 +185,14 @@ export class EventRepository {
       prevHash = hash;
       return link;
     });
-    if (this.#signer === undefined || chained.length === 0) return chained;
-    const signatures = await this.#signer.sign(chained.map((event) => event.hash));
+    if (this.#signing === undefined || chained.length === 0) return chained;
+    if (!this.#signing.everyEvent) {
+      // The commit's last hash covers every hash before it: one signature for the whole commit.
+      const last = chained.length - 1;
+      const [signature] = await this.#signing.signer.sign([chained[last]?.hash as Buffer]);
+      return chained.map((event, r) => (r === last ? { ...event, signature } : event));
+    }
+    const signatures = await this.#signing.signer.sign(chained.map((event) => event.hash));
     return chained.map((event, r) => ({ ...event, signature: signatures[r] }));
   }
 

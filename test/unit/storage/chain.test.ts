@@ -137,6 +137,24 @@ describe.each(DIALECTS)("hash chain on $name", (dialect) => {
     expect(await firstBreak(store, other)).toMatchObject({ id: 1, problem: "signature" });
   });
 
+  it("with --signing-mode commit, signs only each commit's last hash, which covers the ones before", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "eventsdb-sign-"));
+    const keyFile = join(dir, "key.pem");
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    writeFileSync(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }));
+    const store = await newStore(await dialect.url(), {
+      "signing-key-file": keyFile,
+      "signing-mode": "commit",
+    });
+    for (let batch = 0; batch < 3; batch++)
+      await store.append(Array.from({ length: 4 }, () => event("signed")));
+    const chain = await links(store);
+    expect(chain.filter((e) => e.signature !== undefined).map((e) => e.id)).toEqual([4, 8, 12]);
+    expect(
+      await firstBreak(store, publicKey.export({ type: "spki", format: "pem" }).toString()),
+    ).toBeUndefined();
+  });
+
   it("refuses a signing key that is not Ed25519", async () => {
     const dir = mkdtempSync(join(tmpdir(), "eventsdb-sign-"));
     const keyFile = join(dir, "rsa.pem");
