@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { generateKeyPairSync } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,10 +22,14 @@ const MAX_BATCH_EVENTS = 10;
 const WRITE_QUEUE_BYTES = MAX_EVENT_BYTES;
 
 const contract = new OpenApiContract();
+/** A chain hash and an Ed25519 signature, lowercase hex. */
+const HASH = /^[0-9a-f]{64}$/;
+const SIGNATURE = /^[0-9a-f]{128}$/;
 
 let server: RunningServer;
 let baseUrl: string;
 let dir: string;
+let publicKeyPem: string;
 
 interface Reply {
   readonly status: number;
@@ -93,6 +98,10 @@ function errorCode(reply: Reply): unknown {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "eventsdb-openapi-"));
+  // A signing server: every event carries a signature, and the key is served.
+  const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+  writeFileSync(join(dir, "signing.pem"), privateKey.export({ type: "pkcs8", format: "pem" }));
+  publicKeyPem = publicKey.export({ type: "spki", format: "pem" }).toString();
   const config = loadConfig(
     {},
     {
@@ -105,6 +114,7 @@ beforeAll(async () => {
       "max-batch-events": String(MAX_BATCH_EVENTS),
       "write-queue-bytes": String(WRITE_QUEUE_BYTES),
       "max-total-clients": "1",
+      "signing-key-file": join(dir, "signing.pem"),
     },
   );
   server = await startServer(config, { logger: false, defaultMetrics: false });
@@ -481,6 +491,10 @@ describe("REST API against openapi.yaml", () => {
         datacontenttype: "application/json",
         dataschema: "https://example.com/schemas/invoice.json",
         extensions: { priority: 3, tenant: "acme" },
+        // The chain fields after what Events DB had; this server signs.
+        hash: expect.stringMatching(HASH),
+        prevhash: expect.stringMatching(HASH),
+        signature: expect.stringMatching(SIGNATURE),
       });
     });
 
@@ -505,6 +519,9 @@ describe("REST API against openapi.yaml", () => {
         data: { amount: 42 },
         priority: 3,
         tenant: "acme",
+        eventsdbhash: expect.stringMatching(HASH),
+        eventsdbprevhash: expect.stringMatching(HASH),
+        eventsdbsignature: expect.stringMatching(SIGNATURE),
       });
     });
 
@@ -657,6 +674,37 @@ describe("REST API against openapi.yaml", () => {
     });
   });
 
+  describe("GET /events/chain and the signing key", () => {
+    it("pages the chain, the deleted events' tombstones included → 200", async () => {
+      const first = await call("GET", "/events/chain", { query: { limit: "2" } });
+      expect(first.status).toBe(200);
+      const page = first.body as {
+        links: { id: number; deleted?: true }[];
+        has_more: boolean;
+        next_from_id: number;
+      };
+      expect(page.links.map((l) => l.id)).toEqual([1, 2]);
+      expect(page).toMatchObject({ has_more: true, next_from_id: 2 });
+      const all = await call("GET", "/events/chain", { query: { limit: "1000" } });
+      const links = (all.body as { links: { id: number; deleted?: true }[] }).links;
+      expect(links.filter((l) => l.deleted).map((l) => l.id)).toEqual(batchIds);
+    });
+
+    it("rejects bad parameters → 400", async () => {
+      for (const query of [{ limit: "0" }, { from_id: "x" }]) {
+        const reply = await call("GET", "/events/chain", { query });
+        expect(reply.status, JSON.stringify(query)).toBe(400);
+        expect(errorCode(reply)).toBe("invalid_argument");
+      }
+    });
+
+    it("GET /.well-known/eventsdb/signing-key → 200 the public key as PEM", async () => {
+      const reply = await call("GET", "/.well-known/eventsdb/signing-key");
+      expect(reply.status).toBe(200);
+      expect(reply.body).toBe(publicKeyPem);
+    });
+  });
+
   describe("sessions and the console", () => {
     it("POST /auth/session → 200 with the session cookie, DELETE → 204", async () => {
       const created = await call("POST", "/auth/session", {
@@ -772,6 +820,9 @@ describe("REST API against openapi.yaml", () => {
         "needs concurrent appends filling the write queue or an unreachable store: test/unit/events/writer.test.ts, test/operations/outage.test.ts",
       "POST /auth/session 401": "needs a token-protected server: test/transports/auth.test.ts",
       "POST /auth/session 429": "needs 30 failed sign-ins: test/transports/auth.test.ts",
+      "GET /events/chain 403": "needs a token-protected server: test/transports/chain-fields.test.ts",
+      "GET /.well-known/eventsdb/signing-key 404":
+        "needs a server without --signing-key-file (this one signs): test/transports/chain-fields.test.ts",
     };
 
     it("exercised every documented operation", () => {

@@ -359,7 +359,15 @@ describe.each(DIALECTS)("data is byte-exact on $name", (dialect) => {
     const result = await importEvents(connection(target.url, undefined), { input: dump, batch: 50 });
     expect(result).toEqual({ imported: all.length, fresh: all.length });
 
-    type Simple = { id: number; ce_id?: string; data: string; datacontenttype?: string; time: string };
+    type Simple = {
+      id: number;
+      ce_id?: string;
+      data: string;
+      datacontenttype?: string;
+      time: string;
+      hash?: string;
+      prevhash?: string;
+    };
     const read = async (url: string): Promise<Simple[]> => {
       const events: Simple[] = [];
       for (let from = 0; ; ) {
@@ -379,10 +387,13 @@ describe.each(DIALECTS)("data is byte-exact on $name", (dialect) => {
       const b = after[i] as Simple;
       const e = all.find((x) => x.id === a.id) as Expected;
       expect(Buffer.from(a.data, "base64")).toEqual(e.data);
-      // An event without a producer id is exported with its server id as CloudEvents id.
-      expect({ ...b, id: a.id }, `event ${a.id} after export → import`).toEqual({
+      // An event without a producer id is exported with its server id as CloudEvents id; the
+      // chain hash covers that id, so only the content is compared.
+      const { hash: _h, prevhash: _p, ...content } = a;
+      const { hash: _hb, prevhash: _pb, ...imported } = b;
+      expect({ ...imported, id: a.id }, `event ${a.id} after export → import`).toEqual({
         ce_id: String(a.id),
-        ...a,
+        ...content,
       });
     });
   });

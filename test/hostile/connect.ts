@@ -15,6 +15,7 @@ export const UNARY_METHODS = [
   "GetHistoricEventsFromSubject",
   "DeleteFromSubject",
   "ListSubjects",
+  "GetChain",
 ] as const;
 
 /** int64 fields in Connect JSON: strings or numbers, in and out of range. */

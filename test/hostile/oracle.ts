@@ -264,7 +264,10 @@ const dataCase: fc.Arbitrary<DataCase> = fc.oneof(
   },
 );
 
-const RESERVED = new Set([
+/** Set by the server on CloudEvents reads (the event's chain fields), so never valid on append. */
+const CHAIN_NAMES = ["eventsdbhash", "eventsdbprevhash", "eventsdbsignature"] as const;
+
+const RESERVED = new Set<string>([
   "specversion",
   "id",
   "source",
@@ -277,6 +280,8 @@ const RESERVED = new Set([
   // 0.3's own attributes: never generated as extensions, since a 0.3 event reads them otherwise.
   "schemaurl",
   "datacontentencoding",
+  // The chain's attributes on reads: refused on append (below, as invalid names).
+  ...CHAIN_NAMES,
 ]);
 
 interface Extension {
@@ -309,6 +314,7 @@ const extensionName = fc.oneof(
       "",
       " a",
       "__proto__",
+      ...CHAIN_NAMES,
     )
     .map((name) => ({ name, ok: false })),
 );
@@ -486,7 +492,7 @@ const binaryExtension = fc
         .constantFrom("UPPER", "Ext", "A".repeat(20), "constructor", "tostring")
         .map((name) => ({ name, ok: true })),
       fc
-        .constantFrom("a".repeat(21), "a_b", "a.b", "a-b", "", "__proto__", "datacontenttype")
+        .constantFrom("a".repeat(21), "a_b", "a.b", "a-b", "", "__proto__", "datacontenttype", ...CHAIN_NAMES)
         .map((name) => ({ name, ok: false })),
     ),
     fc.constantFrom<[string, string | undefined]>(

@@ -40,6 +40,27 @@ export interface ProtoEvent {
   datacontenttype: string;
   dataschema: string;
   extensions: Record<string, string>;
+  /** The chain fields (empty when absent). */
+  hash: Buffer;
+  prev_hash: Buffer;
+  signature: Buffer;
+}
+
+export interface ProtoChainLink {
+  id: string;
+  hash: Buffer;
+  prev_hash: Buffer;
+  signature: Buffer;
+  deleted: boolean;
+  /** null for a tombstone. */
+  event: ProtoEvent | null;
+  extensions_json: string;
+}
+
+export interface ProtoChainReply {
+  links: ProtoChainLink[];
+  has_more: boolean;
+  next_from_id: string;
 }
 
 export interface ProtoStreamRequest {
@@ -71,6 +92,7 @@ export interface UnaryMethods {
   GetHistoricEventsFromSubject: [ProtoStreamRequest, ProtoStreamReply];
   DeleteFromSubject: [ProtoDeleteRequest, { deleted: string }];
   ListSubjects: [{ prefix?: string }, { subjects: string[] }];
+  GetChain: [{ from_id?: string; limit?: number }, ProtoChainReply];
 }
 
 type UnaryCallback<R> = (error: grpc.ServiceError | null, reply?: R) => void;

@@ -173,6 +173,9 @@ describe.each(DIALECTS)("CloudEvents HTTP binding on $name", (dialect) => {
         time: "2018-04-05T03:56:24Z",
         datacontenttype: "application/json; charset=utf-8",
         data: { hello: "world" },
+        // The server's chain attributes (unsigned: this server has no signing key).
+        eventsdbhash: expect.stringMatching(/^[0-9a-f]{64}$/),
+        eventsdbprevhash: expect.stringMatching(/^[0-9a-f]{64}$/),
       });
     });
 

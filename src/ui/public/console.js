@@ -756,6 +756,10 @@ function openDetail(id, opener) {
   for (const [name, value] of Object.entries(event.extensions ?? {}))
     rows.push([name, typeof value === "string" ? value : JSON.stringify(value)]);
   rows.push(["data size", formatBytes(base64Size(event.data))]);
+  // Its place in the tamper-evident chain (absent on a store not yet migrated).
+  if (event.hash !== undefined) rows.push(["hash", event.hash]);
+  if (event.prevhash !== undefined) rows.push(["previous hash", event.prevhash]);
+  if (event.signature !== undefined) rows.push(["signature", event.signature]);
   ui.detailAttributes.replaceChildren(
     ...rows.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]),
   );
