@@ -1,4 +1,5 @@
 import { createHash, createPublicKey, type KeyObject, verify } from "node:crypto";
+import type { ChainLinkJson } from "../client/lib/types.js";
 import type { ExtensionValue } from "./event.js";
 
 /**
@@ -191,27 +192,10 @@ export class ChainVerifier {
 }
 
 /**
- * One link as JSON: `GET /events/chain` pages and the lines of `eventsdb export --chain`. Hashes
- * and the signature in lowercase hex; the content with its data as base64, so that a verifier
- * recomputes the hash from exactly the stored bytes. Absent attributes are omitted; a tombstone
- * has `deleted: true` and no content.
+ * One link as JSON (`GET /events/chain` pages, `eventsdb export --chain` lines). Defined once, in
+ * the browser-safe client library, whose `chain()` yields it.
  */
-export interface ChainLinkJson {
-  id: number;
-  hash: string;
-  prevhash: string;
-  signature?: string;
-  deleted?: true;
-  source?: string;
-  type?: string;
-  subject?: string;
-  ceid?: string;
-  time?: string;
-  datacontenttype?: string;
-  dataschema?: string;
-  extensions?: Record<string, ExtensionValue>;
-  data_base64?: string;
-}
+export type { ChainLinkJson };
 
 /** An event as read with its chain fields (a tombstone has `deleted`). */
 export interface ChainedEvent extends ChainContent {

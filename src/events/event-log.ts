@@ -10,7 +10,6 @@ import type { Metrics } from "../metrics.js";
 import type { StorageDialect } from "../storage/dialect.js";
 import { migrate } from "../storage/migrate.js";
 import { openDialect } from "../storage/open.js";
-import { createSigner, type Signer } from "./signing.js";
 import { EventRepository } from "../storage/repository.js";
 import { withTimeout } from "../storage/timeout.js";
 import type {
@@ -22,6 +21,7 @@ import type {
   Precondition,
   StoredEvent,
 } from "./event.js";
+import { createSigner, type Signer } from "./signing.js";
 import { validateSubject } from "./validate.js";
 import { Writer } from "./writer.js";
 

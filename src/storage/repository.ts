@@ -1,5 +1,6 @@
 import { type CompiledQuery, type ExpressionBuilder, type Selectable, sql } from "kysely";
 import { EventsDbError } from "../errors.js";
+import { chainHash, GENESIS_HASH } from "../events/chain.js";
 import type {
   AppendResult,
   EventFilter,
@@ -9,7 +10,6 @@ import type {
   Precondition,
   StoredEvent,
 } from "../events/event.js";
-import { chainHash, GENESIS_HASH } from "../events/chain.js";
 import type { Signer } from "../events/signing.js";
 import type { ChainedRow, StorageDialect } from "./dialect.js";
 import type { Database, EventsTable } from "./schema.js";

@@ -10,7 +10,6 @@ import {
   type SqliteDialectConfig,
   SqliteDriver,
   sql,
-  type Transaction,
 } from "kysely";
 import {
   type AppendState,

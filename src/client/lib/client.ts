@@ -4,6 +4,9 @@ import { SseParser, SseTooLarge } from "./sse.js";
 import type {
   AppendOptions,
   CallOptions,
+  ChainLinkJson,
+  ChainPage,
+  ChainQuery,
   CloudEvent,
   EventQuery,
   Page,
@@ -35,6 +38,7 @@ export interface ClientOptions {
 
 const CE_JSON = "application/cloudevents+json";
 const CE_BATCH = "application/cloudevents-batch+json";
+const PEM = "application/x-pem-file";
 const DEFAULT_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 const DEFAULT_IDLE_MS = 60_000;
@@ -216,6 +220,47 @@ export class EventsDbClient {
       else known = next;
     }
     return known;
+  }
+
+  /**
+   * Pages of `GET /events/chain`: every link of the tamper-evident chain above `fromId` (default 0:
+   * from the first), tombstones of deleted events included, following `next_from_id` to the end.
+   * Reading the chain needs a token that may read every subject.
+   */
+  async *chainPages(query: ChainQuery = {}, options: CallOptions = {}): AsyncGenerator<ChainPage> {
+    for (let from = query.fromId ?? 0; ; ) {
+      const params = new URLSearchParams({ from_id: String(from) });
+      if (query.limit !== undefined) params.set("limit", String(query.limit));
+      const page = await this.#json<{ links: ChainLinkJson[]; has_more: boolean; next_from_id: number }>(
+        { ...options, params },
+        "events/chain",
+      );
+      yield { links: page.links, hasMore: page.has_more, nextFromId: page.next_from_id };
+      if (!page.has_more) return;
+      from = advance(from, page.next_from_id);
+    }
+  }
+
+  /** Every link of the chain in id order, a page at a time (see {@link chainPages}). */
+  async *chain(query: ChainQuery = {}, options: CallOptions = {}): AsyncGenerator<ChainLinkJson> {
+    for await (const page of this.chainPages(query, options)) yield* page.links;
+  }
+
+  /**
+   * The server's Ed25519 public key (PEM, `GET /.well-known/eventsdb/signing-key`) that verifies
+   * the events' signatures; undefined when the server does not sign.
+   */
+  async signingKey(options: CallOptions = {}): Promise<string | undefined> {
+    try {
+      const { text } = await this.#request(".well-known/eventsdb/signing-key", {
+        ...options,
+        headers: { accept: PEM },
+      });
+      return text;
+    } catch (error) {
+      if (error instanceof EventsDbError && error.status === 404) return undefined;
+      throw error;
+    }
   }
 
   /** Sorted subjects, optionally only those starting with `prefix`. */

@@ -9,6 +9,9 @@ export { type SseMessage, SseParser } from "./sse.js";
 export type {
   AppendOptions,
   CallOptions,
+  ChainLinkJson,
+  ChainPage,
+  ChainQuery,
   CloudEvent,
   EventQuery,
   ExtensionValue,

@@ -18,6 +18,51 @@ export interface StoredEvent {
   readonly datacontenttype?: string;
   readonly dataschema?: string;
   readonly extensions?: Readonly<Record<string, ExtensionValue>>;
+  /** The event's link in the tamper-evident chain: SHA-256, lowercase hex (absent before the chain existed). */
+  readonly hash?: string;
+  /** The predecessor's hash, lowercase hex (64 zeros for the first event). */
+  readonly prevhash?: string;
+  /** Ed25519 over the hash, lowercase hex, when the server signed it (see `signingKey`). */
+  readonly signature?: string;
+}
+
+/**
+ * One link of the tamper-evident chain as JSON: the items of `GET /events/chain` and the lines of
+ * `eventsdb export --chain`. Hashes and the signature in lowercase hex; the content with its data
+ * as base64, so that a verifier recomputes the hash from exactly the stored bytes. Absent
+ * attributes are omitted; a tombstone (a deleted event) has `deleted: true` and no content.
+ * The server's `linkToJson` writes it, `linkFromJson` (src/events/chain.ts) reads it for verifying.
+ */
+export interface ChainLinkJson {
+  id: number;
+  hash: string;
+  prevhash: string;
+  signature?: string;
+  deleted?: true;
+  source?: string;
+  type?: string;
+  subject?: string;
+  ceid?: string;
+  time?: string;
+  datacontenttype?: string;
+  dataschema?: string;
+  extensions?: Record<string, ExtensionValue>;
+  data_base64?: string;
+}
+
+/** One page of `GET /events/chain`. */
+export interface ChainPage {
+  readonly links: ChainLinkJson[];
+  readonly hasMore: boolean;
+  /** Pass back as `fromId` for the next page. */
+  readonly nextFromId: number;
+}
+
+/** Which part of the chain `chain()` reads: links with an id above `fromId`, `limit` per page. */
+export interface ChainQuery {
+  readonly fromId?: number;
+  /** Links per request (the server caps it, as for `GET /events`). */
+  readonly limit?: number;
 }
 
 /** An event in the simple format: the server assigns id and time; no CloudEvents id (no dedupe). */

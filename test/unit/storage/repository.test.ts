@@ -1,6 +1,6 @@
-import { chainHash, GENESIS_HASH } from "../../../src/events/chain.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.js";
+import { chainHash, GENESIS_HASH } from "../../../src/events/chain.js";
 import type { NewEvent } from "../../../src/events/event.js";
 import type { EventLog } from "../../../src/events/event-log.js";
 import { loadMigrations, migrate } from "../../../src/storage/migrate.js";
