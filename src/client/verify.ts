@@ -114,7 +114,8 @@ export async function verifyChain(
 /** The summary line of a verified chain. */
 export function summaryLine(result: VerifyResult): string {
   const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? "" : "s"}`;
-  const last = result.checked === 0 ? "the chain is empty" : `last id ${result.lastId}, hash ${result.lastHash}`;
+  const last =
+    result.checked === 0 ? "the chain is empty" : `last id ${result.lastId}, hash ${result.lastHash}`;
   return (
     `verified ${plural(result.checked, "link")} (${plural(result.tombstones, "tombstone")}), ` +
     `${result.signed} signed, ${result.unsigned} unsigned (${result.signatures}); ${last}`

@@ -74,14 +74,17 @@ describe("the canonical serialization", () => {
       { data: Buffer.from('{"total":12.50}') },
     ];
     const hashes = new Set([base.toString("hex")]);
-    for (const variant of variants) hashes.add(chainHash(1, GENESIS_HASH, { ...EXAMPLE, ...variant }).toString("hex"));
+    for (const variant of variants)
+      hashes.add(chainHash(1, GENESIS_HASH, { ...EXAMPLE, ...variant }).toString("hex"));
     expect(hashes.size).toBe(variants.length + 1);
     expect(chainHash(2, GENESIS_HASH, EXAMPLE).equals(base)).toBe(false);
     expect(chainHash(1, Buffer.alloc(32, 1), EXAMPLE).equals(base)).toBe(false);
   });
 
   it("writes extensions with sorted keys and no whitespace, whatever their order", () => {
-    expect(canonicalJson({ b: 1, a: { d: [true, "x"], c: null } })).toBe('{"a":{"c":null,"d":[true,"x"]},"b":1}');
+    expect(canonicalJson({ b: 1, a: { d: [true, "x"], c: null } })).toBe(
+      '{"a":{"c":null,"d":[true,"x"]},"b":1}',
+    );
     expect(chainHash(1, GENESIS_HASH, { ...EXAMPLE, extensions: { priority: 2, region: "eu" } })).toEqual(
       chainHash(1, GENESIS_HASH, EXAMPLE),
     );
@@ -147,13 +150,20 @@ describe("ChainVerifier", () => {
     const swapped = [...events];
     [swapped[2], swapped[3]] = [swapped[3] as ChainedEvent, swapped[2] as ChainedEvent];
     expect(verify(swapped)).toMatchObject({ id: 4, problem: "link" });
-    expect(verify([events[0], events[2], events[1]] as ChainedEvent[])).toMatchObject({ id: 3, problem: "link" });
+    expect(verify([events[0], events[2], events[1]] as ChainedEvent[])).toMatchObject({
+      id: 3,
+      problem: "link",
+    });
     const again = [...events.slice(0, 3), events[1] as ChainedEvent];
     expect(verify(again)).toMatchObject({ id: 2, problem: "order", expected: "an id above 3", found: "2" });
   });
 
   it("names a chain that does not start at the genesis hash", () => {
-    expect(verify(chainOf(4).slice(1))).toMatchObject({ id: 2, problem: "link", expected: expect.stringContaining("(the first event)") });
+    expect(verify(chainOf(4).slice(1))).toMatchObject({
+      id: 2,
+      problem: "link",
+      expected: expect.stringContaining("(the first event)"),
+    });
   });
 
   it("passes tombstones: their hash as stored, their link checked", () => {
