@@ -13,6 +13,7 @@ import type { Metrics } from "./metrics.js";
 import { healthRoutes } from "./transports/grpc/health.js";
 import { reflectionRoutes } from "./transports/grpc/reflection.js";
 import { connectRoutes } from "./transports/grpc/service.js";
+import { chainRoutes } from "./transports/http/chain.js";
 import { operationsRoutes } from "./transports/http/operations.js";
 import { restRoutes } from "./transports/http/rest.js";
 import { signInRoutes } from "./transports/http/sign-in.js";
@@ -95,6 +96,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await app.register(operationsRoutes, { eventLog, metrics });
   await app.register(restRoutes, { eventLog, metrics, outbound });
+  await app.register(chainRoutes, { eventLog, metrics, outbound });
   await app.register(sseRoutes, {
     eventLog,
     pump,

@@ -8,7 +8,8 @@ export type Operation =
   | "stream_events"
   | "historic_events"
   | "delete_events"
-  | "list_subjects";
+  | "list_subjects"
+  | "read_chain";
 
 /**
  * The process's metrics, on a registry of its own so that several apps (tests) never collide.

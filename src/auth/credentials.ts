@@ -10,7 +10,10 @@ export const SESSION_COOKIE = "eventsdb_session";
 /** The route that takes `?access_token=` when --allow-query-token is on (EventSource sets no headers). */
 export const QUERY_TOKEN_ROUTE = "/events/stream";
 
-const OPEN_ROUTES: ReadonlySet<string> = new Set(["/healthz", "/readyz", "/auth/session"]);
+/** Where the server's public signing key is served (an RFC 8615 well-known URI): public by nature. */
+export const SIGNING_KEY_ROUTE = "/.well-known/eventsdb/signing-key";
+
+const OPEN_ROUTES: ReadonlySet<string> = new Set(["/healthz", "/readyz", "/auth/session", SIGNING_KEY_ROUTE]);
 /** gRPC health checking stays open for orchestrators, like /healthz. */
 const OPEN_SERVICES: ReadonlySet<string> = new Set(["grpc.health.v1.Health"]);
 

@@ -247,6 +247,19 @@ export function requireWrite(principal: Principal, subjects: Iterable<string | u
 }
 
 /**
+ * Throws permission_denied unless the principal may read every subject (the read scope "*"):
+ * `what` (the chain) includes every event, subjectless ones too, and cannot be cut to scopes.
+ */
+export function requireReadAll(principal: Principal, what: string): void {
+  if (!principal.read.includes("*")) {
+    throw new EventsDbError(
+      "permission_denied",
+      `token ${principal.name} may not read ${what}: that needs the read scope "*"`,
+    );
+  }
+}
+
+/**
  * The part of a read filter the principal may see — the one place every read (pages, by id,
  * streams, export) is cut to the read scopes. Exact subjects must be readable; a recursive subject
  * above the principal's scopes is cut down to the scopes below it (reading `orders` recursively

@@ -3,6 +3,7 @@ import fs from "node:fs";
 import type { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import { arrayElements, objectMembers } from "../events/json-text.js";
+import { CHAIN_ATTRIBUTES } from "../events/validate.js";
 import { ClientError, EXIT_USAGE, refusedWith, usageError } from "./http.js";
 import { finish, write } from "./io.js";
 import type { EventsDbClient } from "./lib/client.js";
@@ -225,10 +226,10 @@ export async function importEvents(client: EventsDbClient, options: ImportOption
     lineNumber++;
     const text = line.endsWith("\r") ? line.slice(0, -1) : line;
     if (text.trim() === "") return;
-    checkLine(text, lineNumber);
-    batch.push(text);
+    const event = withoutChainAttributes(text, checkLine(text, lineNumber));
+    batch.push(event);
     batchLines.push(lineNumber);
-    batchBytes += text.length + 1;
+    batchBytes += event.length + 1;
     if (batch.length >= options.batch || batchBytes >= MAX_BATCH_BYTES) await flush();
   };
 
@@ -263,7 +264,7 @@ export async function importEvents(client: EventsDbClient, options: ImportOption
 }
 
 /** A line must be a structured CloudEvent the server can take; anything else is a usage error. */
-function checkLine(text: string, lineNumber: number): void {
+function checkLine(text: string, lineNumber: number): Record<string, unknown> {
   const bad = (why: string) => usageError(`line ${lineNumber}: ${why}`);
   let event: unknown;
   try {
@@ -283,6 +284,23 @@ function checkLine(text: string, lineNumber: number): void {
   const hasBase64 = fields.data_base64 !== undefined && fields.data_base64 !== null;
   if (hasData && hasBase64) throw bad("data and data_base64 must not both be present");
   if (hasBase64 && typeof fields.data_base64 !== "string") throw bad("data_base64 must be a string");
+  return fields;
+}
+
+const CHAIN_NAMES: ReadonlySet<string> = new Set(Object.values(CHAIN_ATTRIBUTES));
+
+/**
+ * The event without the chain attributes an export carries (eventsdbhash, eventsdbprevhash,
+ * eventsdbsignature): the server sets them, refuses them on append, and the imported event gets
+ * its own place in the target's chain. The other members keep their text (JSON data as stored).
+ */
+export function withoutChainAttributes(text: string, fields: Record<string, unknown>): string {
+  if (!Object.keys(fields).some((name) => CHAIN_NAMES.has(name))) return text;
+  const bytes = Buffer.from(text, "utf8");
+  const kept = objectMembers(bytes)
+    .filter((member) => !CHAIN_NAMES.has(member.name))
+    .map((member) => bytes.subarray(member.nameStart, member.value.end).toString("utf8"));
+  return `{${kept.join(",")}}`;
 }
 
 /** Appends one batch (the library retries 429/5xx: batches are idempotent); a refused event is reported by its line. */

@@ -1,4 +1,12 @@
-import { ANYONE, canRead, clientKey, type Principal, readableFilter, requireWrite } from "../auth/tokens.js";
+import {
+  ANYONE,
+  canRead,
+  clientKey,
+  type Principal,
+  readableFilter,
+  requireReadAll,
+  requireWrite,
+} from "../auth/tokens.js";
 import type { Config, Limits } from "../config.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
 import { FailureLog } from "../failure-log.js";
@@ -217,10 +225,20 @@ export class EventLog {
     const maxBytes = Math.min(query.maxBytes ?? this.pageBytes, this.pageBytes);
     query = { ...query, ...readableFilter(principal, query), maxBytes };
     checkId(query.fromId, "from_id", 0);
-    if (!Number.isSafeInteger(query.limit) || query.limit < 1 || query.limit > MAX_PAGE_LIMIT) {
-      throw invalidArgument(`limit must be between 1 and ${MAX_PAGE_LIMIT}`);
-    }
+    checkLimit(query.limit);
     return this.#call("page", () => this.#repository.page(query));
+  }
+
+  /**
+   * The tamper-evident chain: every link with id > fromId in id order, tombstones of deleted
+   * events included, at most `limit` and --client-buffer-bytes of events (the first always), as
+   * pages are. It shows every subject, so only a principal that may read all of them may read it.
+   */
+  async chain(query: { fromId: number; limit: number }, principal: Principal = ANYONE): Promise<Page> {
+    requireReadAll(principal, "the chain");
+    checkId(query.fromId, "from_id", 0);
+    checkLimit(query.limit);
+    return this.#call("chain", () => this.#repository.chain(query.fromId, query.limit, this.pageBytes));
   }
 
   /** Deletes the subjects' events with id > fromId; the subjects must be in the write scopes. */
@@ -339,6 +357,13 @@ export class EventLog {
 function checkId(value: number, name: string, min: number): void {
   if (!Number.isSafeInteger(value) || value < min)
     throw invalidArgument(`${name} must be an integer >= ${min}`);
+}
+
+/** A page size a client may ask for: 1 to MAX_PAGE_LIMIT. */
+function checkLimit(limit: number): void {
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_PAGE_LIMIT) {
+    throw invalidArgument(`limit must be between 1 and ${MAX_PAGE_LIMIT}`);
+  }
 }
 
 /** Well-formed preconditions (see Precondition), at most MAX_PRECONDITIONS. */

@@ -4,7 +4,13 @@ import { invalidArgument } from "../errors.js";
 import type { ExtensionValue, NewEvent, StoredEvent } from "./event.js";
 import { isJsonWhitespace, memberValue } from "./json-text.js";
 import { displayTime } from "./time.js";
-import { decodeBase64, isJsonContentType, RESERVED_ATTRIBUTES, validateEvent } from "./validate.js";
+import {
+  CHAIN_ATTRIBUTES,
+  decodeBase64,
+  isJsonContentType,
+  RESERVED_ATTRIBUTES,
+  validateEvent,
+} from "./validate.js";
 
 /**
  * The two JSON shapes of an event: the simple format of the original Events DB
@@ -245,8 +251,29 @@ export interface SimpleEventJson {
   datacontenttype?: string;
   dataschema?: string;
   extensions?: Record<string, ExtensionValue>;
+  /** The event's chain hash (src/events/chain.ts), lowercase hex; absent on an event not yet hashed. */
+  hash?: string;
+  /** Its predecessor's hash, lowercase hex (64 zeros for the first event). */
+  prevhash?: string;
+  /** Ed25519 over the hash, lowercase hex, when the server signed it. */
+  signature?: string;
 }
 
+/** The chain fields of an event in the simple format's names: none on an event not yet hashed. */
+function chainFields(event: StoredEvent): Pick<SimpleEventJson, "hash" | "prevhash" | "signature"> {
+  if (event.hash === undefined || event.prevHash === undefined) return {};
+  const fields: Pick<SimpleEventJson, "hash" | "prevhash" | "signature"> = {
+    hash: event.hash.toString("hex"),
+    prevhash: event.prevHash.toString("hex"),
+  };
+  if (event.signature !== undefined) fields.signature = event.signature.toString("hex");
+  return fields;
+}
+
+/**
+ * The simple format. What Events DB returned stays as it was; the CloudEvents attributes it lacks
+ * and the chain fields (`hash`, `prevhash`, `signature`) are added when present.
+ */
 export function toSimpleJson(event: StoredEvent): SimpleEventJson {
   const out: SimpleEventJson = {
     id: event.id,
@@ -260,7 +287,7 @@ export function toSimpleJson(event: StoredEvent): SimpleEventJson {
   if (event.datacontenttype !== undefined) out.datacontenttype = event.datacontenttype;
   if (event.dataschema !== undefined) out.dataschema = event.dataschema;
   if (event.extensions !== undefined) out.extensions = { ...event.extensions };
-  return out;
+  return Object.assign(out, chainFields(event));
 }
 
 /** How {@link toStructuredJson} may embed JSON data. */
@@ -299,6 +326,7 @@ export function simpleJsonParts(event: StoredEvent): JsonParts {
   if (event.datacontenttype !== undefined) rest.datacontenttype = event.datacontenttype;
   if (event.dataschema !== undefined) rest.dataschema = event.dataschema;
   if (event.extensions !== undefined) rest.extensions = { ...event.extensions };
+  Object.assign(rest, chainFields(event));
   const after = JSON.stringify(rest);
   return {
     head: `${head.slice(0, -1)},"data":"`,
@@ -331,6 +359,13 @@ export function structuredJsonParts(event: StoredEvent, options: StructuredOptio
   if (event.datacontenttype !== undefined) out.datacontenttype = event.datacontenttype;
   if (event.dataschema !== undefined) out.dataschema = event.dataschema;
   if (event.extensions !== undefined) Object.assign(out, event.extensions);
+  // The chain fields as extension attributes, after the event's own: no client can send these names
+  // (validate.ts), and one stored before they were reserved is overridden, not repeated.
+  if (event.hash !== undefined && event.prevHash !== undefined) {
+    out[CHAIN_ATTRIBUTES.hash] = event.hash.toString("hex");
+    out[CHAIN_ATTRIBUTES.prevHash] = event.prevHash.toString("hex");
+    if (event.signature !== undefined) out[CHAIN_ATTRIBUTES.signature] = event.signature.toString("hex");
+  }
   const attributes = JSON.stringify(out);
   if (event.data.length === 0) return { head: attributes, data: "", tail: "" };
   const open = attributes.slice(0, -1);

@@ -2,6 +2,8 @@ import { create, fromBinary } from "@bufbuild/protobuf";
 import type { Limits } from "../config.js";
 import { invalidArgument } from "../errors.js";
 import {
+  type ChainLink,
+  ChainLinkSchema,
   type CreateEventReply,
   CreateEventReplySchema,
   type CreateEventRequest,
@@ -14,6 +16,7 @@ import {
   EventSchema,
   type Precondition as PreconditionMessage,
 } from "../gen/grpc/eventsdb_pb.js";
+import { canonicalJson } from "./chain.js";
 import type { EventFilter, NewEvent, Precondition, StoredEvent } from "./event.js";
 import { displayTime } from "./time.js";
 import { validateEvent } from "./validate.js";
@@ -126,7 +129,7 @@ export function appendReply(batch: boolean, ids: readonly number[]): CreateEvent
 
 /**
  * A stored event as the Event message; absent attributes are "" (proto3 has no absent string),
- * the subject of an event without one included.
+ * the subject of an event without one included, and absent chain fields empty bytes.
  */
 export function toProto(event: StoredEvent): Event {
   const extensions: Record<string, string> = {};
@@ -144,6 +147,28 @@ export function toProto(event: StoredEvent): Event {
     datacontenttype: event.datacontenttype ?? "",
     dataschema: event.dataschema ?? "",
     extensions,
+    hash: event.hash ?? EMPTY,
+    prevHash: event.prevHash ?? EMPTY,
+    signature: event.signature ?? EMPTY,
+  });
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * A link of the chain as the ChainLink message: a tombstone has `deleted` and no event; a stored
+ * event comes as GetEventByID answers it, with its extensions also as the JSON the hash covers.
+ */
+export function toChainLink(event: StoredEvent): ChainLink {
+  const deleted = event.deleted === true;
+  return create(ChainLinkSchema, {
+    id: BigInt(event.id),
+    hash: event.hash ?? EMPTY,
+    prevHash: event.prevHash ?? EMPTY,
+    signature: event.signature ?? EMPTY,
+    deleted,
+    ...(deleted ? {} : { event: toProto(event) }),
+    extensionsJson: deleted || event.extensions === undefined ? "" : canonicalJson(event.extensions),
   });
 }
 

@@ -27,6 +27,17 @@ export const RESERVED_ATTRIBUTES: ReadonlySet<string> = new Set([
   "data",
   "data_base64",
 ]);
+/**
+ * The extension attributes that carry an event's place in the tamper-evident chain on CloudEvents
+ * reads (lowercase hex): set by the server, so refused on append — a client's own attribute of the
+ * same name could never be told apart from the server's.
+ */
+export const CHAIN_ATTRIBUTES = {
+  hash: "eventsdbhash",
+  prevHash: "eventsdbprevhash",
+  signature: "eventsdbsignature",
+} as const;
+const CHAIN_ATTRIBUTE_NAMES: ReadonlySet<string> = new Set(Object.values(CHAIN_ATTRIBUTES));
 // C0 controls, DEL and C1 controls: invisible in logs and UIs, never meaningful in these attributes.
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
@@ -156,6 +167,11 @@ function validateExtensions(
       );
     }
     if (RESERVED_ATTRIBUTES.has(name)) throw invalidArgument(`${at}${name} cannot be an extension attribute`);
+    if (CHAIN_ATTRIBUTE_NAMES.has(name)) {
+      throw invalidArgument(
+        `${at}${name} is set by the server on reads (the event's chain hash, its predecessor's, its signature) and cannot be sent`,
+      );
+    }
     if (typeof value === "string") {
       out[name] = attribute(name, value, MAX_EXTENSION_VALUE_CHARS, at);
     } else if (typeof value === "boolean") {

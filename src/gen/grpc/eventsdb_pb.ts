@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file grpc/eventsdb.proto.
  */
 export const file_grpc_eventsdb: GenFile = /*@__PURE__*/
-  fileDesc("ChNncnBjL2V2ZW50c2RiLnByb3RvEgRncnBjIrQCChJDcmVhdGVFdmVudFJlcXVlc3QSDgoGc291cmNlGAEgASgJEgwKBHR5cGUYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIMCgRkYXRhGAQgASgMEgoKAmlkGAUgASgJEgwKBHRpbWUYBiABKAkSFwoPZGF0YWNvbnRlbnR0eXBlGAcgASgJEhIKCmRhdGFzY2hlbWEYCCABKAkSPAoKZXh0ZW5zaW9ucxgJIAMoCzIoLmdycGMuQ3JlYXRlRXZlbnRSZXF1ZXN0LkV4dGVuc2lvbnNFbnRyeRIpCg1wcmVjb25kaXRpb25zGAogAygLMhIuZ3JwYy5QcmVjb25kaXRpb24aMQoPRXh0ZW5zaW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibgoMUHJlY29uZGl0aW9uEhIKCHByaXN0aW5lGAEgASgJSAASEwoJcG9wdWxhdGVkGAIgASgJSAASKAoIb25fZXZlbnQYAyABKAsyFC5ncnBjLlN1YmplY3RPbkV2ZW50SABCCwoJY29uZGl0aW9uIi0KDlN1YmplY3RPbkV2ZW50Eg8KB3N1YmplY3QYASABKAkSCgoCaWQYAiABKAMiHgoQQ3JlYXRlRXZlbnRSZXBseRIKCgJpZBgBIAEoAyIhChNHZXRFdmVudEJ5SURSZXF1ZXN0EgoKAmlkGAEgASgDIv4BCgVFdmVudBIKCgJpZBgBIAEoAxIOCgZzb3VyY2UYAiABKAkSDAoEdHlwZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEgwKBHRpbWUYBSABKAkSDAoEZGF0YRgGIAEoDBINCgVjZV9pZBgHIAEoCRIXCg9kYXRhY29udGVudHR5cGUYCCABKAkSEgoKZGF0YXNjaGVtYRgJIAEoCRIvCgpleHRlbnNpb25zGAogAygLMhsuZ3JwYy5FdmVudC5FeHRlbnNpb25zRW50cnkaMQoPRXh0ZW5zaW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiswEKHlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhEKBHR5cGUYAiABKAlIAIgBARIUCgdmcm9tX2lkGAMgASgDSAGIAQESFgoJcmVjdXJzaXZlGAQgASgISAKIAQESEgoFbGltaXQYBSABKAVIA4gBAUIHCgVfdHlwZUIKCghfZnJvbV9pZEIMCgpfcmVjdXJzaXZlQggKBl9saW1pdCJjChxTdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcGx5EhsKBmV2ZW50cxgBIAMoCzILLmdycGMuRXZlbnQSEAoIaGFzX21vcmUYAiABKAgSFAoMbmV4dF9mcm9tX2lkGAMgASgDImoKE0NyZWF0ZUV2ZW50c1JlcXVlc3QSKAoGZXZlbnRzGAEgAygLMhguZ3JwYy5DcmVhdGVFdmVudFJlcXVlc3QSKQoNcHJlY29uZGl0aW9ucxgCIAMoCzISLmdycGMuUHJlY29uZGl0aW9uIiAKEUNyZWF0ZUV2ZW50c1JlcGx5EgsKA2lkcxgBIAMoAyKPAQoYRGVsZXRlRnJvbVN1YmplY3RSZXF1ZXN0Eg8KB3N1YmplY3QYASABKAkSEQoEdHlwZRgCIAEoCUgAiAEBEhQKB2Zyb21faWQYAyABKANIAYgBARIWCglyZWN1cnNpdmUYBCABKAhIAogBAUIHCgVfdHlwZUIKCghfZnJvbV9pZEIMCgpfcmVjdXJzaXZlIikKFkRlbGV0ZUZyb21TdWJqZWN0UmVwbHkSDwoHZGVsZXRlZBgBIAEoAyIlChNMaXN0U3ViamVjdHNSZXF1ZXN0Eg4KBnByZWZpeBgBIAEoCSIlChFMaXN0U3ViamVjdHNSZXBseRIQCghzdWJqZWN0cxgBIAMoCTKvBAoIRXZlbnRzREISPwoLQ3JlYXRlRXZlbnQSGC5ncnBjLkNyZWF0ZUV2ZW50UmVxdWVzdBoWLmdycGMuQ3JlYXRlRXZlbnRSZXBseRI2CgxHZXRFdmVudEJ5SUQSGS5ncnBjLkdldEV2ZW50QnlJRFJlcXVlc3QaCy5ncnBjLkV2ZW50EmUKF1N0cmVhbUV2ZW50c0Zyb21TdWJqZWN0EiQuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QaIi5ncnBjLlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVwbHkwARJoChxHZXRIaXN0b3JpY0V2ZW50c0Zyb21TdWJqZWN0EiQuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QaIi5ncnBjLlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVwbHkSQgoMQ3JlYXRlRXZlbnRzEhkuZ3JwYy5DcmVhdGVFdmVudHNSZXF1ZXN0GhcuZ3JwYy5DcmVhdGVFdmVudHNSZXBseRJRChFEZWxldGVGcm9tU3ViamVjdBIeLmdycGMuRGVsZXRlRnJvbVN1YmplY3RSZXF1ZXN0GhwuZ3JwYy5EZWxldGVGcm9tU3ViamVjdFJlcGx5EkIKDExpc3RTdWJqZWN0cxIZLmdycGMuTGlzdFN1YmplY3RzUmVxdWVzdBoXLmdycGMuTGlzdFN1YmplY3RzUmVwbHliBnByb3RvMw");
+  fileDesc("ChNncnBjL2V2ZW50c2RiLnByb3RvEgRncnBjIrQCChJDcmVhdGVFdmVudFJlcXVlc3QSDgoGc291cmNlGAEgASgJEgwKBHR5cGUYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIMCgRkYXRhGAQgASgMEgoKAmlkGAUgASgJEgwKBHRpbWUYBiABKAkSFwoPZGF0YWNvbnRlbnR0eXBlGAcgASgJEhIKCmRhdGFzY2hlbWEYCCABKAkSPAoKZXh0ZW5zaW9ucxgJIAMoCzIoLmdycGMuQ3JlYXRlRXZlbnRSZXF1ZXN0LkV4dGVuc2lvbnNFbnRyeRIpCg1wcmVjb25kaXRpb25zGAogAygLMhIuZ3JwYy5QcmVjb25kaXRpb24aMQoPRXh0ZW5zaW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibgoMUHJlY29uZGl0aW9uEhIKCHByaXN0aW5lGAEgASgJSAASEwoJcG9wdWxhdGVkGAIgASgJSAASKAoIb25fZXZlbnQYAyABKAsyFC5ncnBjLlN1YmplY3RPbkV2ZW50SABCCwoJY29uZGl0aW9uIi0KDlN1YmplY3RPbkV2ZW50Eg8KB3N1YmplY3QYASABKAkSCgoCaWQYAiABKAMiHgoQQ3JlYXRlRXZlbnRSZXBseRIKCgJpZBgBIAEoAyIhChNHZXRFdmVudEJ5SURSZXF1ZXN0EgoKAmlkGAEgASgDIrICCgVFdmVudBIKCgJpZBgBIAEoAxIOCgZzb3VyY2UYAiABKAkSDAoEdHlwZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEgwKBHRpbWUYBSABKAkSDAoEZGF0YRgGIAEoDBINCgVjZV9pZBgHIAEoCRIXCg9kYXRhY29udGVudHR5cGUYCCABKAkSEgoKZGF0YXNjaGVtYRgJIAEoCRIvCgpleHRlbnNpb25zGAogAygLMhsuZ3JwYy5FdmVudC5FeHRlbnNpb25zRW50cnkSDAoEaGFzaBgLIAEoDBIRCglwcmV2X2hhc2gYDCABKAwSEQoJc2lnbmF0dXJlGA0gASgMGjEKD0V4dGVuc2lvbnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrMBCh5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QSDwoHc3ViamVjdBgBIAEoCRIRCgR0eXBlGAIgASgJSACIAQESFAoHZnJvbV9pZBgDIAEoA0gBiAEBEhYKCXJlY3Vyc2l2ZRgEIAEoCEgCiAEBEhIKBWxpbWl0GAUgASgFSAOIAQFCBwoFX3R5cGVCCgoIX2Zyb21faWRCDAoKX3JlY3Vyc2l2ZUIICgZfbGltaXQiYwocU3RyZWFtRXZlbnRzRnJvbVN1YmplY3RSZXBseRIbCgZldmVudHMYASADKAsyCy5ncnBjLkV2ZW50EhAKCGhhc19tb3JlGAIgASgIEhQKDG5leHRfZnJvbV9pZBgDIAEoAyJqChNDcmVhdGVFdmVudHNSZXF1ZXN0EigKBmV2ZW50cxgBIAMoCzIYLmdycGMuQ3JlYXRlRXZlbnRSZXF1ZXN0EikKDXByZWNvbmRpdGlvbnMYAiADKAsyEi5ncnBjLlByZWNvbmRpdGlvbiIgChFDcmVhdGVFdmVudHNSZXBseRILCgNpZHMYASADKAMijwEKGERlbGV0ZUZyb21TdWJqZWN0UmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhEKBHR5cGUYAiABKAlIAIgBARIUCgdmcm9tX2lkGAMgASgDSAGIAQESFgoJcmVjdXJzaXZlGAQgASgISAKIAQFCBwoFX3R5cGVCCgoIX2Zyb21faWRCDAoKX3JlY3Vyc2l2ZSIpChZEZWxldGVGcm9tU3ViamVjdFJlcGx5Eg8KB2RlbGV0ZWQYASABKAMiJQoTTGlzdFN1YmplY3RzUmVxdWVzdBIOCgZwcmVmaXgYASABKAkiJQoRTGlzdFN1YmplY3RzUmVwbHkSEAoIc3ViamVjdHMYASADKAkiUQoPR2V0Q2hhaW5SZXF1ZXN0EhQKB2Zyb21faWQYASABKANIAIgBARISCgVsaW1pdBgCIAEoBUgBiAEBQgoKCF9mcm9tX2lkQggKBl9saW1pdCKRAQoJQ2hhaW5MaW5rEgoKAmlkGAEgASgDEgwKBGhhc2gYAiABKAwSEQoJcHJldl9oYXNoGAMgASgMEhEKCXNpZ25hdHVyZRgEIAEoDBIPCgdkZWxldGVkGAUgASgIEhoKBWV2ZW50GAYgASgLMgsuZ3JwYy5FdmVudBIXCg9leHRlbnNpb25zX2pzb24YByABKAkiVwoNR2V0Q2hhaW5SZXBseRIeCgVsaW5rcxgBIAMoCzIPLmdycGMuQ2hhaW5MaW5rEhAKCGhhc19tb3JlGAIgASgIEhQKDG5leHRfZnJvbV9pZBgDIAEoAzLnBAoIRXZlbnRzREISPwoLQ3JlYXRlRXZlbnQSGC5ncnBjLkNyZWF0ZUV2ZW50UmVxdWVzdBoWLmdycGMuQ3JlYXRlRXZlbnRSZXBseRI2CgxHZXRFdmVudEJ5SUQSGS5ncnBjLkdldEV2ZW50QnlJRFJlcXVlc3QaCy5ncnBjLkV2ZW50EmUKF1N0cmVhbUV2ZW50c0Zyb21TdWJqZWN0EiQuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QaIi5ncnBjLlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVwbHkwARJoChxHZXRIaXN0b3JpY0V2ZW50c0Zyb21TdWJqZWN0EiQuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QaIi5ncnBjLlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVwbHkSQgoMQ3JlYXRlRXZlbnRzEhkuZ3JwYy5DcmVhdGVFdmVudHNSZXF1ZXN0GhcuZ3JwYy5DcmVhdGVFdmVudHNSZXBseRJRChFEZWxldGVGcm9tU3ViamVjdBIeLmdycGMuRGVsZXRlRnJvbVN1YmplY3RSZXF1ZXN0GhwuZ3JwYy5EZWxldGVGcm9tU3ViamVjdFJlcGx5EkIKDExpc3RTdWJqZWN0cxIZLmdycGMuTGlzdFN1YmplY3RzUmVxdWVzdBoXLmdycGMuTGlzdFN1YmplY3RzUmVwbHkSNgoIR2V0Q2hhaW4SFS5ncnBjLkdldENoYWluUmVxdWVzdBoTLmdycGMuR2V0Q2hhaW5SZXBseWIGcHJvdG8z");
 
 /**
  * @generated from message grpc.CreateEventRequest
@@ -247,6 +247,30 @@ export type Event = Message<"grpc.Event"> & {
    * @generated from field: map<string, string> extensions = 10;
    */
   extensions: { [key: string]: string };
+
+  /**
+   * The event's place in the tamper-evident chain (added by eventsdb, not in the Go Events DB):
+   * SHA-256 over its id, prev_hash and content (docs/chain.md). Empty on an event stored before
+   * the chain existed, until `eventsdb migrate` hashes it.
+   *
+   * @generated from field: bytes hash = 11;
+   */
+  hash: Uint8Array;
+
+  /**
+   * The hash of the event before it in id order (deleted ones included); 32 zero bytes for the first.
+   *
+   * @generated from field: bytes prev_hash = 12;
+   */
+  prevHash: Uint8Array;
+
+  /**
+   * Ed25519 over hash, when the server signed it (--signing-key-file); empty otherwise. The public
+   * key: GET /.well-known/eventsdb/signing-key.
+   *
+   * @generated from field: bytes signature = 13;
+   */
+  signature: Uint8Array;
 };
 
 /**
@@ -451,6 +475,122 @@ export const ListSubjectsReplySchema: GenMessage<ListSubjectsReply> = /*@__PURE_
   messageDesc(file_grpc_eventsdb, 13);
 
 /**
+ * @generated from message grpc.GetChainRequest
+ */
+export type GetChainRequest = Message<"grpc.GetChainRequest"> & {
+  /**
+   * Links with a larger id; absent = from the first.
+   *
+   * @generated from field: optional int64 from_id = 1;
+   */
+  fromId?: bigint | undefined;
+
+  /**
+   * Links per page: default 100, at most 1000.
+   *
+   * @generated from field: optional int32 limit = 2;
+   */
+  limit?: number | undefined;
+};
+
+/**
+ * Describes the message grpc.GetChainRequest.
+ * Use `create(GetChainRequestSchema)` to create a new message.
+ */
+export const GetChainRequestSchema: GenMessage<GetChainRequest> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 14);
+
+/**
+ * One link of the chain: a stored event, or the tombstone a deleted one left.
+ *
+ * @generated from message grpc.ChainLink
+ */
+export type ChainLink = Message<"grpc.ChainLink"> & {
+  /**
+   * @generated from field: int64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * @generated from field: bytes hash = 2;
+   */
+  hash: Uint8Array;
+
+  /**
+   * @generated from field: bytes prev_hash = 3;
+   */
+  prevHash: Uint8Array;
+
+  /**
+   * Empty when the server did not sign the event.
+   *
+   * @generated from field: bytes signature = 4;
+   */
+  signature: Uint8Array;
+
+  /**
+   * A tombstone: the event was deleted; hashes only, no event.
+   *
+   * @generated from field: bool deleted = 5;
+   */
+  deleted: boolean;
+
+  /**
+   * The event as GetEventByID answers it; absent for a tombstone. To recompute hash, its time is
+   * taken with six fractional digits and its extensions as extensions_json (their JSON types).
+   *
+   * @generated from field: grpc.Event event = 6;
+   */
+  event?: Event | undefined;
+
+  /**
+   * The event's extension attributes as the hash covers them: JSON, keys sorted, no whitespace;
+   * empty when it has none (or for a tombstone).
+   *
+   * @generated from field: string extensions_json = 7;
+   */
+  extensionsJson: string;
+};
+
+/**
+ * Describes the message grpc.ChainLink.
+ * Use `create(ChainLinkSchema)` to create a new message.
+ */
+export const ChainLinkSchema: GenMessage<ChainLink> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 15);
+
+/**
+ * @generated from message grpc.GetChainReply
+ */
+export type GetChainReply = Message<"grpc.GetChainReply"> & {
+  /**
+   * @generated from field: repeated grpc.ChainLink links = 1;
+   */
+  links: ChainLink[];
+
+  /**
+   * More links follow this page.
+   *
+   * @generated from field: bool has_more = 2;
+   */
+  hasMore: boolean;
+
+  /**
+   * The from_id of the next page: the last link's id, or the request's from_id when empty.
+   *
+   * @generated from field: int64 next_from_id = 3;
+   */
+  nextFromId: bigint;
+};
+
+/**
+ * Describes the message grpc.GetChainReply.
+ * Use `create(GetChainReplySchema)` to create a new message.
+ */
+export const GetChainReplySchema: GenMessage<GetChainReply> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 16);
+
+/**
  * Events: append, read, stream and delete CloudEvents.
  *
  * @generated from service grpc.EventsDB
@@ -527,6 +667,19 @@ export const EventsDB: GenService<{
     methodKind: "unary";
     input: typeof ListSubjectsRequestSchema;
     output: typeof ListSubjectsReplySchema;
+  },
+  /**
+   * One page of the tamper-evident chain: every link with id > from_id in id order, tombstones of
+   * deleted events included (limit, default 100, at most 1000, and at most --client-buffer-bytes
+   * of data, at least one link), has_more, and next_from_id to page on. Only a token that may read
+   * every subject (read scope "*") may read it; others get PERMISSION_DENIED. Added by eventsdb.
+   *
+   * @generated from rpc grpc.EventsDB.GetChain
+   */
+  getChain: {
+    methodKind: "unary";
+    input: typeof GetChainRequestSchema;
+    output: typeof GetChainReplySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_grpc_eventsdb, 0);

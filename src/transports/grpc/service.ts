@@ -13,7 +13,7 @@ import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { ANYONE, type Principal } from "../../auth/tokens.js";
 import type { Config } from "../../config.js";
 import { DEFAULT_PAGE_LIMIT } from "../../events/event-log.js";
-import { appendReply, toAppendInput, toFilter, toProto, toSafeId } from "../../events/proto.js";
+import { appendReply, toAppendInput, toChainLink, toFilter, toProto, toSafeId } from "../../events/proto.js";
 import {
   EventsDB,
   type StreamEventsFromSubjectReply,
@@ -123,6 +123,21 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
         observe("list_subjects", async () => ({
           subjects: await eventLog.subjects(request.prefix, caller(context)),
         })),
+      getChain: (request, context) =>
+        observe("read_chain", async () => {
+          const query = {
+            fromId: toSafeId(request.fromId ?? 0n, "from_id"),
+            limit: request.limit ?? DEFAULT_PAGE_LIMIT,
+          };
+          const hold = await reserveRead(outbound, context, query.limit);
+          const page = await eventLog.chain(query, caller(context));
+          hold.settle(page.events);
+          return {
+            links: page.events.map(toChainLink),
+            hasMore: page.hasMore,
+            nextFromId: BigInt(page.nextFromId),
+          };
+        }),
       streamEventsFromSubject: (request, context) =>
         streamEvents({ pump, config, log: app.log, toConnectError }, request, context),
     });
