@@ -156,7 +156,8 @@ function signingKeyFiles(): { privateFile: string; publicFile: string } {
 
 afterAll(() => removeTempDirs());
 
-describe.each(DIALECTS)("eventsdb verify on $name", (dialect) => {
+// Each test runs the CLI a few times (about half a second each): a generous cap, not a timing claim.
+describe.each(DIALECTS)("eventsdb verify on $name", { timeout: 120_000 }, (dialect) => {
   let databaseUrl: string;
   const servers: TestServer[] = [];
   const start = async (flags: Record<string, string> = {}) => {
@@ -264,6 +265,18 @@ describe.each(DIALECTS)("eventsdb verify on $name", (dialect) => {
       sql`UPDATE events SET hash = ${Buffer.alloc(32, 7)} WHERE id = 2`.execute(db),
     );
     expectFailure(await cli(["verify", "--url", server.url]), 1, "chain broken at event 3: link");
+    // A cleared hash is a break too, not bad input.
+    await withDb(databaseUrl, (db) => sql`UPDATE events SET hash = NULL WHERE id = 2`.execute(db));
+    expectFailure(
+      await cli(["verify", "--url", server.url]),
+      1,
+      "chain broken at event 2: hash: expected a hash, found none",
+    );
+    expectFailure(
+      await cli(["verify", "--file", await exportChain(server.url)]),
+      1,
+      "chain broken at event 2: hash: expected a hash, found none",
+    );
   });
 
   it("checks signatures with the server's key or a given one, and names a forged one", async () => {

@@ -143,7 +143,25 @@ function serverLinks(client: EventsDbClient): LinkSource {
   };
 }
 
+/**
+ * A link whose row has no hash (or predecessor hash) is a break, not bad input: the server writes
+ * "" for a NULL column, which a store only has when someone cleared it or the backfill has not run.
+ */
+function unhashed(json: unknown): ChainBrokenError | undefined {
+  if (typeof json !== "object" || json === null) return undefined;
+  const { id, hash, prevhash } = json as Partial<Record<string, unknown>>;
+  if (typeof id !== "number") return undefined;
+  const none = "none (run `eventsdb migrate` if this store predates the chain)";
+  if (hash === "") return new ChainBrokenError({ id, problem: "hash", expected: "a hash", found: none });
+  if (prevhash === "") {
+    return new ChainBrokenError({ id, problem: "link", expected: "a predecessor hash", found: none });
+  }
+  return undefined;
+}
+
 function fromServer(json: ChainLinkJson): VerifiableLink {
+  const broken = unhashed(json);
+  if (broken !== undefined) throw broken;
   try {
     return linkFromJson(json);
   } catch (error) {
@@ -206,6 +224,8 @@ function fromLine(line: string, lineNumber: number): VerifiableLink {
   } catch {
     throw usageError(`line ${lineNumber}: not valid JSON`);
   }
+  const broken = unhashed(json);
+  if (broken !== undefined) throw broken;
   try {
     return linkFromJson(json);
   } catch (error) {
