@@ -5,6 +5,7 @@ import { sql } from "kysely";
 import { stringify } from "yaml";
 import { tokenDigest } from "./auth/tokens.js";
 import { addClientCommands } from "./client/commands.js";
+import { type Progress, progress } from "./client/progress.js";
 import {
   type Config,
   ConfigError,
@@ -21,6 +22,7 @@ import { errorReason } from "./log.js";
 import { loadRegistry, readTls, startServer } from "./server.js";
 import { migrate, SchemaTooNewError } from "./storage/migrate.js";
 import { openDialect } from "./storage/open.js";
+import type { BackfillProgress } from "./storage/repository.js";
 import { withTimeout } from "./storage/timeout.js";
 import { suggestion } from "./suggest.js";
 import { version } from "./version.js";
@@ -171,11 +173,17 @@ async function serve(options: Record<string, unknown>): Promise<void> {
 async function runMigrate(options: Record<string, unknown>): Promise<void> {
   const config = configFrom(options);
   const dialect = openDialect(config.store, config.dbTimeoutMs);
+  const backfill = backfillReport(process.stderr);
   try {
-    const applied = await migrate(dialect).catch((error: unknown) => {
-      exitIfUnusable(error);
-      throw error;
-    });
+    const applied = await migrate(dialect, backfill.progress)
+      .catch((error: unknown) => {
+        exitIfUnusable(error);
+        throw error;
+      })
+      .finally(() => backfill.stop());
+    if (backfill.hashed() > 0) {
+      process.stderr.write(`eventsdb: hashed ${backfill.hashed()} events stored before the chain\n`);
+    }
     process.stdout.write(
       applied.length === 0
         ? `eventsdb: ${describeStore(config.store)} is up to date\n`
@@ -184,6 +192,38 @@ async function runMigrate(options: Record<string, unknown>): Promise<void> {
   } finally {
     await dialect.close();
   }
+}
+
+/**
+ * The backfill's progress on `stream`: the bar at a terminal, else a line each time another tenth
+ * of the id range is hashed (a large store takes minutes; a log should show it moving).
+ */
+function backfillReport(stream: NodeJS.WriteStream): {
+  progress: BackfillProgress;
+  hashed(): number;
+  stop(): void;
+} {
+  let bar: Progress | undefined;
+  let tenths = 0;
+  let hashed = 0;
+  return {
+    progress(done, lastId, endId) {
+      hashed = done;
+      if (stream.isTTY) {
+        bar ??= progress("hashing", endId, stream);
+        bar.update(lastId, done);
+        return;
+      }
+      const reached = Math.floor((10 * Math.min(lastId, endId)) / Math.max(endId, 1));
+      if (reached <= tenths) return;
+      tenths = reached;
+      stream.write(
+        `eventsdb: hashing events stored before the chain: ${10 * reached} % (${done} events, up to id ${lastId} of ${endId})\n`,
+      );
+    },
+    hashed: () => hashed,
+    stop: () => bar?.stop(),
+  };
 }
 
 /**

@@ -9,6 +9,7 @@ import { publish } from "./publish.js";
 import { get, subjects } from "./read.js";
 import { tail } from "./tail.js";
 import { exportEvents, importEvents } from "./transfer.js";
+import { summaryLine, verifyChain } from "./verify.js";
 
 interface ConnectionOptions {
   readonly url: string;
@@ -23,9 +24,10 @@ interface FilterOptions {
 }
 
 /**
- * The client commands (`publish`, `get`, `tail`, `subjects`, `export`, `import`, `delete`): the
- * same binary talking to a running server through the client library (src/client/lib/). Exit codes: 0 ok, 1 server or network error,
- * 2 usage error; every error is one `eventsdb: …` line on stderr.
+ * The client commands (`publish`, `get`, `tail`, `subjects`, `export`, `import`, `delete`,
+ * `verify`): the same binary talking to a running server through the client library
+ * (src/client/lib/). Exit codes: 0 ok, 1 server or network error (and a broken chain), 2 usage
+ * error; every error is one `eventsdb: …` line on stderr.
  */
 export function addClientCommands(program: Command): void {
   clientCommand(program, "publish", "append one event; prints its id")
@@ -104,14 +106,18 @@ export function addClientCommands(program: Command): void {
 
   filterOptions(clientCommand(program, "export", "write events as NDJSON of structured CloudEvents"))
     .option("--output <file>", "write to this file instead of stdout")
+    .option("--chain", "write the whole hash chain instead, one link per line (for verify --file)")
     .action(
-      action(async (options: ConnectionOptions & FilterOptions & { output?: string }) => {
+      action(async (options: ConnectionOptions & FilterOptions & { output?: string; chain?: boolean }) => {
+        const chain = options.chain === true;
         const count = await exportEvents(connectionOf(options), {
           filter: filterOf(options),
           fromId: options.fromId ?? 0,
           output: options.output,
+          chain,
         });
-        process.stderr.write(`exported ${count} event${count === 1 ? "" : "s"}\n`);
+        const what = chain ? "link" : "event";
+        process.stderr.write(`exported ${count} ${what}${count === 1 ? "" : "s"}\n`);
       }),
     );
 
@@ -133,6 +139,21 @@ export function addClientCommands(program: Command): void {
           process.stderr.write(fresh === undefined ? `${events}\n` : `${events} (${fresh} new)\n`);
         },
       ),
+    );
+
+  clientCommand(program, "verify", "check the hash chain and its signatures; names the first broken link")
+    .option("--file <file>", "read the chain from this file (`export --chain`; - = stdin), not the server")
+    .option("--public-key <file>", "check signatures with this Ed25519 key (PEM) instead of the server's")
+    .option("--require-signatures", "an unsigned event is a break")
+    .action(
+      action(async (options: ConnectionOptions & VerifyFlags) => {
+        const result = await verifyChain(() => connectionOf(options), {
+          file: options.file,
+          publicKey: options.publicKey,
+          requireSignatures: options.requireSignatures === true,
+        });
+        process.stdout.write(`${summaryLine(result)}\n`);
+      }),
     );
 
   clientCommand(program, "delete", "delete the events of a subject (asks first unless --yes)")
@@ -163,6 +184,12 @@ interface DeleteFlags {
   readonly type?: string;
   readonly fromId?: number;
   readonly yes?: boolean;
+}
+
+interface VerifyFlags {
+  readonly file?: string;
+  readonly publicKey?: string;
+  readonly requireSignatures?: boolean;
 }
 
 interface TailFlags {

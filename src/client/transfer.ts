@@ -19,14 +19,20 @@ export interface ExportOptions {
   readonly fromId: number;
   /** A file; undefined = stdout. */
   readonly output: string | undefined;
+  /** The whole hash chain as ChainLinkJson lines (what `verify --file` reads), not CloudEvents. */
+  readonly chain?: boolean;
 }
 
 /**
  * `eventsdb export`: NDJSON of structured CloudEvents, one page of `GET /events` at a time
  * (`Accept: application/cloudevents-batch+json`, cursor in `X-Next-From-Id` while `X-Has-More`),
- * waiting for the output to drain. Returns the number of events written.
+ * waiting for the output to drain. With `chain`, the whole chain instead, tombstones included, one
+ * ChainLinkJson per line from `GET /events/chain`: a chain is only verifiable from its first link,
+ * so filters are refused. Returns the number of events (links) written.
  */
 export async function exportEvents(client: EventsDbClient, options: ExportOptions): Promise<number> {
+  const chain = options.chain === true;
+  if (chain) refuseFilters(options);
   const out = options.output === undefined ? process.stdout : await openOutput(options.output);
   let failure: Error | undefined;
   const onError = (error: Error) => {
@@ -44,15 +50,13 @@ export async function exportEvents(client: EventsDbClient, options: ExportOption
   const bar = progress("exporting", total);
   let count = 0;
   try {
-    const pages = client.cloudEventPages({ ...options.filter, fromId: options.fromId, limit: PAGE_LIMIT });
-    for await (const page of pages) {
-      const events = batchElements(Buffer.from(page.json, "utf8"));
-      for (const event of events) {
+    for await (const page of chain ? chainLines(client) : eventLines(client, options)) {
+      for (const line of page.lines) {
         check();
-        await write(out, Buffer.concat([oneLine(event), NEWLINE])).catch((error: Error) => onError(error));
+        await write(out, Buffer.concat([line, NEWLINE])).catch((error: Error) => onError(error));
       }
-      count += events.length;
-      bar.update(page.nextFromId - options.fromId, count);
+      count += page.lines.length;
+      bar.update(page.position - options.fromId, count);
     }
     await finish(out);
     check();
@@ -62,6 +66,36 @@ export async function exportEvents(client: EventsDbClient, options: ExportOption
     if (out !== process.stdout) out.destroy();
   }
   return count;
+}
+
+/** Lines to write and the id they reach. */
+interface ExportPage {
+  readonly lines: readonly Buffer[];
+  readonly position: number;
+}
+
+async function* eventLines(client: EventsDbClient, options: ExportOptions): AsyncGenerator<ExportPage> {
+  const pages = client.cloudEventPages({ ...options.filter, fromId: options.fromId, limit: PAGE_LIMIT });
+  for await (const page of pages) {
+    yield { lines: batchElements(Buffer.from(page.json, "utf8")).map(oneLine), position: page.nextFromId };
+  }
+}
+
+async function* chainLines(client: EventsDbClient): AsyncGenerator<ExportPage> {
+  // JSON.stringify escapes line breaks: every link is one line.
+  for await (const link of client.chain({ fromId: 0, limit: PAGE_LIMIT })) {
+    yield { lines: [Buffer.from(JSON.stringify(link), "utf8")], position: link.id };
+  }
+}
+
+function refuseFilters(options: ExportOptions): void {
+  const { subject, recursive, type } = options.filter;
+  const subjects = subject === undefined ? [] : typeof subject === "string" ? [subject] : subject;
+  if (subjects.length > 0 || recursive === true || type !== undefined || options.fromId !== 0) {
+    throw usageError(
+      "--chain exports the whole chain (it verifies only from its first event): drop --subject, --recursive, --type and --from-id",
+    );
+  }
 }
 
 const NEWLINE = Buffer.from("\n");

@@ -145,10 +145,15 @@ export class ChainVerifier {
   #lastHash: Buffer = GENESIS_HASH;
   #checked = 0;
   readonly #publicKey: KeyObject | undefined;
+  readonly #requireSignatures: boolean;
 
-  /** With a public key, every signature is checked and an unsigned link is not a break. */
-  constructor(publicKey?: KeyObject | string) {
+  /**
+   * With a public key, every signature is checked; an unsigned link is a break only with
+   * `requireSignatures`.
+   */
+  constructor(publicKey?: KeyObject | string, options: { requireSignatures?: boolean } = {}) {
     this.#publicKey = typeof publicKey === "string" ? createPublicKey(publicKey) : publicKey;
+    this.#requireSignatures = options.requireSignatures === true;
   }
 
   /** Links checked so far. */
@@ -189,6 +194,9 @@ export class ChainVerifier {
           found: link.hash.toString("hex"),
         };
       }
+    }
+    if (this.#requireSignatures && link.signature === undefined) {
+      return { id: link.id, problem: "signature", expected: "a signature", found: "none" };
     }
     if (this.#publicKey !== undefined && link.signature !== undefined) {
       if (!verify(null, link.hash, this.#publicKey, link.signature)) {

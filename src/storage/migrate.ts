@@ -1,7 +1,7 @@
 import fs from "node:fs/promises";
 import { sql } from "kysely";
 import type { StorageDialect } from "./dialect.js";
-import { EventRepository } from "./repository.js";
+import { type BackfillProgress, EventRepository } from "./repository.js";
 
 const SQL_ROOT = new URL("../../sql/", import.meta.url);
 
@@ -49,7 +49,7 @@ export class SchemaTooNewError extends Error {
  */
 export async function migrate(
   dialect: StorageDialect,
-  backfillProgress?: (done: number, lastId: number) => void,
+  backfillProgress?: BackfillProgress,
 ): Promise<string[]> {
   const applied = await applyMigrations(dialect);
   // Outside the lock, page by page, each page its own commit: an interrupted backfill resumes, and

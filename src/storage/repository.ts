@@ -51,6 +51,12 @@ export interface GroupOutcome {
   readonly created: StoredEvent[];
 }
 
+/**
+ * Told after each page of a backfill: events hashed so far, the last id hashed, and the last id
+ * there was when it started (the end of the range, for a percentage).
+ */
+export type BackfillProgress = (done: number, lastId: number, endId: number) => void;
+
 /** The result of one committed append transaction. */
 export interface AppendOutcome {
   /** One result per input event, in input order. */
@@ -405,7 +411,7 @@ export class EventRepository {
    * onto an unknown hash), so it runs under the migration lock before the server serves. Returns
    * how many events it hashed; `progress` is told after each page.
    */
-  async backfillChain(pageSize = 1000, progress?: (done: number, lastId: number) => void): Promise<number> {
+  async backfillChain(pageSize = 1000, progress?: BackfillProgress): Promise<number> {
     const { db } = this.#dialect;
     const sequence = await db
       .selectFrom("event_sequence")
@@ -413,6 +419,7 @@ export class EventRepository {
       .where("name", "=", "events")
       .executeTakeFirst();
     if (sequence === undefined || sequence.last_hash !== null || Number(sequence.last_id) === 0) return 0;
+    const endId = Number(sequence.last_id);
     // Resume: skip the rows an earlier run hashed (those before the first without a hash).
     let fromId = 0;
     let prevHash = GENESIS_HASH;
@@ -474,7 +481,7 @@ export class EventRepository {
         .execute();
       done += rows.length;
       fromId = hashes[hashes.length - 1]?.[0] as number;
-      progress?.(done, fromId);
+      progress?.(done, fromId, endId);
     }
   }
 
