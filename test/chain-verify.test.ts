@@ -322,35 +322,38 @@ describe.each(DIALECTS)("eventsdb verify on $name", { timeout: 120_000 }, (diale
     );
   });
 
-  it("--require-signatures breaks at the first event stored before the server had a key", async () => {
+  it("--require-signatures: events before the key are covered by a later signature, an unsigned end is not", async () => {
     const first = await start();
     await first.client.append({ source: "s", type: "t", subject: "a", data: "unsigned" });
     await first.client.append({ source: "s", type: "t", data: "unsigned, no subject" });
     await stopAll();
     const { privateFile, publicFile } = signingKeyFiles();
-    const { server, client } = await start({ "signing-key-file": privateFile });
-    await client.append({ source: "s", type: "t", subject: "a", data: "signed" });
-    await client.appendCloudEvent({ id: "x", source: "s", type: "t", data: new Uint8Array([1]) });
+    const signing = await start({ "signing-key-file": privateFile });
+    await signing.client.append({ source: "s", type: "t", subject: "a", data: "signed" });
+    await signing.client.appendCloudEvent({ id: "x", source: "s", type: "t", data: new Uint8Array([1]) });
     expectVerified(
-      await cli(["verify", "--url", server.url]),
+      await cli(["verify", "--url", signing.server.url]),
       "verified 4 links (0 tombstones), 2 signed, 2 unsigned (signatures checked with the server's key)",
     );
-    expectFailure(
-      await cli(["verify", "--url", server.url, "--require-signatures"]),
-      1,
-      "chain broken at event 1: signature: expected a signature, found none",
+    // The last signature's hash commits to every event before it.
+    expectVerified(
+      await cli(["verify", "--url", signing.server.url, "--require-signatures"]),
+      "verified 4 links (0 tombstones), 2 signed, 2 unsigned",
     );
+    const signedFile = await exportChain(signing.server.url);
+    await stopAll();
+    // The key taken away again: the events after the last signed one are covered by nothing.
+    const unsigned = await start();
+    await unsigned.client.append({ source: "s", type: "t", subject: "a", data: "unsigned again" });
+    const file = await exportChain(unsigned.server.url);
     expectFailure(
-      await cli([
-        "verify",
-        "--file",
-        await exportChain(server.url),
-        "--public-key",
-        publicFile,
-        "--require-signatures",
-      ]),
+      await cli(["verify", "--file", file, "--public-key", publicFile, "--require-signatures"]),
       1,
-      "chain broken at event 1: signature",
+      "chain broken at event 5: signature: expected a signature on the last event, which covers every event before it, found none after event 4",
+    );
+    expectVerified(
+      await cli(["verify", "--file", signedFile, "--public-key", publicFile, "--require-signatures"]),
+      "verified 4 links",
     );
   });
 

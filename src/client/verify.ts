@@ -96,6 +96,8 @@ export async function verifyChain(
       lastHash = link.hash.toString("hex");
       bar.update(position, verifier.checked);
     }
+    const end = verifier.finish();
+    if (end !== undefined) throw new ChainBrokenError(end);
   } finally {
     bar.stop();
     source.close();

@@ -144,12 +144,16 @@ export class ChainVerifier {
   #lastId = 0;
   #lastHash: Buffer = GENESIS_HASH;
   #checked = 0;
+  /** The last signed link's id (0 before any). */
+  #lastSignedId = 0;
   readonly #publicKey: KeyObject | undefined;
   readonly #requireSignatures: boolean;
 
   /**
-   * With a public key, every signature is checked; an unsigned link is a break only with
-   * `requireSignatures`.
+   * With a public key, every signature is checked. With `requireSignatures`, every link must be
+   * covered by a signature: its own or a later link's, whose hash commits to it through the chain
+   * (a server with --signing-mode commit signs only each commit's last event). So the chain must
+   * end on a signed link; `finish` tells.
    */
   constructor(publicKey?: KeyObject | string, options: { requireSignatures?: boolean } = {}) {
     this.#publicKey = typeof publicKey === "string" ? createPublicKey(publicKey) : publicKey;
@@ -195,9 +199,6 @@ export class ChainVerifier {
         };
       }
     }
-    if (this.#requireSignatures && link.signature === undefined) {
-      return { id: link.id, problem: "signature", expected: "a signature", found: "none" };
-    }
     if (this.#publicKey !== undefined && link.signature !== undefined) {
       if (!verify(null, link.hash, this.#publicKey, link.signature)) {
         return {
@@ -210,8 +211,24 @@ export class ChainVerifier {
     }
     this.#lastId = link.id;
     this.#lastHash = link.hash;
+    if (link.signature !== undefined) this.#lastSignedId = link.id;
     this.#checked++;
     return undefined;
+  }
+
+  /** After the last link: the break that an unsigned end of the chain is with `requireSignatures`. */
+  finish(): ChainBreak | undefined {
+    if (!this.#requireSignatures || this.#checked === 0 || this.#lastSignedId === this.#lastId)
+      return undefined;
+    return {
+      id: this.#lastId,
+      problem: "signature",
+      expected: "a signature on the last event, which covers every event before it",
+      found:
+        this.#lastSignedId === 0
+          ? "no signed event"
+          : `none after event ${this.#lastSignedId}: the events after it are not covered`,
+    };
   }
 }
 

@@ -115,7 +115,7 @@ function verify(events: readonly ChainedEvent[], verifier = new ChainVerifier())
     const broken = verifier.check(linkFromJson(json));
     if (broken !== undefined) return broken;
   }
-  return undefined;
+  return verifier.finish();
 }
 
 describe("ChainVerifier", () => {
@@ -195,14 +195,22 @@ describe("ChainVerifier", () => {
     const other = generateKeyPairSync("ed25519").publicKey;
     expect(verify(chainOf(2, sign), new ChainVerifier(other))).toMatchObject({ id: 1, problem: "signature" });
 
-    // A store that got its key later: unsigned links, then signed ones.
+    // A store that got its key later: unsigned links, then signed ones. The last signature
+    // covers the unsigned links before it (its hash commits to them).
     const mixed = [...chainOf(2), ...chainOf(4, sign).slice(2)];
     expect(verify(mixed, new ChainVerifier(publicKey))).toBeUndefined();
-    expect(verify(mixed, new ChainVerifier(publicKey, { requireSignatures: true }))).toEqual({
-      id: 1,
+    expect(verify(mixed, new ChainVerifier(publicKey, { requireSignatures: true }))).toBeUndefined();
+    // Only each commit's last event signed (--signing-mode commit): covered too.
+    const commits = chainOf(6, sign).map((e) => (e.id % 3 === 0 ? e : { ...e, signature: undefined }));
+    expect(verify(commits, new ChainVerifier(publicKey, { requireSignatures: true }))).toBeUndefined();
+    // Signed, then the key was dropped: the unsigned end is covered by nothing.
+    const tail = [...chainOf(2, sign), ...chainOf(4).slice(2)];
+    expect(verify(tail, new ChainVerifier(publicKey))).toBeUndefined();
+    expect(verify(tail, new ChainVerifier(publicKey, { requireSignatures: true }))).toEqual({
+      id: 4,
       problem: "signature",
-      expected: "a signature",
-      found: "none",
+      expected: "a signature on the last event, which covers every event before it",
+      found: "none after event 2: the events after it are not covered",
     });
   });
 });
