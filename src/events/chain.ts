@@ -1,6 +1,6 @@
 import { createHash, createPublicKey, hash, type KeyObject, verify } from "node:crypto";
 import type { ChainLinkJson } from "../client/lib/types.js";
-import type { ExtensionValue } from "./event.js";
+import type { ExtensionValue, StoredEvent } from "./event.js";
 
 /**
  * The tamper-evident log (docs/chain.md): every event's `hash` is SHA-256 over its id, its
@@ -16,17 +16,10 @@ export const HASH_BYTES = 32;
 const MAGIC = Buffer.from("eventsdb-chain-v1\n", "latin1");
 
 /** What of an event the hash covers: every attribute a read returns, and the data. */
-export interface ChainContent {
-  readonly source: string;
-  readonly type: string;
-  readonly subject: string | undefined;
-  readonly ceId: string | undefined;
-  readonly time: string;
-  readonly datacontenttype: string | undefined;
-  readonly dataschema: string | undefined;
-  readonly extensions: Readonly<Record<string, ExtensionValue>> | undefined;
-  readonly data: Buffer;
-}
+export type ChainContent = Pick<
+  StoredEvent,
+  "source" | "type" | "subject" | "ceId" | "time" | "datacontenttype" | "dataschema" | "extensions" | "data"
+>;
 
 /** An event's place in the chain, as stored and read. */
 export interface ChainLink {

@@ -130,6 +130,22 @@ export class Outbound {
    * --connection-buffer-bytes of answers not yet sent, at most --write-timeout (then the response
    * is dropped and this throws). Released when the response closes.
    */
+  /**
+   * Reads a page (or one event) under a reservation of the answer's room on `req`'s connection
+   * (see reserveRead), settled to what was read: the one way every transport reads. Without a
+   * request (a caller outside HTTP) the read is not reserved.
+   */
+  async readReserved<P extends { readonly events: readonly StoredEvent[] }>(
+    req: RawRequest | undefined,
+    limit: number,
+    read: () => Promise<P>,
+  ): Promise<P> {
+    const hold = req === undefined ? undefined : await this.reserveRead(req, limit);
+    const page = await read();
+    hold?.settle(page.events);
+    return page;
+  }
+
   reserveRead(req: RawRequest, limit: number): Promise<Hold> {
     const largest = Math.max(this.#options.pageBytes, this.#options.maxEventBytes);
     // Before the store has checked `limit`: a bad one is answered with 400 anyway.

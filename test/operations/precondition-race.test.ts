@@ -1,5 +1,6 @@
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { EventsDbClient, EventsDbError } from "../../src/client/lib/index.js";
+import { ChainVerifier, linkFromJson } from "../../src/events/chain.js";
 import { freshMysqlDatabase, selected } from "../support/dialects.js";
 import {
   killServerProcesses,
@@ -12,7 +13,8 @@ import {
  * Issue 13 capability 1 end to end: three server processes on one MariaDB, clients on each. Every
  * round each client reads the subject's last event id, then all append "on" it (isSubjectOnEventId
  * through the client library, i.e. the EventsDB-Preconditions header): exactly one wins per round,
- * the others get 409 failed_precondition, and the subject holds one event per round.
+ * the others get 409 failed_precondition, and the subject holds one event per round. And the hash
+ * chain (capability 2) stays one chain with the three processes appending at once.
  */
 
 const PROCESSES = 3;
@@ -66,5 +68,36 @@ describe.runIf(selected("mysql"))("precondition race across processes", () => {
     const stored = [];
     for await (const event of (clients[0] as EventsDbClient).events({ subject })) stored.push(event.id);
     expect(stored).toEqual(winners);
+  });
+
+  it("keeps one chain that verifies while three processes append at once", async () => {
+    const databaseUrl = await freshMysqlDatabase();
+    const servers: ServerProcess[] = [];
+    for (let i = 0; i < PROCESSES; i++) servers.push(await startServerProcess({ databaseUrl }));
+    const clients = servers.map((server) => new EventsDbClient({ url: server.url, retries: 0 }));
+    // Each process appends batches of varied sizes at the same time as the others: every commit
+    // must chain onto whichever commit, of any process, took the lock before it.
+    let sent = 0;
+    await Promise.all(
+      clients.map(async (client, p) => {
+        for (let batch = 0; batch < 15; batch++) {
+          const events = Array.from({ length: 1 + ((batch * 7 + p) % 23) }, (_, i) => ({
+            specversion: "1.0",
+            id: `p${p}-b${batch}-e${i}`,
+            source: `p${p}`,
+            type: "t",
+            subject: `chain/${i % 4}`,
+            data: `p${p}-b${batch}-e${i}`,
+          }));
+          await client.appendBatch(events);
+          sent += events.length;
+        }
+      }),
+    );
+    const verifier = new ChainVerifier();
+    for await (const link of (clients[1] as EventsDbClient).chain({ fromId: 0 })) {
+      expect(verifier.check(linkFromJson(link))).toBeUndefined();
+    }
+    expect(verifier.checked).toBe(sent);
   });
 });

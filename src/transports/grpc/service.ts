@@ -12,6 +12,7 @@ import {
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { ANYONE, type Principal } from "../../auth/tokens.js";
 import type { Config } from "../../config.js";
+import type { StoredEvent } from "../../events/event.js";
 import { DEFAULT_PAGE_LIMIT } from "../../events/event-log.js";
 import { appendReply, toAppendInput, toChainLink, toFilter, toProto, toSafeId } from "../../events/proto.js";
 import {
@@ -86,10 +87,10 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
       getEventByID: (request, context) =>
         observe("get_event", async () => {
           const id = toSafeId(request.id, "id");
-          const hold = await reserveRead(outbound, context, 1);
-          const event = await eventLog.get(id, caller(context));
-          hold.settle([event]);
-          return toProto(event);
+          const { events } = await readReserved(outbound, context, 1, async () => ({
+            events: [await eventLog.get(id, caller(context))],
+          }));
+          return toProto(events[0] as StoredEvent);
         }),
       getHistoricEventsFromSubject: (request, context) =>
         observe("historic_events", async () => {
@@ -99,9 +100,9 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
             limit: request.limit ?? DEFAULT_PAGE_LIMIT,
           };
           // Reserved before the read: a connection that does not read its answers gets no more.
-          const hold = await reserveRead(outbound, context, query.limit);
-          const page = await eventLog.page(query, caller(context));
-          hold.settle(page.events);
+          const page = await readReserved(outbound, context, query.limit, () =>
+            eventLog.page(query, caller(context)),
+          );
           // The cursor is the page's own (one rule with REST's next_from_id, see Page.nextFromId).
           return {
             events: page.events.map(toProto),
@@ -129,9 +130,9 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
             fromId: toSafeId(request.fromId ?? 0n, "from_id"),
             limit: request.limit ?? DEFAULT_PAGE_LIMIT,
           };
-          const hold = await reserveRead(outbound, context, query.limit);
-          const page = await eventLog.chain(query, caller(context));
-          hold.settle(page.events);
+          const page = await readReserved(outbound, context, query.limit, () =>
+            eventLog.chain(query, caller(context)),
+          );
           return {
             links: page.events.map(toChainLink),
             hasMore: page.hasMore,
@@ -163,10 +164,14 @@ const RAW_REQUEST = createContextKey<IncomingMessage | Http2ServerRequest | unde
 /** The caller's address as Fastify sees it (anonymous callers count per address for stream limits). */
 const CLIENT_ADDRESS = createContextKey<string>("", { description: "the client address" });
 
-/** The answer of a read reserved on the call's connection (see Outbound.reserveRead). */
-function reserveRead(outbound: Outbound, context: HandlerContext, limit: number) {
-  const raw = context.values.get(RAW_REQUEST);
-  return raw === undefined ? { settle: () => {} } : outbound.reserveRead(raw, limit);
+/** A read reserved on the call's connection (see Outbound.readReserved). */
+function readReserved<P extends { readonly events: readonly StoredEvent[] }>(
+  outbound: Outbound,
+  context: HandlerContext,
+  limit: number,
+  read: () => Promise<P>,
+): Promise<P> {
+  return outbound.readReserved(context.values.get(RAW_REQUEST), limit, read);
 }
 
 /**

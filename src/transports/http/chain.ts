@@ -30,10 +30,9 @@ export async function chainRoutes(app: FastifyInstance, deps: ChainRoutesDeps): 
         limit: parseInteger(query.limit, "limit", DEFAULT_PAGE_LIMIT),
       };
       // Reserved before the read, as GET /events: a connection that does not read gets no more.
-      const hold = await outbound.reserveRead(request.raw, chainQuery.limit);
-      const read = await eventLog.chain(chainQuery, request.principal);
-      hold.settle(read.events);
-      return read;
+      return outbound.readReserved(request.raw, chainQuery.limit, () =>
+        eventLog.chain(chainQuery, request.principal),
+      );
     });
     return { links: page.events.map(linkToJson), next_from_id: page.nextFromId, has_more: page.hasMore };
   });

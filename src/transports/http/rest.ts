@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { EventsDbError, invalidArgument } from "../../errors.js";
-import type { NewEvent } from "../../events/event.js";
+import type { NewEvent, StoredEvent } from "../../events/event.js";
 import { DEFAULT_PAGE_LIMIT, type EventLog } from "../../events/event-log.js";
 import {
   fromBinary,
@@ -51,10 +51,10 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
   const getOne = async (rawId: unknown, request: FastifyRequest, reply: FastifyReply) => {
     const event = await metrics.observe("get_event", async () => {
       const id = parseId(rawId, "id");
-      const hold = await outbound.reserveRead(request.raw, 1);
-      const found = await eventLog.get(id, request.principal);
-      hold.settle([found]);
-      return found;
+      const { events } = await outbound.readReserved(request.raw, 1, async () => ({
+        events: [await eventLog.get(id, request.principal)],
+      }));
+      return events[0] as StoredEvent;
     });
     if (accepts(request, CE_JSON)) {
       return reply.type(CE_JSON).send(toStructuredJson(event));
@@ -73,10 +73,9 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
         limit: parseInteger(query.limit, "limit", DEFAULT_PAGE_LIMIT),
       };
       // Reserved before the read: a connection that does not read its answers gets no more.
-      const hold = await outbound.reserveRead(request.raw, pageQuery.limit);
-      const read = await eventLog.page(pageQuery, request.principal);
-      hold.settle(read.events);
-      return read;
+      return outbound.readReserved(request.raw, pageQuery.limit, () =>
+        eventLog.page(pageQuery, request.principal),
+      );
     });
     if (accepts(request, CE_BATCH)) {
       return reply
