@@ -144,11 +144,7 @@ export async function runChain(args: readonly string[]): Promise<void> {
         const rate = median(variant, name);
         const cost = off > 0 ? 1 - rate / off : 0;
         const max =
-          variant === "hashing"
-            ? HASHING_MAX_COST
-            : variant === "hashing + signing"
-              ? SIGNING_MAX_COST
-              : undefined;
+          variant === "hashing off" ? undefined : variant === "hashing" ? HASHING_MAX_COST : SIGNING_MAX_COST;
         const all = (results.get(`${variant}|${name}`) ?? []).map(formatRate).join(" / ");
         rows.push([
           `${name}, ${variant}`,

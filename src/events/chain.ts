@@ -84,7 +84,9 @@ function writeHead(id: number, prevHash: Buffer, event: ChainContent): Buffer {
   for (const value of texts) if (value !== undefined) bound += 3 * value.length;
   const out = bound <= scratch.length ? scratch : Buffer.allocUnsafe(bound);
   let at = MAGIC.copy(out, 0);
-  out.writeBigUInt64BE(BigInt(id), at);
+  // The id as 8 bytes big-endian, without a BigInt per event (ids are safe integers, < 2^53).
+  out.writeUInt32BE(Math.floor(id / 0x1_0000_0000), at);
+  out.writeUInt32BE(id >>> 0, at + 4);
   at += 8;
   at += prevHash.copy(out, at, 0, HASH_BYTES);
   for (const value of texts) {

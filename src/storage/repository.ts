@@ -185,21 +185,36 @@ export class EventRepository {
   ): Promise<StoredEvent[]> {
     let prevHash = lastHash;
     const chained = events.map((event, r) => {
-      const stored = { ...event, id: firstId + r, time: event.time ?? now };
-      const hash = chainHash(stored.id, prevHash, stored);
-      const link = { ...stored, hash, prevHash };
-      prevHash = hash;
-      return link;
+      // One literal with every field, filled in place: spreading the validated events cost more
+      // than hashing them (V8 copies such objects field by field through a slow path).
+      const stored: Mutable<StoredEvent> = {
+        id: firstId + r,
+        source: event.source,
+        type: event.type,
+        subject: event.subject,
+        ceId: event.ceId,
+        time: event.time ?? now,
+        datacontenttype: event.datacontenttype,
+        dataschema: event.dataschema,
+        extensions: event.extensions,
+        data: event.data,
+        hash: undefined,
+        prevHash,
+        signature: undefined,
+      };
+      stored.hash = chainHash(stored.id, prevHash, stored);
+      prevHash = stored.hash;
+      return stored;
     });
-    if (this.#signing === undefined || chained.length === 0) return chained;
-    if (!this.#signing.everyEvent) {
-      // The commit's last hash covers every hash before it: one signature for the whole commit.
-      const last = chained.length - 1;
-      const [signature] = await this.#signing.signer.sign([chained[last]?.hash as Buffer]);
-      return chained.map((event, r) => (r === last ? { ...event, signature } : event));
-    }
-    const signatures = await this.#signing.signer.sign(chained.map((event) => event.hash));
-    return chained.map((event, r) => ({ ...event, signature: signatures[r] }));
+    const signing = this.#signing;
+    if (signing === undefined || chained.length === 0) return chained;
+    // --signing-mode commit: the commit's last hash covers every hash before it, one signature.
+    const signed = signing.everyEvent ? chained : chained.slice(-1);
+    const signatures = await signing.signer.sign(signed.map((event) => event.hash as Buffer));
+    signed.forEach((event, r) => {
+      event.signature = signatures[r];
+    });
+    return chained;
   }
 
   /** Stored ids of the events' (source, ceId) keys. */
@@ -536,6 +551,8 @@ export class EventRepository {
     } as StoredEvent;
   }
 }
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /** Planned from subject heads that were no longer current (see SubjectHeads). */
 class StaleHeads extends Error {
