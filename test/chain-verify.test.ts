@@ -20,7 +20,7 @@ const EXAMPLE =
   '{"specversion":"1.0","id":"a1","source":"https://shop.example","type":"order.placed",' +
   '"subject":"orders/42","time":"2026-01-02T03:04:05.678901Z","datacontenttype":"application/json",' +
   '"region":"eu","priority":2,"data":{"total":12.5}}';
-const EXAMPLE_HASH = "23a77e4596ed8ea0ebc0b99ce8ad7c5620a0e986c8bf2755c21e259342e3ff04";
+const EXAMPLE_HASH = "06ba5c8271025820a5383afc6b23373997b26d7d31134098b8f06aab250fed8a";
 
 /** Events of every kind: subjects and none, JSON and binary data, extensions; returns how many. */
 async function seed(client: EventsDbClient): Promise<number> {

@@ -12,8 +12,9 @@ import type { ExtensionValue, StoredEvent } from "./event.js";
 export const GENESIS_HASH: Buffer = Buffer.alloc(32);
 /** Bytes of a hash. */
 export const HASH_BYTES = 32;
-/** The serialization's version tag, the first bytes hashed. */
-const MAGIC = Buffer.from("eventsdb-chain-v1\n", "latin1");
+/** The version tags the two parts of the serialization start with (see contentBytes). */
+const CONTENT_MAGIC = Buffer.from("eventsdb-event-v1\n", "latin1");
+const LINK_MAGIC = Buffer.from("eventsdb-chain-v1\n", "latin1");
 
 /** What of an event the hash covers: every attribute a read returns, and the data. */
 export type ChainContent = Pick<
@@ -30,20 +31,31 @@ export interface ChainLink {
 }
 
 /**
- * The canonical serialization: "eventsdb-chain-v1\n", the id as 8 bytes big-endian, the
- * predecessor's 32-byte hash, then source, type, subject, id (CloudEvents), time, datacontenttype,
- * dataschema, extensions and data, each as one byte 0 (absent) or 1 followed by its length (4 bytes
- * big-endian) and its bytes: UTF-8 text, the canonical time (UTC, six fractional digits),
- * extensions as JSON with keys in code-unit order and no whitespace, the data bytes as stored.
+ * The canonical serialization, in two parts (docs/chain.md).
+ *
+ * An event's content bytes: "eventsdb-event-v1\n", then source, type, subject, id (CloudEvents),
+ * time, datacontenttype, dataschema, extensions and data, each as one byte 0 (absent) or 1 followed
+ * by its length (4 bytes big-endian) and its bytes: UTF-8 text, the canonical time (UTC, six
+ * fractional digits), extensions as JSON with keys in code-unit order and no whitespace, the data
+ * bytes as stored. Its content digest is their SHA-256.
+ *
+ * Its link bytes: "eventsdb-chain-v1\n", the id as 8 bytes big-endian, the predecessor's hash and
+ * the content digest (32 bytes each). Its hash is their SHA-256.
+ *
+ * The digest depends on the event alone, so the server computes it when it accepts the event,
+ * off the commit's path; the link, the only part that needs the predecessor, is 90 bytes.
  */
-export function canonicalBytes(id: number, prevHash: Buffer, event: ChainContent): Buffer {
-  const head = writeHead(id, prevHash, event);
+export function contentBytes(event: ChainContent): Buffer {
+  const head = writeContentHead(event, event.time);
   return Buffer.concat([head, event.data]);
 }
 
-/** The event's hash: SHA-256 of its canonical serialization. */
-export function chainHash(id: number, prevHash: Buffer, event: ChainContent): Buffer {
-  const head = writeHead(id, prevHash, event);
+/** The content digest: SHA-256 of the content bytes; `time` stands for an event's own when it has none. */
+export function contentDigest(
+  event: Omit<ChainContent, "time"> & { readonly time?: string },
+  time: string,
+): Buffer {
+  const head = writeContentHead(event, event.time ?? time);
   if (event.data.length > INLINE_DATA_BYTES)
     return createHash("sha256").update(head).update(event.data).digest();
   // Small data (the common case) is copied behind the head and hashed in one call: a third of the
@@ -58,37 +70,55 @@ export function chainHash(id: number, prevHash: Buffer, event: ChainContent): Bu
   return hash("sha256", out.subarray(0, at + event.data.length), "buffer");
 }
 
+/** The link bytes: the magic, the id, the predecessor's hash, the content digest. */
+export function linkBytes(id: number, prevHash: Buffer, digest: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(LINK_MAGIC.length + 8 + 2 * HASH_BYTES);
+  let at = LINK_MAGIC.copy(out, 0);
+  // The id as 8 bytes big-endian, without a BigInt per event (ids are safe integers, < 2^53).
+  out.writeUInt32BE(Math.floor(id / 0x1_0000_0000), at);
+  out.writeUInt32BE(id >>> 0, at + 4);
+  at += 8;
+  at += prevHash.copy(out, at, 0, HASH_BYTES);
+  digest.copy(out, at, 0, HASH_BYTES);
+  return out;
+}
+
+/** The event's hash from its content digest: SHA-256 of the link bytes. */
+export function linkHash(id: number, prevHash: Buffer, digest: Buffer): Buffer {
+  return hash("sha256", linkBytes(id, prevHash, digest), "buffer");
+}
+
+/** The event's hash: its link's hash over its content's digest. */
+export function chainHash(id: number, prevHash: Buffer, event: ChainContent): Buffer {
+  return linkHash(id, prevHash, contentDigest(event, event.time));
+}
+
 /** Data up to this size is hashed from a copy behind the head, larger data in place. */
 const INLINE_DATA_BYTES = 16 * 1024;
 /** Where heads are written: reused, since hashing runs one event at a time on the event loop. */
 const scratch = Buffer.allocUnsafe(64 * 1024);
 
 /**
- * Everything of the serialization but the data's bytes, ending with the data's tag and length; a
- * view of the scratch buffer, valid until the next call.
+ * The content bytes but the data's, ending with the data's tag and length; a view of the scratch
+ * buffer, valid until the next call.
  */
-function writeHead(id: number, prevHash: Buffer, event: ChainContent): Buffer {
+function writeContentHead(event: Omit<ChainContent, "time">, time: string): Buffer {
   const extensions = event.extensions === undefined ? undefined : canonicalJson(event.extensions);
   const texts = [
     event.source,
     event.type,
     event.subject,
     event.ceId,
-    event.time,
+    time,
     event.datacontenttype,
     event.dataschema,
     extensions,
   ];
   // UTF-8 takes at most 3 bytes per UTF-16 code unit.
-  let bound = MAGIC.length + 8 + HASH_BYTES + 5 * (texts.length + 1);
+  let bound = CONTENT_MAGIC.length + 5 * (texts.length + 1);
   for (const value of texts) if (value !== undefined) bound += 3 * value.length;
   const out = bound <= scratch.length ? scratch : Buffer.allocUnsafe(bound);
-  let at = MAGIC.copy(out, 0);
-  // The id as 8 bytes big-endian, without a BigInt per event (ids are safe integers, < 2^53).
-  out.writeUInt32BE(Math.floor(id / 0x1_0000_0000), at);
-  out.writeUInt32BE(id >>> 0, at + 4);
-  at += 8;
-  at += prevHash.copy(out, at, 0, HASH_BYTES);
+  let at = CONTENT_MAGIC.copy(out, 0);
   for (const value of texts) {
     if (value === undefined) {
       out[at++] = 0;

@@ -4,6 +4,7 @@ import type { FailureLog } from "../failure-log.js";
 import { errorReason } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { EventRepository } from "../storage/repository.js";
+import { contentDigest } from "./chain.js";
 import type { AppendResult, NewEvent, Precondition, StoredEvent } from "./event.js";
 import { nowTime } from "./time.js";
 
@@ -21,6 +22,10 @@ export const BURST_JOBS = 8;
 interface Job {
   readonly events: readonly NewEvent[];
   readonly preconditions: readonly Precondition[];
+  /** When it was accepted: the time of its events that carry none. */
+  readonly time: string;
+  /** Each event's chain content digest, computed on acceptance (see EventRepository.appendJobs). */
+  readonly digests: readonly Buffer[];
   readonly bytes: number;
   readonly resolve: (results: AppendResult[]) => void;
   readonly reject: (error: unknown) => void;
@@ -128,8 +133,11 @@ export class Writer {
         }),
       );
     }
+    // Stamped and digested now, while the loop may wait on a commit in flight, not in the commit.
+    const time = nowTime();
+    const digests = events.map((event) => contentDigest(event, time));
     return new Promise((resolve, reject) => {
-      this.#queue.push({ events, preconditions, bytes, resolve, reject });
+      this.#queue.push({ events, preconditions, time, digests, bytes, resolve, reject });
       this.#queuedEvents += events.length;
       this.#queuedBytes += bytes;
       this.#updateGauges();

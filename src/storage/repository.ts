@@ -1,6 +1,6 @@
 import { type CompiledQuery, type ExpressionBuilder, type Selectable, sql } from "kysely";
 import { EventsDbError } from "../errors.js";
-import { chainHash, GENESIS_HASH } from "../events/chain.js";
+import { chainHash, contentDigest, GENESIS_HASH, linkHash } from "../events/chain.js";
 import type {
   AppendResult,
   EventFilter,
@@ -34,6 +34,10 @@ const LAST_ID_SUBJECTS = 500;
 export interface AppendJob {
   readonly events: readonly NewEvent[];
   readonly preconditions: readonly Precondition[];
+  /** The time of its events that carry none (the group's `now` when absent). */
+  readonly time?: string;
+  /** Each event's content digest (chain.ts contentDigest with `time`), when computed ahead. */
+  readonly digests?: readonly Buffer[];
 }
 
 /** How new events are signed (--signing-key-file, --signing-mode). */
@@ -165,7 +169,7 @@ export class EventRepository {
       }
       const firstId = state.lastId + 1;
       const plan = planGroup(jobs, stored, checked ? { firstId, lastOf } : undefined);
-      const chained = await this.#chain(plan.rows, firstId, state.lastHash, now);
+      const chained = await this.#chain(jobs, plan, firstId, state.lastHash, now);
       outcome = resolvePlan(plan, firstId, chained);
       from = state;
       lastRead = underLock ? lastOf : new Map();
@@ -178,13 +182,17 @@ export class EventRepository {
 
   /** The new events as stored: ids from firstId, each hashed onto the one before and signed. */
   async #chain(
-    events: readonly NewEvent[],
+    jobs: readonly AppendJob[],
+    plan: GroupPlan,
     firstId: number,
     lastHash: Buffer,
     now: string,
   ): Promise<StoredEvent[]> {
     let prevHash = lastHash;
-    const chained = events.map((event, r) => {
+    const chained = plan.rows.map((event, r) => {
+      const [j, e] = plan.origins[r] as readonly [number, number];
+      const job = jobs[j] as AppendJob;
+      const time = event.time ?? job.time ?? now;
       // One literal with every field, filled in place: spreading the validated events cost more
       // than hashing them (V8 copies such objects field by field through a slow path).
       const stored: Mutable<StoredEvent> = {
@@ -193,7 +201,7 @@ export class EventRepository {
         type: event.type,
         subject: event.subject,
         ceId: event.ceId,
-        time: event.time ?? now,
+        time,
         datacontenttype: event.datacontenttype,
         dataschema: event.dataschema,
         extensions: event.extensions,
@@ -202,7 +210,8 @@ export class EventRepository {
         prevHash,
         signature: undefined,
       };
-      stored.hash = chainHash(stored.id, prevHash, stored);
+      // The content's digest was computed when the job was accepted, off this path (see Writer).
+      stored.hash = linkHash(stored.id, prevHash, job.digests?.[e] ?? contentDigest(stored, time));
       prevHash = stored.hash;
       return stored;
     });
@@ -626,6 +635,8 @@ function lastIdsQuery(subjects: readonly string[]) {
  */
 interface GroupPlan {
   readonly rows: NewEvent[];
+  /** Per row: its job and its place among the job's events. */
+  readonly origins: (readonly [job: number, event: number])[];
   readonly jobs: (number[] | EventsDbError)[];
   /** Per job, whether each result created its event. */
   readonly created: boolean[][];
@@ -645,8 +656,8 @@ function planGroup(
   const ids = new Map(stored);
   /** Subjects given an event by an earlier job of this group: the row of their last one. */
   const lastRow = new Map<string, number>();
-  const plan: GroupPlan = { rows, jobs: [], created: [] };
-  for (const job of jobs) {
+  const plan: GroupPlan = { rows, origins: [], jobs: [], created: [] };
+  for (const [j, job] of jobs.entries()) {
     const retry =
       job.events.length > 0 &&
       job.events.every((e) => e.ceId !== undefined && ids.has(idempotencyKey(e.source, e.ceId)));
@@ -664,7 +675,7 @@ function planGroup(
     }
     const results: number[] = [];
     const created: boolean[] = [];
-    for (const event of job.events) {
+    for (const [e, event] of job.events.entries()) {
       const key = event.ceId === undefined ? undefined : idempotencyKey(event.source, event.ceId);
       const known = key === undefined ? undefined : ids.get(key);
       if (known !== undefined) {
@@ -675,6 +686,7 @@ function planGroup(
       const id = -(rows.length + 1);
       lastRow.set(event.subject ?? NO_SUBJECT, rows.length);
       rows.push(event);
+      plan.origins.push([j, e]);
       if (key !== undefined) ids.set(key, id);
       results.push(id);
       created.push(true);

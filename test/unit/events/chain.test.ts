@@ -5,10 +5,12 @@ import {
   type ChainContent,
   type ChainedEvent,
   ChainVerifier,
-  canonicalBytes,
   canonicalJson,
   chainHash,
+  contentBytes,
+  contentDigest,
   GENESIS_HASH,
+  linkBytes,
   linkFromJson,
   linkToJson,
   type VerifiableLink,
@@ -27,10 +29,8 @@ const EXAMPLE: ChainContent = {
   extensions: { region: "eu", priority: 2 },
   data: Buffer.from('{"total":12.5}', "utf8"),
 };
-const EXAMPLE_BYTES =
-  "6576656e747364622d636861696e2d76310a" + // "eventsdb-chain-v1\n"
-  "0000000000000001" + // id 1
-  "0000000000000000000000000000000000000000000000000000000000000000" + // the genesis hash
+const EXAMPLE_CONTENT =
+  "6576656e747364622d6576656e742d76310a" + // "eventsdb-event-v1\n"
   "01000000146874747073" + // source, 20 bytes, "https://shop.example"
   "3a2f2f73686f702e6578616d706c65" +
   "010000000c6f726465722e706c61636564" + // type, 12 bytes
@@ -41,19 +41,34 @@ const EXAMPLE_BYTES =
   "00" + // no dataschema
   "010000001c7b227072696f72697479223a322c22726567696f6e223a226575227d" + // extensions, 28 bytes
   "010000000e7b22746f74616c223a31322e357d"; // data, 14 bytes
-const EXAMPLE_HASH = "23a77e4596ed8ea0ebc0b99ce8ad7c5620a0e986c8bf2755c21e259342e3ff04";
+const EXAMPLE_DIGEST = "2717e8d21574634c2b6a72d2a6b950234582e66b585e31f9cd5966ed4a0a980e";
+const EXAMPLE_LINK =
+  "6576656e747364622d636861696e2d76310a" + // "eventsdb-chain-v1\n"
+  "0000000000000001" + // id 1
+  "0000000000000000000000000000000000000000000000000000000000000000" + // the genesis hash
+  EXAMPLE_DIGEST;
+const EXAMPLE_HASH = "06ba5c8271025820a5383afc6b23373997b26d7d31134098b8f06aab250fed8a";
 
 describe("the canonical serialization", () => {
   it("is docs/chain.md's worked example, byte for byte", () => {
-    expect(canonicalBytes(1, GENESIS_HASH, EXAMPLE).toString("hex")).toBe(EXAMPLE_BYTES);
-    expect(createHash("sha256").update(Buffer.from(EXAMPLE_BYTES, "hex")).digest("hex")).toBe(EXAMPLE_HASH);
+    expect(contentBytes(EXAMPLE).toString("hex")).toBe(EXAMPLE_CONTENT);
+    expect(createHash("sha256").update(Buffer.from(EXAMPLE_CONTENT, "hex")).digest("hex")).toBe(
+      EXAMPLE_DIGEST,
+    );
+    expect(contentDigest(EXAMPLE, EXAMPLE.time).toString("hex")).toBe(EXAMPLE_DIGEST);
+    expect(linkBytes(1, GENESIS_HASH, Buffer.from(EXAMPLE_DIGEST, "hex")).toString("hex")).toBe(EXAMPLE_LINK);
+    expect(createHash("sha256").update(Buffer.from(EXAMPLE_LINK, "hex")).digest("hex")).toBe(EXAMPLE_HASH);
     expect(chainHash(1, GENESIS_HASH, EXAMPLE).toString("hex")).toBe(EXAMPLE_HASH);
+    // An event without a time is digested with the time it is given (the server's, on acceptance).
+    const { time, ...untimed } = EXAMPLE;
+    expect(contentDigest(untimed, time).toString("hex")).toBe(EXAMPLE_DIGEST);
   });
 
   it("docs/chain.md shows the same bytes and hash", () => {
     const doc = readFileSync(new URL("../../../docs/chain.md", import.meta.url), "utf8");
-    const block = /```hex\n([\s\S]*?)```/.exec(doc);
-    expect(block?.[1]?.replace(/\s+/g, "")).toBe(EXAMPLE_BYTES);
+    const blocks = [...doc.matchAll(/```hex\n([\s\S]*?)```/g)].map((m) => m[1]?.replace(/\s+/g, ""));
+    expect(blocks).toEqual([EXAMPLE_CONTENT, EXAMPLE_LINK]);
+    expect(doc).toContain(EXAMPLE_DIGEST);
     expect(doc).toContain(EXAMPLE_HASH);
   });
 
