@@ -251,7 +251,8 @@ export function requireWrite(principal: Principal, subjects: Iterable<string | u
  * `what` (the chain) includes every event, subjectless ones too, and cannot be cut to scopes.
  */
 export function requireReadAll(principal: Principal, what: string): void {
-  if (!principal.read.includes("*")) {
+  // Reading events without a subject is what needs "*" (covers): the same rule, not a second one.
+  if (!canRead(principal, undefined)) {
     throw new EventsDbError(
       "permission_denied",
       `token ${principal.name} may not read ${what}: that needs the read scope "*"`,

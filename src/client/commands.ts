@@ -144,7 +144,10 @@ export function addClientCommands(program: Command): void {
   clientCommand(program, "verify", "check the hash chain and its signatures; names the first broken link")
     .option("--file <file>", "read the chain from this file (`export --chain`; - = stdin), not the server")
     .option("--public-key <file>", "check signatures with this Ed25519 key (PEM) instead of the server's")
-    .option("--require-signatures", "an unsigned event is a break")
+    .option(
+      "--require-signatures",
+      "every event must be covered by a signature (its own or a later one's): the chain must end on a signed event",
+    )
     .action(
       action(async (options: ConnectionOptions & VerifyFlags) => {
         const result = await verifyChain(() => connectionOf(options), {

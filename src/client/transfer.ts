@@ -83,8 +83,11 @@ async function* eventLines(client: EventsDbClient, options: ExportOptions): Asyn
 
 async function* chainLines(client: EventsDbClient): AsyncGenerator<ExportPage> {
   // JSON.stringify escapes line breaks: every link is one line.
-  for await (const link of client.chain({ fromId: 0, limit: PAGE_LIMIT })) {
-    yield { lines: [Buffer.from(JSON.stringify(link), "utf8")], position: link.id };
+  for await (const page of client.chainPages({ fromId: 0, limit: PAGE_LIMIT })) {
+    yield {
+      lines: page.links.map((link) => Buffer.from(JSON.stringify(link), "utf8")),
+      position: page.nextFromId,
+    };
   }
 }
 

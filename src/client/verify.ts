@@ -21,7 +21,7 @@ export interface VerifyOptions {
   readonly file: string | undefined;
   /** A PEM file with the signing key's public half; else the server's (never for a file). */
   readonly publicKey: string | undefined;
-  /** An unsigned link is a break. */
+  /** Every link must be covered by a signature, its own or a later link's (ChainVerifier.finish). */
   readonly requireSignatures: boolean;
 }
 

@@ -259,14 +259,22 @@ export interface SimpleEventJson {
   signature?: string;
 }
 
-/** The chain fields of an event in the simple format's names: none on an event not yet hashed. */
-function chainFields(event: StoredEvent): Pick<SimpleEventJson, "hash" | "prevhash" | "signature"> {
-  if (event.hash === undefined || event.prevHash === undefined) return {};
-  const fields: Pick<SimpleEventJson, "hash" | "prevhash" | "signature"> = {
-    hash: event.hash.toString("hex"),
-    prevhash: event.prevHash.toString("hex"),
-  };
-  if (event.signature !== undefined) fields.signature = event.signature.toString("hex");
+/** The names the chain fields go by in the simple format (CloudEvents: CHAIN_ATTRIBUTES). */
+const SIMPLE_CHAIN_FIELDS = { hash: "hash", prevHash: "prevhash", signature: "signature" } as const;
+
+/**
+ * An event's chain fields as lowercase hex under `names`, the signature only when signed: none on
+ * an event not yet hashed. The one rendering of them for both JSON formats.
+ */
+function chainFields(
+  event: StoredEvent,
+  names: Readonly<Record<"hash" | "prevHash" | "signature", string>>,
+): Record<string, string> {
+  const fields: Record<string, string> = {};
+  if (event.hash === undefined || event.prevHash === undefined) return fields;
+  fields[names.hash] = event.hash.toString("hex");
+  fields[names.prevHash] = event.prevHash.toString("hex");
+  if (event.signature !== undefined) fields[names.signature] = event.signature.toString("hex");
   return fields;
 }
 
@@ -287,7 +295,7 @@ export function toSimpleJson(event: StoredEvent): SimpleEventJson {
   if (event.datacontenttype !== undefined) out.datacontenttype = event.datacontenttype;
   if (event.dataschema !== undefined) out.dataschema = event.dataschema;
   if (event.extensions !== undefined) out.extensions = { ...event.extensions };
-  return Object.assign(out, chainFields(event));
+  return Object.assign(out, chainFields(event, SIMPLE_CHAIN_FIELDS));
 }
 
 /** How {@link toStructuredJson} may embed JSON data. */
@@ -326,7 +334,7 @@ export function simpleJsonParts(event: StoredEvent): JsonParts {
   if (event.datacontenttype !== undefined) rest.datacontenttype = event.datacontenttype;
   if (event.dataschema !== undefined) rest.dataschema = event.dataschema;
   if (event.extensions !== undefined) rest.extensions = { ...event.extensions };
-  Object.assign(rest, chainFields(event));
+  Object.assign(rest, chainFields(event, SIMPLE_CHAIN_FIELDS));
   const after = JSON.stringify(rest);
   return {
     head: `${head.slice(0, -1)},"data":"`,
@@ -361,11 +369,7 @@ export function structuredJsonParts(event: StoredEvent, options: StructuredOptio
   if (event.extensions !== undefined) Object.assign(out, event.extensions);
   // The chain fields as extension attributes, after the event's own: no client can send these names
   // (validate.ts), and one stored before they were reserved is overridden, not repeated.
-  if (event.hash !== undefined && event.prevHash !== undefined) {
-    out[CHAIN_ATTRIBUTES.hash] = event.hash.toString("hex");
-    out[CHAIN_ATTRIBUTES.prevHash] = event.prevHash.toString("hex");
-    if (event.signature !== undefined) out[CHAIN_ATTRIBUTES.signature] = event.signature.toString("hex");
-  }
+  Object.assign(out, chainFields(event, CHAIN_ATTRIBUTES));
   const attributes = JSON.stringify(out);
   if (event.data.length === 0) return { head: attributes, data: "", tail: "" };
   const open = attributes.slice(0, -1);

@@ -412,7 +412,7 @@ function isStale(error: unknown): boolean {
 /**
  * One append's statements: the sequence row's update (first, so that it takes the lock before
  * anything is written), then the INSERTs. With `expected`, the update refuses (see append) unless
- * last_id is still expected.lastId.
+ * last_id and deletions are still expected's.
  */
 function appendStatements(rows: readonly ChainedRow[], expected: AppendState | undefined): CompiledQuery[] {
   const last = rows[rows.length - 1] as ChainedRow;

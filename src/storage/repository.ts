@@ -432,8 +432,9 @@ export class EventRepository {
    * Gives every event stored before the chain existed its hash, in pages of `pageSize` in id
    * order, each page one statement, so that an interrupted run resumes where it stopped; records
    * the last hash in event_sequence when done. Appends wait for it (the store refuses to chain
-   * onto an unknown hash), so it runs under the migration lock before the server serves. Returns
-   * how many events it hashed; `progress` is told after each page.
+   * onto an unknown hash); migrate() runs it after the migrations, outside their lock, before the
+   * server serves (two runs at once write the same hashes). Returns how many events it hashed;
+   * `progress` is told after each page.
    */
   async backfillChain(pageSize = 1000, progress?: BackfillProgress): Promise<number> {
     const { db } = this.#dialect;

@@ -125,12 +125,6 @@ export class Outbound {
   }
 
   /**
-   * Reserves the answer of a read of up to `limit` events on the request's connection (the most
-   * a page may take, until `settle` says what it took); waits while the connection holds
-   * --connection-buffer-bytes of answers not yet sent, at most --write-timeout (then the response
-   * is dropped and this throws). Released when the response closes.
-   */
-  /**
    * Reads a page (or one event) under a reservation of the answer's room on `req`'s connection
    * (see reserveRead), settled to what was read: the one way every transport reads. Without a
    * request (a caller outside HTTP) the read is not reserved.
@@ -146,6 +140,12 @@ export class Outbound {
     return page;
   }
 
+  /**
+   * Reserves the answer of a read of up to `limit` events on the request's connection (the most
+   * a page may take, until `settle` says what it took); waits while the connection holds
+   * --connection-buffer-bytes of answers not yet sent, at most --write-timeout (then the response
+   * is dropped and this throws). Released when the response closes.
+   */
   reserveRead(req: RawRequest, limit: number): Promise<Hold> {
     const largest = Math.max(this.#options.pageBytes, this.#options.maxEventBytes);
     // Before the store has checked `limit`: a bad one is answered with 400 anyway.

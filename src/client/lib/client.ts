@@ -150,17 +150,15 @@ export class EventsDbClient {
     query: EventQuery & { limit?: number } = {},
     options: CallOptions = {},
   ): AsyncGenerator<Page<StoredEvent>> {
-    for (let from = query.fromId ?? 0; ; ) {
+    yield* follow(query.fromId ?? 0, async (from) => {
       const params = queryParams(query, from);
       if (query.limit !== undefined) params.set("limit", String(query.limit));
       const page = await this.#json<{ events: StoredEvent[]; has_more: boolean; next_from_id: number }>(
         { ...options, params },
         "events",
       );
-      yield { events: page.events, hasMore: page.has_more, nextFromId: page.next_from_id };
-      if (!page.has_more) return;
-      from = advance(from, page.next_from_id);
-    }
+      return { events: page.events, hasMore: page.has_more, nextFromId: page.next_from_id };
+    });
   }
 
   /** Every matching event in id order, a page at a time. */
@@ -173,7 +171,7 @@ export class EventsDbClient {
     query: EventQuery & { limit?: number } = {},
     options: CallOptions = {},
   ): AsyncGenerator<RawPage> {
-    for (let from = query.fromId ?? 0; ; ) {
+    yield* follow(query.fromId ?? 0, async (from) => {
       const params = queryParams(query, from);
       if (query.limit !== undefined) params.set("limit", String(query.limit));
       const { text, headers } = await this.#request("events", {
@@ -181,12 +179,12 @@ export class EventsDbClient {
         params,
         headers: { accept: CE_BATCH },
       });
-      const hasMore = headers.get("x-has-more") === "true";
-      const nextFromId = Number(headers.get("x-next-from-id"));
-      yield { json: text, hasMore, nextFromId };
-      if (!hasMore) return;
-      from = advance(from, nextFromId);
-    }
+      return {
+        json: text,
+        hasMore: headers.get("x-has-more") === "true",
+        nextFromId: Number(headers.get("x-next-from-id")),
+      };
+    });
   }
 
   /**
@@ -228,17 +226,15 @@ export class EventsDbClient {
    * Reading the chain needs a token that may read every subject.
    */
   async *chainPages(query: ChainQuery = {}, options: CallOptions = {}): AsyncGenerator<ChainPage> {
-    for (let from = query.fromId ?? 0; ; ) {
+    yield* follow(query.fromId ?? 0, async (from) => {
       const params = new URLSearchParams({ from_id: String(from) });
       if (query.limit !== undefined) params.set("limit", String(query.limit));
       const page = await this.#json<{ links: ChainLinkJson[]; has_more: boolean; next_from_id: number }>(
         { ...options, params },
         "events/chain",
       );
-      yield { links: page.links, hasMore: page.has_more, nextFromId: page.next_from_id };
-      if (!page.has_more) return;
-      from = advance(from, page.next_from_id);
-    }
+      return { links: page.links, hasMore: page.has_more, nextFromId: page.next_from_id };
+    });
   }
 
   /** Every link of the chain in id order, a page at a time (see {@link chainPages}). */
@@ -528,6 +524,22 @@ export function queryParams(query: EventQuery, fromId: number | undefined): URLS
   if (query.type !== undefined) params.set("type", query.type);
   if (fromId !== undefined) params.set("from_id", String(fromId));
   return params;
+}
+
+/**
+ * The pages of a paged route from cursor `from`: `read` fetches the page at a cursor; the next is
+ * read at its `nextFromId` while `hasMore`, and a cursor that does not advance is refused.
+ */
+async function* follow<P extends { readonly hasMore: boolean; readonly nextFromId: number }>(
+  from: number,
+  read: (from: number) => Promise<P>,
+): AsyncGenerator<P> {
+  for (let at = from; ; ) {
+    const page = await read(at);
+    yield page;
+    if (!page.hasMore) return;
+    at = advance(at, page.nextFromId);
+  }
 }
 
 function advance(from: number, next: number): number {
