@@ -49,7 +49,32 @@ export interface SessionsTable {
   expires_at: ColumnType<number | string | bigint, number, number>;
 }
 
+/** Push subscriptions (sql/mysql/008_subscriptions.sql, src/subscriptions/store.ts). */
+export interface SubscriptionsTable {
+  id: string;
+  owner: string;
+  /** JSON array of read scopes. */
+  owner_scopes: string;
+  /** JSON of SubscriptionSpec. */
+  spec: string;
+  generation: ColumnType<number | string | bigint, number | undefined, number>;
+  position: ColumnType<number | string | bigint, number | undefined, number>;
+  state: string;
+  parked_reason: string | null;
+  parked_event_id: ColumnType<number | string | bigint | null, number | null | undefined, number | null>;
+  parked_at: ColumnType<number | string | bigint | null, number | null | undefined, number | null>;
+  validated_sink: string | null;
+  validated_rate: ColumnType<number | null, number | null | undefined, number | null>;
+  lease_token: string | null;
+  lease_holder: string | null;
+  /** Epoch ms on the database's clock; 0 = not leased. */
+  lease_expires_at: ColumnType<number | string | bigint, number | undefined, number>;
+  created_at: ColumnType<number | string | bigint, number, number>;
+  updated_at: ColumnType<number | string | bigint, number, number>;
+}
+
 export interface Database {
+  eventsdb_subscriptions: SubscriptionsTable;
   eventsdb_sessions: SessionsTable;
   events: EventsTable;
   event_sequence: EventSequenceTable;
