@@ -2,6 +2,7 @@ import fs from "node:fs/promises";
 import { sql } from "kysely";
 import type { StorageDialect } from "./dialect.js";
 import { type BackfillProgress, EventRepository } from "./repository.js";
+import { SchemaTooNewError } from "./schema-too-new.js";
 
 const SQL_ROOT = new URL("../../sql/", import.meta.url);
 
@@ -22,22 +23,6 @@ export async function loadMigrations(dialect: StorageDialect["name"]): Promise<M
       sql: await fs.readFile(new URL(file, dir), "utf8"),
     })),
   );
-}
-
-/**
- * The database was migrated by a newer eventsdb than this one: its schema may differ in ways this
- * code cannot know (every append would fail, say), so neither the server nor `migrate` goes on.
- */
-export class SchemaTooNewError extends Error {
-  override readonly name = "SchemaTooNewError";
-
-  constructor(database: { version: number; name: string }, code: Migration | undefined) {
-    super(
-      `the database schema is at version ${database.version} (${database.name}), newer than this ` +
-        `eventsdb knows (version ${code?.version ?? 0}${code === undefined ? "" : `, ${code.name}`}): ` +
-        "run the eventsdb that migrated it, or a later one",
-    );
-  }
 }
 
 /**
