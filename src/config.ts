@@ -138,6 +138,8 @@ export interface StreamConfig {
   readonly writeTimeoutSeconds: number;
   /** Milliseconds between polls for events other processes appended (0 = never). */
   readonly storePollMs: number;
+  /** --store-poll-min-ms: the look's interval right after other processes' events came. */
+  readonly storePollMinMs: number;
   /** Live events are handed to consumers at most this often (milliseconds; 0 = at once). */
   readonly flushMs: number;
 }
@@ -285,8 +287,14 @@ export const SERVE_OPTIONS = [
   {
     flag: "store-poll-ms",
     kind: "nonnegative",
-    default: "250",
-    description: "ms between polls for events other processes appended (0 = never)",
+    default: "50",
+    description: "longest ms between looks for events other processes appended, while none come (0 = never)",
+  },
+  {
+    flag: "store-poll-min-ms",
+    kind: "positive",
+    default: "5",
+    description: "ms between those looks right after events came (doubling up to --store-poll-ms)",
   },
   {
     flag: "grpc-fast-path",
@@ -484,6 +492,7 @@ export function loadConfig(
       heartbeatIntervalSeconds: num("heartbeat-interval"),
       writeTimeoutSeconds: num("write-timeout"),
       storePollMs: num("store-poll-ms"),
+      storePollMinMs: num("store-poll-min-ms"),
       flushMs: num("stream-flush-ms"),
     },
     auth: {

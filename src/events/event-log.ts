@@ -116,12 +116,14 @@ export class EventLog {
       lastId,
       page: (query) =>
         this.#call("poll", () => this.#repository.page({ ...query, maxBytes: this.pageBytes })),
+      lastCommitted: () => this.#call("poll", () => this.#repository.lastCommitted()),
       publish: (events) => {
         this.#hub.publish(events);
         for (const listener of this.#listeners) listener(events);
       },
       listening: () => this.#hub.size > 0 || this.#listeners.size > 0,
       pollMs: config.streams.storePollMs,
+      pollMinMs: config.streams.storePollMinMs,
       onError: (error) => this.#failures.failed("poll", error),
     });
     this.#writer = new Writer(

@@ -7,11 +7,18 @@ export interface FeedOptions {
   /** The highest id already stored when the process starts: nothing at or below it is live. */
   readonly lastId: number;
   readonly page: (query: PageQuery) => Promise<Page>;
+  /**
+   * The id of the last committed event of any process (event_sequence.last_id): one primary-key
+   * read, what the feed watches between pages. Everything up to it is committed and visible.
+   */
+  readonly lastCommitted: () => Promise<number>;
   readonly publish: (events: readonly StoredEvent[]) => void;
-  /** Whether anyone listens; the feed polls only then. */
+  /** Whether anyone listens: the feed reads other processes' events only then. */
   readonly listening: () => boolean;
-  /** Milliseconds between polls for commits of other processes; 0 = never poll. */
+  /** The longest time between two looks at lastCommitted, while nothing moves (ms); 0 = never look. */
   readonly pollMs: number;
+  /** The shortest, right after something moved (ms). */
+  readonly pollMinMs: number;
   readonly onError: (error: unknown) => void;
 }
 
@@ -19,35 +26,33 @@ export interface FeedOptions {
  * Hands every committed event to the hub exactly once, in id order — also events that other
  * processes appended to the same database. Ids are allocated in commit order across processes
  * (sql/mysql/002_event_sequence.sql), so a hole before a local batch can only be commits of
- * others (or deleted events): the feed reads it from the store before publishing the batch. A
- * poll does the same while the process itself appends nothing. Publishing and polling take one
- * lock, so they never interleave.
+ * others (or deleted events): the feed reads it from the store before publishing the batch.
+ * Publishing and reading take one lock, so they never interleave.
+ *
+ * Between local commits it watches the last committed id, a one-row primary-key read, and reads
+ * events only when that moved. The look comes every pollMinMs right after something moved and
+ * backs off by doubling to pollMs while nothing does: events that flow are seen within a few
+ * milliseconds, and an idle process costs 1000 / pollMs cheap queries a second. While nobody
+ * listens it does not read what others appended at all: it moves its cursor to the last committed
+ * id (everything up to it is in the store, where a new stream's catch-up reads it), so the first
+ * stream after a quiet hour does not wait for the hour's events to be read and dropped.
  */
 export class CommitFeed {
   readonly #options: FeedOptions;
   #lastPublished: number;
   #lock: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
-  /** A poll is waiting for the lock or running. */
-  #polling = false;
+  #closed = false;
+  /** The wait before the next look: pollMinMs after a move, doubling up to pollMs. */
+  #interval: number;
 
   constructor(options: FeedOptions) {
     this.#options = options;
     this.#lastPublished = options.lastId;
-    if (options.pollMs > 0) {
-      this.#timer = setInterval(() => {
-        // One poll at a time: while one waits (for the lock or a slow store), the next ones are
-        // skipped, not queued — a frozen store would otherwise meet a pile of them when it thaws.
-        if (this.#polling || !options.listening()) return;
-        this.#polling = true;
-        void this.#exclusive(async () => {
-          await this.#readUpTo(Number.MAX_SAFE_INTEGER);
-        }).finally(() => {
-          this.#polling = false;
-        });
-      }, options.pollMs);
-      this.#timer.unref();
-    }
+    this.#interval = options.pollMs;
+    // One look at a time: the next is scheduled when one ends, so a frozen store meets one look
+    // waiting for it, not a pile of them when it thaws.
+    if (options.pollMs > 0) this.#schedule();
   }
 
   /** Called by the writer after each COMMIT with the events it created, in id order. */
@@ -67,7 +72,37 @@ export class CommitFeed {
   }
 
   close(): void {
-    clearInterval(this.#timer);
+    this.#closed = true;
+    clearTimeout(this.#timer);
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    this.#timer = setTimeout(() => void this.#look(), this.#interval);
+    this.#timer.unref();
+  }
+
+  /** One look at the last committed id; reads (or, with nobody listening, skips) what is new. */
+  async #look(): Promise<void> {
+    const { pollMs, pollMinMs } = this.#options;
+    try {
+      const end = await this.#options.lastCommitted();
+      let moved = false;
+      if (end > this.#lastPublished) {
+        await this.#exclusive(async () => {
+          if (end <= this.#lastPublished) return;
+          moved = true;
+          if (this.#options.listening()) await this.#readUpTo(end);
+          else this.#lastPublished = end;
+        });
+      }
+      this.#interval = moved ? Math.min(pollMinMs, pollMs) : Math.min(this.#interval * 2, pollMs);
+    } catch (error) {
+      this.#options.onError(error);
+      this.#interval = pollMs;
+    } finally {
+      this.#schedule();
+    }
   }
 
   /** Publishes stored events with lastPublished < id ≤ upTo; false if the store failed. */

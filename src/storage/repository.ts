@@ -535,6 +535,19 @@ export class EventRepository {
     return row?.max === null || row?.max === undefined ? 0 : Number(row.max);
   }
 
+  /**
+   * The id of the last committed event (event_sequence.last_id, written in the same transaction as
+   * the events): one primary-key read, cheap enough to watch every few milliseconds.
+   */
+  async lastCommitted(): Promise<number> {
+    const row = await this.#dialect.db
+      .selectFrom("event_sequence")
+      .select("last_id")
+      .where("name", "=", "events")
+      .executeTakeFirst();
+    return row === undefined ? 0 : Number(row.last_id);
+  }
+
   /** A cheap round trip for readiness. */
   async ping(): Promise<void> {
     await this.#dialect.db.selectFrom("event_sequence").select("last_id").limit(1).execute();

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { NewEvent, Page } from "../../../src/events/event.js";
+import type { NewEvent, Page, StoredEvent } from "../../../src/events/event.js";
 import type { EventLog } from "../../../src/events/event-log.js";
 import { CommitFeed } from "../../../src/hub/feed.js";
 import { DIALECTS } from "../../support/dialects.js";
@@ -59,42 +59,143 @@ describe.each(DIALECTS.filter((d) => d.name === "mysql"))(
   },
 );
 
-describe("polls for other processes' commits", () => {
+describe("watches for other processes' commits", () => {
   afterEach(() => {
     vi.useRealTimers();
   });
 
-  it("skips a poll while one is running instead of queueing it behind a frozen store", async () => {
+  /** A feed over a fake store whose last committed id the test sets; counts looks and page reads. */
+  function watched(options: { listening: boolean; lastCommitted?: () => Promise<number> }) {
+    const state = { end: 0, looks: 0, pages: 0, published: [] as number[], errors: 0 };
+    const feed = new CommitFeed({
+      lastId: 0,
+      page: async (query): Promise<Page> => {
+        state.pages++;
+        const ids = [];
+        for (let id = query.fromId + 1; id <= state.end && ids.length < query.limit; id++) ids.push(id);
+        const events = ids.map((id) => ({ ...stored(id) }));
+        return {
+          events,
+          hasMore: (ids.at(-1) ?? state.end) < state.end,
+          nextFromId: ids.at(-1) ?? query.fromId,
+        };
+      },
+      lastCommitted:
+        options.lastCommitted ??
+        (async () => {
+          state.looks++;
+          return state.end;
+        }),
+      publish: (events) => state.published.push(...events.map((e) => e.id)),
+      listening: () => options.listening,
+      pollMs: 50,
+      pollMinMs: 5,
+      onError: () => {
+        state.errors++;
+      },
+    });
+    return { feed, state };
+  }
+
+  it("looks once per --store-poll-ms while nothing moves, every --store-poll-min-ms right after a move", async () => {
+    vi.useFakeTimers();
+    const { feed, state } = watched({ listening: true });
+    try {
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(state.looks).toBe(20);
+      expect(state.pages).toBe(0);
+      state.end = 3;
+      await vi.advanceTimersByTimeAsync(50);
+      expect(state.published).toEqual([1, 2, 3]);
+      // Right after the move: 5, 10, 20 ms apart, then back to 50.
+      const before = state.looks;
+      await vi.advanceTimersByTimeAsync(5);
+      expect(state.looks).toBe(before + 1);
+      await vi.advanceTimersByTimeAsync(10);
+      expect(state.looks).toBe(before + 2);
+      await vi.advanceTimersByTimeAsync(20 + 40 + 50);
+      expect(state.looks).toBe(before + 5);
+    } finally {
+      feed.close();
+    }
+  });
+
+  it("reads nothing others appended while nobody listens: its cursor jumps to the end", async () => {
+    vi.useFakeTimers();
+    const { feed, state } = watched({ listening: false });
+    try {
+      state.end = 200_000;
+      await vi.advanceTimersByTimeAsync(100);
+      expect(state.pages).toBe(0);
+      // The next local commit follows the jump: no hole to read before it.
+      await feed.committed([stored(200_001)]);
+      expect(state.pages).toBe(0);
+      expect(state.published).toEqual([200_001]);
+    } finally {
+      feed.close();
+    }
+  });
+
+  it("waits for a frozen store with one look instead of piling them up, and goes on when it thaws", async () => {
     vi.useFakeTimers();
     let thaw = () => {};
     const frozen = new Promise<void>((resolve) => {
       thaw = resolve;
     });
-    let reads = 0;
-    const feed = new CommitFeed({
-      lastId: 0,
-      page: async (): Promise<Page> => {
-        reads++;
-        await frozen;
-        return { events: [], hasMore: false, nextFromId: 0 };
+    let looks = 0;
+    const { feed } = watched({
+      listening: true,
+      lastCommitted: async () => {
+        looks++;
+        if (looks === 1) await frozen;
+        return 0;
       },
-      publish: () => {},
-      listening: () => true,
-      pollMs: 10,
-      onError: () => {},
     });
     try {
-      // A 10 s freeze: a thousand poll ticks while the first read waits.
       await vi.advanceTimersByTimeAsync(10_000);
-      expect(reads).toBe(1);
+      expect(looks).toBe(1);
       thaw();
-      // Everything that was waiting runs now, without the clock moving.
       for (let i = 0; i < 20; i++) await Promise.resolve();
-      expect(reads).toBe(1);
-      await vi.advanceTimersByTimeAsync(10);
-      expect(reads).toBe(2);
+      expect(looks).toBe(1);
+      await vi.advanceTimersByTimeAsync(50);
+      expect(looks).toBe(2);
+    } finally {
+      feed.close();
+    }
+  });
+
+  it("a failed look is reported and the feed keeps looking", async () => {
+    vi.useFakeTimers();
+    let looks = 0;
+    const { feed, state } = watched({
+      listening: true,
+      lastCommitted: async () => {
+        looks++;
+        if (looks <= 2) throw new Error("store unreachable");
+        return 0;
+      },
+    });
+    try {
+      await vi.advanceTimersByTimeAsync(200);
+      expect(state.errors).toBe(2);
+      expect(looks).toBe(4);
     } finally {
       feed.close();
     }
   });
 });
+
+function stored(id: number): StoredEvent {
+  return {
+    id,
+    source: "s",
+    type: "t",
+    subject: "x",
+    ceId: undefined,
+    time: "2026-01-01T00:00:00.000000Z",
+    datacontenttype: undefined,
+    dataschema: undefined,
+    extensions: undefined,
+    data: Buffer.alloc(0),
+  };
+}

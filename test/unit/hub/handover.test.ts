@@ -93,6 +93,12 @@ class ModelStore {
     return page;
   };
 
+  /** The last committed id, as the feed watches it (event_sequence.last_id). */
+  lastCommitted = async (): Promise<number> => {
+    await this.scheduler.schedule(Promise.resolve(), "last committed");
+    return this.committed.length;
+  };
+
   /** Stops failing (so that every subscription can finish catching up). */
   heal(): void {
     this.#failPlan.length = 0;
@@ -312,9 +318,11 @@ async function runProcesses(
     const feed = new CommitFeed({
       lastId: 0,
       page: store.page,
+      lastCommitted: store.lastCommitted,
       publish: (events) => hub.publish(events),
       listening: () => hub.size > 0,
       pollMs,
+      pollMinMs: 1,
       onError: () => {},
     });
     return { hub, feed, writer: Promise.resolve() };
