@@ -1,9 +1,7 @@
-import { execFile } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import { mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import {
   BATCH_CONNECTIONS,
   BATCH_EVENTS,
@@ -16,6 +14,7 @@ import {
   buildDist,
   Cleanup,
   checkArguments,
+  checkoutBuild,
   formatRate,
   formatTable,
   machineInfo,
@@ -28,8 +27,6 @@ import {
   textOption,
   writeResults,
 } from "./support.js";
-
-const run = promisify(execFile);
 
 /** The last commit before the hash chain: the server with hashing off. */
 export const PRE_CHAIN_REVISION = "70b13b26796bcc6bcf76380abd530d5d7b0c1b42";
@@ -70,7 +67,7 @@ export async function runChain(args: readonly string[]): Promise<void> {
   try {
     const work = await mkdtemp(path.join(os.tmpdir(), "eventsdb-bench-chain-"));
     cleanup.add("remove the bench dir", () => rm(work, { recursive: true, force: true }));
-    const baseline = await checkoutBaseline(baselineRevision, path.join(work, "baseline"), cleanup);
+    const baseline = await checkoutBuild(baselineRevision, path.join(work, "baseline"), cleanup);
     const keyFile = path.join(work, "signing.pem");
     const { privateKey } = generateKeyPairSync("ed25519");
     await writeFile(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600 });
@@ -186,17 +183,6 @@ export async function runChain(args: readonly string[]): Promise<void> {
 }
 
 /** A build of `revision` in `dir` (a detached git worktree sharing this checkout's node_modules); its CLI. */
-async function checkoutBaseline(revision: string, dir: string, cleanup: Cleanup): Promise<string> {
-  process.stderr.write(`bench: building ${revision.slice(0, 12)} (hashing off) in ${dir}\n`);
-  await run("git", ["worktree", "add", "--detach", dir, revision], { cwd: ROOT });
-  cleanup.add("remove the baseline worktree", () =>
-    run("git", ["worktree", "remove", "--force", dir], { cwd: ROOT }),
-  );
-  await symlink(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
-  await buildDist(dir);
-  return path.join(dir, "dist", "cli.js");
-}
-
 function middle(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted.length === 0 ? 0 : (sorted[Math.floor((sorted.length - 1) / 2)] as number);

@@ -1,9 +1,10 @@
 import { execFile } from "node:child_process";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import type { RowDataPacket } from "mysql2/promise";
 import { createConnection } from "mysql2/promise";
 import { startMariaDb } from "../test/support/mariadb.js";
@@ -368,4 +369,20 @@ export class RssSampler {
     }
     return { peakKb: this.#peakKb, samples: this.#samples };
   }
+}
+
+/**
+ * Builds `revision` of this repository in a detached worktree at `dir` (removed by `cleanup`),
+ * sharing this checkout's node_modules, and returns its dist/cli.js: the baseline a suite compares
+ * this checkout with, in the same run.
+ */
+export async function checkoutBuild(revision: string, dir: string, cleanup: Cleanup): Promise<string> {
+  process.stderr.write(`bench: building ${revision.slice(0, 12)} in ${dir}\n`);
+  await promisify(execFile)("git", ["worktree", "add", "--detach", dir, revision], { cwd: ROOT });
+  cleanup.add("remove the baseline worktree", () =>
+    promisify(execFile)("git", ["worktree", "remove", "--force", dir], { cwd: ROOT }),
+  );
+  await symlink(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
+  await buildDist(dir);
+  return path.join(dir, "dist", "cli.js");
 }

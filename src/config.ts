@@ -281,7 +281,8 @@ export const SERVE_OPTIONS = [
     flag: "stream-flush-ms",
     kind: "nonnegative",
     default: "20",
-    description: "live events reach streams at most this often (ms; 0 = at once)",
+    description:
+      "with more than 50 streams waiting, live events reach them at most this often (ms; 0 = at once)",
     max: 1000,
   },
   {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.js";
 import { eventSize, type Page, type PageQuery, type StoredEvent } from "../../../src/events/event.js";
-import { Hub } from "../../../src/hub/hub.js";
+import { Hub, WAKE_SLICE } from "../../../src/hub/hub.js";
 import { SubjectIndex } from "../../../src/hub/subject-index.js";
 import { Metrics } from "../../../src/metrics.js";
 import { matchesSubjects, newEvent } from "../../support/events.js";
@@ -230,18 +230,41 @@ describe("hub and subscription engine", () => {
     expect((await metrics.activeStreams.get()).values[0]?.value).toBe(0);
   });
 
-  it("wakes consumers at most every --stream-flush-ms, with everything published meanwhile", async () => {
+  it("wakes more than a slice of consumers at most every --stream-flush-ms, with everything published meanwhile", async () => {
     const log = new MemoryLog();
     const { hub } = hubFor(log, { "stream-flush-ms": "200" });
-    const sub = hub.subscribe({ filter: { subjects: ["s"], recursive: false, type: undefined }, fromId: 0 });
-    const it = sub[Symbol.asyncIterator]();
-    const first = it.next(); // caught up, waiting live
+    // One more than a slice: waking them all costs more than one turn of the event loop.
+    const subs = Array.from({ length: WAKE_SLICE + 1 }, () =>
+      hub.subscribe({ filter: { subjects: ["s"], recursive: false, type: undefined }, fromId: 0 }),
+    );
+    const its = subs.map((sub) => sub[Symbol.asyncIterator]());
+    const firsts = its.map((it) => it.next()); // caught up, waiting live
     await new Promise((r) => setTimeout(r, 10));
     hub.publish([log.append("s")]); // the first wake-up is immediate
-    expect((await first).value?.map((e) => e.id)).toEqual([1]);
-    const second = it.next();
+    for (const first of firsts) expect((await first).value?.map((e) => e.id)).toEqual([1]);
+    const seconds = its.map((it) => it.next());
     for (let i = 0; i < 5; i++) hub.publish([log.append("s")]); // separate commits within the window
-    expect((await second).value?.map((e) => e.id)).toEqual([2, 3, 4, 5, 6]);
+    for (const second of seconds) expect((await second).value?.map((e) => e.id)).toEqual([2, 3, 4, 5, 6]);
+    for (const sub of subs) sub.close();
+  });
+
+  it("wakes a slice of consumers or fewer at once, every commit", async () => {
+    const log = new MemoryLog();
+    const { hub } = hubFor(log, { "stream-flush-ms": "1000" });
+    const sub = hub.subscribe({ filter: { subjects: ["s"], recursive: false, type: undefined }, fromId: 0 });
+    const it = sub[Symbol.asyncIterator]();
+    const first = it.next();
+    await new Promise((r) => setTimeout(r, 10));
+    hub.publish([log.append("s")]);
+    expect((await first).value?.map((e) => e.id)).toEqual([1]);
+    // Within the flush window (a second): not held back for its timer, delivered in the same turn.
+    let second: number[] | undefined;
+    void it.next().then((r) => {
+      second = r.value?.map((e) => e.id);
+    });
+    hub.publish([log.append("s")]);
+    for (let i = 0; i < 50 && second === undefined; i++) await Promise.resolve();
+    expect(second).toEqual([2]);
     sub.close();
   });
 
