@@ -74,10 +74,13 @@ async function resolveBinaries(): Promise<Binaries> {
   return binaries;
 }
 
-function installDataDir(installDb: string, datadir: string): Promise<void> {
+function installDataDir(installDb: string, datadir: string, tmp: string): Promise<void> {
   const args = [
     "--no-defaults",
     `--datadir=${datadir}`,
+    // Its own temporary directory: with the shared /tmp, two servers bootstrapping at once (two
+    // test runs, a bench) were seen to lose each other's temporary table files and abort.
+    `--tmpdir=${tmp}`,
     "--auth-root-authentication-method=normal",
     "--user=root",
     "--skip-test-db",
@@ -180,6 +183,7 @@ export async function startMariaDb(opts: StartMariaDbOptions = {}): Promise<Mari
   const database = opts.database ?? "eventsdb";
   const { mariadbd, installDb } = await resolveBinaries();
   const datadir = await mkdtemp(join(tmpdir(), "eventsdb-mariadb-"));
+  const tmp = await mkdtemp(join(tmpdir(), "eventsdb-mariadb-tmp-"));
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
 
@@ -198,15 +202,17 @@ export async function startMariaDb(opts: StartMariaDbOptions = {}): Promise<Mari
   const kill = async (): Promise<void> => {
     await terminate();
     await rm(datadir, { recursive: true, force: true });
+    await rm(tmp, { recursive: true, force: true });
   };
 
   try {
-    await installDataDir(installDb, datadir);
+    await installDataDir(installDb, datadir, tmp);
     const port = opts.port ?? (await freePort());
     const args = [
       "--no-defaults",
       `--datadir=${datadir}`,
       `--socket=${join(datadir, "sock")}`,
+      `--tmpdir=${tmp}`,
       `--port=${port}`,
       "--bind-address=127.0.0.1",
       "--user=root",
