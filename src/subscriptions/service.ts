@@ -97,10 +97,16 @@ export class SubscriptionService {
     if (sentId !== undefined && sentId !== id) {
       throw invalidArgument(`id ${JSON.stringify(sentId)} does not match the subscription's id ${id}`);
     }
-    requireReadable(principal, parsed.spec);
     const existing = await this.#visible(principal, id);
+    requireReadable(principal, parsed.spec);
+    // An administrator changing someone else's subscription may not widen it past what its owner
+    // could read: it stays bounded by the owner's stored scopes, which it keeps.
+    const foreign = existing.owner !== principal.name;
+    if (foreign)
+      requireReadable({ name: existing.owner, read: existing.ownerScopes, write: [] }, parsed.spec);
     const spec: SubscriptionSpec = { ...parsed.spec, sinkcredential: credential(parsed, existing.spec) };
-    const record = await this.#store.update(id, { spec, ownerScopes: [...principal.read] });
+    const ownerScopes = foreign ? existing.ownerScopes : [...principal.read];
+    const record = await this.#store.update(id, { spec, ownerScopes });
     if (record === undefined) throw notFound(id);
     return renderSubscription(record, await this.#options.lastId());
   }

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.js";
 import { type RunningServer, startServer } from "../../src/server.js";
 import type { SubscriptionResource } from "../../src/subscriptions/spec.js";
+import { SubscriptionStore } from "../../src/subscriptions/store.js";
 import { writeAuthFile } from "../support/auth.js";
 import { DIALECTS } from "../support/dialects.js";
 import { CONNECT_KINDS, type ConnectPeer, connectPeer } from "../support/grpc.js";
@@ -201,6 +202,13 @@ describe.each(DIALECTS)("subscriptions on $name", (dialect) => {
     expect(await ids(ADMIN)).toEqual(expect.arrayContaining([id, (all.body as SubscriptionResource).id]));
     // An update is checked against the updater's scopes too.
     expect((await rest(ALICE.token, "PUT", route, body({ subject: "payments" }))).status).toBe(403);
+    // An administrator may change it, but not past what its owner may read; the owner's scopes stay.
+    expect((await rest(ADMIN, "PUT", route, body({ subject: "payments" }))).status).toBe(403);
+    const changed = await rest(ADMIN, "PUT", route, body({ subject: "orders/us" }));
+    expect(changed.status).toBe(200);
+    expect(changed.body).toMatchObject({ config: { subject: "orders/us" }, status: { owner: "alice" } });
+    const stored = await new SubscriptionStore(server.eventLog.dialect).get(id);
+    expect(stored?.ownerScopes).toEqual(ALICE.read);
     expect((await rest(ADMIN, "DELETE", route)).status).toBe(204);
   });
 
