@@ -9,6 +9,8 @@ import type { BrowserSessions } from "./auth/sessions.js";
 import type { Config } from "./config.js";
 import { EventsDbError } from "./errors.js";
 import type { EventLog } from "./events/event-log.js";
+import { FailureLog } from "./failure-log.js";
+import { type Logger, SILENT_LOGGER } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { SubscriptionService } from "./subscriptions/service.js";
 import { healthRoutes } from "./transports/grpc/health.js";
@@ -129,17 +131,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   return app;
 }
 
-/** The subscription service of a process: over its store, with --max-subscriptions, counted in metrics. */
+/**
+ * The subscription service of a process: over its store, with --max-subscriptions, counted in
+ * metrics; store failures logged on `log` (the store's logger) by the one failure rule.
+ */
 export function subscriptionService(
   config: Config,
   eventLog: EventLog,
   metrics: Metrics,
+  log: Logger = SILENT_LOGGER,
 ): SubscriptionService {
   return new SubscriptionService({
     dialect: eventLog.dialect,
     lastId: () => eventLog.repository.lastId(),
     maxSubscriptions: config.maxSubscriptions,
     onRefused: () => metrics.subscriptionRefusals.inc(),
+    failures: new FailureLog(log, (operation) => metrics.storeErrors.inc({ operation })),
   });
 }
 

@@ -92,7 +92,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       metrics,
       pipeline,
       sessions,
-      subscriptions: subscriptionService(config, eventLog, metrics),
+      subscriptions: subscriptionService(config, eventLog, metrics, storeLog),
       logger: log ?? false,
       // Fastify hands both HTTP/1.1 and HTTP/2 compatibility requests to one handler.
       serverFactory: (handler) => edge.attach(handler as Handler),

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
 import { canRead, type Principal } from "../auth/tokens.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
+import type { FailureLog } from "../failure-log.js";
 import type { StorageDialect } from "../storage/dialect.js";
 import {
   type ParsedSubscription,
@@ -25,6 +26,11 @@ export interface SubscriptionServiceOptions {
   readonly maxSubscriptions: number;
   /** Counts refusals by the cap (eventsdb_subscription_refusals_total); absent in unit tests. */
   readonly onRefused?: () => void;
+  /**
+   * The store's failure rule (failure-log.ts): a failed database call is logged once per change
+   * of state, counted, and answered 503 + Retry-After like the EventLog's own reads.
+   */
+  readonly failures: FailureLog;
 }
 
 /**
@@ -53,7 +59,7 @@ export class SubscriptionService {
   async create(principal: Principal, body: unknown): Promise<SubscriptionResource> {
     const parsed = parseSubscription(body, "create");
     requireReadable(principal, parsed.spec);
-    const count = await this.#count();
+    const count = await this.#call(() => this.#count());
     if (count >= this.#options.maxSubscriptions) {
       this.#options.onRefused?.();
       throw new EventsDbError(
@@ -61,28 +67,32 @@ export class SubscriptionService {
         `this server holds ${count} subscriptions, its limit (--max-subscriptions ${this.#options.maxSubscriptions}); delete some first`,
       );
     }
-    const lastId = await this.#options.lastId();
+    const lastId = await this.#lastId();
     const from = parsed.from ?? "now";
-    const record = await this.#store.create({
-      id: randomUUID(),
-      spec: { ...parsed.spec, sinkcredential: credential(parsed, undefined) },
-      owner: principal.name,
-      ownerScopes: [...principal.read],
-      position: from === "now" ? lastId : from,
-    });
+    const record = await this.#call(() =>
+      this.#store.create({
+        id: randomUUID(),
+        spec: { ...parsed.spec, sinkcredential: credential(parsed, undefined) },
+        owner: principal.name,
+        ownerScopes: [...principal.read],
+        position: from === "now" ? lastId : from,
+      }),
+    );
     return renderSubscription(record, lastId);
   }
 
   /** The caller's subscriptions (an administrator's: all), oldest first. */
   async list(principal: Principal): Promise<SubscriptionResource[]> {
-    const records = await this.#store.list(isAdministrator(principal) ? undefined : principal.name);
-    const lastId = await this.#options.lastId();
+    const records = await this.#call(() =>
+      this.#store.list(isAdministrator(principal) ? undefined : principal.name),
+    );
+    const lastId = await this.#lastId();
     return records.map((record) => renderSubscription(record, lastId));
   }
 
   async get(principal: Principal, id: string): Promise<SubscriptionResource> {
     const record = await this.#visible(principal, id);
-    return renderSubscription(record, await this.#options.lastId());
+    return renderSubscription(record, await this.#lastId());
   }
 
   /**
@@ -106,14 +116,14 @@ export class SubscriptionService {
       requireReadable({ name: existing.owner, read: existing.ownerScopes, write: [] }, parsed.spec);
     const spec: SubscriptionSpec = { ...parsed.spec, sinkcredential: credential(parsed, existing.spec) };
     const ownerScopes = foreign ? existing.ownerScopes : [...principal.read];
-    const record = await this.#store.update(id, { spec, ownerScopes });
+    const record = await this.#call(() => this.#store.update(id, { spec, ownerScopes }));
     if (record === undefined) throw notFound(id);
-    return renderSubscription(record, await this.#options.lastId());
+    return renderSubscription(record, await this.#lastId());
   }
 
   async delete(principal: Principal, id: string): Promise<void> {
     await this.#visible(principal, id);
-    if (!(await this.#store.delete(id))) throw notFound(id);
+    if (!(await this.#call(() => this.#store.delete(id)))) throw notFound(id);
   }
 
   /**
@@ -125,19 +135,41 @@ export class SubscriptionService {
     const start: StartPosition | undefined =
       from === undefined || from === null ? undefined : parseStart(from, "from");
     await this.#visible(principal, id);
-    const lastId = await this.#options.lastId();
-    const record = await this.#store.redrive(id, start === "now" ? lastId : start);
+    const lastId = await this.#lastId();
+    const record = await this.#call(() => this.#store.redrive(id, start === "now" ? lastId : start));
     if (record === undefined) throw notFound(id);
     return renderSubscription(record, lastId);
   }
 
   /** The stored subscription, if the caller may see it; else 404 (whether or not it exists). */
   async #visible(principal: Principal, id: string): Promise<SubscriptionRecord> {
-    const record = await this.#store.get(id);
+    const record = await this.#call(() => this.#store.get(id));
     if (record === undefined || !(isAdministrator(principal) || record.owner === principal.name)) {
       throw notFound(id);
     }
     return record;
+  }
+
+  #lastId(): Promise<number> {
+    return this.#call(() => this.#options.lastId());
+  }
+
+  /** One database call under the store's failure rule: a failure is answered 503 (unavailable). */
+  async #call<T>(fn: () => Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await fn();
+    } catch (error) {
+      if (error instanceof EventsDbError) throw error;
+      const unavailable = new EventsDbError("unavailable", "the subscription store is unavailable", {
+        cause: error,
+        retryAfterSeconds: 1,
+      });
+      this.#options.failures.failed("subscriptions", error, unavailable);
+      throw unavailable;
+    }
+    this.#options.failures.succeeded();
+    return result;
   }
 
   async #count(): Promise<number> {
