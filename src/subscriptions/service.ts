@@ -203,7 +203,24 @@ export function requireReadable(principal: Principal, spec: Pick<SubscriptionSpe
   );
 }
 
+/**
+ * The credential to store (see update), refused next to an Authorization header of its own: the
+ * deliverer would have to pick one of the two.
+ */
 function credential(
+  parsed: ParsedSubscription,
+  existing: SubscriptionSpec | undefined,
+): SinkCredential | undefined {
+  const chosen = chosenCredential(parsed, existing);
+  if (chosen !== undefined && "authorization" in parsed.spec.protocolsettings.headers) {
+    throw invalidArgument(
+      "protocolsettings.headers sets Authorization and sinkcredential sets it too; use one of the two",
+    );
+  }
+  return chosen;
+}
+
+function chosenCredential(
   parsed: ParsedSubscription,
   existing: SubscriptionSpec | undefined,
 ): SinkCredential | undefined {

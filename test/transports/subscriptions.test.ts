@@ -141,6 +141,12 @@ describe.each(DIALECTS)("subscriptions on $name", (dialect) => {
       { sink: "http://x/", protocol: "HTTP", filters: [{ sql: "type = 'x'" }] },
       { sink: "http://x/", protocol: "HTTP", config: { interval: 5 } },
       { sink: "http://x/", protocol: "HTTP", protocolsettings: { headers: { Host: "y" } } },
+      {
+        sink: "http://x/",
+        protocol: "HTTP",
+        protocolsettings: { headers: { Authorization: "Basic eDp5" } },
+        sinkcredential: { credentialtype: "ACCESSTOKEN", accesstoken: "t" },
+      },
       "{not json",
       "[]",
     ];

@@ -116,6 +116,7 @@ describe("parseSubscription", () => {
     [{ ...minimal, protocolsettings: { headers: { "ce-type": "x" } } }, "sets this header itself"],
     [{ ...minimal, protocolsettings: { headers: { "WebHook-Request-Origin": "x" } } }, "itself"],
     [{ ...minimal, protocolsettings: { headers: { "x-a": "1\r\nInjected: yes" } } }, "line breaks"],
+    [{ ...minimal, protocolsettings: { headers: { "x-a": "caf\u00e9" } } }, "visible ASCII"],
     [{ ...minimal, protocolsettings: { headers: { "bad name": "1" } } }, "not a valid HTTP header name"],
     [{ ...minimal, protocolsettings: { headers: { "X-A": "1", "x-a": "2" } } }, "given twice"],
     [{ ...minimal, protocolsettings: { headers: { "x-a": 1 } } }, "must be a string"],
