@@ -9,7 +9,10 @@ import type { BrowserSessions } from "./auth/sessions.js";
 import type { Config } from "./config.js";
 import { EventsDbError } from "./errors.js";
 import type { EventLog } from "./events/event-log.js";
+import { FailureLog } from "./failure-log.js";
+import { type Logger, SILENT_LOGGER } from "./log.js";
 import type { Metrics } from "./metrics.js";
+import { SubscriptionService } from "./subscriptions/service.js";
 import { healthRoutes } from "./transports/grpc/health.js";
 import { reflectionRoutes } from "./transports/grpc/reflection.js";
 import { connectRoutes } from "./transports/grpc/service.js";
@@ -18,6 +21,7 @@ import { operationsRoutes } from "./transports/http/operations.js";
 import { restRoutes } from "./transports/http/rest.js";
 import { signInRoutes } from "./transports/http/sign-in.js";
 import { sseRoutes } from "./transports/http/sse.js";
+import { subscriptionRoutes } from "./transports/http/subscriptions.js";
 import { Outbound } from "./transports/outbound.js";
 import { installPipeline, type Pipeline } from "./transports/pipeline.js";
 import { restErrorBody } from "./transports/render-error.js";
@@ -32,6 +36,11 @@ export interface AppDeps {
   readonly pipeline: Pipeline;
   /** Browser sessions, for sign-in and sign-out (server.ts ends stale ones on reload). */
   readonly sessions: BrowserSessions;
+  /**
+   * Managing push subscriptions (server.ts creates it with the EventLog); absent = one over the
+   * EventLog's store with the configured cap (tests that build the app themselves).
+   */
+  readonly subscriptions?: SubscriptionService;
   /** The process's logger or false; the process decides (server.ts), tests pass false. */
   readonly logger?: FastifyBaseLogger | false;
   /** The one-port HTTP/1.1 + h2c front (server.ts); absent in tests that use inject(). */
@@ -93,10 +102,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     sessionTtlSeconds: config.auth.sessionTtlSeconds,
   });
   const pump = new StreamPump({ eventLog, metrics, outbound });
+  const subscriptions = deps.subscriptions ?? subscriptionService(config, eventLog, metrics);
 
   await app.register(operationsRoutes, { eventLog, metrics });
   await app.register(restRoutes, { eventLog, metrics, outbound });
   await app.register(chainRoutes, { eventLog, metrics, outbound });
+  await app.register(subscriptionRoutes, { subscriptions });
   await app.register(sseRoutes, {
     eventLog,
     pump,
@@ -110,6 +121,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     outbound,
     pump,
     pipeline,
+    subscriptions,
     extraRoutes: (router) => {
       healthRoutes(router, () => eventLog.readiness());
       reflectionRoutes(router);
@@ -117,6 +129,25 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(consoleRoutes);
   return app;
+}
+
+/**
+ * The subscription service of a process: over its store, with --max-subscriptions, counted in
+ * metrics; store failures logged on `log` (the store's logger) by the one failure rule.
+ */
+export function subscriptionService(
+  config: Config,
+  eventLog: EventLog,
+  metrics: Metrics,
+  log: Logger = SILENT_LOGGER,
+): SubscriptionService {
+  return new SubscriptionService({
+    dialect: eventLog.dialect,
+    lastId: () => eventLog.repository.lastId(),
+    maxSubscriptions: config.maxSubscriptions,
+    onRefused: () => metrics.subscriptionRefusals.inc(),
+    failures: new FailureLog(log, (operation) => metrics.storeErrors.inc({ operation })),
+  });
 }
 
 function notFound(message: string): EventsDbError {

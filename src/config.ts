@@ -25,6 +25,8 @@ export interface Config {
   readonly corsOrigins: readonly string[];
   /** Requests per minute per token (or IP without one); 0 = no rate limit. */
   readonly rateLimitPerMinute: number;
+  /** Push subscriptions this server holds at most (all owners); creating more answers 429. */
+  readonly maxSubscriptions: number;
   /**
    * Peers whose X-Forwarded-For names the client (Fastify's `trustProxy`): true = every peer,
    * addresses / CIDR ranges, or false = none (the socket's peer is the client).
@@ -330,6 +332,12 @@ export const SERVE_OPTIONS = [
     description: "requests per minute per token or IP (0 = off)",
   },
   {
+    flag: "max-subscriptions",
+    kind: "positive",
+    default: "1000",
+    description: "push subscriptions the server holds at most (all owners)",
+  },
+  {
     flag: "trust-proxy",
     kind: "string",
     default: "false",
@@ -509,6 +517,7 @@ export function loadConfig(
       .map((o) => o.trim())
       .filter((o) => o !== ""),
     rateLimitPerMinute: num("rate-limit"),
+    maxSubscriptions: num("max-subscriptions"),
     trustProxy: trustProxy(str("trust-proxy") ?? "false", named("trust-proxy")),
     tls: tlsConfig(str("tls-cert-file"), str("tls-key-file"), str("tls-client-ca-file"), named),
     grpcFastPath: num("grpc-fast-path") === 1,

@@ -74,6 +74,11 @@ export class Metrics {
     labelNames: ["operation"] as const,
     registers: [this.registry],
   });
+  readonly subscriptionRefusals = new Counter({
+    name: "eventsdb_subscription_refusals_total",
+    help: "Subscriptions refused because the server holds --max-subscriptions already.",
+    registers: [this.registry],
+  });
   readonly streamRefusals = new Counter({
     name: "eventsdb_stream_refusals_total",
     help: "Streams refused before anything was sent, by the limit that refused them.",

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import type { FastifyBaseLogger, FastifyInstance } from "fastify";
 import { type DestinationStream, type LoggerOptions, pino } from "pino";
-import { buildApp } from "./app.js";
+import { buildApp, subscriptionService } from "./app.js";
 import { trustFunction } from "./auth/client-address.js";
 import { BrowserSessions } from "./auth/sessions.js";
 import { type Clock, monotonicClock } from "./auth/sliding-window.js";
@@ -92,6 +92,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       metrics,
       pipeline,
       sessions,
+      subscriptions: subscriptionService(config, eventLog, metrics, storeLog),
       logger: log ?? false,
       // Fastify hands both HTTP/1.1 and HTTP/2 compatibility requests to one handler.
       serverFactory: (handler) => edge.attach(handler as Handler),

@@ -21,6 +21,9 @@ const MAX_BATCH_EVENTS = 10;
 /** The smallest write queue the server accepts: a batch with more data never fits it (a sure 413). */
 const WRITE_QUEUE_BYTES = MAX_EVENT_BYTES;
 
+/** Small, so the 429 of POST /subscriptions is cheap to provoke. */
+const MAX_SUBSCRIPTIONS = 3;
+
 const contract = new OpenApiContract();
 /** A chain hash and an Ed25519 signature, lowercase hex. */
 const HASH = /^[0-9a-f]{64}$/;
@@ -115,6 +118,7 @@ beforeAll(async () => {
       "write-queue-bytes": String(WRITE_QUEUE_BYTES),
       "max-total-clients": "1",
       "signing-key-file": join(dir, "signing.pem"),
+      "max-subscriptions": String(MAX_SUBSCRIPTIONS),
     },
   );
   server = await startServer(config, { logger: false, defaultMetrics: false });
@@ -743,6 +747,120 @@ describe("REST API against openapi.yaml", () => {
     });
   });
 
+  describe("subscriptions", () => {
+    const JSON_HEADERS = { "content-type": "application/json" };
+    const subscription = {
+      sink: "https://hooks.example.com/orders",
+      protocol: "HTTP",
+      protocolsettings: { contentmode: "binary", headers: { "x-team": "billing" } },
+      config: { subject: "orders", recursive: true, from: 0 },
+      filters: [{ any: [{ prefix: { type: "com.example." } }, { not: { exact: { source: "/test" } } }] }],
+      sinkcredential: { credentialtype: "ACCESSTOKEN", accesstoken: "s3cret" },
+    };
+
+    it("POST, GET, PUT, redrive and DELETE a subscription → 201, 200, 204", async () => {
+      expect(
+        contract.requestBodyErrors("/subscriptions", "post", "application/json", subscription),
+      ).toBeUndefined();
+      const created = await call("POST", "/subscriptions", {
+        headers: JSON_HEADERS,
+        body: json(subscription),
+      });
+      expect(created.status).toBe(201);
+      const { id } = created.body as { id: string };
+      expect(created.headers.get("location")).toBe(`/subscriptions/${id}`);
+      expect(created.body).toMatchObject({
+        sinkcredential: { credentialtype: "ACCESSTOKEN" },
+        status: { position: 0 },
+      });
+
+      const listed = await call("GET", "/subscriptions");
+      expect(listed.status).toBe(200);
+      expect((listed.body as { id: string }[]).map((s) => s.id)).toContain(id);
+      const read = await call("GET", "/subscriptions/{id}", { params: { id } });
+      expect(read.body).toEqual(created.body);
+
+      // What GET returns may be sent back as it is.
+      expect(
+        contract.requestBodyErrors("/subscriptions/{id}", "put", "application/json", read.body),
+      ).toBeUndefined();
+      const replaced = await call("PUT", "/subscriptions/{id}", {
+        params: { id },
+        headers: JSON_HEADERS,
+        body: json({ ...(read.body as object), types: ["com.example.order.created"] }),
+      });
+      expect(replaced.status).toBe(200);
+      expect(replaced.body).toMatchObject({ types: ["com.example.order.created"] });
+
+      const redriven = await call("POST", "/subscriptions/{id}/redrive", {
+        params: { id },
+        headers: JSON_HEADERS,
+        body: json({ from: "now" }),
+      });
+      expect(redriven.status).toBe(200);
+      expect(await call("POST", "/subscriptions/{id}/redrive", { params: { id } })).toMatchObject({
+        status: 200,
+      });
+
+      expect((await call("DELETE", "/subscriptions/{id}", { params: { id } })).status).toBe(204);
+      for (const [method, template] of [
+        ["GET", "/subscriptions/{id}"],
+        ["PUT", "/subscriptions/{id}"],
+        ["DELETE", "/subscriptions/{id}"],
+        ["POST", "/subscriptions/{id}/redrive"],
+      ] as const) {
+        const gone = await call(method, template, {
+          params: { id },
+          ...(method === "PUT"
+            ? { headers: JSON_HEADERS, body: json({ ...subscription, config: { subject: "orders" } }) }
+            : {}),
+        });
+        expect(gone.status, `${method} ${template}`).toBe(404);
+      }
+    });
+
+    it("refuses bad subscriptions → 400, other media types → 415, beyond --max-subscriptions → 429", async () => {
+      const bad = { ...subscription, filters: [{ sql: "type = 'x'" }] };
+      expect(contract.requestBodyErrors("/subscriptions", "post", "application/json", bad)).toBeDefined();
+      const refused = await call("POST", "/subscriptions", { headers: JSON_HEADERS, body: json(bad) });
+      expect(refused.status).toBe(400);
+      expect(errorCode(refused)).toBe("invalid_argument");
+      const yaml = { "content-type": "application/yaml" };
+      expect((await call("POST", "/subscriptions", { headers: yaml, body: "sink: x" })).status).toBe(415);
+
+      const ids: string[] = [];
+      for (let i = 0; i < MAX_SUBSCRIPTIONS; i++) {
+        const made = await call("POST", "/subscriptions", {
+          headers: JSON_HEADERS,
+          body: json(subscription),
+        });
+        expect(made.status).toBe(201);
+        ids.push((made.body as { id: string }).id);
+      }
+      const full = await call("POST", "/subscriptions", { headers: JSON_HEADERS, body: json(subscription) });
+      expect(full.status).toBe(429);
+      expect(errorCode(full)).toBe("too_many_requests");
+
+      const id = ids[0] as string;
+      const badPut = await call("PUT", "/subscriptions/{id}", {
+        params: { id },
+        headers: JSON_HEADERS,
+        body: json({ ...subscription, config: { from: 3 } }),
+      });
+      expect(badPut.status).toBe(400);
+      expect(
+        (await call("PUT", "/subscriptions/{id}", { params: { id }, headers: yaml, body: "sink: x" })).status,
+      ).toBe(415);
+      const badRedrive = await call("POST", "/subscriptions/{id}/redrive", {
+        params: { id },
+        headers: JSON_HEADERS,
+        body: json({ from: -1 }),
+      });
+      expect(badRedrive.status).toBe(400);
+      for (const each of ids) await call("DELETE", "/subscriptions/{id}", { params: { id: each } });
+    });
+  });
+
   describe("operations", () => {
     it("GET /healthz → 200 ok", async () => {
       const reply = await call("GET", "/healthz");
@@ -821,6 +939,8 @@ describe("REST API against openapi.yaml", () => {
       "POST /auth/session 401": "needs a token-protected server: test/transports/auth.test.ts",
       "POST /auth/session 429": "needs 30 failed sign-ins: test/transports/auth.test.ts",
       "GET /events/chain 403": "needs a token-protected server: test/transports/chain-fields.test.ts",
+      "POST /subscriptions 403": "needs a token-protected server: test/transports/subscriptions.test.ts",
+      "PUT /subscriptions/{id} 403": "needs a token-protected server: test/transports/subscriptions.test.ts",
       "GET /.well-known/eventsdb/signing-key 404":
         "needs a server without --signing-key-file (this one signs): test/transports/chain-fields.test.ts",
     };

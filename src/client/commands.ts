@@ -7,6 +7,12 @@ import { oneLine } from "./lib/errors.js";
 import type { EventQuery } from "./lib/types.js";
 import { publish } from "./publish.js";
 import { get, subjects } from "./read.js";
+import {
+  type CreateFlags,
+  createSubscription,
+  listSubscriptions,
+  redriveSubscription,
+} from "./subscriptions.js";
 import { tail } from "./tail.js";
 import { exportEvents, importEvents } from "./transfer.js";
 import { summaryLine, verifyChain } from "./verify.js";
@@ -25,7 +31,7 @@ interface FilterOptions {
 
 /**
  * The client commands (`publish`, `get`, `tail`, `subjects`, `export`, `import`, `delete`,
- * `verify`): the same binary talking to a running server through the client library
+ * `verify`, `subscriptions …`): the same binary talking to a running server through the client library
  * (src/client/lib/). Exit codes: 0 ok, 1 server or network error (and a broken chain), 2 usage
  * error; every error is one `eventsdb: …` line on stderr.
  */
@@ -177,6 +183,74 @@ export function addClientCommands(program: Command): void {
           yes: options.yes === true,
         });
         process.stderr.write(`deleted ${deleted} event${deleted === 1 ? "" : "s"}\n`);
+      }),
+    );
+
+  addSubscriptionCommands(program);
+}
+
+/** `eventsdb subscriptions list|create|delete|redrive`: push subscriptions (src/client/subscriptions.ts). */
+function addSubscriptionCommands(program: Command): void {
+  const group = program
+    .command("subscriptions")
+    .description("manage push subscriptions (web hooks): list, create, delete, redrive");
+
+  clientCommand(group, "list", "list your subscriptions: id, sink, state, position, lag")
+    .option("--json", "print the subscriptions as a JSON array")
+    .action(
+      action(async (options: ConnectionOptions & { json?: boolean }) => {
+        await listSubscriptions(connectionOf(options), options.json === true, process.stdout);
+      }),
+    );
+
+  clientCommand(group, "create", "create a subscription; prints its id")
+    .requiredOption("--sink <url>", "the web hook's http or https URL")
+    .option("--subject <subject>", "only this subject (default: every subject, which needs read scope *)")
+    .option("--recursive", "the subject and everything below it")
+    .option("--type <type>", "only events of this type")
+    .option("--source <source>", "only events of this source")
+    .option(
+      "--filter <json>",
+      'a filter expression, e.g. \'{"prefix":{"type":"com."}}\' (repeatable)',
+      collect,
+      [],
+    )
+    .option("--content-mode <mode>", "structured (default) or binary")
+    .option("--header <name=value>", "an extra request header (repeatable)", collect, [])
+    .option("--method <method>", "POST (default) or PUT")
+    .option("--from <now|id>", "deliver after the current last event (now, the default) or after this id")
+    .option("--window <n>", "deliveries in flight at once (default 1)", wholeNumber)
+    .option("--sink-token <token>", "sent to the sink as Authorization: Bearer <token>")
+    .option("--description <text>", "a note for people")
+    .option("--json", "print the whole subscription as JSON")
+    .action(
+      action(async (options: ConnectionOptions & CreateFlags & { json?: boolean }) => {
+        await createSubscription(connectionOf(options), options, options.json === true, process.stdout);
+      }),
+    );
+
+  clientCommand(group, "delete", "delete a subscription")
+    .argument("<id>", "the subscription's id")
+    .action(
+      action(async (id: string, options: ConnectionOptions) => {
+        await connectionOf(options).deleteSubscription(id);
+        process.stderr.write(`deleted subscription ${id}\n`);
+      }),
+    );
+
+  clientCommand(group, "redrive", "resume a parked subscription (where it stopped, or --from)")
+    .argument("<id>", "the subscription's id")
+    .option("--from <now|id>", "resume after the current last event (now) or after this id")
+    .option("--json", "print the subscription as JSON")
+    .action(
+      action(async (id: string, options: ConnectionOptions & { from?: string; json?: boolean }) => {
+        await redriveSubscription(
+          connectionOf(options),
+          id,
+          options.from,
+          options.json === true,
+          process.stdout,
+        );
       }),
     );
 }

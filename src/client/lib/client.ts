@@ -15,6 +15,8 @@ import type {
   StoredEvent,
   StreamMessage,
   StreamOptions,
+  Subscription,
+  SubscriptionInput,
 } from "./types.js";
 
 export interface ClientOptions {
@@ -277,6 +279,69 @@ export class EventsDbClient {
       "events",
     );
     return response.deleted;
+  }
+
+  /** Creates a push subscription (`POST /subscriptions`); the server assigns its id. Never retried. */
+  createSubscription(subscription: SubscriptionInput, options: CallOptions = {}): Promise<Subscription> {
+    return this.#json<Subscription>(
+      {
+        ...options,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ protocol: "HTTP", ...subscription }),
+      },
+      "subscriptions",
+    );
+  }
+
+  /** The caller's subscriptions, oldest first (a token with the write scope "*": everyone's). */
+  listSubscriptions(options: CallOptions = {}): Promise<Subscription[]> {
+    return this.#json<Subscription[]>(options, "subscriptions");
+  }
+
+  /** One subscription (404 `not_found` when absent or someone else's). */
+  getSubscription(id: string, options: CallOptions = {}): Promise<Subscription> {
+    return this.#json<Subscription>(options, `subscriptions/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * Replaces a subscription (`PUT`): every field as given, defaults for the others. Without
+   * `sinkcredential` the stored one stays while the sink is the same; `null` removes it.
+   */
+  updateSubscription(
+    id: string,
+    subscription: SubscriptionInput,
+    options: CallOptions = {},
+  ): Promise<Subscription> {
+    return this.#json<Subscription>(
+      {
+        ...options,
+        method: "PUT",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ protocol: "HTTP", ...subscription }),
+      },
+      `subscriptions/${encodeURIComponent(id)}`,
+    );
+  }
+
+  async deleteSubscription(id: string, options: CallOptions = {}): Promise<void> {
+    await this.#request(`subscriptions/${encodeURIComponent(id)}`, { ...options, method: "DELETE" });
+  }
+
+  /**
+   * Resumes a parked subscription where it stopped, or after `from` (an event id, or "now"). On an
+   * active one, `from` moves its position.
+   */
+  redriveSubscription(id: string, from?: number | "now", options: CallOptions = {}): Promise<Subscription> {
+    return this.#json<Subscription>(
+      {
+        ...options,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(from === undefined ? {} : { from }),
+      },
+      `subscriptions/${encodeURIComponent(id)}/redrive`,
+    );
   }
 
   /** Exchanges a token for the browser's session cookie (`POST /auth/session`); resolves with who signed in. */

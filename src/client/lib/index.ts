@@ -23,4 +23,7 @@ export type {
   StoredEvent,
   StreamMessage,
   StreamOptions,
+  Subscription,
+  SubscriptionFilter,
+  SubscriptionInput,
 } from "./types.js";

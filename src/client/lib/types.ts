@@ -171,3 +171,80 @@ export interface StreamOptions extends EventQuery {
   /** Called before each reconnection wait. */
   readonly onReconnect?: (info: ReconnectInfo) => void;
 }
+
+/**
+ * A filter in one of the CloudEvents Subscriptions API's dialects: exactly one key. `exact`,
+ * `prefix`, `suffix` map attribute names to values that must all match; `all`, `any`, `not` combine.
+ */
+export type SubscriptionFilter =
+  | { readonly exact: Readonly<Record<string, string>> }
+  | { readonly prefix: Readonly<Record<string, string>> }
+  | { readonly suffix: Readonly<Record<string, string>> }
+  | { readonly all: readonly SubscriptionFilter[] }
+  | { readonly any: readonly SubscriptionFilter[] }
+  | { readonly not: SubscriptionFilter };
+
+/** A push subscription as `createSubscription` and `updateSubscription` send it (see openapi.yaml). */
+export interface SubscriptionInput {
+  /** The web hook: an absolute http or https URL. */
+  readonly sink: string;
+  /** Default "HTTP" (the only protocol delivered). */
+  readonly protocol?: "HTTP";
+  readonly source?: string;
+  readonly types?: readonly string[];
+  readonly config?: {
+    /** One subject (absent = every subject: needs the read scope "*"). */
+    readonly subject?: string;
+    readonly recursive?: boolean;
+    readonly type?: string;
+    /** Deliveries in flight at once, 1 to 64 (default 1). */
+    readonly window?: number;
+    /** Create only: "now" (the default) or an event id to deliver after. */
+    readonly from?: "now" | number;
+  };
+  readonly filters?: readonly SubscriptionFilter[];
+  readonly protocolsettings?: {
+    readonly method?: "POST" | "PUT";
+    readonly headers?: Readonly<Record<string, string>>;
+    readonly contentmode?: "structured" | "binary";
+  };
+  /** Sent as a bearer token with every delivery; write-only. `null` on update removes it. */
+  readonly sinkcredential?: { readonly credentialtype: "ACCESSTOKEN"; readonly accesstoken?: string } | null;
+  readonly description?: string;
+}
+
+/** A push subscription as the server returns it. */
+export interface Subscription {
+  readonly id: string;
+  readonly source?: string;
+  readonly types?: readonly string[];
+  readonly config: {
+    readonly subject?: string;
+    readonly recursive: boolean;
+    readonly type?: string;
+    readonly window: number;
+  };
+  readonly filters: readonly SubscriptionFilter[];
+  readonly sink: string;
+  /** Present when it has a credential; the token is never returned. */
+  readonly sinkcredential?: { readonly credentialtype: "ACCESSTOKEN" };
+  readonly protocol: "HTTP";
+  readonly protocolsettings: {
+    readonly method: "POST" | "PUT";
+    readonly headers: Readonly<Record<string, string>>;
+    readonly contentmode: "structured" | "binary";
+  };
+  readonly description?: string;
+  readonly status: {
+    readonly state: "active" | "parked";
+    /** The last event id the sink acknowledged. */
+    readonly position: number;
+    /** Events stored after `position`. */
+    readonly lag: number;
+    readonly parked?: { readonly reason: string; readonly eventid?: number; readonly at: string };
+    readonly lease?: { readonly holder: string; readonly expiresat: string };
+    readonly owner: string;
+    readonly createdat: string;
+    readonly updatedat: string;
+  };
+}

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file grpc/eventsdb.proto.
  */
 export const file_grpc_eventsdb: GenFile = /*@__PURE__*/
-  fileDesc("ChNncnBjL2V2ZW50c2RiLnByb3RvEgRncnBjIrQCChJDcmVhdGVFdmVudFJlcXVlc3QSDgoGc291cmNlGAEgASgJEgwKBHR5cGUYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIMCgRkYXRhGAQgASgMEgoKAmlkGAUgASgJEgwKBHRpbWUYBiABKAkSFwoPZGF0YWNvbnRlbnR0eXBlGAcgASgJEhIKCmRhdGFzY2hlbWEYCCABKAkSPAoKZXh0ZW5zaW9ucxgJIAMoCzIoLmdycGMuQ3JlYXRlRXZlbnRSZXF1ZXN0LkV4dGVuc2lvbnNFbnRyeRIpCg1wcmVjb25kaXRpb25zGAogAygLMhIuZ3JwYy5QcmVjb25kaXRpb24aMQoPRXh0ZW5zaW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibgoMUHJlY29uZGl0aW9uEhIKCHByaXN0aW5lGAEgASgJSAASEwoJcG9wdWxhdGVkGAIgASgJSAASKAoIb25fZXZlbnQYAyABKAsyFC5ncnBjLlN1YmplY3RPbkV2ZW50SABCCwoJY29uZGl0aW9uIi0KDlN1YmplY3RPbkV2ZW50Eg8KB3N1YmplY3QYASABKAkSCgoCaWQYAiABKAMiHgoQQ3JlYXRlRXZlbnRSZXBseRIKCgJpZBgBIAEoAyIhChNHZXRFdmVudEJ5SURSZXF1ZXN0EgoKAmlkGAEgASgDIrICCgVFdmVudBIKCgJpZBgBIAEoAxIOCgZzb3VyY2UYAiABKAkSDAoEdHlwZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEgwKBHRpbWUYBSABKAkSDAoEZGF0YRgGIAEoDBINCgVjZV9pZBgHIAEoCRIXCg9kYXRhY29udGVudHR5cGUYCCABKAkSEgoKZGF0YXNjaGVtYRgJIAEoCRIvCgpleHRlbnNpb25zGAogAygLMhsuZ3JwYy5FdmVudC5FeHRlbnNpb25zRW50cnkSDAoEaGFzaBgLIAEoDBIRCglwcmV2X2hhc2gYDCABKAwSEQoJc2lnbmF0dXJlGA0gASgMGjEKD0V4dGVuc2lvbnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrMBCh5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QSDwoHc3ViamVjdBgBIAEoCRIRCgR0eXBlGAIgASgJSACIAQESFAoHZnJvbV9pZBgDIAEoA0gBiAEBEhYKCXJlY3Vyc2l2ZRgEIAEoCEgCiAEBEhIKBWxpbWl0GAUgASgFSAOIAQFCBwoFX3R5cGVCCgoIX2Zyb21faWRCDAoKX3JlY3Vyc2l2ZUIICgZfbGltaXQiYwocU3RyZWFtRXZlbnRzRnJvbVN1YmplY3RSZXBseRIbCgZldmVudHMYASADKAsyCy5ncnBjLkV2ZW50EhAKCGhhc19tb3JlGAIgASgIEhQKDG5leHRfZnJvbV9pZBgDIAEoAyJqChNDcmVhdGVFdmVudHNSZXF1ZXN0EigKBmV2ZW50cxgBIAMoCzIYLmdycGMuQ3JlYXRlRXZlbnRSZXF1ZXN0EikKDXByZWNvbmRpdGlvbnMYAiADKAsyEi5ncnBjLlByZWNvbmRpdGlvbiIgChFDcmVhdGVFdmVudHNSZXBseRILCgNpZHMYASADKAMijwEKGERlbGV0ZUZyb21TdWJqZWN0UmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhEKBHR5cGUYAiABKAlIAIgBARIUCgdmcm9tX2lkGAMgASgDSAGIAQESFgoJcmVjdXJzaXZlGAQgASgISAKIAQFCBwoFX3R5cGVCCgoIX2Zyb21faWRCDAoKX3JlY3Vyc2l2ZSIpChZEZWxldGVGcm9tU3ViamVjdFJlcGx5Eg8KB2RlbGV0ZWQYASABKAMiJQoTTGlzdFN1YmplY3RzUmVxdWVzdBIOCgZwcmVmaXgYASABKAkiJQoRTGlzdFN1YmplY3RzUmVwbHkSEAoIc3ViamVjdHMYASADKAkiUQoPR2V0Q2hhaW5SZXF1ZXN0EhQKB2Zyb21faWQYASABKANIAIgBARISCgVsaW1pdBgCIAEoBUgBiAEBQgoKCF9mcm9tX2lkQggKBl9saW1pdCKRAQoJQ2hhaW5MaW5rEgoKAmlkGAEgASgDEgwKBGhhc2gYAiABKAwSEQoJcHJldl9oYXNoGAMgASgMEhEKCXNpZ25hdHVyZRgEIAEoDBIPCgdkZWxldGVkGAUgASgIEhoKBWV2ZW50GAYgASgLMgsuZ3JwYy5FdmVudBIXCg9leHRlbnNpb25zX2pzb24YByABKAkiVwoNR2V0Q2hhaW5SZXBseRIeCgVsaW5rcxgBIAMoCzIPLmdycGMuQ2hhaW5MaW5rEhAKCGhhc19tb3JlGAIgASgIEhQKDG5leHRfZnJvbV9pZBgDIAEoAzLnBAoIRXZlbnRzREISPwoLQ3JlYXRlRXZlbnQSGC5ncnBjLkNyZWF0ZUV2ZW50UmVxdWVzdBoWLmdycGMuQ3JlYXRlRXZlbnRSZXBseRI2CgxHZXRFdmVudEJ5SUQSGS5ncnBjLkdldEV2ZW50QnlJRFJlcXVlc3QaCy5ncnBjLkV2ZW50EmUKF1N0cmVhbUV2ZW50c0Zyb21TdWJqZWN0EiQuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QaIi5ncnBjLlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVwbHkwARJoChxHZXRIaXN0b3JpY0V2ZW50c0Zyb21TdWJqZWN0EiQuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QaIi5ncnBjLlN0cmVhbUV2ZW50c0Zyb21TdWJqZWN0UmVwbHkSQgoMQ3JlYXRlRXZlbnRzEhkuZ3JwYy5DcmVhdGVFdmVudHNSZXF1ZXN0GhcuZ3JwYy5DcmVhdGVFdmVudHNSZXBseRJRChFEZWxldGVGcm9tU3ViamVjdBIeLmdycGMuRGVsZXRlRnJvbVN1YmplY3RSZXF1ZXN0GhwuZ3JwYy5EZWxldGVGcm9tU3ViamVjdFJlcGx5EkIKDExpc3RTdWJqZWN0cxIZLmdycGMuTGlzdFN1YmplY3RzUmVxdWVzdBoXLmdycGMuTGlzdFN1YmplY3RzUmVwbHkSNgoIR2V0Q2hhaW4SFS5ncnBjLkdldENoYWluUmVxdWVzdBoTLmdycGMuR2V0Q2hhaW5SZXBseWIGcHJvdG8z");
+  fileDesc("ChNncnBjL2V2ZW50c2RiLnByb3RvEgRncnBjIrQCChJDcmVhdGVFdmVudFJlcXVlc3QSDgoGc291cmNlGAEgASgJEgwKBHR5cGUYAiABKAkSDwoHc3ViamVjdBgDIAEoCRIMCgRkYXRhGAQgASgMEgoKAmlkGAUgASgJEgwKBHRpbWUYBiABKAkSFwoPZGF0YWNvbnRlbnR0eXBlGAcgASgJEhIKCmRhdGFzY2hlbWEYCCABKAkSPAoKZXh0ZW5zaW9ucxgJIAMoCzIoLmdycGMuQ3JlYXRlRXZlbnRSZXF1ZXN0LkV4dGVuc2lvbnNFbnRyeRIpCg1wcmVjb25kaXRpb25zGAogAygLMhIuZ3JwYy5QcmVjb25kaXRpb24aMQoPRXh0ZW5zaW9uc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibgoMUHJlY29uZGl0aW9uEhIKCHByaXN0aW5lGAEgASgJSAASEwoJcG9wdWxhdGVkGAIgASgJSAASKAoIb25fZXZlbnQYAyABKAsyFC5ncnBjLlN1YmplY3RPbkV2ZW50SABCCwoJY29uZGl0aW9uIi0KDlN1YmplY3RPbkV2ZW50Eg8KB3N1YmplY3QYASABKAkSCgoCaWQYAiABKAMiHgoQQ3JlYXRlRXZlbnRSZXBseRIKCgJpZBgBIAEoAyIhChNHZXRFdmVudEJ5SURSZXF1ZXN0EgoKAmlkGAEgASgDIrICCgVFdmVudBIKCgJpZBgBIAEoAxIOCgZzb3VyY2UYAiABKAkSDAoEdHlwZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEgwKBHRpbWUYBSABKAkSDAoEZGF0YRgGIAEoDBINCgVjZV9pZBgHIAEoCRIXCg9kYXRhY29udGVudHR5cGUYCCABKAkSEgoKZGF0YXNjaGVtYRgJIAEoCRIvCgpleHRlbnNpb25zGAogAygLMhsuZ3JwYy5FdmVudC5FeHRlbnNpb25zRW50cnkSDAoEaGFzaBgLIAEoDBIRCglwcmV2X2hhc2gYDCABKAwSEQoJc2lnbmF0dXJlGA0gASgMGjEKD0V4dGVuc2lvbnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrMBCh5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcXVlc3QSDwoHc3ViamVjdBgBIAEoCRIRCgR0eXBlGAIgASgJSACIAQESFAoHZnJvbV9pZBgDIAEoA0gBiAEBEhYKCXJlY3Vyc2l2ZRgEIAEoCEgCiAEBEhIKBWxpbWl0GAUgASgFSAOIAQFCBwoFX3R5cGVCCgoIX2Zyb21faWRCDAoKX3JlY3Vyc2l2ZUIICgZfbGltaXQiYwocU3RyZWFtRXZlbnRzRnJvbVN1YmplY3RSZXBseRIbCgZldmVudHMYASADKAsyCy5ncnBjLkV2ZW50EhAKCGhhc19tb3JlGAIgASgIEhQKDG5leHRfZnJvbV9pZBgDIAEoAyJqChNDcmVhdGVFdmVudHNSZXF1ZXN0EigKBmV2ZW50cxgBIAMoCzIYLmdycGMuQ3JlYXRlRXZlbnRSZXF1ZXN0EikKDXByZWNvbmRpdGlvbnMYAiADKAsyEi5ncnBjLlByZWNvbmRpdGlvbiIgChFDcmVhdGVFdmVudHNSZXBseRILCgNpZHMYASADKAMijwEKGERlbGV0ZUZyb21TdWJqZWN0UmVxdWVzdBIPCgdzdWJqZWN0GAEgASgJEhEKBHR5cGUYAiABKAlIAIgBARIUCgdmcm9tX2lkGAMgASgDSAGIAQESFgoJcmVjdXJzaXZlGAQgASgISAKIAQFCBwoFX3R5cGVCCgoIX2Zyb21faWRCDAoKX3JlY3Vyc2l2ZSIpChZEZWxldGVGcm9tU3ViamVjdFJlcGx5Eg8KB2RlbGV0ZWQYASABKAMiJQoTTGlzdFN1YmplY3RzUmVxdWVzdBIOCgZwcmVmaXgYASABKAkiJQoRTGlzdFN1YmplY3RzUmVwbHkSEAoIc3ViamVjdHMYASADKAkiUQoPR2V0Q2hhaW5SZXF1ZXN0EhQKB2Zyb21faWQYASABKANIAIgBARISCgVsaW1pdBgCIAEoBUgBiAEBQgoKCF9mcm9tX2lkQggKBl9saW1pdCKRAQoJQ2hhaW5MaW5rEgoKAmlkGAEgASgDEgwKBGhhc2gYAiABKAwSEQoJcHJldl9oYXNoGAMgASgMEhEKCXNpZ25hdHVyZRgEIAEoDBIPCgdkZWxldGVkGAUgASgIEhoKBWV2ZW50GAYgASgLMgsuZ3JwYy5FdmVudBIXCg9leHRlbnNpb25zX2pzb24YByABKAkiVwoNR2V0Q2hhaW5SZXBseRIeCgVsaW5rcxgBIAMoCzIPLmdycGMuQ2hhaW5MaW5rEhAKCGhhc19tb3JlGAIgASgIEhQKDG5leHRfZnJvbV9pZBgDIAEoAyL0AgoMU3Vic2NyaXB0aW9uEgoKAmlkGAEgASgJEhMKBnNvdXJjZRgCIAEoCUgAiAEBEg0KBXR5cGVzGAMgAygJEigKBmNvbmZpZxgEIAEoCzIYLmdycGMuU3Vic2NyaXB0aW9uQ29uZmlnEicKB2ZpbHRlcnMYBSADKAsyFi5ncnBjLkZpbHRlckV4cHJlc3Npb24SDAoEc2luaxgGIAEoCRIsCg5zaW5rY3JlZGVudGlhbBgHIAEoCzIULmdycGMuU2lua0NyZWRlbnRpYWwSEAoIcHJvdG9jb2wYCCABKAkSNAoQcHJvdG9jb2xzZXR0aW5ncxgJIAEoCzIaLmdycGMuSHR0cFByb3RvY29sU2V0dGluZ3MSGAoLZGVzY3JpcHRpb24YCiABKAlIAYgBARIoCgZzdGF0dXMYCyABKAsyGC5ncnBjLlN1YnNjcmlwdGlvblN0YXR1c0IJCgdfc291cmNlQg4KDF9kZXNjcmlwdGlvbiKhAQoSU3Vic2NyaXB0aW9uQ29uZmlnEhQKB3N1YmplY3QYASABKAlIAIgBARIRCglyZWN1cnNpdmUYAiABKAgSEQoEdHlwZRgDIAEoCUgBiAEBEhMKBndpbmRvdxgEIAEoDUgCiAEBEhEKBGZyb20YBSABKAlIA4gBAUIKCghfc3ViamVjdEIHCgVfdHlwZUIJCgdfd2luZG93QgcKBV9mcm9tIoACChBGaWx0ZXJFeHByZXNzaW9uEiYKBWV4YWN0GAEgASgLMhUuZ3JwYy5BdHRyaWJ1dGVGaWx0ZXJIABInCgZwcmVmaXgYAiABKAsyFS5ncnBjLkF0dHJpYnV0ZUZpbHRlckgAEicKBnN1ZmZpeBgDIAEoCzIVLmdycGMuQXR0cmlidXRlRmlsdGVySAASHwoDYWxsGAQgASgLMhAuZ3JwYy5GaWx0ZXJMaXN0SAASHwoDYW55GAUgASgLMhAuZ3JwYy5GaWx0ZXJMaXN0SAASJQoDbm90GAYgASgLMhYuZ3JwYy5GaWx0ZXJFeHByZXNzaW9uSABCCQoHZGlhbGVjdCJ/Cg9BdHRyaWJ1dGVGaWx0ZXISOQoKYXR0cmlidXRlcxgBIAMoCzIlLmdycGMuQXR0cmlidXRlRmlsdGVyLkF0dHJpYnV0ZXNFbnRyeRoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI1CgpGaWx0ZXJMaXN0EicKB2ZpbHRlcnMYASADKAsyFi5ncnBjLkZpbHRlckV4cHJlc3Npb24iPQoOU2lua0NyZWRlbnRpYWwSFgoOY3JlZGVudGlhbHR5cGUYASABKAkSEwoLYWNjZXNzdG9rZW4YAiABKAkipQEKFEh0dHBQcm90b2NvbFNldHRpbmdzEg4KBm1ldGhvZBgBIAEoCRI4CgdoZWFkZXJzGAIgAygLMicuZ3JwYy5IdHRwUHJvdG9jb2xTZXR0aW5ncy5IZWFkZXJzRW50cnkSEwoLY29udGVudG1vZGUYAyABKAkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEizAEKElN1YnNjcmlwdGlvblN0YXR1cxINCgVzdGF0ZRgBIAEoCRIQCghwb3NpdGlvbhgCIAEoAxILCgNsYWcYAyABKAMSIQoGcGFya2VkGAQgASgLMhEuZ3JwYy5QYXJrZWRTdGF0ZRIUCgxsZWFzZV9ob2xkZXIYBSABKAkSGAoQbGVhc2VfZXhwaXJlc19hdBgGIAEoCRINCgVvd25lchgHIAEoCRISCgpjcmVhdGVkX2F0GAggASgJEhIKCnVwZGF0ZWRfYXQYCSABKAkiTQoLUGFya2VkU3RhdGUSDgoGcmVhc29uGAEgASgJEhUKCGV2ZW50X2lkGAIgASgDSACIAQESCgoCYXQYAyABKAlCCwoJX2V2ZW50X2lkIkUKGUNyZWF0ZVN1YnNjcmlwdGlvblJlcXVlc3QSKAoMc3Vic2NyaXB0aW9uGAEgASgLMhIuZ3JwYy5TdWJzY3JpcHRpb24iGgoYTGlzdFN1YnNjcmlwdGlvbnNSZXF1ZXN0IkMKFkxpc3RTdWJzY3JpcHRpb25zUmVwbHkSKQoNc3Vic2NyaXB0aW9ucxgBIAMoCzISLmdycGMuU3Vic2NyaXB0aW9uIiMKFVN1YnNjcmlwdGlvbklkUmVxdWVzdBIKCgJpZBgBIAEoCSJwChlVcGRhdGVTdWJzY3JpcHRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEigKDHN1YnNjcmlwdGlvbhgCIAEoCzISLmdycGMuU3Vic2NyaXB0aW9uEh0KFXJlbW92ZV9zaW5rY3JlZGVudGlhbBgDIAEoCCIZChdEZWxldGVTdWJzY3JpcHRpb25SZXBseSJcChpSZWRyaXZlU3Vic2NyaXB0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRIUCgdmcm9tX2lkGAIgASgDSACIAQESEAoIZnJvbV9ub3cYAyABKAhCCgoIX2Zyb21faWQyswgKCEV2ZW50c0RCEj8KC0NyZWF0ZUV2ZW50EhguZ3JwYy5DcmVhdGVFdmVudFJlcXVlc3QaFi5ncnBjLkNyZWF0ZUV2ZW50UmVwbHkSNgoMR2V0RXZlbnRCeUlEEhkuZ3JwYy5HZXRFdmVudEJ5SURSZXF1ZXN0GgsuZ3JwYy5FdmVudBJlChdTdHJlYW1FdmVudHNGcm9tU3ViamVjdBIkLmdycGMuU3RyZWFtRXZlbnRzRnJvbVN1YmplY3RSZXF1ZXN0GiIuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcGx5MAESaAocR2V0SGlzdG9yaWNFdmVudHNGcm9tU3ViamVjdBIkLmdycGMuU3RyZWFtRXZlbnRzRnJvbVN1YmplY3RSZXF1ZXN0GiIuZ3JwYy5TdHJlYW1FdmVudHNGcm9tU3ViamVjdFJlcGx5EkIKDENyZWF0ZUV2ZW50cxIZLmdycGMuQ3JlYXRlRXZlbnRzUmVxdWVzdBoXLmdycGMuQ3JlYXRlRXZlbnRzUmVwbHkSUQoRRGVsZXRlRnJvbVN1YmplY3QSHi5ncnBjLkRlbGV0ZUZyb21TdWJqZWN0UmVxdWVzdBocLmdycGMuRGVsZXRlRnJvbVN1YmplY3RSZXBseRJCCgxMaXN0U3ViamVjdHMSGS5ncnBjLkxpc3RTdWJqZWN0c1JlcXVlc3QaFy5ncnBjLkxpc3RTdWJqZWN0c1JlcGx5EjYKCEdldENoYWluEhUuZ3JwYy5HZXRDaGFpblJlcXVlc3QaEy5ncnBjLkdldENoYWluUmVwbHkSSQoSQ3JlYXRlU3Vic2NyaXB0aW9uEh8uZ3JwYy5DcmVhdGVTdWJzY3JpcHRpb25SZXF1ZXN0GhIuZ3JwYy5TdWJzY3JpcHRpb24SUQoRTGlzdFN1YnNjcmlwdGlvbnMSHi5ncnBjLkxpc3RTdWJzY3JpcHRpb25zUmVxdWVzdBocLmdycGMuTGlzdFN1YnNjcmlwdGlvbnNSZXBseRJCCg9HZXRTdWJzY3JpcHRpb24SGy5ncnBjLlN1YnNjcmlwdGlvbklkUmVxdWVzdBoSLmdycGMuU3Vic2NyaXB0aW9uEkkKElVwZGF0ZVN1YnNjcmlwdGlvbhIfLmdycGMuVXBkYXRlU3Vic2NyaXB0aW9uUmVxdWVzdBoSLmdycGMuU3Vic2NyaXB0aW9uElAKEkRlbGV0ZVN1YnNjcmlwdGlvbhIbLmdycGMuU3Vic2NyaXB0aW9uSWRSZXF1ZXN0Gh0uZ3JwYy5EZWxldGVTdWJzY3JpcHRpb25SZXBseRJLChNSZWRyaXZlU3Vic2NyaXB0aW9uEiAuZ3JwYy5SZWRyaXZlU3Vic2NyaXB0aW9uUmVxdWVzdBoSLmdycGMuU3Vic2NyaXB0aW9uYgZwcm90bzM");
 
 /**
  * @generated from message grpc.CreateEventRequest
@@ -591,6 +591,546 @@ export const GetChainReplySchema: GenMessage<GetChainReply> = /*@__PURE__*/
   messageDesc(file_grpc_eventsdb, 16);
 
 /**
+ * A push subscription: the CloudEvents Subscriptions API's subscription object (field names as in
+ * its JSON) plus this store's status. Added by eventsdb.
+ *
+ * @generated from message grpc.Subscription
+ */
+export type Subscription = Message<"grpc.Subscription"> & {
+  /**
+   * Assigned by the server; ignored on input.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Only events with this CloudEvents source.
+   *
+   * @generated from field: optional string source = 2;
+   */
+  source?: string | undefined;
+
+  /**
+   * Only events of one of these types (empty = any).
+   *
+   * @generated from field: repeated string types = 3;
+   */
+  types: string[];
+
+  /**
+   * @generated from field: grpc.SubscriptionConfig config = 4;
+   */
+  config?: SubscriptionConfig | undefined;
+
+  /**
+   * Every expression must hold (empty = every event).
+   *
+   * @generated from field: repeated grpc.FilterExpression filters = 5;
+   */
+  filters: FilterExpression[];
+
+  /**
+   * The web hook: an absolute http or https URL.
+   *
+   * @generated from field: string sink = 6;
+   */
+  sink: string;
+
+  /**
+   * Write-only: answers carry credentialtype only. On update, absent (or without accesstoken) keeps
+   * the stored one while the sink is unchanged.
+   *
+   * @generated from field: grpc.SinkCredential sinkcredential = 7;
+   */
+  sinkcredential?: SinkCredential | undefined;
+
+  /**
+   * "HTTP" (the only protocol delivered).
+   *
+   * @generated from field: string protocol = 8;
+   */
+  protocol: string;
+
+  /**
+   * @generated from field: grpc.HttpProtocolSettings protocolsettings = 9;
+   */
+  protocolsettings?: HttpProtocolSettings | undefined;
+
+  /**
+   * @generated from field: optional string description = 10;
+   */
+  description?: string | undefined;
+
+  /**
+   * Read-only.
+   *
+   * @generated from field: grpc.SubscriptionStatus status = 11;
+   */
+  status?: SubscriptionStatus | undefined;
+};
+
+/**
+ * Describes the message grpc.Subscription.
+ * Use `create(SubscriptionSchema)` to create a new message.
+ */
+export const SubscriptionSchema: GenMessage<Subscription> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 17);
+
+/**
+ * This store's own settings (the spec's config map).
+ *
+ * @generated from message grpc.SubscriptionConfig
+ */
+export type SubscriptionConfig = Message<"grpc.SubscriptionConfig"> & {
+  /**
+   * One subject (absent = every subject: needs the read scope "*")...
+   *
+   * @generated from field: optional string subject = 1;
+   */
+  subject?: string | undefined;
+
+  /**
+   * ...and everything below it.
+   *
+   * @generated from field: bool recursive = 2;
+   */
+  recursive: boolean;
+
+  /**
+   * One CloudEvents type.
+   *
+   * @generated from field: optional string type = 3;
+   */
+  type?: string | undefined;
+
+  /**
+   * Deliveries in flight at once, 1 to 64 (absent = 1).
+   *
+   * @generated from field: optional uint32 window = 4;
+   */
+  window?: number | undefined;
+
+  /**
+   * Create only: where delivery starts. "now" (the default) or an event id as text (delivery
+   * starts after it; "0" = from the first event).
+   *
+   * @generated from field: optional string from = 5;
+   */
+  from?: string | undefined;
+};
+
+/**
+ * Describes the message grpc.SubscriptionConfig.
+ * Use `create(SubscriptionConfigSchema)` to create a new message.
+ */
+export const SubscriptionConfigSchema: GenMessage<SubscriptionConfig> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 18);
+
+/**
+ * A filter expression in one of the spec's dialects (exactly one set).
+ *
+ * @generated from message grpc.FilterExpression
+ */
+export type FilterExpression = Message<"grpc.FilterExpression"> & {
+  /**
+   * @generated from oneof grpc.FilterExpression.dialect
+   */
+  dialect: {
+    /**
+     * Every attribute equals its value.
+     *
+     * @generated from field: grpc.AttributeFilter exact = 1;
+     */
+    value: AttributeFilter;
+    case: "exact";
+  } | {
+    /**
+     * Every attribute starts with its value.
+     *
+     * @generated from field: grpc.AttributeFilter prefix = 2;
+     */
+    value: AttributeFilter;
+    case: "prefix";
+  } | {
+    /**
+     * Every attribute ends with its value.
+     *
+     * @generated from field: grpc.AttributeFilter suffix = 3;
+     */
+    value: AttributeFilter;
+    case: "suffix";
+  } | {
+    /**
+     * Every member holds (at least one member).
+     *
+     * @generated from field: grpc.FilterList all = 4;
+     */
+    value: FilterList;
+    case: "all";
+  } | {
+    /**
+     * Some member holds (at least one member).
+     *
+     * @generated from field: grpc.FilterList any = 5;
+     */
+    value: FilterList;
+    case: "any";
+  } | {
+    /**
+     * The member does not hold.
+     *
+     * @generated from field: grpc.FilterExpression not = 6;
+     */
+    value: FilterExpression;
+    case: "not";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message grpc.FilterExpression.
+ * Use `create(FilterExpressionSchema)` to create a new message.
+ */
+export const FilterExpressionSchema: GenMessage<FilterExpression> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 19);
+
+/**
+ * @generated from message grpc.AttributeFilter
+ */
+export type AttributeFilter = Message<"grpc.AttributeFilter"> & {
+  /**
+   * CloudEvents attribute name -> non-empty value.
+   *
+   * @generated from field: map<string, string> attributes = 1;
+   */
+  attributes: { [key: string]: string };
+};
+
+/**
+ * Describes the message grpc.AttributeFilter.
+ * Use `create(AttributeFilterSchema)` to create a new message.
+ */
+export const AttributeFilterSchema: GenMessage<AttributeFilter> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 20);
+
+/**
+ * @generated from message grpc.FilterList
+ */
+export type FilterList = Message<"grpc.FilterList"> & {
+  /**
+   * @generated from field: repeated grpc.FilterExpression filters = 1;
+   */
+  filters: FilterExpression[];
+};
+
+/**
+ * Describes the message grpc.FilterList.
+ * Use `create(FilterListSchema)` to create a new message.
+ */
+export const FilterListSchema: GenMessage<FilterList> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 21);
+
+/**
+ * @generated from message grpc.SinkCredential
+ */
+export type SinkCredential = Message<"grpc.SinkCredential"> & {
+  /**
+   * "ACCESSTOKEN" (the only type supported).
+   *
+   * @generated from field: string credentialtype = 1;
+   */
+  credentialtype: string;
+
+  /**
+   * Sent as Authorization: Bearer <accesstoken>; never returned.
+   *
+   * @generated from field: string accesstoken = 2;
+   */
+  accesstoken: string;
+};
+
+/**
+ * Describes the message grpc.SinkCredential.
+ * Use `create(SinkCredentialSchema)` to create a new message.
+ */
+export const SinkCredentialSchema: GenMessage<SinkCredential> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 22);
+
+/**
+ * @generated from message grpc.HttpProtocolSettings
+ */
+export type HttpProtocolSettings = Message<"grpc.HttpProtocolSettings"> & {
+  /**
+   * "POST" (default) or "PUT".
+   *
+   * @generated from field: string method = 1;
+   */
+  method: string;
+
+  /**
+   * Extra request headers (not hop-by-hop, Content-Type, ce-* or WebHook-*).
+   *
+   * @generated from field: map<string, string> headers = 2;
+   */
+  headers: { [key: string]: string };
+
+  /**
+   * "structured" (default) or "binary".
+   *
+   * @generated from field: string contentmode = 3;
+   */
+  contentmode: string;
+};
+
+/**
+ * Describes the message grpc.HttpProtocolSettings.
+ * Use `create(HttpProtocolSettingsSchema)` to create a new message.
+ */
+export const HttpProtocolSettingsSchema: GenMessage<HttpProtocolSettings> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 23);
+
+/**
+ * @generated from message grpc.SubscriptionStatus
+ */
+export type SubscriptionStatus = Message<"grpc.SubscriptionStatus"> & {
+  /**
+   * "active" or "parked".
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * The last event id the sink acknowledged; delivery resumes after it.
+   *
+   * @generated from field: int64 position = 2;
+   */
+  position: bigint;
+
+  /**
+   * Events stored after position.
+   *
+   * @generated from field: int64 lag = 3;
+   */
+  lag: bigint;
+
+  /**
+   * Set while parked.
+   *
+   * @generated from field: grpc.ParkedState parked = 4;
+   */
+  parked?: ParkedState | undefined;
+
+  /**
+   * The process delivering it, while one holds its lease (empty = none).
+   *
+   * @generated from field: string lease_holder = 5;
+   */
+  leaseHolder: string;
+
+  /**
+   * RFC 3339; empty without a lease.
+   *
+   * @generated from field: string lease_expires_at = 6;
+   */
+  leaseExpiresAt: string;
+
+  /**
+   * The name of the token that created it.
+   *
+   * @generated from field: string owner = 7;
+   */
+  owner: string;
+
+  /**
+   * RFC 3339.
+   *
+   * @generated from field: string created_at = 8;
+   */
+  createdAt: string;
+
+  /**
+   * @generated from field: string updated_at = 9;
+   */
+  updatedAt: string;
+};
+
+/**
+ * Describes the message grpc.SubscriptionStatus.
+ * Use `create(SubscriptionStatusSchema)` to create a new message.
+ */
+export const SubscriptionStatusSchema: GenMessage<SubscriptionStatus> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 24);
+
+/**
+ * @generated from message grpc.ParkedState
+ */
+export type ParkedState = Message<"grpc.ParkedState"> & {
+  /**
+   * @generated from field: string reason = 1;
+   */
+  reason: string;
+
+  /**
+   * The event that could not be delivered (absent if none was being delivered).
+   *
+   * @generated from field: optional int64 event_id = 2;
+   */
+  eventId?: bigint | undefined;
+
+  /**
+   * RFC 3339.
+   *
+   * @generated from field: string at = 3;
+   */
+  at: string;
+};
+
+/**
+ * Describes the message grpc.ParkedState.
+ * Use `create(ParkedStateSchema)` to create a new message.
+ */
+export const ParkedStateSchema: GenMessage<ParkedState> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 25);
+
+/**
+ * @generated from message grpc.CreateSubscriptionRequest
+ */
+export type CreateSubscriptionRequest = Message<"grpc.CreateSubscriptionRequest"> & {
+  /**
+   * @generated from field: grpc.Subscription subscription = 1;
+   */
+  subscription?: Subscription | undefined;
+};
+
+/**
+ * Describes the message grpc.CreateSubscriptionRequest.
+ * Use `create(CreateSubscriptionRequestSchema)` to create a new message.
+ */
+export const CreateSubscriptionRequestSchema: GenMessage<CreateSubscriptionRequest> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 26);
+
+/**
+ * @generated from message grpc.ListSubscriptionsRequest
+ */
+export type ListSubscriptionsRequest = Message<"grpc.ListSubscriptionsRequest"> & {
+};
+
+/**
+ * Describes the message grpc.ListSubscriptionsRequest.
+ * Use `create(ListSubscriptionsRequestSchema)` to create a new message.
+ */
+export const ListSubscriptionsRequestSchema: GenMessage<ListSubscriptionsRequest> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 27);
+
+/**
+ * @generated from message grpc.ListSubscriptionsReply
+ */
+export type ListSubscriptionsReply = Message<"grpc.ListSubscriptionsReply"> & {
+  /**
+   * @generated from field: repeated grpc.Subscription subscriptions = 1;
+   */
+  subscriptions: Subscription[];
+};
+
+/**
+ * Describes the message grpc.ListSubscriptionsReply.
+ * Use `create(ListSubscriptionsReplySchema)` to create a new message.
+ */
+export const ListSubscriptionsReplySchema: GenMessage<ListSubscriptionsReply> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 28);
+
+/**
+ * @generated from message grpc.SubscriptionIdRequest
+ */
+export type SubscriptionIdRequest = Message<"grpc.SubscriptionIdRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message grpc.SubscriptionIdRequest.
+ * Use `create(SubscriptionIdRequestSchema)` to create a new message.
+ */
+export const SubscriptionIdRequestSchema: GenMessage<SubscriptionIdRequest> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 29);
+
+/**
+ * @generated from message grpc.UpdateSubscriptionRequest
+ */
+export type UpdateSubscriptionRequest = Message<"grpc.UpdateSubscriptionRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: grpc.Subscription subscription = 2;
+   */
+  subscription?: Subscription | undefined;
+
+  /**
+   * Deliver without a sink credential from now on (JSON's "sinkcredential": null).
+   *
+   * @generated from field: bool remove_sinkcredential = 3;
+   */
+  removeSinkcredential: boolean;
+};
+
+/**
+ * Describes the message grpc.UpdateSubscriptionRequest.
+ * Use `create(UpdateSubscriptionRequestSchema)` to create a new message.
+ */
+export const UpdateSubscriptionRequestSchema: GenMessage<UpdateSubscriptionRequest> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 30);
+
+/**
+ * @generated from message grpc.DeleteSubscriptionReply
+ */
+export type DeleteSubscriptionReply = Message<"grpc.DeleteSubscriptionReply"> & {
+};
+
+/**
+ * Describes the message grpc.DeleteSubscriptionReply.
+ * Use `create(DeleteSubscriptionReplySchema)` to create a new message.
+ */
+export const DeleteSubscriptionReplySchema: GenMessage<DeleteSubscriptionReply> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 31);
+
+/**
+ * @generated from message grpc.RedriveSubscriptionRequest
+ */
+export type RedriveSubscriptionRequest = Message<"grpc.RedriveSubscriptionRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Resume after this event id; absent (and from_now false) = where it stopped.
+   *
+   * @generated from field: optional int64 from_id = 2;
+   */
+  fromId?: bigint | undefined;
+
+  /**
+   * Resume after the current last event.
+   *
+   * @generated from field: bool from_now = 3;
+   */
+  fromNow: boolean;
+};
+
+/**
+ * Describes the message grpc.RedriveSubscriptionRequest.
+ * Use `create(RedriveSubscriptionRequestSchema)` to create a new message.
+ */
+export const RedriveSubscriptionRequestSchema: GenMessage<RedriveSubscriptionRequest> = /*@__PURE__*/
+  messageDesc(file_grpc_eventsdb, 32);
+
+/**
  * Events: append, read, stream and delete CloudEvents.
  *
  * @generated from service grpc.EventsDB
@@ -680,6 +1220,65 @@ export const EventsDB: GenService<{
     methodKind: "unary";
     input: typeof GetChainRequestSchema;
     output: typeof GetChainReplySchema;
+  },
+  /**
+   * Push subscriptions (the CloudEvents Subscriptions API, as REST's /subscriptions; added by
+   * eventsdb). The same rules as REST: a token subscribes only to subjects it may read, and sees
+   * only its own subscriptions (a token with the write scope "*" sees all; others' are NOT_FOUND).
+   * Creates one (id assigned by the server); RESOURCE_EXHAUSTED beyond --max-subscriptions.
+   *
+   * @generated from rpc grpc.EventsDB.CreateSubscription
+   */
+  createSubscription: {
+    methodKind: "unary";
+    input: typeof CreateSubscriptionRequestSchema;
+    output: typeof SubscriptionSchema;
+  },
+  /**
+   * The caller's subscriptions, oldest first.
+   *
+   * @generated from rpc grpc.EventsDB.ListSubscriptions
+   */
+  listSubscriptions: {
+    methodKind: "unary";
+    input: typeof ListSubscriptionsRequestSchema;
+    output: typeof ListSubscriptionsReplySchema;
+  },
+  /**
+   * @generated from rpc grpc.EventsDB.GetSubscription
+   */
+  getSubscription: {
+    methodKind: "unary";
+    input: typeof SubscriptionIdRequestSchema;
+    output: typeof SubscriptionSchema;
+  },
+  /**
+   * Replaces the subscription object (id and status aside).
+   *
+   * @generated from rpc grpc.EventsDB.UpdateSubscription
+   */
+  updateSubscription: {
+    methodKind: "unary";
+    input: typeof UpdateSubscriptionRequestSchema;
+    output: typeof SubscriptionSchema;
+  },
+  /**
+   * @generated from rpc grpc.EventsDB.DeleteSubscription
+   */
+  deleteSubscription: {
+    methodKind: "unary";
+    input: typeof SubscriptionIdRequestSchema;
+    output: typeof DeleteSubscriptionReplySchema;
+  },
+  /**
+   * Resumes a parked subscription (where it stopped, or after from_id / from_now).
+   *
+   * @generated from rpc grpc.EventsDB.RedriveSubscription
+   */
+  redriveSubscription: {
+    methodKind: "unary";
+    input: typeof RedriveSubscriptionRequestSchema;
+    output: typeof SubscriptionSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_grpc_eventsdb, 0);

@@ -23,12 +23,14 @@ import {
 } from "../../gen/grpc/eventsdb_pb.js";
 import type { CloseReason } from "../../hub/subscription.js";
 import type { Operation } from "../../metrics.js";
+import type { SubscriptionService } from "../../subscriptions/service.js";
 import { type AppendDeps, append } from "../append.js";
 import type { Outbound } from "../outbound.js";
 import type { Pipeline } from "../pipeline.js";
 import { connectCode } from "../status.js";
 import type { StreamPump } from "../stream-pump.js";
 import { connectAdapter } from "./connect-adapter.js";
+import { subscriptionFromProto, subscriptionToProto } from "./subscriptions.js";
 
 export interface ConnectDeps extends AppendDeps {
   readonly config: Config;
@@ -38,6 +40,8 @@ export interface ConnectDeps extends AppendDeps {
   readonly pump: StreamPump;
   /** Turns a handler's failure into the domain error to answer, logging bugs (as for REST). */
   readonly pipeline: Pipeline;
+  /** Managing push subscriptions (the same service as REST's /subscriptions). */
+  readonly subscriptions: SubscriptionService;
   /** Extra services (health, reflection) registered on the same router. */
   readonly extraRoutes?: (router: ConnectRouter) => void;
 }
@@ -49,7 +53,7 @@ export interface ConnectDeps extends AppendDeps {
  * not reach the REST routes.
  */
 export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Promise<void> {
-  const { config, eventLog, metrics, outbound, pump, pipeline } = deps;
+  const { config, eventLog, metrics, outbound, pump, pipeline, subscriptions } = deps;
   const limits = eventLog.limits;
   /** Domain errors keep their message with the mapped code; bugs are logged and INTERNAL without detail. */
   const toConnectError = (error: unknown): ConnectError => {
@@ -139,6 +143,33 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
             nextFromId: BigInt(page.nextFromId),
           };
         }),
+      createSubscription: (request, context) =>
+        rpc(
+          subscriptions
+            .create(caller(context), subscriptionFromProto(request.subscription))
+            .then(subscriptionToProto),
+        ),
+      listSubscriptions: (_request, context) =>
+        rpc(
+          subscriptions
+            .list(caller(context))
+            .then((list) => ({ subscriptions: list.map(subscriptionToProto) })),
+        ),
+      getSubscription: (request, context) =>
+        rpc(subscriptions.get(caller(context), request.id).then(subscriptionToProto)),
+      updateSubscription: (request, context) => {
+        const body = subscriptionFromProto(request.subscription);
+        if (request.removeSinkcredential) body.sinkcredential = null;
+        return rpc(subscriptions.update(caller(context), request.id, body).then(subscriptionToProto));
+      },
+      deleteSubscription: (request, context) =>
+        rpc(subscriptions.delete(caller(context), request.id).then(() => ({}))),
+      redriveSubscription: (request, context) =>
+        rpc(
+          subscriptions
+            .redrive(caller(context), request.id, request.fromNow ? "now" : request.fromId?.toString())
+            .then(subscriptionToProto),
+        ),
       streamEventsFromSubject: (request, context) =>
         streamEvents({ pump, config, log: app.log, toConnectError }, request, context),
     });

@@ -60,6 +60,11 @@ const ui = {
   detailCurl: $("detail-curl"),
   detailCopy: $("detail-copy"),
   copyStatus: $("copy-status"),
+  subscriptionsRefresh: $("subscriptions-refresh"),
+  subscriptionsSummary: $("subscriptions-summary"),
+  subscriptionsError: $("subscriptions-error"),
+  subscriptionTable: $("subscription-table"),
+  subscriptionList: $("subscription-list"),
 };
 
 /** Whether the server needs no token (no AUTH_TOKEN, no auth file). */
@@ -181,6 +186,7 @@ async function enterWorkspace(initialSubjects) {
   showWho();
   if (initialSubjects === undefined) await loadSubjects();
   else setSubjects(initialSubjects);
+  void loadSubscriptions();
 }
 
 async function signIn(submitEvent) {
@@ -843,6 +849,78 @@ async function copyCurl() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Push subscriptions: the caller's (an administrator's: all), with state and lag; parked ones can
+// be redriven (POST /subscriptions/{id}/redrive: the console header makes the session cookie count)
+
+async function loadSubscriptions() {
+  ui.subscriptionsError.hidden = true;
+  let list;
+  try {
+    list = await api.listSubscriptions();
+  } catch (error) {
+    if (error.status === 401) return sessionLost();
+    ui.subscriptionsSummary.textContent = "";
+    ui.subscriptionsError.textContent = `Could not list subscriptions: ${reason(error)}`;
+    ui.subscriptionsError.hidden = false;
+    return;
+  }
+  ui.subscriptionList.replaceChildren(...list.map(subscriptionRow));
+  ui.subscriptionTable.hidden = list.length === 0;
+  const parked = list.filter((s) => s.status.state === "parked").length;
+  ui.subscriptionsSummary.textContent =
+    list.length === 0
+      ? "No subscriptions. Create one with eventsdb subscriptions create or POST /subscriptions."
+      : `${plural(list.length, "subscription")}${parked === 0 ? "" : `, ${parked} parked`}`;
+}
+
+function subscriptionRow(subscription) {
+  const { status, config } = subscription;
+  const state = el(
+    "td",
+    { className: "state" },
+    el("span", { className: `badge ${status.state}` }, status.state),
+  );
+  if (status.parked !== undefined) {
+    const at = status.parked.eventid === undefined ? "" : ` (event ${status.parked.eventid})`;
+    state.append(el("span", { className: "parked-reason" }, `${status.parked.reason}${at}`));
+  }
+  const actions = el("td", { className: "actions" });
+  if (status.state === "parked") {
+    const redrive = el("button", { type: "button", className: "button small redrive" }, "Redrive");
+    redrive.dataset.id = subscription.id;
+    actions.append(redrive);
+  }
+  const subject =
+    config.subject === undefined ? "all subjects" : `${config.subject}${config.recursive ? "/…" : ""}`;
+  const row = el(
+    "tr",
+    {},
+    el("td", { className: "sink", title: `id ${subscription.id}` }, subscription.sink),
+    el("td", {}, subject),
+    state,
+    el("td", { className: "number" }, String(status.position)),
+    el("td", { className: "number lag" }, String(status.lag)),
+    actions,
+  );
+  row.dataset.id = subscription.id;
+  return row;
+}
+
+async function redriveSubscription(button) {
+  button.disabled = true;
+  try {
+    await api.redriveSubscription(button.dataset.id);
+  } catch (error) {
+    if (error.status === 401) return sessionLost();
+    ui.subscriptionsError.textContent = `Could not redrive: ${reason(error)}`;
+    ui.subscriptionsError.hidden = false;
+    button.disabled = false;
+    return;
+  }
+  await loadSubscriptions();
+}
+
+// ---------------------------------------------------------------------------------------------
 // Wiring and start
 
 function wire() {
@@ -889,6 +967,11 @@ function wire() {
     detailOpener = undefined;
   });
   ui.detailCopy.addEventListener("click", copyCurl);
+  ui.subscriptionsRefresh.addEventListener("click", loadSubscriptions);
+  ui.subscriptionList.addEventListener("click", (event) => {
+    const button = event.target.closest(".redrive");
+    if (button !== null) void redriveSubscription(button);
+  });
 }
 
 /** An open server answers GET /subjects without credentials; otherwise look for a session. */
