@@ -173,7 +173,9 @@ export class Deliverer {
           if (!this.#readable) await this.#idle();
           continue;
         }
-        await Promise.race(this.#pending.map((slot) => slot.settled));
+        // Wait for one still in flight: the settled ones behind an unacknowledged head stay settled.
+        const inFlight = this.#pending.filter((slot) => slot.result === undefined);
+        if (inFlight.length > 0) await Promise.race(inFlight.map((slot) => slot.settled));
         const gaveUp = this.#pending.find(
           (slot) => slot.result !== undefined && typeof slot.result === "object",
         );
@@ -181,6 +183,8 @@ export class Deliverer {
         let last: Slot | undefined;
         while (this.#pending[0]?.result === "ok") last = this.#pending.shift();
         if (last !== undefined && !(await this.#acknowledge(last.event.id))) return this.#lost();
+        // Only "aborted" results are left when stopped: nothing else can settle a slot otherwise.
+        if (inFlight.length === 0 && last === undefined) break;
       }
       return "stopped";
     } finally {

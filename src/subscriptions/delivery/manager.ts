@@ -168,6 +168,7 @@ export class DeliveryManager {
     );
     void deliverer.ended.then(async (ending) => {
       if (this.#held.get(deliverer.id) === deliverer) this.#held.delete(deliverer.id);
+      if (ending === "parked") this.#parked = [...this.#parked, deliverer.id];
       // Ended without parking or losing the lease (an unexpected failure): let anyone claim it again.
       if (ending === "stopped" && !this.#closed) {
         await this.#options.store.release([deliverer.lease.token]).catch(() => {});

@@ -35,7 +35,8 @@ export function retryAfterMs(
   let ms: number;
   if (/^\d+$/.test(text)) ms = Number(text) * 1000;
   else {
-    const at = Date.parse(text);
+    // An HTTP-date names its day and month (Date.parse alone would read "-1" as a year).
+    const at = /^[A-Za-z]{3},? /.test(text) ? Date.parse(text) : Number.NaN;
     if (Number.isNaN(at)) return undefined;
     ms = Math.max(0, at - now);
   }

@@ -136,13 +136,14 @@ export class SinkClient {
           size += Math.min(room, chunk.length);
           if (size >= responseBytes) {
             // The cap is reached: the rest is never read, and the connection cannot be reused.
-            res.destroy();
+            // (Settled first: destroying emits "aborted" at once.)
             done({
               status: res.statusCode ?? 0,
               headers: res.headers,
               body: Buffer.concat(chunks),
               truncated: true,
             });
+            res.destroy();
           }
         });
         res.on("end", () =>
