@@ -20,6 +20,8 @@ export interface Answer {
   readonly headers?: Record<string, string>;
   readonly body?: string;
   readonly hang?: boolean;
+  /** Answers only after this long. */
+  readonly delayMs?: number;
   /** Writes body bytes until the client goes away. */
   readonly endless?: boolean;
 }
@@ -78,6 +80,13 @@ export class Sink {
         this.received.push(request);
         const answer = this.answer(request, this.received.length - 1);
         if (answer.hang) return;
+        if (answer.delayMs !== undefined) {
+          const { delayMs, ...rest } = answer;
+          setTimeout(() => {
+            if (!res.destroyed) res.writeHead(rest.status ?? 204, rest.headers).end(rest.body);
+          }, delayMs);
+          return;
+        }
         res.writeHead(answer.status ?? 204, answer.headers);
         if (answer.endless) {
           res.on("close", () => this.responseClosed++);
