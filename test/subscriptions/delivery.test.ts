@@ -341,6 +341,26 @@ describe.each(DIALECTS)("push delivery on $name", (dialect) => {
     expect(s.ids).toEqual(orders);
   });
 
+  it("starts over with the new spec when the API changes a subscription (a new sink gets a handshake)", async () => {
+    const server = await start();
+    const first = await sink();
+    const second = await sink();
+    const sub = await subscribe(server, subscriptionSpec(first.url));
+    const before = await append(server, 2, "v1");
+    await waitFor("first sink", () => first.received.length >= 2);
+    await waitFor("checkpoint", async () => (await record(server, sub.id)).position === 2);
+    await new SubscriptionStore(server.eventLog.dialect).update(sub.id, {
+      spec: subscriptionSpec(second.url),
+      ownerScopes: ["*"],
+    });
+    await server.delivery.poke();
+    const after = await append(server, 2, "v2");
+    await waitFor("second sink", () => second.received.length >= 2);
+    expect(first.ids).toEqual(before);
+    expect(second.ids).toEqual(after);
+    expect(second.handshakes).toHaveLength(1);
+  });
+
   it("stops delivering a deleted subscription", async () => {
     const server = await start();
     const s = await sink();

@@ -36,7 +36,7 @@ export interface DelivererOptions {
 }
 
 /** Why a deliverer ended. */
-export type Ending = "stopped" | "parked" | "lease-lost";
+export type Ending = "stopped" | "parked" | "lease-lost" | "failed";
 
 /** A delivery that gave up: the subscription is parked with this. */
 interface GiveUp {
@@ -89,7 +89,7 @@ export class Deliverer {
         { subscription: lease.subscription.id, err: error },
         "subscription delivery failed unexpectedly",
       );
-      return "stopped" as const;
+      return "failed" as const;
     });
   }
 

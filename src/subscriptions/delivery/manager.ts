@@ -169,8 +169,9 @@ export class DeliveryManager {
     void deliverer.ended.then(async (ending) => {
       if (this.#held.get(deliverer.id) === deliverer) this.#held.delete(deliverer.id);
       if (ending === "parked") this.#parked = [...this.#parked, deliverer.id];
-      // Ended without parking or losing the lease (an unexpected failure): let anyone claim it again.
-      if (ending === "stopped" && !this.#closed) {
+      // An unexpected failure: let anyone (this process too) claim it again. A stop asked for
+      // keeps the lease: the manager restarts it with the same one, or releases it on close.
+      if (ending === "failed" && !this.#closed) {
         await this.#options.store.release([deliverer.lease.token]).catch(() => {});
       }
     });
