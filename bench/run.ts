@@ -3,6 +3,7 @@ import { runFanout } from "./fanout/index.js";
 import { runGrpc } from "./grpc.js";
 import { runIngest } from "./ingest.js";
 import { runMemory } from "./memory.js";
+import { runWebhooks } from "./webhooks.js";
 
 /** A benchmark suite: gets the arguments after its name (e.g. `--duration 5`). */
 type Suite = (args: readonly string[]) => Promise<void>;
@@ -14,6 +15,7 @@ const SUITES: Readonly<Record<string, Suite>> = {
   grpc: runGrpc,
   memory: runMemory,
   chain: runChain,
+  webhooks: runWebhooks,
 };
 
 const EXIT_USAGE = 2;
@@ -27,6 +29,7 @@ function usage(): string {
     "       npm run bench -- memory [--scenario stalled|historic|unread] [--streams N] [--connections N]\n" +
     "              [--pipelined N] [--sessions N]\n" +
     "       npm run bench -- chain [--duration S] [--rounds N] [--store mysql|sqlite] [--baseline REV]\n" +
+    "       npm run bench -- webhooks [--events N] [--sinks N] [--duration S] [--store mysql|sqlite]\n" +
     `suites: ${Object.keys(SUITES).join(", ")}\n`
   );
 }

@@ -15,7 +15,7 @@ import { Sink, subscriptionSpec, waitFor, withoutRepeats } from "./sinks.js";
 /**
  * Leases across processes: three server processes on one MariaDB, one subscription. Exactly one
  * process delivers it; kill -9 that one and another takes over once the lease expires — nothing
- * lost, in order, at most the event that was in flight delivered twice.
+ * lost, in order, only what was in flight delivered twice.
  */
 
 const PROCESSES = 3;
@@ -104,8 +104,9 @@ describe.runIf(selected("mysql"))("push delivery across processes", () => {
     );
     await waitFor("every event", () => new Set(sink.ids).size >= sent.length, 60_000);
     expect(withoutRepeats(sink.ids)).toEqual(sent);
-    // Window 1: only the one event in flight at the kill may have reached the sink twice.
-    expect(sink.ids.length - sent.length).toBeLessThanOrEqual(1);
+    // Window 1: only what was in flight at the kill may reach the sink twice — the delivery, and
+    // one acknowledged while its checkpoint write was under way (deliverer.ts #checkpoint).
+    expect(sink.ids.length - sent.length).toBeLessThanOrEqual(2);
     const now = await subscriptions.get("takeover");
     expect(now?.lease?.holder).not.toBe(holder);
     expect(survivors.map((server) => String(server.pid))).toContain(now?.lease?.holder.split(":").at(-1));

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { EventsDbError } from "../../errors.js";
 import type { Page, StoredEvent } from "../../events/event.js";
 import { DEFAULT_PAGE_LIMIT, type EventLog } from "../../events/event-log.js";
@@ -12,6 +13,11 @@ import { deliver, deliveryRequest, handshake, type Outcome } from "./webhook.js"
 
 /** How long a caught-up deliverer waits for a commit before it reads the store again anyway. */
 export const IDLE_RECHECK_MS = 2000;
+/**
+ * Where a commit blocks the event loop (SQLite: a synchronous fsync), checkpoint writes gather the
+ * acknowledgements of this long into one: one commit per event would stall every delivery and append.
+ */
+export const ON_LOOP_CHECKPOINT_MS = 20;
 /** How long a deliverer waits before it tries the store again after a failed read or write. */
 const STORE_RETRY_MS = 1000;
 
@@ -33,6 +39,8 @@ export interface DelivererOptions {
   readonly owners: () => OwnerLookup;
   readonly counters: DeliveryCounters;
   readonly log: Logger;
+  /** Milliseconds a checkpoint write waits for more acknowledgements (0 = none; see ON_LOOP_CHECKPOINT_MS). */
+  readonly checkpointDelayMs: number;
 }
 
 /** Why a deliverer ended. */
@@ -77,11 +85,17 @@ export class Deliverer {
   #wake: (() => void) | undefined;
   #pending: Slot[] = [];
   #buffered: StoredEvent[] = [];
+  /** The checkpoint asked for (≥ #position); a write of it may be in flight. */
+  #wanted: number;
+  #checkpointing: Promise<void> | undefined;
+  /** A checkpoint write found the lease gone. */
+  #leaseLost = false;
 
   constructor(lease: Lease, options: DelivererOptions) {
     this.lease = lease;
     this.#options = options;
     this.#position = lease.subscription.position;
+    this.#wanted = this.#position;
     this.#cursor = this.#position;
     this.#head = this.#position;
     this.ended = this.#run().catch((error: unknown) => {
@@ -149,6 +163,8 @@ export class Deliverer {
     }
     const pacer = new Pacer(rate);
     const window = Math.max(1, spec.config.window);
+    // Every delivery in flight listens to the one stop signal.
+    setMaxListeners(window * 2 + 10, this.#abort.signal);
     try {
       while (!this.#stopped) {
         while (this.#pending.length < window && !this.#stopped) {
@@ -169,7 +185,7 @@ export class Deliverer {
         if (this.#stopped) break;
         if (this.#pending.length === 0) {
           // Caught up: the checkpoint moves past events no filter matched, then wait for commits.
-          if (this.#cursor > this.#position && !(await this.#acknowledge(this.#cursor))) return this.#lost();
+          if (this.#cursor > this.#wanted) this.#checkpoint(this.#cursor);
           if (!this.#readable) await this.#idle();
           continue;
         }
@@ -182,14 +198,16 @@ export class Deliverer {
         if (gaveUp !== undefined) return this.#park(gaveUp.result as GiveUp);
         let last: Slot | undefined;
         while (this.#pending[0]?.result === "ok") last = this.#pending.shift();
-        if (last !== undefined && !(await this.#acknowledge(last.event.id))) return this.#lost();
+        if (last !== undefined) this.#checkpoint(last.event.id);
         // Only "aborted" results are left when stopped: nothing else can settle a slot otherwise.
         if (inFlight.length === 0 && last === undefined) break;
       }
-      return "stopped";
+      return this.#leaseLost ? this.#lost() : "stopped";
     } finally {
       this.#abort.abort();
       await Promise.allSettled(this.#pending.map((slot) => slot.settled));
+      // What the sink acknowledged is written before the lease goes (a graceful stop redelivers nothing).
+      await this.#flush();
     }
   }
 
@@ -302,10 +320,33 @@ export class Deliverer {
     }
   }
 
-  async #acknowledge(position: number): Promise<boolean> {
-    const held = await this.#write(() => this.#options.store.acknowledge(this.lease, position));
-    if (held) this.#position = Math.max(this.#position, position);
-    return held;
+  /**
+   * Moves the checkpoint to `position` (store.acknowledge, fenced by the lease) without holding up
+   * the next delivery: one write at a time, each of the newest position asked for, so a fast sink
+   * is not slowed to one database commit per event. A crash loses at most the acknowledgements of
+   * one write in flight (and, on SQLite, of ON_LOOP_CHECKPOINT_MS before it): those events are
+   * delivered again. A lost lease stops the deliverer.
+   */
+  #checkpoint(position: number): void {
+    if (position > this.#wanted) this.#wanted = position;
+    this.#checkpointing ??= (async () => {
+      while (this.#wanted > this.#position && !this.#stopped) {
+        await sleep(this.#options.checkpointDelayMs, this.#abort.signal);
+        if (this.#stopped) return; // the final flush writes it
+        const target = this.#wanted;
+        if (!(await this.#write(() => this.#options.store.acknowledge(this.lease, target)))) {
+          if (!this.#stopped) {
+            this.#leaseLost = true;
+            this.#abort.abort();
+            this.#wake?.();
+          }
+          return;
+        }
+        this.#position = Math.max(this.#position, target);
+      }
+    })().finally(() => {
+      this.#checkpointing = undefined;
+    });
   }
 
   /** A fenced store write, tried again after a pause while the store fails; false = lease lost (or stopped). */
@@ -324,7 +365,17 @@ export class Deliverer {
     }
   }
 
+  /** Writes the checkpoint asked for, if the lease still holds (before parking, and at the end). */
+  async #flush(): Promise<void> {
+    await this.#checkpointing;
+    if (this.#leaseLost || this.#wanted <= this.#position) return;
+    const target = this.#wanted;
+    if (await this.#options.store.acknowledge(this.lease, target).catch(() => false)) this.#position = target;
+  }
+
   async #park(giveUp: GiveUp): Promise<Ending> {
+    // Park after the checkpoint of what went before: a redrive starts right at the parked event.
+    await this.#flush();
     const parked = await this.#write(() =>
       this.#options.store.park(this.lease, giveUp.reason, giveUp.eventId),
     );
@@ -337,7 +388,7 @@ export class Deliverer {
   }
 
   #lost(): Ending {
-    if (this.#stopped) return "stopped";
+    if (this.#stopped && !this.#leaseLost) return "stopped";
     this.#options.log.info({ subscription: this.id }, "subscription lease lost; its delivery stops here");
     return "lease-lost";
   }
