@@ -49,8 +49,9 @@ function now(): number {
 /**
  * `npm run bench -- webhooks`: push delivery to web hooks, next to SSE in the same run. Against one
  * server process: deliveries per second to one fast local sink (window 1, and window 16) and to
- * 100 sinks (one subscription each); then the delivery lag (commit → the sink has it) at a steady
- * 500 events/s, p50/p99, with an SSE stream of the same events measured alike.
+ * 100 sinks (one subscription each); then the delivery lag (sent → the sink has it) at a steady
+ * 500 events/s, p50/p99, for a subscription with window 1 and one with window 16 at once, beside
+ * an SSE stream of the same events measured alike.
  */
 export async function runWebhooks(args: readonly string[]): Promise<void> {
   checkArguments("webhooks", args, ["--events", "--sinks", "--duration", "--store"], []);
@@ -129,11 +130,15 @@ export async function runWebhooks(args: readonly string[]): Promise<void> {
     process.stderr.write(`bench: lag at ${LAG_RATE} events/s for ${lagSeconds} s\n`);
     const from = await lastId();
     const lagPath = "/lag";
+    const widePath = "/lag-window-16";
     const total = Math.round(LAG_RATE * lagSeconds);
     sinks.expect(lagPath, total);
+    sinks.expect(widePath, total);
     await subscribe(`${sinks.url}${lagPath}`, from);
-    // Let the server claim it (lease/3) and shake hands before the clock starts.
+    await subscribe(`${sinks.url}${widePath}`, from, 16);
+    // Let the server claim them (lease/3) and shake hands before the clock starts.
     await sinks.handshaken(lagPath, 10_000);
+    await sinks.handshaken(widePath, 10_000);
     const sse = await openStream(`${server.url}/events/stream?from_id=${from}`);
     const sseLags: number[] = [];
     const sseDone = (async () => {
@@ -151,18 +156,24 @@ export async function runWebhooks(args: readonly string[]): Promise<void> {
     })();
     await publishSteadily(server.url, total, LAG_RATE);
     await Promise.race([
-      Promise.all([sinks.allDone([lagPath], RUN_TIMEOUT_MS), sseDone]),
+      Promise.all([sinks.allDone([lagPath, widePath], RUN_TIMEOUT_MS), sseDone]),
       sleep(RUN_TIMEOUT_MS).then(() => {
         throw new Error("the lag run did not finish");
       }),
     ]);
     sse.close();
     const hookLags = sinks.lags(lagPath);
+    const wideLags = sinks.lags(widePath);
     const lag = {
       rate: LAG_RATE,
       seconds: lagSeconds,
       events: total,
       webhook: { p50: percentile(hookLags, 50), p99: percentile(hookLags, 99), max: Math.max(...hookLags) },
+      webhookWindow16: {
+        p50: percentile(wideLags, 50),
+        p99: percentile(wideLags, 99),
+        max: Math.max(...wideLags),
+      },
       sse: { p50: percentile(sseLags, 50), p99: percentile(sseLags, 99), max: Math.max(...sseLags) },
     };
 
@@ -179,7 +190,18 @@ export async function runWebhooks(args: readonly string[]): Promise<void> {
       )}\n\n${formatTable(
         [`lag at ${LAG_RATE} events/s (${formatRate(total)} events)`, "p50", "p99", "max"],
         [
-          ["web hook (sent → sink has it)", ms(lag.webhook.p50), ms(lag.webhook.p99), ms(lag.webhook.max)],
+          [
+            "web hook, window 1 (sent → sink has it)",
+            ms(lag.webhook.p50),
+            ms(lag.webhook.p99),
+            ms(lag.webhook.max),
+          ],
+          [
+            "web hook, window 16",
+            ms(lag.webhookWindow16.p50),
+            ms(lag.webhookWindow16.p99),
+            ms(lag.webhookWindow16.max),
+          ],
           ["SSE (sent → client has it)", ms(lag.sse.p50), ms(lag.sse.p99), ms(lag.sse.max)],
         ],
       )}\n`,

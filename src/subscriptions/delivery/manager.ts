@@ -60,14 +60,9 @@ export class DeliveryManager {
     this.#client = new SinkClient(options.sink);
   }
 
-  /** Starts claiming (now, then every lease/3) and wakes deliverers on every commit. */
+  /** Starts claiming (now, then every lease/3). */
   start(): void {
     if (this.#options.maxSubscriptions === 0) return;
-    this.#unlisten = this.#options.eventLog.onCommitted((events) => {
-      const last = events.at(-1);
-      if (last === undefined) return;
-      for (const deliverer of this.#held.values()) deliverer.notify(last.id);
-    });
     this.poke();
     this.#timer = setInterval(() => this.poke(), Math.max(1, Math.floor(this.#options.leaseMs / 3)));
     this.#timer.unref();
@@ -163,12 +158,13 @@ export class DeliveryManager {
       checkpointDelayMs: this.#options.eventLog.dialect.commitsOffLoop ? 0 : ON_LOOP_CHECKPOINT_MS,
     });
     this.#held.set(lease.subscription.id, deliverer);
+    this.#listen();
     this.#options.log.info(
       { subscription: lease.subscription.id, holder: this.holder, position: lease.subscription.position },
       "delivering subscription",
     );
     void deliverer.ended.then(async (ending) => {
-      if (this.#held.get(deliverer.id) === deliverer) this.#held.delete(deliverer.id);
+      this.#forget(deliverer);
       if (ending === "parked") this.#parked = [...this.#parked, deliverer.id];
       // An unexpected failure: let anyone (this process too) claim it again. A stop asked for
       // keeps the lease: the manager restarts it with the same one, or releases it on close.
@@ -179,8 +175,28 @@ export class DeliveryManager {
   }
 
   #end(deliverer: Deliverer): void {
-    if (this.#held.get(deliverer.id) === deliverer) this.#held.delete(deliverer.id);
+    this.#forget(deliverer);
     void deliverer.stop();
+  }
+
+  #forget(deliverer: Deliverer): void {
+    if (this.#held.get(deliverer.id) === deliverer) this.#held.delete(deliverer.id);
+    if (this.#held.size === 0) {
+      this.#unlisten?.();
+      this.#unlisten = undefined;
+    }
+  }
+
+  /**
+   * Wakes the deliverers on every commit — also other processes' commits, which the store's poll
+   * (--store-poll-ms) finds only while someone listens: so only while this process delivers something.
+   */
+  #listen(): void {
+    this.#unlisten ??= this.#options.eventLog.onCommitted((events) => {
+      const last = events.at(-1);
+      if (last === undefined) return;
+      for (const deliverer of this.#held.values()) deliverer.notify(last.id);
+    });
   }
 
   /**
