@@ -361,6 +361,27 @@ describe.each(DIALECTS)("push delivery on $name", (dialect) => {
     expect(second.handshakes).toHaveLength(1);
   });
 
+  it("delivers at most --subscriptions-per-process here and leaves the rest to other processes", async () => {
+    const url = await dialect.url();
+    const first = await start({ "subscriptions-per-process": "1" }, url);
+    const sinkA = await sink();
+    const sinkB = await sink();
+    const a = await subscribe(first, subscriptionSpec(sinkA.url));
+    const b = await subscribe(first, subscriptionSpec(sinkB.url));
+    await append(first, 2, "cap");
+    await waitFor("one delivered", () => sinkA.received.length + sinkB.received.length >= 2);
+    expect(first.delivery.delivering).toHaveLength(1);
+    const [held] = first.delivery.delivering;
+    const other = held === a.id ? b : a;
+    expect((await record(first, other.id)).lease).toBeUndefined();
+    const second = await start({ "subscriptions-per-process": "1" }, url);
+    await second.delivery.poke();
+    expect(second.delivery.delivering).toEqual([other.id]);
+    await waitFor("both delivered", () => sinkA.received.length >= 2 && sinkB.received.length >= 2);
+    expect(sinkA.ids).toEqual(["cap-1", "cap-2"]);
+    expect(sinkB.ids).toEqual(["cap-1", "cap-2"]);
+  });
+
   it("stops delivering a deleted subscription", async () => {
     const server = await start();
     const s = await sink();

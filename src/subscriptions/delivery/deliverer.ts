@@ -11,12 +11,18 @@ import type { SinkClient } from "./sink-request.js";
 import { SinkRequestError } from "./sink-request.js";
 import { deliver, deliveryRequest, handshake, type Outcome } from "./webhook.js";
 
-/** How long a caught-up deliverer waits for a commit before it reads the store again anyway. */
-export const IDLE_RECHECK_MS = 2000;
 /**
- * Where a commit blocks the event loop (SQLite: a synchronous fsync), checkpoint writes gather the
- * acknowledgements of this long into one: one commit per event would stall every delivery and append.
+ * How long a caught-up deliverer waits for a commit before it reads the store again anyway: commits
+ * wake it (EventLog.onCommitted, other processes' through the store's poll), so this is only a
+ * safety net, kept long so that a thousand idle subscriptions do not query the store all the time.
  */
+export const IDLE_RECHECK_MS = 30_000;
+/**
+ * Checkpoint writes gather the acknowledgements of this long into one commit: one commit (an fsync)
+ * per event would make the database, not the sink, the limit of a fast subscription.
+ */
+export const CHECKPOINT_GATHER_MS = 5;
+/** The same where a commit blocks the event loop (SQLite: a synchronous fsync stalls every delivery). */
 export const ON_LOOP_CHECKPOINT_MS = 20;
 /** How long a deliverer waits before it tries the store again after a failed read or write. */
 const STORE_RETRY_MS = 1000;
@@ -39,7 +45,7 @@ export interface DelivererOptions {
   readonly owners: () => OwnerLookup;
   readonly counters: DeliveryCounters;
   readonly log: Logger;
-  /** Milliseconds a checkpoint write waits for more acknowledgements (0 = none; see ON_LOOP_CHECKPOINT_MS). */
+  /** Milliseconds a checkpoint write waits for more acknowledgements (CHECKPOINT_GATHER_MS, ON_LOOP_CHECKPOINT_MS). */
   readonly checkpointDelayMs: number;
 }
 
@@ -144,7 +150,7 @@ export class Deliverer {
   }
 
   async #run(): Promise<Ending> {
-    const { options } = { options: this.#options };
+    const options = this.#options;
     const record = this.lease.subscription;
     const spec = record.spec;
     let rate = record.validatedRate;
@@ -324,8 +330,8 @@ export class Deliverer {
    * Moves the checkpoint to `position` (store.acknowledge, fenced by the lease) without holding up
    * the next delivery: one write at a time, each of the newest position asked for, so a fast sink
    * is not slowed to one database commit per event. A crash loses at most the acknowledgements of
-   * one write in flight (and, on SQLite, of ON_LOOP_CHECKPOINT_MS before it): those events are
-   * delivered again. A lost lease stops the deliverer.
+   * one write in flight and of the few milliseconds it gathers: those events are delivered again.
+   * A lost lease stops the deliverer.
    */
   #checkpoint(position: number): void {
     if (position > this.#wanted) this.#wanted = position;

@@ -4,7 +4,12 @@ import { errorReason, type Logger } from "../../log.js";
 import type { OwnerLookup } from "../filters.js";
 import type { SubscriptionStore } from "../store.js";
 import type { Lease } from "../types.js";
-import { Deliverer, type DeliveryCounters, ON_LOOP_CHECKPOINT_MS } from "./deliverer.js";
+import {
+  CHECKPOINT_GATHER_MS,
+  Deliverer,
+  type DeliveryCounters,
+  ON_LOOP_CHECKPOINT_MS,
+} from "./deliverer.js";
 import type { RetryPolicy } from "./retry.js";
 import { SinkClient, type SinkClientOptions } from "./sink-request.js";
 
@@ -155,7 +160,9 @@ export class DeliveryManager {
       owners: this.#options.owners,
       counters: this.#options.counters,
       log: this.#options.log,
-      checkpointDelayMs: this.#options.eventLog.dialect.commitsOffLoop ? 0 : ON_LOOP_CHECKPOINT_MS,
+      checkpointDelayMs: this.#options.eventLog.dialect.commitsOffLoop
+        ? CHECKPOINT_GATHER_MS
+        : ON_LOOP_CHECKPOINT_MS,
     });
     this.#held.set(lease.subscription.id, deliverer);
     this.#listen();
