@@ -24,6 +24,11 @@ export const IDLE_RECHECK_MS = 30_000;
 export const CHECKPOINT_GATHER_MS = 5;
 /** The same where a commit blocks the event loop (SQLite: a synchronous fsync stalls every delivery). */
 export const ON_LOOP_CHECKPOINT_MS = 20;
+/**
+ * The most deliveries one subscription has in flight (`config.window` is cut to it): a page's worth,
+ * and below the sink connections one host gets (SinkClient's agents).
+ */
+export const MAX_WINDOW = 64;
 /** How long a deliverer waits before it tries the store again after a failed read or write. */
 const STORE_RETRY_MS = 1000;
 
@@ -168,7 +173,7 @@ export class Deliverer {
         return this.#lost();
     }
     const pacer = new Pacer(rate);
-    const window = Math.max(1, spec.config.window);
+    const window = Math.min(MAX_WINDOW, Math.max(1, spec.config.window));
     // Every delivery in flight listens to the one stop signal.
     setMaxListeners(window * 2 + 10, this.#abort.signal);
     try {

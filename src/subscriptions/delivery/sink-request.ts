@@ -2,6 +2,9 @@ import http from "node:http";
 import https from "node:https";
 import { checkSinkUrl, guardedLookup, SinkRefused } from "./sink-guard.js";
 
+/** Connections kept per sink host (and scheme); a window never needs more (deliverer.ts MAX_WINDOW). */
+export const SINK_CONNECTIONS = 64;
+
 /** How requests to sinks are made: the safety limits of --webhook-* in one place. */
 export interface SinkClientOptions {
   /** --webhook-allow-private: deliver to loopback, private and link-local addresses too. */
@@ -63,12 +66,12 @@ export class SinkClient {
     // keepAlive: a subscription sends one request after another to the same sink.
     this.#http = new http.Agent({
       keepAlive: true,
-      maxSockets: 64,
+      maxSockets: SINK_CONNECTIONS,
       lookup: this.#lookup,
     } as http.AgentOptions);
     this.#https = new https.Agent({
       keepAlive: true,
-      maxSockets: 64,
+      maxSockets: SINK_CONNECTIONS,
       lookup: this.#lookup,
     } as https.AgentOptions);
   }
