@@ -1,5 +1,10 @@
-import { describe, expect, it } from "vitest";
-import { backoffMs, type RetryPolicy, retryAfterMs } from "../../../../src/subscriptions/delivery/retry.js";
+import { describe, expect, it, vi } from "vitest";
+import {
+  backoffMs,
+  Pacer,
+  type RetryPolicy,
+  retryAfterMs,
+} from "../../../../src/subscriptions/delivery/retry.js";
 
 const policy: RetryPolicy = { baseMs: 100, maxMs: 5000, maxAttempts: 10, maxRetryMs: 60_000 };
 
@@ -29,5 +34,34 @@ describe("Retry-After", () => {
     expect(retryAfterMs(undefined, 5000, now)).toBeUndefined();
     expect(retryAfterMs("soon", 5000, now)).toBeUndefined();
     expect(retryAfterMs("-1", 5000, now)).toBeUndefined();
+  });
+});
+
+describe("the granted rate", () => {
+  it("starts each request 60/rate seconds after the one before", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    try {
+      const pacer = new Pacer(600); // one request per 100 ms
+      const signal = new AbortController().signal;
+      const started: number[] = [];
+      const turns = [0, 1, 2].map((i) => pacer.turn(signal).then(() => started.push(i)));
+      await vi.advanceTimersByTimeAsync(0);
+      expect(started).toEqual([0]);
+      await vi.advanceTimersByTimeAsync(99);
+      expect(started).toEqual([0]);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(started).toEqual([0, 1]);
+      await vi.advanceTimersByTimeAsync(100);
+      expect(started).toEqual([0, 1, 2]);
+      await Promise.all(turns);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("does not wait without a limit", async () => {
+    const pacer = new Pacer(undefined);
+    const signal = new AbortController().signal;
+    await Promise.all([pacer.turn(signal), pacer.turn(signal), pacer.turn(signal)]);
   });
 });
