@@ -141,7 +141,7 @@ export type Outcome =
       readonly message: string;
       /** Retry-After as given (429 and 503 only). */
       readonly retryAfter: string | undefined;
-      /** No retry can help (410 Gone: §2.3.1, the sink wants no more; a refused address). */
+      /** No retry can help (410 Gone: §2.2, the sink is retired; a refused address). */
       readonly permanent: boolean;
     };
 
@@ -170,7 +170,7 @@ export async function deliver(
   const status = response.status;
   if (status >= 200 && status < 300) return { ok: true };
   if (status >= 300 && status < 400) {
-    // Redirects are never followed: a sink could otherwise point the server anywhere.
+    // Redirects are never followed (§2.2: the client MUST NOT): a sink could otherwise point the server anywhere.
     return {
       ok: false,
       reason: "redirect",
