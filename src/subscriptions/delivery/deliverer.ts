@@ -96,6 +96,8 @@ export class Deliverer {
   #wake: (() => void) | undefined;
   #pending: Slot[] = [];
   #buffered: StoredEvent[] = [];
+  /** The store is failing for this deliverer (it said so once; EventLog logs the outage itself). */
+  #storeFailing = false;
   /** The checkpoint asked for (≥ #position); a write of it may be in flight. */
   #wanted: number;
   #checkpointing: Promise<void> | undefined;
@@ -312,19 +314,24 @@ export class Deliverer {
     this.#readable = false;
     try {
       const principal = ownerPrincipal(record, this.#options.owners());
-      return await this.#options.eventLog.page(
+      const page = await this.#options.eventLog.page(
         { ...configFilter(record.spec.config), fromId: this.#cursor, limit: DEFAULT_PAGE_LIMIT },
         principal,
       );
+      this.#storeFailing = false;
+      return page;
     } catch (error) {
       if (error instanceof OwnerRevoked) return { reason: error.message, eventId: undefined };
       if (error instanceof EventsDbError && error.code === "permission_denied") {
         return { reason: error.message, eventId: undefined };
       }
-      this.#options.log.warn(
-        { subscription: this.id, reason: errorReason(error) },
-        "reading events for a subscription failed; trying again",
-      );
+      if (!this.#storeFailing) {
+        this.#storeFailing = true;
+        this.#options.log.warn(
+          { subscription: this.id, reason: errorReason(error) },
+          "reading events for a subscription failed; trying again every second",
+        );
+      }
       this.#readable = true;
       await sleep(STORE_RETRY_MS, this.#abort.signal);
       return undefined;
@@ -364,12 +371,17 @@ export class Deliverer {
   async #write(write: () => Promise<boolean>): Promise<boolean> {
     for (;;) {
       try {
-        return await write();
+        const held = await write();
+        this.#storeFailing = false;
+        return held;
       } catch (error) {
-        this.#options.log.warn(
-          { subscription: this.id, reason: errorReason(error) },
-          "writing a subscription's checkpoint failed; trying again",
-        );
+        if (!this.#storeFailing) {
+          this.#storeFailing = true;
+          this.#options.log.warn(
+            { subscription: this.id, reason: errorReason(error) },
+            "writing a subscription's checkpoint failed; trying again every second",
+          );
+        }
         await sleep(STORE_RETRY_MS, this.#abort.signal);
         if (this.#stopped) return false;
       }
