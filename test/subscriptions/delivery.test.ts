@@ -382,6 +382,27 @@ describe.each(DIALECTS)("push delivery on $name", (dialect) => {
     expect(sinkB.ids).toEqual(["cap-1", "cap-2"]);
   });
 
+  it("stops at once when its lease is taken (a checkpoint write finds another token)", async () => {
+    const server = await start({ "subscription-lease-seconds": "60" });
+    const s = await sink();
+    s.answer = () => ({ status: 204, delayMs: 50 });
+    const sub = await subscribe(server, subscriptionSpec(s.url));
+    await append(server, 50, "l");
+    await waitFor("some deliveries", () => s.received.length >= 3);
+    // Another process's claim after an expiry, as the database sees it.
+    await server.eventLog.dialect.db
+      .updateTable("eventsdb_subscriptions")
+      .set({ lease_token: "another", lease_holder: "elsewhere:1", lease_expires_at: Date.now() + 3_600_000 })
+      .where("id", "=", sub.id)
+      .execute();
+    const atSteal = s.received.length;
+    await waitFor("deliverer stopped", () => !server.delivery.delivering.includes(sub.id));
+    // At most what was in flight, and the next one started before the write came back.
+    expect(s.received.length - atSteal).toBeLessThanOrEqual(2);
+    expect(s.received.length).toBeLessThan(50);
+    expect((await record(server, sub.id)).lease?.holder).toBe("elsewhere:1");
+  });
+
   it("stops delivering a deleted subscription", async () => {
     const server = await start();
     const s = await sink();
