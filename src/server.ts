@@ -68,6 +68,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   // One logger for the process: the app's, the pipeline's (request lines) and the store's (outages).
   const log = createLogger(options.logger);
   const storeLog = log?.child({ component: "store" });
+  const deliveryLog = log?.child({ component: "delivery" });
   const eventLog = await EventLog.open(config, metrics, storeLog);
   metrics.trackPool(() => eventLog.dialect.poolStats());
   const clock = options.clock ?? monotonicClock;
@@ -153,7 +154,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       failed: (subscription, reason) => metrics.subscriptionFailures.inc({ subscription, reason }),
       handshake: (result) => metrics.subscriptionHandshakes.inc({ result }),
     },
-    log: (log ?? SILENT_LOGGER).child({ component: "delivery" }),
+    log: deliveryLog ?? SILENT_LOGGER,
     leaseMs: config.webhooks.leaseMs,
     maxSubscriptions: config.webhooks.subscriptionsPerProcess,
   });
@@ -228,7 +229,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
         const before = ["trace", "debug", "info"].includes(from);
         if (before) say();
         // pino children keep the level they were made with: the long-lived ones are set too.
-        for (const logger of new Set([log, app.log, storeLog])) if (logger) logger.level = live.logLevel;
+        for (const logger of new Set([log, app.log, storeLog, deliveryLog]))
+          if (logger) logger.level = live.logLevel;
         if (!before) say();
       }
       // Streams of tokens that are gone or changed end now, not at the next periodic check; those
