@@ -4,6 +4,7 @@ import { runGrpc } from "./grpc.js";
 import { runIngest } from "./ingest.js";
 import { runMemory } from "./memory.js";
 import { runScale } from "./scale.js";
+import { runWebhooks } from "./webhooks.js";
 
 /** A benchmark suite: gets the arguments after its name (e.g. `--duration 5`). */
 type Suite = (args: readonly string[]) => Promise<void>;
@@ -16,6 +17,7 @@ const SUITES: Readonly<Record<string, Suite>> = {
   memory: runMemory,
   chain: runChain,
   scale: runScale,
+  webhooks: runWebhooks,
 };
 
 const EXIT_USAGE = 2;
@@ -31,6 +33,7 @@ function usage(): string {
     "       npm run bench -- chain [--duration S] [--rounds N] [--store mysql|sqlite] [--baseline REV]\n" +
     "       npm run bench -- scale [--instances 1,3,10] [--duration S] [--rate N] [--idle S]\n" +
     "              [--baseline REV | --no-baseline]\n" +
+    "       npm run bench -- webhooks [--events N] [--sinks N] [--duration S] [--store mysql|sqlite]\n" +
     `suites: ${Object.keys(SUITES).join(", ")}\n`
   );
 }

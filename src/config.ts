@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import proxyAddr from "@fastify/proxy-addr";
 import { parse as parseYaml } from "yaml";
@@ -50,6 +51,7 @@ export interface Config {
   readonly dbTimeoutMs: number;
   /** Seconds SIGTERM waits for in-flight requests and the write queue before exiting. */
   readonly shutdownTimeoutSeconds: number;
+  readonly webhooks: WebhookConfig;
   /** Each option's value as text and where it came from (--check-config prints them; SIGHUP compares them). */
   readonly settings: Readonly<Record<ServeFlag, Setting>>;
 }
@@ -99,6 +101,21 @@ export interface ConnectionConfig {
   readonly idleTimeoutMs: number;
   /** SETTINGS_MAX_CONCURRENT_STREAMS of every HTTP/2 connection (RFC 9113 §5.1.2). */
   readonly maxConcurrentStreams: number;
+}
+
+/** Delivery of push subscriptions to web hooks (src/subscriptions/delivery/). */
+export interface WebhookConfig {
+  readonly allowPrivate: boolean;
+  /** WebHook-Request-Origin. */
+  readonly origin: string;
+  readonly timeoutMs: number;
+  readonly responseBytes: number;
+  readonly maxAttempts: number;
+  readonly maxRetryMs: number;
+  readonly backoffMs: number;
+  readonly backoffMaxMs: number;
+  readonly leaseMs: number;
+  readonly subscriptionsPerProcess: number;
 }
 
 /** Input limits; every one is named here with its default. */
@@ -406,6 +423,73 @@ export const SERVE_OPTIONS = [
     max: 3600,
   },
   { flag: "shutdown-timeout", kind: "positive", default: "30", description: "seconds to drain on SIGTERM" },
+  {
+    flag: "webhook-allow-private",
+    kind: "boolean",
+    default: "false",
+    description: "deliver to web hook sinks on loopback, private and link-local addresses",
+  },
+  {
+    flag: "webhook-origin",
+    kind: "string",
+    description: "WebHook-Request-Origin sent to sinks (default: the host name)",
+  },
+  {
+    flag: "webhook-timeout-seconds",
+    kind: "positive",
+    default: "10",
+    description: "seconds one web hook request (handshake or delivery) may take",
+    max: 3600,
+  },
+  {
+    flag: "webhook-response-bytes",
+    kind: "positive",
+    default: String(64 * 1024),
+    description: "bytes of a sink's response body read; beyond it the connection is cut",
+    max: 16 * MiB,
+  },
+  {
+    flag: "webhook-max-attempts",
+    kind: "positive",
+    default: "10",
+    description: "failed attempts at one event before its subscription is parked",
+    max: 1_000_000,
+  },
+  {
+    flag: "webhook-max-retry-seconds",
+    kind: "positive",
+    default: "3600",
+    description: "seconds of failing one event before its subscription is parked",
+    max: 30 * 86400,
+  },
+  {
+    flag: "webhook-backoff-ms",
+    kind: "positive",
+    default: "1000",
+    description: "first retry's longest wait (ms); doubles per attempt, full jitter",
+    max: 3_600_000,
+  },
+  {
+    flag: "webhook-backoff-max-seconds",
+    kind: "positive",
+    default: "300",
+    description: "longest wait between attempts, Retry-After included",
+    max: 86400,
+  },
+  {
+    flag: "subscription-lease-seconds",
+    kind: "positive",
+    default: "10",
+    description: "seconds a process holds a push subscription without renewing it (takeover time)",
+    max: 3600,
+  },
+  {
+    flag: "subscriptions-per-process",
+    kind: "nonnegative",
+    default: "1000",
+    description: "push subscriptions this process delivers at once (0 = none)",
+    max: 1_000_000,
+  },
 ] as const satisfies readonly OptionSpec[];
 
 export type ServeFlag = (typeof SERVE_OPTIONS)[number]["flag"];
@@ -531,6 +615,18 @@ export function loadConfig(
     },
     dbTimeoutMs: num("db-timeout") * 1000,
     shutdownTimeoutSeconds: num("shutdown-timeout"),
+    webhooks: {
+      allowPrivate: num("webhook-allow-private") === 1,
+      origin: str("webhook-origin") || os.hostname(),
+      timeoutMs: num("webhook-timeout-seconds") * 1000,
+      responseBytes: num("webhook-response-bytes"),
+      maxAttempts: num("webhook-max-attempts"),
+      maxRetryMs: num("webhook-max-retry-seconds") * 1000,
+      backoffMs: num("webhook-backoff-ms"),
+      backoffMaxMs: num("webhook-backoff-max-seconds") * 1000,
+      leaseMs: num("subscription-lease-seconds") * 1000,
+      subscriptionsPerProcess: num("subscriptions-per-process"),
+    },
     settings,
   };
   if (config.connections.headerTimeoutMs > config.connections.requestTimeoutMs) {

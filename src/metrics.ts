@@ -11,6 +11,14 @@ export type Operation =
   | "list_subjects"
   | "read_chain";
 
+/** One push subscription's gauges (eventsdb_subscription_lag_events, _lag_seconds, _parked). */
+export interface SubscriptionGauges {
+  readonly id: string;
+  readonly lagEvents: number;
+  readonly lagSeconds: number;
+  readonly parked: boolean;
+}
+
 /**
  * The process's metrics, on a registry of its own so that several apps (tests) never collide.
  * Compat names: app_event_operations_total, app_event_operation_duration_seconds,
@@ -105,7 +113,28 @@ export class Metrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [this.registry],
   });
+  readonly subscriptionDeliveries = new Counter({
+    name: "eventsdb_subscription_deliveries_total",
+    help: "Events a push subscription's sink acknowledged (2xx), by subscription.",
+    labelNames: ["subscription"] as const,
+    registers: [this.registry],
+  });
+  readonly subscriptionFailures = new Counter({
+    name: "eventsdb_subscription_failures_total",
+    help:
+      "Failed delivery attempts (and handshakes) by subscription and reason: http_<status>, redirect, " +
+      "timeout, connection, refused (a private address), handshake (the sink did not consent).",
+    labelNames: ["subscription", "reason"] as const,
+    registers: [this.registry],
+  });
+  readonly subscriptionHandshakes = new Counter({
+    name: "eventsdb_subscription_handshakes_total",
+    help: "Web hook validation handshakes by result: accepted, refused (no consent), failed (no answer).",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
   readonly #pool: { stats: () => { used: number; idle: number } } = { stats: () => ({ used: 0, idle: 0 }) };
+  readonly #subscriptions: { gauges: () => readonly SubscriptionGauges[] } = { gauges: () => [] };
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const pool = this.#pool;
@@ -125,6 +154,37 @@ export class Metrics {
         this.set(pool.stats().idle);
       },
     });
+    const subscriptions = this.#subscriptions;
+    new Gauge({
+      name: "eventsdb_subscription_lag_events",
+      help: "Events after a push subscription's checkpoint, by id up to the newest (0 when caught up).",
+      labelNames: ["subscription"] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const s of subscriptions.gauges()) if (!s.parked) this.set({ subscription: s.id }, s.lagEvents);
+      },
+    });
+    new Gauge({
+      name: "eventsdb_subscription_lag_seconds",
+      help: "Age (by its time) of a push subscription's oldest matching event not yet acknowledged; 0 when caught up.",
+      labelNames: ["subscription"] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const s of subscriptions.gauges()) if (!s.parked) this.set({ subscription: s.id }, s.lagSeconds);
+      },
+    });
+    new Gauge({
+      name: "eventsdb_subscription_parked",
+      help: "1 for a parked push subscription (redrive resumes it), 0 for one this process delivers.",
+      labelNames: ["subscription"] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const s of subscriptions.gauges()) this.set({ subscription: s.id }, s.parked ? 1 : 0);
+      },
+    });
     if (options.defaultMetrics ?? true) {
       collectDefaultMetrics({ register: this.registry });
       // Gauges named like counters: `promtool check metrics` refuses them, and nodejs_active_handles
@@ -142,6 +202,11 @@ export class Metrics {
   /** Where the pool gauges read their numbers (the store's dialect). */
   trackPool(stats: () => { used: number; idle: number }): void {
     this.#pool.stats = stats;
+  }
+
+  /** Where the subscription gauges read their numbers (the delivery manager). */
+  trackSubscriptions(gauges: () => readonly SubscriptionGauges[]): void {
+    this.#subscriptions.gauges = gauges;
   }
 
   /** Times one operation and counts its outcome. */

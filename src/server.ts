@@ -12,8 +12,13 @@ import { EventLog } from "./events/event-log.js";
 import { Front, type FrontTls, type Handler } from "./front.js";
 import { SILENT_LOGGER } from "./log.js";
 import { Metrics } from "./metrics.js";
+import { DeliveryManager } from "./subscriptions/delivery/manager.js";
+import { SubscriptionStore } from "./subscriptions/store.js";
 import { grpcFastPath } from "./transports/grpc/fast-path.js";
 import { Pipeline } from "./transports/pipeline.js";
+
+/** The longest a graceful stop waits for push deliveries to stop and release their leases. */
+const DELIVERY_STOP_MS = 5000;
 
 /** How often certificate files are checked for changes. */
 export const TLS_WATCH_MS = 1000;
@@ -22,6 +27,8 @@ export interface RunningServer {
   readonly app: FastifyInstance;
   readonly eventLog: EventLog;
   readonly metrics: Metrics;
+  /** Delivers this process's share of the push subscriptions (web hooks). */
+  readonly delivery: DeliveryManager;
   /** Bound ports (useful when 0 was asked for). */
   readonly restPort: number;
   readonly grpcPort: number;
@@ -61,6 +68,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
   // One logger for the process: the app's, the pipeline's (request lines) and the store's (outages).
   const log = createLogger(options.logger);
   const storeLog = log?.child({ component: "store" });
+  const deliveryLog = log?.child({ component: "delivery" });
   const eventLog = await EventLog.open(config, metrics, storeLog);
   metrics.trackPool(() => eventLog.dialect.poolStats());
   const clock = options.clock ?? monotonicClock;
@@ -125,6 +133,35 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     `eventsdb listening on ports ${restPort} (REST) and ${grpcPort} (gRPC); ${where}`,
   );
 
+  // Push subscriptions start once the server listens, and stop first when it closes.
+  const delivery = new DeliveryManager({
+    eventLog,
+    store: new SubscriptionStore(eventLog.dialect),
+    sink: {
+      allowPrivate: config.webhooks.allowPrivate,
+      timeoutMs: config.webhooks.timeoutMs,
+      responseBytes: config.webhooks.responseBytes,
+    },
+    retry: {
+      baseMs: config.webhooks.backoffMs,
+      maxMs: config.webhooks.backoffMaxMs,
+      maxAttempts: config.webhooks.maxAttempts,
+      maxRetryMs: config.webhooks.maxRetryMs,
+    },
+    origin: config.webhooks.origin,
+    owners: () => registry,
+    counters: {
+      delivered: (subscription) => metrics.subscriptionDeliveries.inc({ subscription }),
+      failed: (subscription, reason) => metrics.subscriptionFailures.inc({ subscription, reason }),
+      handshake: (result) => metrics.subscriptionHandshakes.inc({ result }),
+    },
+    log: deliveryLog ?? SILENT_LOGGER,
+    leaseMs: config.webhooks.leaseMs,
+    maxSubscriptions: config.webhooks.subscriptionsPerProcess,
+  });
+  metrics.trackSubscriptions(() => delivery.gauges());
+  delivery.start();
+
   /** What SIGHUP may change besides the tokens: the log level and the TLS files. */
   let live = { logLevel: config.logLevel, tls: config.tls };
 
@@ -166,6 +203,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     app,
     eventLog,
     metrics,
+    delivery,
     restPort,
     grpcPort,
     get inFlight() {
@@ -192,7 +230,8 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
         const before = ["trace", "debug", "info"].includes(from);
         if (before) say();
         // pino children keep the level they were made with: the long-lived ones are set too.
-        for (const logger of new Set([log, app.log, storeLog])) if (logger) logger.level = live.logLevel;
+        for (const logger of new Set([log, app.log, storeLog, deliveryLog]))
+          if (logger) logger.level = live.logLevel;
         if (!before) say();
       }
       // Streams of tokens that are gone or changed end now, not at the next periodic check; those
@@ -218,6 +257,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       closing ??= (async () => {
         for (const file of watched) fs.unwatchFile(file);
         clearTimeout(pending);
+        // Deliveries first, while the store still answers: in-flight requests are cut (their events
+        // go again from the checkpoint) and the leases released, so another process takes over now.
+        await delivery.close(Math.min(DELIVERY_STOP_MS, config.shutdownTimeoutSeconds * 200));
         edge.stopAccepting();
         eventLog.endStreams();
         // In-flight requests get most of --shutdown-timeout; the rest is for the write queue and the pool.

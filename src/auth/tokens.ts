@@ -119,6 +119,16 @@ export class TokenRegistry {
     return { name: found.name, read: found.read, write: found.write };
   }
 
+  /**
+   * The read scopes of the token with this name, or undefined when none is configured or it has
+   * expired: a push subscription delivers only what its owner may still read.
+   */
+  readScopes(name: string, now = Date.now()): readonly string[] | undefined {
+    const entry = this.#entries.find((e) => e.name === name);
+    if (entry === undefined || (entry.expires !== undefined && now >= entry.expires)) return undefined;
+    return entry.read;
+  }
+
   /** Whether a token with this name and digest is still configured and unexpired (open streams ask). */
   holds(name: string, digest: Buffer, now = Date.now()): boolean {
     const entry = this.#entries.find((e) => e.name === name);

@@ -174,7 +174,15 @@ export class SubscriptionStore {
    * parked): its deliverer must stop.
    */
   async renew(tokens: readonly string[], leaseMs: number): Promise<Set<string>> {
-    if (tokens.length === 0) return new Set();
+    return new Set((await this.renewGenerations(tokens, leaseMs)).keys());
+  }
+
+  /**
+   * {@link renew}, answering each extended lease's token with the subscription's generation: a
+   * deliverer whose record is of an older generation (the API changed it) starts over from the row.
+   */
+  async renewGenerations(tokens: readonly string[], leaseMs: number): Promise<Map<string, number>> {
+    if (tokens.length === 0) return new Map();
     await this.#db
       .updateTable("eventsdb_subscriptions")
       .set({ lease_expires_at: sql<number>`${this.#now} + ${leaseMs}` })
@@ -183,11 +191,22 @@ export class SubscriptionStore {
       .execute();
     const rows = await this.#db
       .selectFrom("eventsdb_subscriptions")
-      .select("lease_token")
+      .select(["lease_token", "generation"])
       .where("lease_token", "in", tokens)
       .where("state", "=", "active")
       .execute();
-    return new Set(rows.map((r) => r.lease_token ?? ""));
+    return new Map(rows.map((r) => [r.lease_token ?? "", Number(r.generation)]));
+  }
+
+  /** The ids of the parked subscriptions (the parked gauge). */
+  async parkedIds(): Promise<string[]> {
+    const rows = await this.#db
+      .selectFrom("eventsdb_subscriptions")
+      .select("id")
+      .where("state", "=", "parked")
+      .orderBy("id")
+      .execute();
+    return rows.map((r) => r.id);
   }
 
   /** Gives leases up (shutdown): another process may claim them at once. */

@@ -109,10 +109,18 @@ describe.each(DIALECTS)("subscription store on $name", (dialect) => {
     expect(parked?.parked).toMatchObject({ reason: "sink answered 500 eight times", eventId: 8 });
     expect(await store.claim("me", 60_000, 1)).toEqual([]);
     expect(await store.renew([lease.token], 60_000)).toEqual(new Set());
+    expect(await store.parkedIds()).toEqual(["p"]);
 
     const redriven = await store.redrive("p");
     expect(redriven).toMatchObject({ state: "active", parked: undefined, generation: 2, position: 7 });
-    expect((await store.claim("me", 60_000, 1)).map((l) => l.subscription.id)).toEqual(["p"]);
+    expect(await store.parkedIds()).toEqual([]);
+    const [again] = await store.claim("me", 60_000, 1);
+    if (again === undefined) throw new Error("not leased again");
+    expect(again.subscription.id).toBe("p");
+    // Renewal reports the generation: a change by the API (here a PUT) shows up there.
+    expect(await store.renewGenerations([again.token], 60_000)).toEqual(new Map([[again.token, 2]]));
+    await store.update("p", { spec: spec("http://sink.test/p"), ownerScopes: [] });
+    expect(await store.renewGenerations([again.token], 60_000)).toEqual(new Map([[again.token, 3]]));
     // A new sink needs a new handshake; the same sink keeps it.
     expect(
       (await store.update("p", { spec: spec("http://sink.test/p"), ownerScopes: [] }))?.validatedSink,
