@@ -133,19 +133,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
 /**
  * The subscription service of a process: over its store, with --max-subscriptions, counted in
- * metrics; store failures logged on `log` (the store's logger) by the one failure rule.
+ * metrics; store failures logged on `log` (the store's logger) by the one failure rule;
+ * `onChanged` after each change (server.ts: this process's deliverer looks at once).
  */
 export function subscriptionService(
   config: Config,
   eventLog: EventLog,
   metrics: Metrics,
   log: Logger = SILENT_LOGGER,
+  onChanged?: () => void,
 ): SubscriptionService {
   return new SubscriptionService({
     dialect: eventLog.dialect,
     lastId: () => eventLog.repository.lastId(),
     maxSubscriptions: config.maxSubscriptions,
     onRefused: () => metrics.subscriptionRefusals.inc(),
+    ...(onChanged === undefined ? {} : { onChanged }),
     failures: new FailureLog(log, (operation) => metrics.storeErrors.inc({ operation })),
   });
 }

@@ -92,6 +92,32 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     config.grpcFastPath ? grpcFastPath({ eventLog, metrics, pipeline }) : undefined,
     config.connections,
   );
+  // Push subscriptions: delivery starts once the server listens, and stops first when it closes.
+  const delivery = new DeliveryManager({
+    eventLog,
+    store: new SubscriptionStore(eventLog.dialect),
+    sink: {
+      allowPrivate: config.webhooks.allowPrivate,
+      timeoutMs: config.webhooks.timeoutMs,
+      responseBytes: config.webhooks.responseBytes,
+    },
+    retry: {
+      baseMs: config.webhooks.backoffMs,
+      maxMs: config.webhooks.backoffMaxMs,
+      maxAttempts: config.webhooks.maxAttempts,
+      maxRetryMs: config.webhooks.maxRetryMs,
+    },
+    origin: config.webhooks.origin,
+    owners: () => registry,
+    counters: {
+      delivered: (subscription) => metrics.subscriptionDeliveries.inc({ subscription }),
+      failed: (subscription, reason) => metrics.subscriptionFailures.inc({ subscription, reason }),
+      handshake: (result) => metrics.subscriptionHandshakes.inc({ result }),
+    },
+    log: deliveryLog ?? SILENT_LOGGER,
+    leaseMs: config.webhooks.leaseMs,
+    maxSubscriptions: config.webhooks.subscriptionsPerProcess,
+  });
   let app: FastifyInstance;
   try {
     app = await buildApp({
@@ -100,7 +126,7 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
       metrics,
       pipeline,
       sessions,
-      subscriptions: subscriptionService(config, eventLog, metrics, storeLog),
+      subscriptions: subscriptionService(config, eventLog, metrics, storeLog, () => void delivery.poke()),
       logger: log ?? false,
       // Fastify hands both HTTP/1.1 and HTTP/2 compatibility requests to one handler.
       serverFactory: (handler) => edge.attach(handler as Handler),
@@ -133,32 +159,6 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     `eventsdb listening on ports ${restPort} (REST) and ${grpcPort} (gRPC); ${where}`,
   );
 
-  // Push subscriptions start once the server listens, and stop first when it closes.
-  const delivery = new DeliveryManager({
-    eventLog,
-    store: new SubscriptionStore(eventLog.dialect),
-    sink: {
-      allowPrivate: config.webhooks.allowPrivate,
-      timeoutMs: config.webhooks.timeoutMs,
-      responseBytes: config.webhooks.responseBytes,
-    },
-    retry: {
-      baseMs: config.webhooks.backoffMs,
-      maxMs: config.webhooks.backoffMaxMs,
-      maxAttempts: config.webhooks.maxAttempts,
-      maxRetryMs: config.webhooks.maxRetryMs,
-    },
-    origin: config.webhooks.origin,
-    owners: () => registry,
-    counters: {
-      delivered: (subscription) => metrics.subscriptionDeliveries.inc({ subscription }),
-      failed: (subscription, reason) => metrics.subscriptionFailures.inc({ subscription, reason }),
-      handshake: (result) => metrics.subscriptionHandshakes.inc({ result }),
-    },
-    log: deliveryLog ?? SILENT_LOGGER,
-    leaseMs: config.webhooks.leaseMs,
-    maxSubscriptions: config.webhooks.subscriptionsPerProcess,
-  });
   metrics.trackSubscriptions(() => delivery.gauges());
   delivery.start();
 
