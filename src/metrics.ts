@@ -209,6 +209,33 @@ export class Metrics {
     this.#subscriptions.gauges = gauges;
   }
 
+  /** Failure reasons counted per subscription, so that forgetSubscription finds every series. */
+  readonly #failureReasons = new Map<string, Set<string>>();
+
+  subscriptionDelivered(subscription: string): void {
+    this.subscriptionDeliveries.inc({ subscription });
+  }
+
+  subscriptionFailed(subscription: string, reason: string): void {
+    this.subscriptionFailures.inc({ subscription, reason });
+    let reasons = this.#failureReasons.get(subscription);
+    if (reasons === undefined) this.#failureReasons.set(subscription, (reasons = new Set()));
+    reasons.add(reason);
+  }
+
+  /**
+   * Drops a subscription's counter series once this process no longer delivers it (deleted, taken
+   * over, parked): the series stay as many as the subscriptions delivered here, however many come
+   * and go. Prometheus reads a series that comes back later as a counter reset.
+   */
+  forgetSubscription(subscription: string): void {
+    this.subscriptionDeliveries.remove({ subscription });
+    for (const reason of this.#failureReasons.get(subscription) ?? []) {
+      this.subscriptionFailures.remove({ subscription, reason });
+    }
+    this.#failureReasons.delete(subscription);
+  }
+
   /** Times one operation and counts its outcome. */
   async observe<T>(operation: Operation, fn: () => Promise<T>): Promise<T> {
     const end = this.duration.startTimer({ operation });

@@ -110,8 +110,9 @@ export async function startServer(config: Config, options: ServerOptions = {}): 
     origin: config.webhooks.origin,
     owners: () => registry,
     counters: {
-      delivered: (subscription) => metrics.subscriptionDeliveries.inc({ subscription }),
-      failed: (subscription, reason) => metrics.subscriptionFailures.inc({ subscription, reason }),
+      delivered: (subscription) => metrics.subscriptionDelivered(subscription),
+      failed: (subscription, reason) => metrics.subscriptionFailed(subscription, reason),
+      forget: (subscription) => metrics.forgetSubscription(subscription),
       handshake: (result) => metrics.subscriptionHandshakes.inc({ result }),
     },
     log: deliveryLog ?? SILENT_LOGGER,

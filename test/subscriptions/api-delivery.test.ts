@@ -95,6 +95,16 @@ describe.each(DIALECTS)("subscriptions through the API, delivered on $name", (di
     );
     expect(second.handshakes.length).toBe(1);
     expect(first.ids).not.toContain("o-3");
+
+    // Its counter series live while it is delivered here, and go with it: deleted subscriptions
+    // do not pile up series in /metrics.
+    const series = async () =>
+      (await (await fetch(`${t.url}/metrics`)).text())
+        .split("\n")
+        .filter((line) => line.startsWith("eventsdb_subscription_deliveries_total") && line.includes(id));
+    expect(await series()).toHaveLength(1);
+    expect((await call(t, "DELETE", `/subscriptions/${id}`)).status).toBe(204);
+    await waitFor("its series gone from /metrics", async () => (await series()).length === 0);
   });
 
   it("parks after the attempts run out, shows why in the API, and a redrive through the API delivers again at once", async () => {

@@ -37,6 +37,8 @@ export interface DeliveryCounters {
   delivered(subscription: string): void;
   failed(subscription: string, reason: string): void;
   handshake(result: "accepted" | "refused" | "failed"): void;
+  /** This process stopped delivering the subscription: its counters may go. */
+  forget(subscription: string): void;
 }
 
 export interface DelivererOptions {

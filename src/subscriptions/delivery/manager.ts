@@ -187,7 +187,10 @@ export class DeliveryManager {
   }
 
   #forget(deliverer: Deliverer): void {
-    if (this.#held.get(deliverer.id) === deliverer) this.#held.delete(deliverer.id);
+    if (this.#held.get(deliverer.id) === deliverer) {
+      this.#held.delete(deliverer.id);
+      this.#options.counters.forget(deliverer.id);
+    }
     if (this.#held.size === 0) {
       this.#unlisten?.();
       this.#unlisten = undefined;
