@@ -218,9 +218,9 @@ export class Metrics {
 
   subscriptionFailed(subscription: string, reason: string): void {
     this.subscriptionFailures.inc({ subscription, reason });
-    let reasons = this.#failureReasons.get(subscription);
-    if (reasons === undefined) this.#failureReasons.set(subscription, (reasons = new Set()));
+    const reasons = this.#failureReasons.get(subscription) ?? new Set<string>();
     reasons.add(reason);
+    this.#failureReasons.set(subscription, reasons);
   }
 
   /**
