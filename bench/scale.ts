@@ -1,5 +1,5 @@
 import { mkdtemp, rm } from "node:fs/promises";
-import { Agent, request } from "node:http";
+import { Agent } from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -17,6 +17,7 @@ import {
   parseCountOption,
   parseDuration,
   percentile,
+  postEvent,
   serverEnv,
   sleep,
   startBenchDatabase,
@@ -321,7 +322,7 @@ async function publish(
         data: Buffer.from(JSON.stringify({ sentAt })).toString("base64"),
       });
       const t0 = performance.now();
-      const posting: Promise<void> = post(target, agent, body)
+      const posting: Promise<void> = postEvent(target, agent, body)
         .then(({ status, body }) => {
           const at = nowMs();
           const id = status === 200 ? (JSON.parse(body) as { id?: unknown }).id : undefined;
@@ -339,34 +340,6 @@ async function publish(
     agent.destroy();
   }
   return { sent, postMs, answeredAt };
-}
-
-function post(url: URL, agent: Agent, body: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: url.hostname,
-        port: url.port,
-        path: "/events",
-        method: "POST",
-        agent,
-        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
-        timeout: 30_000,
-      },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (chunk: string) => {
-          text += chunk;
-        });
-        res.once("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-        res.once("error", reject);
-      },
-    );
-    req.once("timeout", () => req.destroy(new Error("POST timed out after 30 s")));
-    req.once("error", reject);
-    req.end(body);
-  });
 }
 
 /** The publisher's send time in a simple-JSON frame on SUBJECT, else undefined. */

@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
+import { type Agent, request } from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -385,4 +386,33 @@ export async function checkoutBuild(revision: string, dir: string, cleanup: Clea
   await symlink(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
   await buildDist(dir);
   return path.join(dir, "dist", "cli.js");
+}
+
+/** POST /events of one JSON body on `agent` (keep-alive), bounded by 30 s; the status and the answer's text. */
+export function postEvent(url: URL, agent: Agent, body: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: "/events",
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+        timeout: 30_000,
+      },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          text += chunk;
+        });
+        res.once("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
+        res.once("error", reject);
+      },
+    );
+    req.once("timeout", () => req.destroy(new Error("POST timed out after 30 s")));
+    req.once("error", reject);
+    req.end(body);
+  });
 }

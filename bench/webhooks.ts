@@ -7,7 +7,7 @@ import { loadConfig } from "../src/config.js";
 import { EventLog } from "../src/events/event-log.js";
 import { Metrics } from "../src/metrics.js";
 import { SubscriptionStore } from "../src/subscriptions/store.js";
-import type { SubscriptionSpec } from "../src/subscriptions/types.js";
+import { subscriptionSpec } from "../test/subscriptions/sinks.js";
 import { openStream } from "../test/support/sse.js";
 import {
   buildDist,
@@ -99,7 +99,15 @@ export async function runWebhooks(args: readonly string[]): Promise<void> {
     let subscriptions = 0;
     const subscribe = async (sink: string, position: number, window = 1) => {
       const id = `bench-${subscriptions++}`;
-      await store.create({ id, spec: spec(sink, window), owner: "anonymous", ownerScopes: ["*"], position });
+      await store.create({
+        id,
+        spec: subscriptionSpec(sink, {
+          config: { subject: undefined, recursive: false, type: undefined, window },
+        }),
+        owner: "anonymous",
+        ownerScopes: ["*"],
+        position,
+      });
       return id;
     };
     const lastId = () => eventLog.repository.lastId();
@@ -205,20 +213,6 @@ export async function runWebhooks(args: readonly string[]): Promise<void> {
     await cleanup.run();
     removeSignalHandlers();
   }
-}
-
-function spec(sink: string, window: number): SubscriptionSpec {
-  return {
-    source: undefined,
-    types: undefined,
-    config: { subject: undefined, recursive: false, type: undefined, window },
-    filters: [],
-    sink,
-    sinkcredential: undefined,
-    protocol: "HTTP",
-    protocolsettings: { method: "POST", headers: {}, contentmode: "structured" },
-    description: undefined,
-  };
 }
 
 function cloudEvent(t: number, n: number): Record<string, unknown> {

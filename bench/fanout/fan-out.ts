@@ -1,9 +1,9 @@
-import { Agent, request } from "node:http";
+import { Agent } from "node:http";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import type { Connection, RowDataPacket } from "mysql2/promise";
 import type { ServerProcess } from "../../test/support/process.js";
 import { nowMs, SseClients } from "../sse-clients.js";
-import { type Cleanup, CpuMeter, RssSampler, rssKb, sleep } from "../support.js";
+import { type Cleanup, CpuMeter, postEvent, RssSampler, rssKb, sleep } from "../support.js";
 import {
   assertAlive,
   type HeapMetrics,
@@ -161,7 +161,7 @@ export async function publish(baseUrl: string): Promise<PublishResult> {
     const t0 = performance.now();
     lastSendAt = t0;
     try {
-      const response = await post(url, agent, body);
+      const response = await postEvent(url, agent, body);
       postLatencies.push(performance.now() - t0);
       const parsed = response.status === 200 ? (JSON.parse(response.body) as { id?: unknown }) : {};
       if (typeof parsed.id === "number") ids.push(parsed.id);
@@ -211,34 +211,6 @@ export async function publish(baseUrl: string): Promise<PublishResult> {
     postMaxMs: sorted.length === 0 ? Number.NaN : (sorted[sorted.length - 1] as number),
     lastPostAt,
   };
-}
-
-function post(url: URL, agent: Agent, body: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: url.hostname,
-        port: url.port,
-        path: "/events",
-        method: "POST",
-        agent,
-        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
-        timeout: 30_000,
-      },
-      (res) => {
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (chunk: string) => {
-          text += chunk;
-        });
-        res.once("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-        res.once("error", reject);
-      },
-    );
-    req.once("timeout", () => req.destroy(new Error("POST timed out after 30 s")));
-    req.once("error", reject);
-    req.end(body);
-  });
 }
 
 /** Nearest-rank percentile of an ascending array. */
