@@ -10,7 +10,10 @@ import { startTestServer, type TestServer } from "./support/server.js";
 const servers: TestServer[] = [];
 
 async function server(): Promise<TestServer> {
-  const started = await startTestServer(`sqlite:${path.join(tempDir("eventsdb-subs-lib-"), "events.db")}`);
+  const started = await startTestServer(`sqlite:${path.join(tempDir("eventsdb-subs-lib-"), "events.db")}`, {
+    // The library alone: this process delivers none (delivery: test/subscriptions/).
+    "subscriptions-per-process": "0",
+  });
   servers.push(started);
   const client = new EventsDbClient({ url: started.url });
   for (let i = 0; i < 4; i++) await client.append({ source: "s", type: "t", subject: "orders/1", data: "x" });

@@ -119,6 +119,8 @@ beforeAll(async () => {
       "max-total-clients": "1",
       "signing-key-file": join(dir, "signing.pem"),
       "max-subscriptions": String(MAX_SUBSCRIPTIONS),
+      // The API alone: this process delivers none (delivery is tested in test/subscriptions/).
+      "subscriptions-per-process": "0",
     },
   );
   server = await startServer(config, { logger: false, defaultMetrics: false });

@@ -32,6 +32,8 @@ describe("console subscriptions view in Chromium", () => {
           "rest-port": "0",
           "grpc-port": "0",
           host: "127.0.0.1",
+          // The console alone: this process delivers none, so states change only as the test says.
+          "subscriptions-per-process": "0",
         },
       ),
       { logger: false, defaultMetrics: false },

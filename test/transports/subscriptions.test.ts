@@ -56,7 +56,13 @@ describe.each(DIALECTS)("subscriptions on $name", (dialect) => {
     server = await startServer(
       loadConfig(
         { AUTH_TOKEN: ADMIN },
-        { ...testFlags(await dialect.url()), "auth-file": authFile, "max-subscriptions": "40" },
+        {
+          ...testFlags(await dialect.url()),
+          "auth-file": authFile,
+          "max-subscriptions": "40",
+          // The API alone: this process delivers none (delivery: test/subscriptions/).
+          "subscriptions-per-process": "0",
+        },
       ),
       { logger: false, defaultMetrics: false },
     );
