@@ -147,6 +147,7 @@ export function subscriptionService(
     dialect: eventLog.dialect,
     lastId: () => eventLog.repository.lastId(),
     maxSubscriptions: config.maxSubscriptions,
+    allowPrivateSinks: config.webhooks.allowPrivate,
     onRefused: () => metrics.subscriptionRefusals.inc(),
     ...(onChanged === undefined ? {} : { onChanged }),
     failures: new FailureLog(log, (operation) => metrics.storeErrors.inc({ operation })),

@@ -4,6 +4,7 @@ import { canRead, type Principal } from "../auth/tokens.js";
 import { EventsDbError, invalidArgument } from "../errors.js";
 import type { FailureLog } from "../failure-log.js";
 import type { StorageDialect } from "../storage/dialect.js";
+import { checkSinkUrl, SinkRefused } from "./delivery/sink-guard.js";
 import {
   type ParsedSubscription,
   parseStart,
@@ -31,6 +32,12 @@ export interface SubscriptionServiceOptions {
    * of state, counted, and answered 503 + Retry-After like the EventLog's own reads.
    */
   readonly failures: FailureLog;
+  /**
+   * --webhook-allow-private: whether a sink may be a loopback, private or link-local address. Without
+   * it a literal such address is refused here (400); names are checked where they resolve, at
+   * delivery (delivery/sink-guard.ts, the one rule of which addresses are private).
+   */
+  readonly allowPrivateSinks: boolean;
   /**
    * After a subscription was created, changed, redriven or deleted: this process's deliverer
    * claims or restarts it at once instead of at its next lease tick.
@@ -63,6 +70,7 @@ export class SubscriptionService {
 
   async create(principal: Principal, body: unknown): Promise<SubscriptionResource> {
     const parsed = parseSubscription(body, "create");
+    this.#checkSink(parsed.spec.sink);
     requireReadable(principal, parsed.spec);
     const count = await this.#call(() => this.#count());
     if (count >= this.#options.maxSubscriptions) {
@@ -113,6 +121,7 @@ export class SubscriptionService {
     if (sentId !== undefined && sentId !== id) {
       throw invalidArgument(`id ${JSON.stringify(sentId)} does not match the subscription's id ${id}`);
     }
+    this.#checkSink(parsed.spec.sink);
     const existing = await this.#visible(principal, id);
     requireReadable(principal, parsed.spec);
     // An administrator changing someone else's subscription may not widen it past what its owner
@@ -148,6 +157,18 @@ export class SubscriptionService {
     if (record === undefined) throw notFound(id);
     this.#options.onChanged?.();
     return renderSubscription(record, lastId);
+  }
+
+  /** A sink the deliverer would refuse to connect to is refused now, with the reason. */
+  #checkSink(sink: string): void {
+    try {
+      checkSinkUrl(new URL(sink), this.#options.allowPrivateSinks);
+    } catch (error) {
+      if (!(error instanceof SinkRefused)) throw error;
+      throw invalidArgument(
+        `sink: ${error.message}; this server delivers only to public addresses (--webhook-allow-private)`,
+      );
+    }
   }
 
   /** The stored subscription, if the caller may see it; else 404 (whether or not it exists). */

@@ -84,7 +84,7 @@ describe.each(DIALECTS)("subscriptions on $name", (dialect) => {
   it("creates, lists, reads, replaces, redrives and deletes over REST", async () => {
     const created = await rest(ALICE.token, "POST", "/subscriptions", {
       id: "chosen-by-client",
-      sink: "http://127.0.0.1:9/hook",
+      sink: "http://sink.test:9/hook",
       protocol: "HTTP",
       config: { subject: "orders", recursive: true },
       filters: [{ prefix: { type: "t" } }],
@@ -96,7 +96,7 @@ describe.each(DIALECTS)("subscriptions on $name", (dialect) => {
     expect(resource.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(created.headers.get("location")).toBe(`/subscriptions/${resource.id}`);
     expect(resource).toMatchObject({
-      sink: "http://127.0.0.1:9/hook",
+      sink: "http://sink.test:9/hook",
       protocol: "HTTP",
       config: { subject: "orders", recursive: true, window: 1 },
       sinkcredential: { credentialtype: "ACCESSTOKEN" },
@@ -121,8 +121,12 @@ describe.each(DIALECTS)("subscriptions on $name", (dialect) => {
       // Kept: absent token, same sink.
       sinkcredential: { credentialtype: "ACCESSTOKEN" },
     });
+    // A sink at a private address is refused on a server without --webhook-allow-private.
+    const inside = await rest(ALICE.token, "PUT", route, { ...resource, sink: "http://10.0.0.7/" });
+    expect(inside.status).toBe(400);
+    expect(JSON.stringify(inside.body)).toContain("--webhook-allow-private");
     // A new sink with a stored credential must name the credential again.
-    const moved = await rest(ALICE.token, "PUT", route, { ...resource, sink: "http://127.0.0.1:10/" });
+    const moved = await rest(ALICE.token, "PUT", route, { ...resource, sink: "http://sink.test:10/" });
     expect(moved.status).toBe(400);
     expect(JSON.stringify(moved.body)).toContain("sinkcredential");
 
@@ -172,7 +176,7 @@ describe.each(DIALECTS)("subscriptions on $name", (dialect) => {
 
   it("lets a token subscribe only to what it may read, and shows each owner only its own", async () => {
     const body = (config: Record<string, unknown>) => ({
-      sink: "http://127.0.0.1:9/",
+      sink: "http://sink.test:9/",
       protocol: "HTTP",
       config,
     });
@@ -357,7 +361,7 @@ describe.each(DIALECTS)("subscriptions on $name", (dialect) => {
   });
 
   it("refuses subscriptions beyond --max-subscriptions with 429, counted", async () => {
-    const body = { sink: "http://127.0.0.1:9/", protocol: "HTTP", config: { subject: "payments" } };
+    const body = { sink: "http://sink.test:9/", protocol: "HTTP", config: { subject: "payments" } };
     let status = 201;
     let made = 0;
     while (status === 201 && made < 100) {

@@ -42,6 +42,7 @@ describe("SubscriptionService on a failing store", () => {
       dialect: store.dialect,
       lastId: () => store.repository.lastId(),
       maxSubscriptions: 10,
+      allowPrivateSinks: false,
       failures: new FailureLog(SILENT_LOGGER, (operation) => counted.push(operation)),
     });
     expect(await service.list(ANYONE)).toEqual([]);
@@ -54,5 +55,61 @@ describe("SubscriptionService on a failing store", () => {
     const invalid = await service.create(ANYONE, { sink: "ftp://x/" }).catch((error: unknown) => error);
     expect(invalid).toMatchObject({ code: "invalid_argument" });
     expect(counted).toEqual(["subscriptions"]);
+  });
+});
+
+describe("SubscriptionService and private sinks", () => {
+  const service = async (allowPrivateSinks: boolean) => {
+    const { store } = await openTestStore(`sqlite:${tempDir("eventsdb-subs-sink-")}/events.db`);
+    return {
+      store,
+      service: new SubscriptionService({
+        dialect: store.dialect,
+        lastId: () => store.repository.lastId(),
+        maxSubscriptions: 10,
+        allowPrivateSinks,
+        failures: new FailureLog(SILENT_LOGGER, () => {}),
+      }),
+    };
+  };
+  const body = (sink: string) => ({ sink, protocol: "HTTP", config: { subject: "orders" } });
+
+  it.each([
+    "http://127.0.0.1:8080/hook",
+    "http://10.1.2.3/hook",
+    "http://169.254.169.254/latest/meta-data",
+    "http://[::1]/hook",
+    "http://[::ffff:192.168.0.1]/hook",
+  ])("refuses the literal private or local address of %s with 400 and stores nothing", async (sink) => {
+    const { store, service: subscriptions } = await service(false);
+    try {
+      await expect(subscriptions.create(ANYONE, body(sink))).rejects.toMatchObject({
+        code: "invalid_argument",
+        message: expect.stringContaining("--webhook-allow-private"),
+      });
+      expect(await subscriptions.list(ANYONE)).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("takes them with --webhook-allow-private, and names (checked when they resolve) without it", async () => {
+    const allowed = await service(true);
+    const strict = await service(false);
+    try {
+      await expect(allowed.service.create(ANYONE, body("http://127.0.0.1:8080/hook"))).resolves.toMatchObject(
+        {
+          sink: "http://127.0.0.1:8080/hook",
+        },
+      );
+      await expect(strict.service.create(ANYONE, body("https://hooks.example.com/x"))).resolves.toMatchObject(
+        {
+          sink: "https://hooks.example.com/x",
+        },
+      );
+    } finally {
+      await allowed.store.close();
+      await strict.store.close();
+    }
   });
 });
