@@ -114,6 +114,13 @@ describe.each(DIALECTS)("paged subjects over REST and Connect on $name", (dialec
       expect(((await res.json()) as { error: { code: string } }).error.code, query).toBe("invalid_argument");
     }
     expect((await get(`?limit=1&after=${"x".repeat(1025)}`)).status).toBe(400);
+    // Odd cursors are just strings to sort after: a NUL, a lone surrogate, the last code point.
+    for (const after of ["%00", "%ED%A0%80", "%F4%8F%BF%BF", "%FF"]) {
+      const res = await get(`?limit=2&after=${after}`);
+      expect(res.status, after).toBe(200);
+      expect(Array.isArray(await res.json())).toBe(true);
+    }
+    expect(await (await get("?limit=2&after=%00")).json()).toEqual(SUBJECTS.slice(0, 2));
   });
 
   it.each(CONNECT_KINDS)("pages ListSubjects over %s", async (kind) => {
