@@ -85,6 +85,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       exposedHeaders: [
         "x-has-more",
         "x-next-from-id",
+        "x-next-after",
         "retry-after",
         "grpc-status",
         "grpc-message",

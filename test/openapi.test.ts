@@ -658,6 +658,24 @@ describe("REST API against openapi.yaml", () => {
       expect(bad.status).toBe(400);
       expect(errorCode(bad)).toBe("invalid_argument");
     });
+
+    it("pages with limit and after, X-Has-More / X-Next-After → 200; a bad limit → 400", async () => {
+      const first = await call("GET", "/subjects", { query: { prefix: "orders/", limit: "1" } });
+      expect(first.status).toBe(200);
+      expect(first.body).toEqual(["orders/1"]);
+      expect(first.headers.get("x-has-more")).toBe("true");
+      expect(first.headers.get("x-next-after")).toBe(encodeURIComponent("orders/1"));
+      const after = decodeURIComponent(first.headers.get("x-next-after") ?? "");
+      const last = await call("GET", "/subjects", { query: { prefix: "orders/", limit: "1", after } });
+      expect(last.body).toEqual(["orders/2"]);
+      expect(last.headers.get("x-has-more")).toBe("false");
+      expect(last.headers.get("x-next-after")).toBe("");
+      for (const limit of ["0", "1001", "x"]) {
+        const bad = await call("GET", "/subjects", { query: { limit } });
+        expect(bad.status, limit).toBe(400);
+        expect(errorCode(bad)).toBe("invalid_argument");
+      }
+    });
   });
 
   describe("DELETE /events", () => {

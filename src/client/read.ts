@@ -39,11 +39,13 @@ export function prettyCloudEvent(text: Buffer): string {
   return `${attributes.slice(0, -2)},\n  "data": ${text.toString("utf8", data.start, data.end)}\n}`;
 }
 
-/** `eventsdb subjects`: one subject per line. */
+/** `eventsdb subjects`: one subject per line, read a page at a time (printed as each page comes). */
 export async function subjects(
   client: EventsDbClient,
   prefix: string | undefined,
   out: Writable,
 ): Promise<void> {
-  for (const subject of await client.subjects(prefix)) await write(out, `${subject}\n`);
+  for await (const page of client.subjectPages({ prefix })) {
+    if (page.subjects.length > 0) await write(out, page.subjects.map((subject) => `${subject}\n`).join(""));
+  }
 }

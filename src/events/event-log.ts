@@ -18,7 +18,7 @@ import type { Metrics } from "../metrics.js";
 import type { StorageDialect } from "../storage/dialect.js";
 import { migrate } from "../storage/migrate.js";
 import { openDialect } from "../storage/open.js";
-import { EventRepository } from "../storage/repository.js";
+import { EventRepository, type SubjectsPage, type SubjectsQuery } from "../storage/repository.js";
 import { withTimeout } from "../storage/timeout.js";
 import type {
   AppendResult,
@@ -47,6 +47,10 @@ export const DEFAULT_PAGE_LIMIT = 100;
  * longer: probes give up after about a second (Kubernetes' default timeoutSeconds is 1).
  */
 export const READINESS_TIMEOUT_MS = 1000;
+
+/** What a client asks of a page of subjects (the read scopes come from the principal). */
+export type SubjectsRequest = Omit<SubjectsQuery, "scopes">;
+export type { SubjectsPage };
 
 export interface DependencyCheck {
   readonly status: "ok" | "unavailable";
@@ -293,10 +297,21 @@ export class EventLog {
     this.#hub.close();
   }
 
-  /** Subjects starting with `prefix` that the principal may read. */
+  /**
+   * One page of the subjects starting with `prefix` that the principal may read, after `after`, at
+   * most `limit` (1 to MAX_PAGE_LIMIT; undefined = all, the unpaged list). The read scopes are
+   * applied in the query, so a page is full whenever that many readable subjects follow.
+   */
+  async subjectPage(query: SubjectsRequest, principal: Principal = ANYONE): Promise<SubjectsPage> {
+    if (query.limit !== undefined) checkLimit(query.limit);
+    if (query.after.length > 1024) throw invalidArgument("after is too long");
+    const scopes = principal.read.includes("*") ? undefined : principal.read;
+    return this.#call("subjects", () => this.#repository.subjects({ ...query, scopes }));
+  }
+
+  /** Every subject starting with `prefix` that the principal may read (the unpaged list). */
   async subjects(prefix: string, principal: Principal = ANYONE): Promise<string[]> {
-    const subjects = await this.#call("subjects", () => this.#repository.subjects(prefix));
-    return principal.read.includes("*") ? subjects : subjects.filter((s) => canRead(principal, s));
+    return (await this.subjectPage({ prefix, after: "" }, principal)).subjects;
   }
 
   /**

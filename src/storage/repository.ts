@@ -1,4 +1,4 @@
-import { type CompiledQuery, type ExpressionBuilder, type Selectable, sql } from "kysely";
+import { type CompiledQuery, type ExpressionBuilder, type Kysely, type Selectable, sql } from "kysely";
 import { EventsDbError } from "../errors.js";
 import { chainHash, contentDigest, GENESIS_HASH, linkHash } from "../events/chain.js";
 import type {
@@ -511,19 +511,25 @@ export class EventRepository {
   }
 
   /**
-   * Distinct subjects, sorted, optionally those starting with a plain string prefix; events
-   * without a subject list nothing.
+   * One keyset page of distinct subjects, sorted: those starting with the plain string `prefix`,
+   * greater than `after`, within `scopes` (each scope and everything below it; undefined = all
+   * subjects), at most `limit` (undefined = all). Events without a subject list nothing. Each
+   * scope is two index ranges (the scope itself, then `scope/`…), read in order until the page is
+   * full, so a page costs index seeks, never a scan past what it returns (plus one subject, to say
+   * whether more follow), whatever the scopes hide.
    */
-  async subjects(prefix: string): Promise<string[]> {
-    let query = this.#dialect.db.selectFrom("events").select("subject").distinct().orderBy("subject");
-    if (prefix === "") query = query.where("subject", ">", NO_SUBJECT);
-    else {
-      query = query.where("subject", ">=", prefix);
-      const upper = prefixUpperBound(prefix);
-      if (upper !== undefined) query = query.where("subject", "<", upper);
+  async subjects(query: SubjectsQuery): Promise<SubjectsPage> {
+    const want = query.limit === undefined ? undefined : query.limit + 1;
+    const found: string[] = [];
+    for (const range of subjectRanges(query)) {
+      const left = want === undefined ? undefined : want - found.length;
+      if (left === 0) break;
+      for (const row of await subjectsSelect(this.#dialect.db, range, left).execute())
+        found.push(row.subject);
     }
-    const rows = await query.execute();
-    return rows.map((r) => r.subject).filter((s) => s.startsWith(prefix));
+    const hasMore = want !== undefined && found.length === want;
+    const subjects = hasMore ? found.slice(0, -1) : found;
+    return { subjects, hasMore, nextAfter: hasMore ? (subjects.at(-1) ?? "") : "" };
   }
 
   /** The highest id stored, 0 when empty. */
@@ -779,6 +785,89 @@ function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter)
  * The smallest string greater than every string starting with `prefix`, in code point order:
  * the prefix with its last code point incremented (skipping surrogates), or undefined if none.
  */
+/** What one page of subjects selects (see Repository.subjects). */
+export interface SubjectsQuery {
+  readonly prefix: string;
+  /** Only subjects sorting after this one ("" = from the first). */
+  readonly after: string;
+  /** Most subjects on the page; undefined = all of them (the Go service's unpaged list). */
+  readonly limit?: number;
+  /** Readable scopes: subjects equal to or below one of them; undefined = every subject. */
+  readonly scopes?: readonly string[];
+}
+
+/** One page of subjects; `nextAfter` (the page's last subject) is where the next page starts. */
+export interface SubjectsPage {
+  readonly subjects: string[];
+  readonly hasMore: boolean;
+  /** The `after` of the next page when hasMore, else "". */
+  readonly nextAfter: string;
+}
+
+/** A half-open range of subjects: from `from` (excluded when `open`) to before `to` (none = the end). */
+export interface SubjectRange {
+  readonly from: string;
+  readonly open: boolean;
+  readonly to?: string;
+}
+
+/**
+ * The disjoint index ranges a page of subjects reads, in order: the prefix's range, above `after`
+ * and above the stored "" of subjectless events, cut to each scope's two ranges (`scope` alone and
+ * `scope/` up to `scope0`). Scopes below another scope are dropped, so the ranges never overlap
+ * and reading them one after another yields the subjects in order.
+ */
+export function subjectRanges(query: SubjectsQuery): SubjectRange[] {
+  const base: SubjectRange = { from: query.prefix, open: false, to: prefixUpperBound(query.prefix) };
+  let ranges: SubjectRange[] = [base];
+  if (query.scopes !== undefined && !query.scopes.includes("*")) {
+    const scopes = [...new Set(query.scopes)];
+    const kept = scopes.filter((s) => !scopes.some((o) => o !== s && s.startsWith(`${o}/`)));
+    ranges = kept
+      .flatMap((scope): SubjectRange[] => [
+        // The scope alone: nothing sorts between it and itself + U+0001 but "scope\0…" (never stored).
+        { from: scope, open: false, to: `${scope}\u0001` },
+        { from: `${scope}/`, open: false, to: `${scope}0` },
+      ])
+      .map((range) => intersect(range, base))
+      .filter((range): range is SubjectRange => range !== undefined)
+      .sort((a, b) => compare(a.from, b.from));
+  }
+  const floor: SubjectRange = { from: query.after === "" ? NO_SUBJECT : query.after, open: true };
+  return ranges
+    .map((range) => intersect(range, floor))
+    .filter((range): range is SubjectRange => range !== undefined);
+}
+
+/**
+ * The distinct subjects of one range, in order, at most `limit`: a range read of the (subject, id)
+ * index that stops after `limit` subjects (test/unit/storage/subjects.test.ts asserts the plans).
+ */
+export function subjectsSelect(db: Kysely<Database>, range: SubjectRange, limit: number | undefined) {
+  let select = db
+    .selectFrom("events")
+    .select("subject")
+    .distinct()
+    .where("subject", range.open ? ">" : ">=", range.from)
+    .orderBy("subject");
+  if (range.to !== undefined) select = select.where("subject", "<", range.to);
+  return limit === undefined ? select : select.limit(limit);
+}
+
+/** The part of two ranges both cover, undefined when empty. */
+function intersect(a: SubjectRange, b: SubjectRange): SubjectRange | undefined {
+  const order = compare(a.from, b.from);
+  const from = order > 0 ? a : order < 0 ? b : { from: a.from, open: a.open || b.open };
+  const to = a.to === undefined ? b.to : b.to === undefined ? a.to : compare(a.to, b.to) <= 0 ? a.to : b.to;
+  if (to !== undefined && compare(from.from, to) >= 0) return undefined;
+  return { from: from.from, open: from.open, to };
+}
+
+/** Code point order, as the binary collations compare (JS's < compares UTF-16 units). */
+function compare(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
 export function prefixUpperBound(prefix: string): string | undefined {
   const points = [...prefix];
   while (points.length > 0) {

@@ -15,6 +15,8 @@ import type {
   StoredEvent,
   StreamMessage,
   StreamOptions,
+  SubjectPage,
+  SubjectQuery,
   Subscription,
   SubscriptionInput,
 } from "./types.js";
@@ -46,6 +48,8 @@ const DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 const DEFAULT_IDLE_MS = 60_000;
 const FIRST_DELAY_MS = 250;
 const MAX_DELAY_MS = 10_000;
+/** Subjects per `GET /subjects` request when the caller names no limit: the server's cap. */
+const SUBJECT_PAGE_LIMIT = 1000;
 /** A stream connection that lasted this long (or delivered events) resets the reconnection delay. */
 const HEALTHY_MS = 5_000;
 /** Statuses worth retrying: the server is busy, restarting, or behind a failing proxy. */
@@ -261,11 +265,54 @@ export class EventsDbClient {
     }
   }
 
-  /** Sorted subjects, optionally only those starting with `prefix`. */
+  /**
+   * Sorted subjects, optionally only those starting with `prefix`, all in one answer (the unpaged
+   * list; {@link eachSubject} reads them a page at a time).
+   */
   subjects(prefix?: string, options: CallOptions = {}): Promise<string[]> {
     const params = new URLSearchParams();
     if (prefix !== undefined) params.set("prefix", prefix);
     return this.#json<string[]>({ ...options, params }, "subjects");
+  }
+
+  /**
+   * One page of `GET /subjects`: at most `limit` (default 1000, the server's cap) sorted subjects
+   * after `after`, with whether more follow and the `after` of the next page. A server without
+   * paging (the Go service) answers everything in one page with `hasMore` false.
+   */
+  async subjectPage(query: SubjectQuery = {}, options: CallOptions = {}): Promise<SubjectPage> {
+    const params = new URLSearchParams();
+    if (query.prefix !== undefined) params.set("prefix", query.prefix);
+    if (query.after !== undefined && query.after !== "") params.set("after", query.after);
+    params.set("limit", String(query.limit ?? SUBJECT_PAGE_LIMIT));
+    const { text, headers } = await this.#request("subjects", { ...options, params });
+    const hasMore = headers.get("x-has-more") === "true";
+    return {
+      subjects: JSON.parse(text) as string[],
+      hasMore,
+      nextAfter: hasMore ? decodeURIComponent(headers.get("x-next-after") ?? "") : "",
+    };
+  }
+
+  /** Pages of `GET /subjects` from `after`, following `nextAfter` until the last page. */
+  async *subjectPages(query: SubjectQuery = {}, options: CallOptions = {}): AsyncGenerator<SubjectPage> {
+    for (let after = query.after ?? ""; ; ) {
+      const page = await this.subjectPage({ ...query, after }, options);
+      yield page;
+      if (!page.hasMore) return;
+      if (page.nextAfter === "" || page.nextAfter === after) {
+        throw new EventsDbError(`the server's cursor did not advance past subject ${after}`, {
+          status: 200,
+          code: "unknown",
+        });
+      }
+      after = page.nextAfter;
+    }
+  }
+
+  /** Every matching subject in order, a page at a time (see {@link subjectPages}). */
+  async *eachSubject(query: SubjectQuery = {}, options: CallOptions = {}): AsyncGenerator<string> {
+    for await (const page of this.subjectPages(query, options)) yield* page.subjects;
   }
 
   /** Deletes the matching events (a subject is required); resolves with how many. */

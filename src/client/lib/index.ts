@@ -23,6 +23,8 @@ export type {
   StoredEvent,
   StreamMessage,
   StreamOptions,
+  SubjectPage,
+  SubjectQuery,
   Subscription,
   SubscriptionFilter,
   SubscriptionInput,

@@ -104,6 +104,24 @@ export interface EventQuery {
   readonly fromId?: number;
 }
 
+/** Which subjects a subject page lists. */
+export interface SubjectQuery {
+  /** Only subjects starting with this plain string. */
+  readonly prefix?: string;
+  /** Only subjects sorting after this one (a page's `nextAfter`). */
+  readonly after?: string;
+  /** Subjects per request, 1 to 1000 (default 1000). */
+  readonly limit?: number;
+}
+
+/** One page of `GET /subjects?limit=`. */
+export interface SubjectPage {
+  readonly subjects: string[];
+  readonly hasMore: boolean;
+  /** Pass back as `after` for the next page ("" when no more follow). */
+  readonly nextAfter: string;
+}
+
 /** One page of `GET /events`. */
 export interface Page<E> {
   readonly events: E[];

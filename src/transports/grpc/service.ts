@@ -125,9 +125,12 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
           ),
         })),
       listSubjects: (request, context) =>
-        observe("list_subjects", async () => ({
-          subjects: await eventLog.subjects(request.prefix, caller(context)),
-        })),
+        observe("list_subjects", () =>
+          eventLog.subjectPage(
+            { prefix: request.prefix, after: request.after ?? "", limit: request.limit },
+            caller(context),
+          ),
+        ),
       getChain: (request, context) =>
         observe("read_chain", async () => {
           const query = {

@@ -95,9 +95,25 @@ export async function restRoutes(app: FastifyInstance, deps: RestDeps): Promise<
     return { deleted };
   });
 
-  app.get("/subjects", async (request) => {
-    const prefix = single((request.query as Query).prefix, "prefix") ?? "";
-    return metrics.observe("list_subjects", () => eventLog.subjects(prefix, request.principal));
+  // The body stays the Go service's JSON array; paging rides in the query and headers (as the
+  // events' batch pages do), so old clients that send neither `limit` nor `after` see no change.
+  app.get("/subjects", async (request, reply) => {
+    const query = request.query as Query;
+    const page = await metrics.observe("list_subjects", () => {
+      const limit = single(query.limit, "limit");
+      return eventLog.subjectPage(
+        {
+          prefix: single(query.prefix, "prefix") ?? "",
+          after: single(query.after, "after") ?? "",
+          limit: limit === undefined ? undefined : parseInteger(limit, "limit", 0),
+        },
+        request.principal,
+      );
+    });
+    return reply
+      .header("x-has-more", String(page.hasMore))
+      .header("x-next-after", encodeURIComponent(page.nextAfter))
+      .send(page.subjects);
   });
 }
 

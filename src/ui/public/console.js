@@ -12,8 +12,8 @@ import { EventsDbClient, EventsDbError } from "./client/index.js";
 const ROOT = new URL("../", window.location.href);
 /** Events kept in the tail (and in the DOM); older ones drop off the bottom. */
 const MAX_ROWS = 500;
-/** Subjects listed at once; the filter box narrows the rest. */
-const MAX_SUBJECTS = 500;
+/** Subjects per GET /subjects page: the list loads the next page on "More subjects" or on scroll. */
+const SUBJECT_PAGE = 500;
 /** One page of GET /events per subject for its count: beyond it the count shows as "1000+". */
 const COUNT_PAGE = 1000;
 const COUNT_CONCURRENCY = 3;
@@ -69,8 +69,12 @@ const ui = {
 
 /** Whether the server needs no token (no AUTH_TOKEN, no auth file). */
 let openServer = false;
-/** All subjects from GET /subjects, sorted by the server. */
+/** The subjects loaded so far from GET /subjects, sorted by the server (page after page). */
 let subjects = [];
+/** The `after` of the next page of subjects; "" once every subject is loaded. */
+let subjectsAfter = "";
+/** A next page is on its way (one at a time). */
+let loadingMoreSubjects = false;
 let knownSubjects = new Set();
 /** The tail showed a subject the list does not have yet. */
 let newSubjectsSeen = false;
@@ -179,6 +183,7 @@ function showWho() {
   ui.signOut.hidden = false;
 }
 
+/** `initialSubjects`: the first page of subjects when already read, else it is loaded here. */
 async function enterWorkspace(initialSubjects) {
   ui.loading.hidden = true;
   ui.signIn.hidden = true;
@@ -225,6 +230,7 @@ async function signOut() {
   }
   rememberUser(undefined);
   subjects = [];
+  subjectsAfter = "";
   renderSubjects();
   showSignIn("You are signed out.");
 }
@@ -264,19 +270,65 @@ const countObserver = new IntersectionObserver((entries) => {
   }
 });
 
+// Scrolling the "More subjects" row into view loads the next page (unless a filter is typed:
+// then only the button does, so a filter matching little does not pull in every page).
+const moreObserver = new IntersectionObserver((entries) => {
+  if (entries.some((entry) => entry.isIntersecting) && ui.subjectFilter.value.trim() === "") {
+    void loadMoreSubjects();
+  }
+});
+
+/** The first page of subjects (GET /subjects?limit=), replacing what was listed. */
 async function loadSubjects() {
   ui.subjectsSummary.textContent = "Loading subjects…";
   try {
-    setSubjects(await api.subjects());
+    setSubjects(await api.subjectPage({ limit: SUBJECT_PAGE }));
   } catch (error) {
     if (error.status === 401) return sessionLost();
     ui.subjectsSummary.textContent = `Could not list subjects: ${reason(error)}`;
   }
 }
 
-function setSubjects(list) {
-  subjects = list;
-  knownSubjects = new Set(list);
+/** The next page of subjects, appended to the list. */
+async function loadMoreSubjects() {
+  if (subjectsAfter === "" || loadingMoreSubjects) return;
+  loadingMoreSubjects = true;
+  const generation = countGeneration;
+  try {
+    const page = await api.subjectPage({ limit: SUBJECT_PAGE, after: subjectsAfter });
+    if (generation !== countGeneration) return; // refreshed meanwhile: that list starts over
+    subjects = subjects.concat(page.subjects);
+    for (const subject of page.subjects) knownSubjects.add(subject);
+    subjectsAfter = page.hasMore ? page.nextAfter : "";
+    renderSubjects();
+  } catch (error) {
+    if (error.status === 401) return sessionLost();
+    ui.subjectsSummary.textContent = `Could not list more subjects: ${reason(error)}`;
+  } finally {
+    loadingMoreSubjects = false;
+  }
+}
+
+/** Code point order, the server's order of subjects (JS's < compares UTF-16 units). */
+function compareSubjects(a, b) {
+  const x = [...a];
+  const y = [...b];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const d = x[i].codePointAt(0) - y[i].codePointAt(0);
+    if (d !== 0) return d;
+  }
+  return x.length - y.length;
+}
+
+/** Whether the pages loaded so far cover this subject's place in the list. */
+function withinLoaded(subject) {
+  return subjectsAfter === "" || compareSubjects(subject, subjectsAfter) <= 0;
+}
+
+function setSubjects(page) {
+  subjects = page.subjects;
+  subjectsAfter = page.hasMore ? page.nextAfter : "";
+  knownSubjects = new Set(subjects);
   newSubjectsSeen = false;
   counts.clear();
   countQueue = [];
@@ -287,20 +339,22 @@ function setSubjects(list) {
 function renderSubjects() {
   const needle = ui.subjectFilter.value.trim().toLowerCase();
   const matches = needle === "" ? subjects : subjects.filter((s) => s.toLowerCase().includes(needle));
-  const shown = matches.slice(0, MAX_SUBJECTS);
   // Counts not started yet are requested again when their rows become visible.
   for (const subject of countQueue) counts.delete(subject);
   countQueue = [];
   countObserver.disconnect();
+  moreObserver.disconnect();
   countCells.clear();
-  ui.subjectList.replaceChildren(...shown.map(subjectItem));
+  const items = matches.map(subjectItem);
+  if (subjectsAfter !== "") items.push(moreItem());
+  ui.subjectList.replaceChildren(...items);
   markTailedSubject();
 
   let summary;
   if (subjects.length === 0) summary = "No subjects yet.";
-  else if (matches.length === 0) summary = "No subject matches the filter.";
+  else if (matches.length === 0) summary = "No loaded subject matches the filter.";
   else summary = `${plural(matches.length, "subject")}${needle === "" ? "" : " match"}`;
-  if (matches.length > shown.length) summary += `, the first ${shown.length} shown`;
+  if (subjectsAfter !== "") summary += ` (of the first ${subjects.length}; more on the server)`;
   ui.subjectsSummary.dataset.summary = summary;
   paintSubjectsSummary();
 }
@@ -310,6 +364,19 @@ function paintSubjectsSummary() {
   ui.subjectsSummary.textContent = newSubjectsSeen
     ? `${summary} · new subjects arrived, Refresh to list them`
     : summary;
+}
+
+/** The list's last row while more subjects are on the server: a button, and a scroll trigger. */
+function moreItem() {
+  const button = el(
+    "button",
+    { type: "button", className: "button ghost small more-subjects" },
+    "More subjects",
+  );
+  button.addEventListener("click", () => void loadMoreSubjects());
+  const item = el("li", { className: "more" }, button);
+  moreObserver.observe(item);
+  return item;
 }
 
 function subjectItem(subject) {
@@ -603,7 +670,12 @@ function updateTailSummary() {
 
 /** Newest at the top: the list reads like a log turned upside down, without scrolling to follow. */
 function addEvent(event) {
-  if (!newSubjectsSeen && event.subject !== undefined && !knownSubjects.has(event.subject)) {
+  if (
+    !newSubjectsSeen &&
+    event.subject !== undefined &&
+    !knownSubjects.has(event.subject) &&
+    withinLoaded(event.subject)
+  ) {
     newSubjectsSeen = true;
     paintSubjectsSummary();
   }
@@ -980,7 +1052,9 @@ async function start() {
   setStatus("idle");
   let anonymous;
   try {
-    anonymous = await new EventsDbClient({ url: ROOT, credentials: "omit" }).subjects();
+    anonymous = await new EventsDbClient({ url: ROOT, credentials: "omit" }).subjectPage({
+      limit: SUBJECT_PAGE,
+    });
   } catch (error) {
     if (error.status !== 401) {
       ui.loading.hidden = true;
@@ -997,7 +1071,7 @@ async function start() {
     return enterWorkspace(anonymous);
   }
   try {
-    await enterWorkspace(await api.subjects());
+    await enterWorkspace(await api.subjectPage({ limit: SUBJECT_PAGE }));
   } catch {
     showSignIn("This server requires an access token.");
   }
