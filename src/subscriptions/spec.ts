@@ -64,6 +64,11 @@ const RESERVED_HEADERS: ReadonlySet<string> = new Set([
   "expect",
 ]);
 const RESERVED_HEADER_PREFIXES = ["ce-", "webhook-", ":"];
+
+/** Whether a (lower-case) header name is one a subscription may not set: the one rule, also the deliverer's. */
+export function isReservedHeader(lower: string): boolean {
+  return RESERVED_HEADERS.has(lower) || RESERVED_HEADER_PREFIXES.some((p) => lower.startsWith(p));
+}
 /** RFC 9110 token characters. */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/;
 /** Visible ASCII, spaces and tabs (RFC 9110 field-value without obs-text, which Node refuses to send). */
@@ -377,7 +382,7 @@ function parseHeaders(value: unknown): Record<string, string> {
     const at = `protocolsettings.headers[${JSON.stringify(name)}]`;
     if (!HEADER_NAME.test(name)) throw invalidArgument(`${at}: not a valid HTTP header name`);
     const lower = name.toLowerCase();
-    if (RESERVED_HEADERS.has(lower) || RESERVED_HEADER_PREFIXES.some((p) => lower.startsWith(p))) {
+    if (isReservedHeader(lower)) {
       throw invalidArgument(
         `${at}: the deliverer sets this header itself (reserved: ${[...RESERVED_HEADERS].join(", ")}, ce-*, webhook-*)`,
       );

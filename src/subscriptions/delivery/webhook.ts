@@ -1,5 +1,6 @@
 import type { StoredEvent } from "../../events/event.js";
 import { toStructuredJson } from "../../events/formats.js";
+import { isReservedHeader } from "../spec.js";
 import type { SubscriptionSpec } from "../types.js";
 import type { SinkClient, SinkResponse } from "./sink-request.js";
 import { SinkRequestError } from "./sink-request.js";
@@ -62,21 +63,6 @@ function header(response: SinkResponse, name: string): string | undefined {
   return text === undefined ? undefined : text.trim();
 }
 
-/** Headers a subscription's own `headers` may not set: they frame the request or are ours. */
-const RESERVED_HEADERS = new Set([
-  "host",
-  "content-length",
-  "content-type",
-  "transfer-encoding",
-  "connection",
-  "keep-alive",
-  "upgrade",
-  "te",
-  "trailer",
-  "authorization",
-  "webhook-request-origin",
-]);
-
 /** One event as the request a sink receives. */
 export interface DeliveryRequest {
   readonly method: string;
@@ -95,7 +81,8 @@ export function deliveryRequest(spec: SubscriptionSpec, event: StoredEvent, orig
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(spec.protocolsettings.headers)) {
     const lower = name.toLowerCase();
-    if (!RESERVED_HEADERS.has(lower) && !lower.startsWith("ce-")) headers[lower] = value;
+    // The parser refused these already (spec.ts); Authorization is the sink credential's.
+    if (!isReservedHeader(lower) && lower !== "authorization") headers[lower] = value;
   }
   headers["webhook-request-origin"] = origin;
   if (spec.sinkcredential !== undefined) {
