@@ -21,6 +21,7 @@ import {
   stateAfter,
   stateOf,
 } from "./dialect.js";
+import { withLocalLock } from "./local-lock.js";
 import type { Database } from "./schema.js";
 
 const INSERT_EVENT = `INSERT INTO events (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
@@ -105,6 +106,9 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
         throw error;
       }
     },
+    // One process per file (see dialect.ts), so a lock of this process, per file: two stores
+    // opened on one file in this process share it.
+    withLock: (name, fn) => withLocalLock(`${path.resolve(file)}\0${name}`, fn),
     async runScript(script) {
       database.exec(script);
     },

@@ -73,7 +73,10 @@ describe("delivery requests", () => {
     basic.protocolsettings = { ...basic.protocolsettings, headers: { authorization: "Basic dTpw" } };
     expect(deliveryRequest(basic, event, "events.example").headers.authorization).toBe("Basic dTpw");
     // With a credential, the credential's: never both (the service refuses that pair on write).
-    const both = { ...basic, sinkcredential: { credentialtype: "ACCESSTOKEN" as const, accesstoken: "s3cret" } };
+    const both = {
+      ...basic,
+      sinkcredential: { credentialtype: "ACCESSTOKEN" as const, accesstoken: "s3cret" },
+    };
     expect(deliveryRequest(both, event, "events.example").headers.authorization).toBe("Bearer s3cret");
   });
 
