@@ -68,4 +68,59 @@ describe.each(DIALECTS)("keyed appends without a lookup first on $name", (dialec
       { id: 1, created: false },
     ]);
   });
+
+  it("plans again when another writer appended since this one's last append: ids in order, one chain", async () => {
+    const url = await dialect.url();
+    const a = (await openTestStore(url)).store;
+    open.push(a);
+    const b = (await openTestStore(url)).store;
+    open.push(b);
+    // One after the other (SQLite's two handles share a thread: no lock waits), so each append
+    // starts from a state the other writer has moved on from.
+    const ids: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const writer = i % 2 === 0 ? a : b;
+      const [result] = await writer.append([newEvent("w", { ceId: `w${i}` })]);
+      ids.push(result?.id ?? 0);
+    }
+    expect(ids).toEqual([1, 2, 3, 4, 5, 6]);
+    const page = await a.page({ subjects: ["w"], recursive: false, type: undefined, fromId: 0, limit: 10 });
+    expect(page.events.map((e) => e.ceId)).toEqual(["w0", "w1", "w2", "w3", "w4", "w5"]);
+    for (const [i, e] of page.events.entries()) {
+      if (i > 0) expect(e.prevHash).toEqual(page.events[i - 1]?.hash);
+    }
+  });
+});
+
+describe("SQLite appends from the state this process left", () => {
+  it("go in one synchronous transaction on cached statements, not through a Kysely transaction", async () => {
+    const sqlite = DIALECTS.find((d) => d.name === "sqlite");
+    if (sqlite === undefined) throw new Error("no SQLite dialect in DIALECTS");
+    const { store } = await openTestStore(await sqlite.url());
+    try {
+      // The first append reads the state under the lock (this process left none yet).
+      await store.append([newEvent("f")]);
+      const transactions = vi.spyOn(store.dialect.db, "transaction");
+      const results = await Promise.all(
+        [1, 2, 3].map((i) => store.append([newEvent("f", { ceId: `f${i}` })])),
+      );
+      expect(results.flat().map((r) => r.id)).toEqual([2, 3, 4]);
+      await store.append([newEvent("f")]);
+      expect(transactions).not.toHaveBeenCalled();
+      // A precondition is checked in the same transaction, from the subject heads this process knows.
+      await store.append([newEvent("f")], undefined, [{ kind: "populated", subject: "f" }]);
+      expect(transactions).not.toHaveBeenCalled();
+      const page = await store.page({
+        subjects: ["f"],
+        recursive: false,
+        type: undefined,
+        fromId: 0,
+        limit: 10,
+      });
+      expect(page.events.map((e) => e.id)).toEqual([1, 2, 3, 4, 5, 6]);
+    } finally {
+      vi.restoreAllMocks();
+      await store.close();
+    }
+  });
 });
