@@ -39,7 +39,7 @@ import {
   writeResults,
 } from "./support.js";
 
-/** main when issue 16 was filed: the one-connection figures it quotes are this build's. */
+/** main at 7a3d16a, before the one-connection work of issue 16: the baseline column. */
 export const ONECON_BASELINE = "7a3d16a";
 const DEFAULT_SECONDS = 5;
 const DEFAULT_ROUNDS = 3;
