@@ -12,6 +12,7 @@ import {
   serverEnv,
   startBenchDatabase,
   startServerChild,
+  textOption,
   writeResults,
 } from "../support.js";
 import { type CatchUpResult, insertCatchUp, readCatchUp } from "./catch-up.js";
@@ -52,6 +53,7 @@ function parseOptions(args: readonly string[]): Options {
       Math.min(machineInfo().cpus, MAX_CLIENT_PROCESSES),
       0,
     ),
+    serverCli: textOption(args, "--server-cli"),
     pin: args.includes("--pin"),
   };
 }
@@ -68,7 +70,8 @@ async function pinProcess(pid: number, cpus: string): Promise<void> {
  * most 8; 0 = in the bench process beside the publishers, as earlier runs did), each measuring its
  * own CPU and event-loop delay, so that a busy client is told apart from a slow server. `--pin`
  * gives the server CPU 0 to itself and puts this process and MariaDB on the others (client
- * processes inherit this process's CPUs).
+ * processes inherit this process's CPUs). `--server-cli PATH` measures another build's dist/cli.js
+ * (e.g. a baseline built in /tmp), to run side by side with this one.
  *
  * 1. fan-out server: RSS idle, with N idle clients on fan/1, and at peak while 1000 events are
  *    published at 200/s by 4 publishers; latency (receive − sentAt) and completeness per client.
@@ -102,7 +105,7 @@ export async function runFanout(args: readonly string[]): Promise<void> {
       await pinProcess(mariadb.pid, othersCpus);
     }
     const startServer = async (): Promise<ServerProcess> => {
-      const server = await startServerChild(env, serverArgs);
+      const server = await startServerChild(env, serverArgs, options.serverCli);
       if (options.pin) await pinProcess(server.pid, "0");
       return server;
     };
@@ -181,6 +184,7 @@ export async function runFanout(args: readonly string[]): Promise<void> {
       table,
       "",
       `reference: ${REFERENCE}`,
+      `server: ${options.serverCli ?? "this checkout's dist/cli.js"}`,
       options.pin
         ? `CPUs pinned: server on CPU 0 alone, bench process and MariaDB on CPUs ${othersCpus}`
         : "CPUs not pinned: server, bench process and MariaDB share all CPUs (--pin separates them)",

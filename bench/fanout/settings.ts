@@ -5,7 +5,13 @@ export const DEFAULT_IDLE = 10_000;
 export const DEFAULT_CATCHUP = 1_000_000;
 /** Client processes: one per core, at most this many (each is a Node process of its own). */
 export const MAX_CLIENT_PROCESSES = 8;
-export const OPTION_FLAGS = ["--clients", "--idle", "--catchup", "--client-processes"] as const;
+export const OPTION_FLAGS = [
+  "--clients",
+  "--idle",
+  "--catchup",
+  "--client-processes",
+  "--server-cli",
+] as const;
 export const SWITCHES = ["--pin"] as const;
 
 /** The publish run: this many events at this total rate from this many concurrent publishers. */
@@ -54,6 +60,8 @@ export interface Options {
   catchup: number;
   /** Processes the fan-out clients are spread over; 0 = in the bench process beside the publishers. */
   clientProcesses: number;
+  /** Another build's dist/cli.js to measure (a baseline beside this one); undefined = this checkout's. */
+  serverCli: string | undefined;
   /** Server on CPU 0 alone; bench process and MariaDB on the other CPUs (taskset). */
   pin: boolean;
 }
