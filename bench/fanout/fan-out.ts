@@ -1,9 +1,9 @@
-import { Agent } from "node:http";
+import { Agent, request } from "node:http";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import type { Connection, RowDataPacket } from "mysql2/promise";
 import type { ServerProcess } from "../../test/support/process.js";
 import { nowMs } from "../sse-clients.js";
-import { type Cleanup, CpuMeter, postEvent, RssSampler, rssKb, sleep } from "../support.js";
+import { type Cleanup, CpuMeter, RssSampler, rssKb, sleep } from "../support.js";
 import { type GroupOpened, type GroupResult, type LoopDelay, loopDelay } from "./clients.js";
 import { type ClientHost, childHost, localHost } from "./hosts.js";
 import {
@@ -46,6 +46,10 @@ interface PublishResult {
   lateSends: number;
   /** Most POSTs one publisher had in flight at once (open loop: a slow server gets more). */
   maxInFlight: number;
+  /** POSTs on a connection opened for them, and their p50 / p99 (ms); the TCP connect's p99. */
+  newConnections: { count: number; postP50Ms: number; postP99Ms: number; connectP99Ms: number };
+  /** POSTs on a kept-alive connection: p50 / p99 (ms). */
+  reusedConnections: { count: number; postP50Ms: number; postP99Ms: number };
   postP50Ms: number;
   postP99Ms: number;
   postMaxMs: number;
@@ -64,6 +68,9 @@ export async function publish(baseUrl: string): Promise<PublishResult> {
   const ids: number[] = [];
   const answered = new Map<number, { sentAt: number; answeredAt: number }>();
   const postLatencies: number[] = [];
+  const onNew: number[] = [];
+  const onReused: number[] = [];
+  const connects: number[] = [];
   const failureReasons: Record<string, number> = {};
   let failed = 0;
   let lateSends = 0;
@@ -82,9 +89,11 @@ export async function publish(baseUrl: string): Promise<PublishResult> {
     const t0 = performance.now();
     lastSendAt = t0;
     try {
-      const response = await postEvent(url, agent, body);
+      const response = await post(url, agent, body, (ms) => connects.push(ms));
       const answeredAt = nowMs();
-      postLatencies.push(performance.now() - t0);
+      const took = performance.now() - t0;
+      postLatencies.push(took);
+      (response.reused ? onReused : onNew).push(took);
       const parsed = response.status === 200 ? (JSON.parse(response.body) as { id?: unknown }) : {};
       if (typeof parsed.id === "number") {
         ids.push(parsed.id);
@@ -133,9 +142,63 @@ export async function publish(baseUrl: string): Promise<PublishResult> {
     maxInFlight,
     postP50Ms: nearestRank(sorted, 50),
     postP99Ms: nearestRank(sorted, 99),
+    newConnections: {
+      count: onNew.length,
+      postP50Ms: nearestRank(Float64Array.from(onNew).sort(), 50),
+      postP99Ms: nearestRank(Float64Array.from(onNew).sort(), 99),
+      connectP99Ms: nearestRank(Float64Array.from(connects).sort(), 99),
+    },
+    reusedConnections: {
+      count: onReused.length,
+      postP50Ms: nearestRank(Float64Array.from(onReused).sort(), 50),
+      postP99Ms: nearestRank(Float64Array.from(onReused).sort(), 99),
+    },
     postMaxMs: sorted.length === 0 ? Number.NaN : (sorted[sorted.length - 1] as number),
     lastPostAt,
   };
+}
+
+/**
+ * POST /events of one JSON body on `agent` (keep-alive), bounded by 30 s: the status, the answer's
+ * text and whether the connection was kept alive from an earlier POST; `onConnect` gets the TCP
+ * connect time of a connection opened for it (a dropped SYN shows there as a second or more).
+ */
+function post(
+  url: URL,
+  agent: Agent,
+  body: string,
+  onConnect: (ms: number) => void,
+): Promise<{ status: number; body: string; reused: boolean }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: "/events",
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+        timeout: 30_000,
+      },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          text += chunk;
+        });
+        res.once("end", () => resolve({ status: res.statusCode ?? 0, body: text, reused: req.reusedSocket }));
+        res.once("error", reject);
+      },
+    );
+    req.once("socket", (socket) => {
+      if (!req.reusedSocket && socket.connecting)
+        socket.once("connect", () => onConnect(performance.now() - started));
+    });
+    req.once("timeout", () => req.destroy(new Error("POST timed out after 30 s")));
+    req.once("error", reject);
+    req.end(body);
+  });
 }
 
 /** Nearest-rank percentile of an ascending array. */

@@ -192,6 +192,10 @@ export function clientLines(fan: FanResult): string[] {
         "more --client-processes (or a quieter machine) would tell the server's part"
       : `  verdict: the clients kept up (each client process < ${percent(CLIENT_BUSY_CPU)} of a core, p99 delay < ` +
         `${CLIENT_BUSY_LOOP_P99_MS} ms): the latency is the server's, MariaDB's and the machine's`,
+    `POST connections: ${formatRate(fan.publish.newConnections.count)} POSTs on a new connection (TCP connect p99 ` +
+      `${ms(fan.publish.newConnections.connectP99Ms)}; POST p50 ${ms(fan.publish.newConnections.postP50Ms)}, p99 ` +
+      `${ms(fan.publish.newConnections.postP99Ms)}), ${formatRate(fan.publish.reusedConnections.count)} on a kept-alive one ` +
+      `(p50 ${ms(fan.publish.reusedConnections.postP50Ms)}, p99 ${ms(fan.publish.reusedConnections.postP99Ms)})`,
     `latency split: sent -> POST answered (commit) ${ms(fan.publish.postP50Ms)} p50 / ${ms(fan.publish.postP99Ms)} p99; ` +
       `answered -> received ${ms(fan.afterAnswerMs.p50)} p50 / ${ms(fan.afterAnswerMs.p99)} p99 / ` +
       `${ms(fan.afterAnswerMs.max)} max; in the server: commit ${leLine(fan.server.commitLeMs)}, ` +
