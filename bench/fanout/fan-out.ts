@@ -178,7 +178,12 @@ function post(
         path: "/events",
         method: "POST",
         agent,
-        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+        headers: {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(body),
+          // When it left, for a trace in the server (BENCH_SERVER_NODE_ARGS="--import …").
+          "x-bench-sent-at": String(nowMs()),
+        },
         timeout: 30_000,
       },
       (res) => {
