@@ -27,7 +27,8 @@ const EXIT_USAGE = 2;
 function usage(): string {
   return (
     "usage: npm run bench -- ingest [--duration S]\n" +
-    "       npm run bench -- fanout [--clients N] [--idle N] [--catchup N]\n" +
+    "       npm run bench -- fanout [--clients N] [--client-processes N] [--idle N] [--catchup N] [--pin]\n" +
+    "              [--server-cli PATH]\n" +
     "       npm run bench -- grpc [--duration S] [--connections N] [--processes N] [--retries N]\n" +
     "              [--no-grpc-js] [--no-bare]\n" +
     "       npm run bench -- memory [--scenario stalled|historic|unread] [--streams N] [--connections N]\n" +

@@ -24,6 +24,15 @@ const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
  */
 const CONNECTIONS_CHECK_MS = 1000;
 
+/**
+ * Connections the kernel may hold accepted-but-not-yet-taken per listener (it caps this at
+ * net.core.somaxconn). Node asks for 511; a burst of new connections while the loop is busy for a
+ * moment (a thousand streams opening, publishers opening connections while their POSTs wait for a
+ * slow commit) overflowed that, and a dropped SYN is retried by the client only after 1 s, then
+ * 3 s, 7 s: seconds of a POST's time spent before the server ever saw it.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 /** Takes an HTTP/2 stream before the compatibility layer and the app when it returns true. */
 export type StreamShortcut = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => boolean;
 
@@ -228,7 +237,7 @@ export class Front {
     this.#listeners.push(listener);
     await new Promise<void>((resolve, reject) => {
       listener.once("error", reject);
-      listener.listen(port, host, () => {
+      listener.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         listener.off("error", reject);
         resolve();
       });

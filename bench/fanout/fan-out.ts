@@ -1,18 +1,25 @@
-import { Agent } from "node:http";
+import { Agent, request } from "node:http";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import type { Connection, RowDataPacket } from "mysql2/promise";
 import type { ServerProcess } from "../../test/support/process.js";
-import { nowMs, SseClients } from "../sse-clients.js";
-import { type Cleanup, CpuMeter, postEvent, RssSampler, rssKb, sleep } from "../support.js";
+import { nowMs } from "../sse-clients.js";
+import { type Cleanup, CpuMeter, RssSampler, rssKb, sleep } from "../support.js";
+import { type GroupOpened, type GroupResult, type LoopDelay, loopDelay } from "./clients.js";
+import { type ClientHost, childHost, localHost } from "./hosts.js";
 import {
   assertAlive,
   type HeapMetrics,
   heapMetrics,
+  type ServerView,
   type StreamMetrics,
+  scrapeBefore,
+  serverView,
   streamMetrics,
   waitForStreams,
 } from "./server.js";
 import {
+  CLIENT_BUSY_CPU,
+  CLIENT_BUSY_LOOP_P99_MS,
   DELIVERY_GRACE_MS,
   FAN_SUBJECT,
   LOOP_RESOLUTION_MS,
@@ -21,101 +28,14 @@ import {
   PUBLISHERS,
   SETTLE_MS,
 } from "./settings.js";
-import { openStreams } from "./streams.js";
 
 // 1. Fan-out: clients on one subject while events are published at a fixed rate; latency and
-// completeness per client.
-
-/** What one fan-out client saw, by event id (index = id − base − 1). */
-class FanClient {
-  readonly seen: Uint8Array;
-  lastId = 0;
-  distinct = 0;
-  duplicates = 0;
-  outOfOrder = 0;
-  unexpected = 0;
-
-  constructor(capacity: number) {
-    this.seen = new Uint8Array(capacity);
-  }
-}
-
-/** Every client's frames: completeness per client, latency per first receipt. */
-class FanState {
-  readonly clients: FanClient[];
-  readonly #base: number;
-  readonly #capacity: number;
-  /** Per event id: its data text as first received (others must match) and its sentAt. */
-  readonly #events = new Map<number, { data: string; sentAt: number }>();
-  readonly latencies: Float64Array;
-  latencyCount = 0;
-  firstReceipts = 0;
-  badFrames = 0;
-
-  constructor(clientCount: number, base: number, capacity: number) {
-    this.#base = base;
-    this.#capacity = capacity;
-    this.clients = Array.from({ length: clientCount }, () => new FanClient(capacity));
-    this.latencies = new Float64Array(clientCount * PUBLISH_EVENTS);
-  }
-
-  handler(index: number): (id: number, data: string, receivedAtMs: number) => void {
-    const client = this.clients[index] as FanClient;
-    return (id, data, receivedAtMs) => this.#onEvent(client, id, data, receivedAtMs);
-  }
-
-  #onEvent(client: FanClient, id: number, data: string, receivedAtMs: number): void {
-    const slot = id - this.#base - 1;
-    if (!Number.isInteger(slot) || slot < 0 || slot >= this.#capacity) {
-      client.unexpected++;
-      return;
-    }
-    const seen = client.seen[slot] as number;
-    if (seen !== 0) {
-      client.duplicates++;
-      if (seen < 255) client.seen[slot] = seen + 1;
-      return;
-    }
-    client.seen[slot] = 1;
-    client.distinct++;
-    this.firstReceipts++;
-    if (id < client.lastId) client.outOfOrder++;
-    else client.lastId = id;
-
-    let known = this.#events.get(id);
-    if (known === undefined) {
-      const sentAt = parseSentAt(id, data);
-      if (sentAt === undefined) {
-        this.badFrames++;
-        return;
-      }
-      known = { data, sentAt };
-      this.#events.set(id, known);
-    } else if (known.data !== data) {
-      // Every client must get the same bytes; the first copy was parsed and checked.
-      this.badFrames++;
-      return;
-    }
-    if (this.latencyCount < this.latencies.length) {
-      this.latencies[this.latencyCount++] = receivedAtMs - known.sentAt;
-    }
-  }
-}
-
-/** The `sentAt` of a simple-JSON event frame on FAN_SUBJECT with this id, else undefined. */
-function parseSentAt(id: number, data: string): number | undefined {
-  try {
-    const event = JSON.parse(data) as { id?: unknown; subject?: unknown; data?: unknown };
-    if (event.id !== id || event.subject !== FAN_SUBJECT || typeof event.data !== "string") return undefined;
-    const payload = JSON.parse(Buffer.from(event.data, "base64").toString("utf8")) as { sentAt?: unknown };
-    return typeof payload.sentAt === "number" && Number.isFinite(payload.sentAt) ? payload.sentAt : undefined;
-  } catch {
-    return undefined;
-  }
-}
+// completeness per client (ClientGroup, in this process or in client processes of their own).
 
 interface PublishResult {
   ids: number[];
+  /** Per acknowledged id: when it was sent and when its answer arrived (nowMs). */
+  answered: Map<number, { sentAt: number; answeredAt: number }>;
   failed: number;
   failureReasons: Record<string, number>;
   /** From the first scheduled send to the last send (the offered rate's window). */
@@ -126,6 +46,10 @@ interface PublishResult {
   lateSends: number;
   /** Most POSTs one publisher had in flight at once (open loop: a slow server gets more). */
   maxInFlight: number;
+  /** POSTs on a connection opened for them, and their p50 / p99 (ms); the TCP connect's p99. */
+  newConnections: { count: number; postP50Ms: number; postP99Ms: number; connectP99Ms: number };
+  /** POSTs on a kept-alive connection: p50 / p99 (ms). */
+  reusedConnections: { count: number; postP50Ms: number; postP99Ms: number };
   postP50Ms: number;
   postP99Ms: number;
   postMaxMs: number;
@@ -142,7 +66,11 @@ export async function publish(baseUrl: string): Promise<PublishResult> {
   const url = new URL(baseUrl);
   const interval = 1000 / PUBLISH_RATE;
   const ids: number[] = [];
+  const answered = new Map<number, { sentAt: number; answeredAt: number }>();
   const postLatencies: number[] = [];
+  const onNew: number[] = [];
+  const onReused: number[] = [];
+  const connects: number[] = [];
   const failureReasons: Record<string, number> = {};
   let failed = 0;
   let lateSends = 0;
@@ -161,11 +89,16 @@ export async function publish(baseUrl: string): Promise<PublishResult> {
     const t0 = performance.now();
     lastSendAt = t0;
     try {
-      const response = await postEvent(url, agent, body);
-      postLatencies.push(performance.now() - t0);
+      const response = await post(url, agent, body, (ms) => connects.push(ms));
+      const answeredAt = nowMs();
+      const took = performance.now() - t0;
+      postLatencies.push(took);
+      (response.reused ? onReused : onNew).push(took);
       const parsed = response.status === 200 ? (JSON.parse(response.body) as { id?: unknown }) : {};
-      if (typeof parsed.id === "number") ids.push(parsed.id);
-      else {
+      if (typeof parsed.id === "number") {
+        ids.push(parsed.id);
+        answered.set(parsed.id, { sentAt, answeredAt });
+      } else {
         failed++;
         const reason = `HTTP ${response.status} ${response.body.slice(0, 200)}`;
         failureReasons[reason] = (failureReasons[reason] ?? 0) + 1;
@@ -199,6 +132,7 @@ export async function publish(baseUrl: string): Promise<PublishResult> {
   const sorted = Float64Array.from(postLatencies).sort();
   return {
     ids: ids.sort((a, b) => a - b),
+    answered,
     failed,
     failureReasons,
     sendSeconds,
@@ -208,9 +142,68 @@ export async function publish(baseUrl: string): Promise<PublishResult> {
     maxInFlight,
     postP50Ms: nearestRank(sorted, 50),
     postP99Ms: nearestRank(sorted, 99),
+    newConnections: {
+      count: onNew.length,
+      postP50Ms: nearestRank(Float64Array.from(onNew).sort(), 50),
+      postP99Ms: nearestRank(Float64Array.from(onNew).sort(), 99),
+      connectP99Ms: nearestRank(Float64Array.from(connects).sort(), 99),
+    },
+    reusedConnections: {
+      count: onReused.length,
+      postP50Ms: nearestRank(Float64Array.from(onReused).sort(), 50),
+      postP99Ms: nearestRank(Float64Array.from(onReused).sort(), 99),
+    },
     postMaxMs: sorted.length === 0 ? Number.NaN : (sorted[sorted.length - 1] as number),
     lastPostAt,
   };
+}
+
+/**
+ * POST /events of one JSON body on `agent` (keep-alive), bounded by 30 s: the status, the answer's
+ * text and whether the connection was kept alive from an earlier POST; `onConnect` gets the TCP
+ * connect time of a connection opened for it (a dropped SYN shows there as a second or more).
+ */
+function post(
+  url: URL,
+  agent: Agent,
+  body: string,
+  onConnect: (ms: number) => void,
+): Promise<{ status: number; body: string; reused: boolean }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: "/events",
+        method: "POST",
+        agent,
+        headers: {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(body),
+          // When it left, for a trace in the server (BENCH_SERVER_NODE_ARGS="--import …").
+          "x-bench-sent-at": String(nowMs()),
+        },
+        timeout: 30_000,
+      },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          text += chunk;
+        });
+        res.once("end", () => resolve({ status: res.statusCode ?? 0, body: text, reused: req.reusedSocket }));
+        res.once("error", reject);
+      },
+    );
+    req.once("socket", (socket) => {
+      if (!req.reusedSocket && socket.connecting)
+        socket.once("connect", () => onConnect(performance.now() - started));
+    });
+    req.once("timeout", () => req.destroy(new Error("POST timed out after 30 s")));
+    req.once("error", reject);
+    req.end(body);
+  });
 }
 
 /** Nearest-rank percentile of an ascending array. */
@@ -220,16 +213,33 @@ function nearestRank(sorted: Float64Array, p: number): number {
   return sorted[rank] as number;
 }
 
+/** One client process's share and what it measured of itself over the publish run. */
+export interface ClientProcessFigures {
+  pid: number;
+  streams: number;
+  /** CPU time over the run as a fraction of one core (process.cpuUsage). */
+  cpu: number;
+  /** Event-loop delay beyond the 10 ms sampling interval (monitorEventLoopDelay). */
+  loop: LoopDelay;
+}
+
 export interface FanResult {
   clients: number;
+  /** 0 = the clients ran in the bench process beside the publishers. */
+  clientProcesses: number;
+  clientFigures: ClientProcessFigures[];
+  /** Whether some client process was busy enough that its own delay is in the latency figures. */
+  clientBusy: boolean;
   connect: { opened: number; failures: number; failureReasons: Record<string, number>; seconds: number };
   rssIdleKb: number;
   rssClientsKb: number;
   rssPeakKb: number;
   heap: { idle: HeapMetrics; clients: HeapMetrics; afterPublish: HeapMetrics };
   rssSamples: number;
-  publish: Omit<PublishResult, "ids" | "lastPostAt"> & { ok: number };
+  publish: Omit<PublishResult, "ids" | "answered" | "lastPostAt"> & { ok: number };
   latencyMs: { count: number; p50: number; p90: number; p99: number; p999: number; max: number; min: number };
+  /** Receive − the moment the publisher had the POST's answer: the part after the commit. */
+  afterAnswerMs: { p50: number; p99: number; max: number };
   completeness: {
     expectedPerClient: number;
     lost: number;
@@ -241,16 +251,37 @@ export interface FanResult {
     streamsEndedEarly: number;
   };
   deliveredAfterLastPostMs: number | undefined;
+  /** server, mariadb, bench (the publishers' process, with the clients when clientProcesses is 0), system. */
   cpu: Record<string, number>;
-  benchLoopDelay: { p99Ms: number; maxMs: number };
+  /** The publishers' process (this one). */
+  benchLoopDelay: LoopDelay;
+  server: ServerView;
   metricsAfter: StreamMetrics;
   activeStreamsAfterClose: number;
+}
+
+/** n split into k whole parts differing by at most one, larger first. */
+function spread(n: number, k: number): number[] {
+  return Array.from({ length: k }, (_, i) => Math.floor(n / k) + (i < n % k ? 1 : 0));
+}
+
+function sortedStats(sorted: Float64Array) {
+  return {
+    count: sorted.length,
+    min: sorted.length === 0 ? Number.NaN : (sorted[0] as number),
+    p50: nearestRank(sorted, 50),
+    p90: nearestRank(sorted, 90),
+    p99: nearestRank(sorted, 99),
+    p999: nearestRank(sorted, 99.9),
+    max: sorted.length === 0 ? Number.NaN : (sorted[sorted.length - 1] as number),
+  };
 }
 
 export async function fanOut(
   server: ServerProcess,
   admin: Connection,
   count: number,
+  clientProcesses: number,
   ticks: number,
   mariadbPid: number,
   cleanup: Cleanup,
@@ -264,18 +295,41 @@ export async function fanOut(
     "SELECT last_id FROM event_sequence WHERE name = 'events'",
   );
   const base = Number(sequenceRows[0]?.last_id ?? 0);
-  const state = new FanState(count, base, PUBLISH_EVENTS * 4);
+  const capacity = PUBLISH_EVENTS * 4;
 
-  const clients = new SseClients(server.url);
-  cleanup.add("close fan-out streams", async () => clients.closeAll());
-  process.stderr.write(`bench: opening ${count} streams on ${FAN_SUBJECT}\n`);
-  const streamPath = `/events/stream?subject=${encodeURIComponent(FAN_SUBJECT)}`;
-  const connect = await openStreams(
-    clients,
-    count,
-    () => streamPath,
-    (i) => state.handler(i),
+  const shares = clientProcesses === 0 ? [count] : spread(count, Math.min(clientProcesses, count));
+  const hosts: ClientHost[] = [];
+  cleanup.add("end the fan-out clients", async () => {
+    await Promise.all(hosts.map((host) => host.exit()));
+  });
+  for (const share of shares) {
+    const config = {
+      baseUrl: server.url,
+      count: share,
+      base,
+      capacity,
+      maxLatencies: share * PUBLISH_EVENTS,
+    };
+    hosts.push(clientProcesses === 0 ? localHost(config) : await childHost(config));
+  }
+  process.stderr.write(
+    `bench: opening ${count} streams on ${FAN_SUBJECT} ` +
+      `${clientProcesses === 0 ? "in the bench process" : `from ${hosts.length} client processes`}\n`,
   );
+  const openStarted = performance.now();
+  // One process after the other: a thousand SYNs at once would overflow the server's accept
+  // queue and wait for the kernel's SYN retry (1 s, 3 s, 7 s, ...).
+  const opened: GroupOpened[] = [];
+  for (const host of hosts) opened.push(await host.open());
+  const connect = {
+    opened: opened.reduce((sum, group) => sum + group.opened, 0),
+    failures: opened.reduce((sum, group) => sum + group.failures, 0),
+    failureReasons: Object.assign({}, ...opened.map((group) => group.failureReasons)) as Record<
+      string,
+      number
+    >,
+    seconds: (performance.now() - openStarted) / 1000,
+  };
   if (connect.failures > 0) {
     process.stderr.write(
       `bench: ${connect.failures} streams failed: ${JSON.stringify(connect.failureReasons)}\n`,
@@ -289,66 +343,71 @@ export async function fanOut(
   process.stderr.write(
     `bench: publishing ${PUBLISH_EVENTS} events at ${PUBLISH_RATE}/s from ${PUBLISHERS} publishers\n`,
   );
+  const before = await scrapeBefore(server);
   const sampler = new RssSampler(server.pid);
   const cpu = new CpuMeter({ server: server.pid, mariadb: mariadbPid }, ticks);
   const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+  await Promise.all(hosts.map((host) => host.start()));
   await cpu.start();
   loop.enable();
   sampler.start();
   const published = await publish(server.url);
-  const expected = connect.opened.length * published.ids.length;
+  const expected = connect.opened * published.ids.length;
   const deadline = performance.now() + DELIVERY_GRACE_MS;
-  while (state.firstReceipts < expected && performance.now() < deadline) await sleep(20);
+  let received = 0;
+  for (;;) {
+    received = (await Promise.all(hosts.map((host) => host.receipts()))).reduce((a, b) => a + b, 0);
+    if (received >= expected || performance.now() >= deadline) break;
+    await sleep(20);
+  }
   const deliveredAt = performance.now();
-  const delivered = state.firstReceipts >= expected;
+  const delivered = received >= expected;
   const rss = await sampler.stop();
   loop.disable();
+  await Promise.all(hosts.map((host) => host.stop()));
   const cpuUse = await cpu.stop();
   assertAlive(server);
+  const server_ = await serverView(server, before);
   const metricsAfter = await streamMetrics(server);
   const heapAfterPublish = await heapMetrics(server);
 
-  // Completeness over the ids the server acknowledged, per client that opened.
-  let lost = 0;
-  let clientsMissingEvents = 0;
-  let duplicates = 0;
-  let outOfOrder = 0;
-  let unexpected = 0;
-  state.clients.forEach((client, index) => {
-    duplicates += client.duplicates;
-    outOfOrder += client.outOfOrder;
-    unexpected += client.unexpected;
-    if (connect.byIndex[index] === undefined) return; // never opened: counted as a failed stream
-    let missing = 0;
-    for (const id of published.ids) if (client.seen[id - base - 1] === 0) missing++;
-    lost += missing;
-    if (missing > 0) clientsMissingEvents++;
-  });
-  const streamsEndedEarly = connect.opened.filter((stream) => stream.ended !== undefined).length;
-
-  const sorted = state.latencies.subarray(0, state.latencyCount).sort();
-  const latencyMs = {
-    count: sorted.length,
-    min: sorted.length === 0 ? Number.NaN : (sorted[0] as number),
-    p50: nearestRank(sorted, 50),
-    p90: nearestRank(sorted, 90),
-    p99: nearestRank(sorted, 99),
-    p999: nearestRank(sorted, 99.9),
-    max: sorted.length === 0 ? Number.NaN : (sorted[sorted.length - 1] as number),
-  };
+  const results: GroupResult[] = await Promise.all(hosts.map((host) => host.result(published.ids)));
+  const sum = (pick: (result: GroupResult) => number) => results.reduce((total, r) => total + pick(r), 0);
+  const all = new Float64Array(sum((r) => r.latencies.length));
+  const afterAnswer = new Float64Array(all.length);
+  let at = 0;
+  let answeredCount = 0;
+  for (const result of results) {
+    all.set(result.latencies, at);
+    at += result.latencies.length;
+    result.latencies.forEach((latency, i) => {
+      const times = published.answered.get(base + 1 + (result.slots[i] as number));
+      if (times !== undefined) afterAnswer[answeredCount++] = latency - (times.answeredAt - times.sentAt);
+    });
+  }
+  const latencyMs = sortedStats(all.sort());
+  const afterSorted = sortedStats(afterAnswer.subarray(0, answeredCount).sort());
+  const clientFigures = results.map((result, i) => ({
+    pid: (hosts[i] as ClientHost).pid,
+    streams: shares[i] as number,
+    cpu: result.cpu,
+    loop: result.loop,
+  }));
+  const clientBusy = clientFigures.some(
+    (figures) => figures.cpu >= CLIENT_BUSY_CPU || figures.loop.p99Ms >= CLIENT_BUSY_LOOP_P99_MS,
+  );
 
   process.stderr.write("bench: closing the fan-out streams\n");
-  clients.closeAll();
+  await Promise.all(hosts.map((host) => host.close()));
   const activeStreamsAfterClose = await waitForStreams(server, 0);
-  const { ids, lastPostAt, ...publishRest } = published;
+  await Promise.all(hosts.map((host) => host.exit()));
+  const { ids, answered, lastPostAt, ...publishRest } = published;
   return {
     clients: count,
-    connect: {
-      opened: connect.opened.length,
-      failures: connect.failures,
-      failureReasons: connect.failureReasons,
-      seconds: connect.seconds,
-    },
+    clientProcesses,
+    clientFigures,
+    clientBusy,
+    connect,
     rssIdleKb,
     rssClientsKb,
     rssPeakKb: rss.peakKb,
@@ -356,22 +415,21 @@ export async function fanOut(
     rssSamples: rss.samples,
     publish: { ...publishRest, ok: ids.length },
     latencyMs,
+    afterAnswerMs: { p50: afterSorted.p50, p99: afterSorted.p99, max: afterSorted.max },
     completeness: {
       expectedPerClient: ids.length,
-      lost,
-      clientsMissingEvents,
-      duplicates,
-      outOfOrder,
-      unexpected,
-      badFrames: state.badFrames,
-      streamsEndedEarly,
+      lost: sum((r) => r.lost),
+      clientsMissingEvents: sum((r) => r.clientsMissingEvents),
+      duplicates: sum((r) => r.duplicates),
+      outOfOrder: sum((r) => r.outOfOrder),
+      unexpected: sum((r) => r.unexpected),
+      badFrames: sum((r) => r.badFrames),
+      streamsEndedEarly: sum((r) => r.streamsEndedEarly),
     },
     deliveredAfterLastPostMs: delivered ? Math.max(0, deliveredAt - lastPostAt) : undefined,
     cpu: cpuUse,
-    benchLoopDelay: {
-      p99Ms: Math.max(0, loop.percentile(99) / 1e6 - LOOP_RESOLUTION_MS),
-      maxMs: Math.max(0, loop.max / 1e6 - LOOP_RESOLUTION_MS),
-    },
+    benchLoopDelay: loopDelay(loop),
+    server: server_,
     metricsAfter,
     activeStreamsAfterClose,
   };

@@ -12,6 +12,7 @@ import {
   serverEnv,
   startBenchDatabase,
   startServerChild,
+  textOption,
   writeResults,
 } from "../support.js";
 import { type CatchUpResult, insertCatchUp, readCatchUp } from "./catch-up.js";
@@ -23,7 +24,7 @@ import {
   DEFAULT_CLIENTS,
   DEFAULT_IDLE,
   FAN_SUBJECT,
-  LOOP_RESOLUTION_MS,
+  MAX_CLIENT_PROCESSES,
   MAX_TOTAL_CLIENTS,
   OPTION_FLAGS,
   type Options,
@@ -38,7 +39,7 @@ import {
   TARGET_P99_MS,
   TARGET_RSS_10K_MIB,
 } from "./settings.js";
-import { heapLine, mib, percent, tableRows } from "./table.js";
+import { clientLines, heapLine, mib, percent, serverPost, tableRows } from "./table.js";
 
 function parseOptions(args: readonly string[]): Options {
   checkArguments("fanout", args, OPTION_FLAGS, SWITCHES);
@@ -46,6 +47,13 @@ function parseOptions(args: readonly string[]): Options {
     clients: parseCountOption(args, "--clients", DEFAULT_CLIENTS, 1),
     idle: parseCountOption(args, "--idle", DEFAULT_IDLE, 0),
     catchup: parseCountOption(args, "--catchup", DEFAULT_CATCHUP, 0),
+    clientProcesses: parseCountOption(
+      args,
+      "--client-processes",
+      Math.min(machineInfo().cpus, MAX_CLIENT_PROCESSES),
+      0,
+    ),
+    serverCli: textOption(args, "--server-cli"),
     pin: args.includes("--pin"),
   };
 }
@@ -56,10 +64,14 @@ async function pinProcess(pid: number, cpus: string): Promise<void> {
 }
 
 /**
- * `npm run bench -- fanout [--clients N] [--idle N] [--catchup N] [--pin]`: SSE fan-out against a
- * throwaway MariaDB. `--idle 0` or `--catchup 0` skip those parts. `--pin` gives the server CPU 0
- * to itself and puts this process and MariaDB on the others, so that on a small machine the
- * clients do not take CPU time from the server they measure.
+ * `npm run bench -- fanout [--clients N] [--client-processes N] [--idle N] [--catchup N] [--pin]`:
+ * SSE fan-out against a throwaway MariaDB. `--idle 0` or `--catchup 0` skip those parts. The
+ * fan-out clients are spread over `--client-processes` child processes (default: one per core, at
+ * most 8; 0 = in the bench process beside the publishers, as earlier runs did), each measuring its
+ * own CPU and event-loop delay, so that a busy client is told apart from a slow server. `--pin`
+ * gives the server CPU 0 to itself and puts this process and MariaDB on the others (client
+ * processes inherit this process's CPUs). `--server-cli PATH` measures another build's dist/cli.js
+ * (e.g. a baseline built in /tmp), to run side by side with this one.
  *
  * 1. fan-out server: RSS idle, with N idle clients on fan/1, and at peak while 1000 events are
  *    published at 200/s by 4 publishers; latency (receive − sentAt) and completeness per client.
@@ -93,7 +105,7 @@ export async function runFanout(args: readonly string[]): Promise<void> {
       await pinProcess(mariadb.pid, othersCpus);
     }
     const startServer = async (): Promise<ServerProcess> => {
-      const server = await startServerChild(env, serverArgs);
+      const server = await startServerChild(env, serverArgs, options.serverCli);
       if (options.pin) await pinProcess(server.pid, "0");
       return server;
     };
@@ -102,7 +114,15 @@ export async function runFanout(args: readonly string[]): Promise<void> {
     process.stderr.write("bench: starting the fan-out server\n");
     const fanServer = await startServer();
     cleanup.add("stop fan-out server", () => fanServer.stop());
-    const fan = await fanOut(fanServer, admin, options.clients, clockTicks, mariadb.pid, cleanup);
+    const fan = await fanOut(
+      fanServer,
+      admin,
+      options.clients,
+      options.clientProcesses,
+      clockTicks,
+      mariadb.pid,
+      cleanup,
+    );
     process.stderr.write("bench: stopping the fan-out server\n");
     const fanStopStarted = performance.now();
     await fanServer.stop();
@@ -164,15 +184,15 @@ export async function runFanout(args: readonly string[]): Promise<void> {
       table,
       "",
       `reference: ${REFERENCE}`,
+      `server: ${options.serverCli ?? "this checkout's dist/cli.js"}`,
       options.pin
         ? `CPUs pinned: server on CPU 0 alone, bench process and MariaDB on CPUs ${othersCpus}`
         : "CPUs not pinned: server, bench process and MariaDB share all CPUs (--pin separates them)",
       "RSS = VmRSS of the server process (MiB = 1024 KiB); per-client RSS against a fresh server's idle RSS",
-      `publish run: server CPU ${percent(fan.cpu.server)}, MariaDB CPU ${percent(fan.cpu.mariadb)}, bench process CPU ` +
-        `${percent(fan.cpu.bench)} (of one core); bench event-loop delay beyond ${LOOP_RESOLUTION_MS} ms: p99 ${fan.benchLoopDelay.p99Ms.toFixed(1)} ms, ` +
-        `max ${fan.benchLoopDelay.maxMs.toFixed(1)} ms`,
+      ...clientLines(fan),
       `publish run: POST p50 ${fan.publish.postP50Ms.toFixed(1)} ms, p99 ${fan.publish.postP99Ms.toFixed(1)} ms, ` +
-        `max ${fan.publish.postMaxMs.toFixed(1)} ms, most in flight per publisher ${fan.publish.maxInFlight}, ` +
+        `max ${fan.publish.postMaxMs.toFixed(1)} ms as the publishers saw it; in the server ${serverPost(fan)}; ` +
+        `most in flight per publisher ${fan.publish.maxInFlight}, ` +
         `late sends ${fan.publish.lateSends}, ` +
         `${fan.publish.failed} failed; all delivered ${fan.deliveredAfterLastPostMs === undefined ? "never (timed out)" : `${fan.deliveredAfterLastPostMs.toFixed(0)} ms after the last POST`}; ` +
         `buffer overflows ${fan.metricsAfter.overflows}, catch-up fallbacks ${fan.metricsAfter.catchUpFallbacks}`,

@@ -3,7 +3,15 @@
 export const DEFAULT_CLIENTS = 1000;
 export const DEFAULT_IDLE = 10_000;
 export const DEFAULT_CATCHUP = 1_000_000;
-export const OPTION_FLAGS = ["--clients", "--idle", "--catchup"] as const;
+/** Client processes: one per core, at most this many (each is a Node process of its own). */
+export const MAX_CLIENT_PROCESSES = 8;
+export const OPTION_FLAGS = [
+  "--clients",
+  "--idle",
+  "--catchup",
+  "--client-processes",
+  "--server-cli",
+] as const;
 export const SWITCHES = ["--pin"] as const;
 
 /** The publish run: this many events at this total rate from this many concurrent publishers. */
@@ -31,6 +39,13 @@ export const CATCHUP_DATA_BYTES = 100;
 export const FD_HEADROOM = 1024;
 export const RAISED_ENV = "EVENTSDB_BENCH_NOFILE_RAISED";
 
+/**
+ * A client process is "busy" (its own delays are in the latency figures) from this CPU use (of one
+ * core) or this event-loop delay p99 (beyond the sampling interval) on.
+ */
+export const CLIENT_BUSY_CPU = 0.8;
+export const CLIENT_BUSY_LOOP_P99_MS = 20;
+
 export const TARGET_LOST = 0;
 export const TARGET_P99_MS = 100;
 export const TARGET_KB_PER_IDLE_CLIENT = 24;
@@ -43,6 +58,10 @@ export interface Options {
   clients: number;
   idle: number;
   catchup: number;
+  /** Processes the fan-out clients are spread over; 0 = in the bench process beside the publishers. */
+  clientProcesses: number;
+  /** Another build's dist/cli.js to measure (a baseline beside this one); undefined = this checkout's. */
+  serverCli: string | undefined;
   /** Server on CPU 0 alone; bench process and MariaDB on the other CPUs (taskset). */
   pin: boolean;
 }

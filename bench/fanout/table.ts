@@ -4,6 +4,8 @@ import type { FanResult } from "./fan-out.js";
 import type { IdleResult } from "./idle.js";
 import type { HeapMetrics } from "./server.js";
 import {
+  CLIENT_BUSY_CPU,
+  CLIENT_BUSY_LOOP_P99_MS,
   type Options,
   PUBLISH_EVENTS,
   PUBLISH_RATE,
@@ -83,6 +85,24 @@ export function tableRows(
       verdict(fan.latencyMs.p99 <= TARGET_P99_MS),
     ],
     [`latency max (${n} clients)`, `${fan.latencyMs.max.toFixed(1)} ms`, "-", "-"],
+    [
+      `client CPU, busiest of ${fan.clientProcesses === 0 ? "the bench process" : `${fan.clientFigures.length} client processes`}`,
+      percent(Math.max(...fan.clientFigures.map((c) => c.cpu))),
+      `< ${percent(CLIENT_BUSY_CPU)}`,
+      fan.clientFigures.every((c) => c.cpu < CLIENT_BUSY_CPU) ? "ok" : "busy",
+    ],
+    [
+      "client event-loop delay p99 / max, busiest",
+      `${Math.max(...fan.clientFigures.map((c) => c.loop.p99Ms)).toFixed(1)} / ${Math.max(...fan.clientFigures.map((c) => c.loop.maxMs)).toFixed(1)} ms`,
+      `p99 < ${CLIENT_BUSY_LOOP_P99_MS} ms`,
+      fan.clientFigures.every((c) => c.loop.p99Ms < CLIENT_BUSY_LOOP_P99_MS) ? "ok" : "busy",
+    ],
+    [
+      "server event-loop delay p99 / max",
+      `${fan.server.loop.p99Ms.toFixed(1)} / ${fan.server.loop.maxMs.toFixed(1)} ms`,
+      "-",
+      "-",
+    ],
   ];
   if (idle !== undefined) {
     const m = formatRate(idle.streams);
@@ -129,4 +149,56 @@ export function tableRows(
     }
   }
   return rows;
+}
+
+function ms(value: number): string {
+  return Number.isFinite(value) ? `${value.toFixed(1)} ms` : "-";
+}
+
+/** A histogram's p50 / p99 as the upper bounds of their buckets. */
+function leLine(figures: { p50: number; p99: number; count: number }): string {
+  const le = (value: number) =>
+    Number.isFinite(value) ? `≤ ${value} ms` : value > 0 ? "> last bucket" : "-";
+  return `p50 ${le(figures.p50)}, p99 ${le(figures.p99)} (${formatRate(figures.count)})`;
+}
+
+/** The POST's time in the server (its create_event histogram), beside what the publishers saw. */
+export function serverPost(fan: FanResult): string {
+  return leLine(fan.server.postLeMs);
+}
+
+/** Who was busy during the publish run: the client processes, the publishers, the server. */
+export function clientLines(fan: FanResult): string[] {
+  const where =
+    fan.clientProcesses === 0
+      ? `${formatRate(fan.clients)} streams in the bench process beside the publishers (--client-processes 0)`
+      : `${formatRate(fan.clients)} streams in ${fan.clientFigures.length} client processes ` +
+        `(${fan.clientFigures.map((c) => c.streams).join(" + ")}); the publishers alone in the bench process`;
+  const perProcess = fan.clientFigures
+    .map((c) => `${percent(c.cpu)} CPU, ${ms(c.loop.p50Ms)} / ${ms(c.loop.p99Ms)} / ${ms(c.loop.maxMs)}`)
+    .join("; ");
+  const loop = (l: { p50Ms: number; p99Ms: number; maxMs: number }) =>
+    `${ms(l.p50Ms)} / ${ms(l.p99Ms)} / ${ms(l.maxMs)}`;
+  return [
+    `clients: ${where}`,
+    `event-loop delay beyond the 10 ms sampling interval, p50 / p99 / max, and CPU (of one core) over the publish run:`,
+    `  client process${fan.clientFigures.length === 1 ? "" : "es"}: ${perProcess}`,
+    `  publishers (bench process): ${percent(fan.cpu.bench)} CPU, ${loop(fan.benchLoopDelay)}`,
+    `  server: ${percent(fan.cpu.server)} CPU, ${loop(fan.server.loop)} (its nodejs_eventloop_lag_*); ` +
+      `MariaDB ${percent(fan.cpu.mariadb)} CPU; the whole machine ${(fan.cpu.system ?? 0).toFixed(2)} cores busy`,
+    fan.clientBusy
+      ? `  verdict: the CLIENTS were busy (a client process at >= ${percent(CLIENT_BUSY_CPU)} of a core or with a ` +
+        `p99 delay >= ${CLIENT_BUSY_LOOP_P99_MS} ms): their own waits are in the latency figures; ` +
+        "more --client-processes (or a quieter machine) would tell the server's part"
+      : `  verdict: the clients kept up (each client process < ${percent(CLIENT_BUSY_CPU)} of a core, p99 delay < ` +
+        `${CLIENT_BUSY_LOOP_P99_MS} ms): the latency is the server's, MariaDB's and the machine's`,
+    `POST connections: ${formatRate(fan.publish.newConnections.count)} POSTs on a new connection (TCP connect p99 ` +
+      `${ms(fan.publish.newConnections.connectP99Ms)}; POST p50 ${ms(fan.publish.newConnections.postP50Ms)}, p99 ` +
+      `${ms(fan.publish.newConnections.postP99Ms)}), ${formatRate(fan.publish.reusedConnections.count)} on a kept-alive one ` +
+      `(p50 ${ms(fan.publish.reusedConnections.postP50Ms)}, p99 ${ms(fan.publish.reusedConnections.postP99Ms)})`,
+    `latency split: sent -> POST answered (commit) ${ms(fan.publish.postP50Ms)} p50 / ${ms(fan.publish.postP99Ms)} p99; ` +
+      `answered -> received ${ms(fan.afterAnswerMs.p50)} p50 / ${ms(fan.afterAnswerMs.p99)} p99 / ` +
+      `${ms(fan.afterAnswerMs.max)} max; in the server: commit ${leLine(fan.server.commitLeMs)}, ` +
+      `commit -> socket hand-over ${leLine(fan.server.handOverLeMs)}`,
+  ];
 }

@@ -64,6 +64,10 @@ export class Hub {
   #pending = new Set<Subscription>();
   #lastWake = 0;
   #wakeTimer: NodeJS.Timeout | undefined;
+  /** Counts publish() calls: a page read may be shared only by reads issued with no publish between. */
+  #generation = 0;
+  /** Page reads in flight, by query (at most one per subscription: bounded by --max-total-clients). */
+  readonly #reads = new Map<string, { readonly generation: number; readonly page: Promise<Page> }>();
 
   /** @param onStoreError a subscription's page read failed (it waits and retries) */
   constructor(
@@ -126,7 +130,7 @@ export class Hub {
         bufferSize: this.#config.clientBufferSize,
         bufferBytes: this.#config.clientBufferBytes,
         batchSize: request.batchSize ?? this.#config.streamBatchSize,
-        page: this.#page,
+        page: (query) => this.#sharedPage(query),
         onOverflow: () => this.#metrics.streamOverflows.inc(),
         onCatchUp: () => this.#metrics.streamCatchUps.inc(),
         ...(this.#onStoreError === undefined ? {} : { onStoreError: this.#onStoreError }),
@@ -195,8 +199,41 @@ export class Hub {
     this.#revalidateTimer = undefined;
   }
 
+  /**
+   * A subscription's page read, shared with the identical reads of other subscriptions issued
+   * since the last publish. When a burst of events (a commit that stalled, then many at once)
+   * overflows the buffers of a thousand streams on one subject together, they all go back to the
+   * store from the same cursor with the same filter: one query instead of a thousand, each page of
+   * the way, while they stay in step. Only reads with no publish between them share: an event
+   * committed after the shared read started was published after it too, so every subscription
+   * that joined gets it live (its buffer takes events again once it pages); an event published
+   * before it is committed, so the read sees it.
+   */
+  #sharedPage(query: PageQuery): Promise<Page> {
+    const key = JSON.stringify([
+      query.subjects,
+      query.recursive,
+      query.type ?? null,
+      query.fromId,
+      query.limit,
+      query.maxBytes ?? null,
+      query.tombstones ?? false,
+    ]);
+    const shared = this.#reads.get(key);
+    if (shared !== undefined && shared.generation === this.#generation) return shared.page;
+    const page = this.#page(query);
+    const entry = { generation: this.#generation, page };
+    this.#reads.set(key, entry);
+    const forget = () => {
+      if (this.#reads.get(key) === entry) this.#reads.delete(key);
+    };
+    page.then(forget, forget);
+    return page;
+  }
+
   /** Hands committed events (in id order) to every matching subscription. Never blocks. */
   publish(events: readonly StoredEvent[]): void {
+    this.#generation++;
     if (this.#subscriptions.size === 0) return;
     const now = performance.now();
     for (const event of events) {

@@ -220,6 +220,12 @@ export class Subscription implements AsyncIterable<StoredEvent[]> {
 
   /** Buffered events past the cursor, at most one batch (the buffer itself holds ≤ bufferBytes). */
   #takeReady(): StoredEvent[] {
+    const all = this.#buffer;
+    if (all.length <= this.#options.batchSize && (all[0] === undefined || all[0].id > this.#cursor)) {
+      // The usual case of a live stream: all of it, handed over as it is (no copies).
+      this.#clearBuffer();
+      return all;
+    }
     let start = 0;
     while (start < this.#buffer.length && (this.#buffer[start] as StoredEvent).id <= this.#cursor) start++;
     const end = Math.min(this.#buffer.length, start + this.#options.batchSize);

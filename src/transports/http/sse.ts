@@ -33,13 +33,13 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
 
   app.get("/events/stream", async (request, reply) => {
     const query = request.query as Query;
-    let frame: FrameBuilder = simpleFrame;
+    let frames: FrameFormat = simpleFrames;
     const streamRequest = () => {
       const format = single(query.format, "format") ?? "simple";
       if (format !== "simple" && format !== "cloudevents") {
         throw invalidArgument("format must be simple or cloudevents");
       }
-      frame = format === "cloudevents" ? cloudEventFrame : simpleFrame;
+      frames = format === "cloudevents" ? cloudEventFrames : simpleFrames;
       // The browser sends Last-Event-ID on reconnect; it wins over the from_id of the original URL.
       const lastEventId = request.headers["last-event-id"];
       const fromId =
@@ -77,7 +77,7 @@ export async function sseRoutes(app: FastifyInstance, options: SseOptions): Prom
         // Written before waiting: while a stalled client's socket holds the frames, nothing else
         // here holds them too.
         // The client is gone (or was dropped after --write-timeout): the pump says which.
-        if (!(await writer.write(framesOf(batch, frame)))) break;
+        if (!(await writer.write(frames.chunks(batch)))) break;
       }
     } catch (error) {
       request.log.warn({ err: error }, "event stream failed");
@@ -112,53 +112,91 @@ export const LARGE_FRAME_BYTES = 64 * 1024;
 
 /** One event's SSE frame: one string, or, for a large event, its parts in order. */
 type Frame = string | readonly string[];
-type FrameBuilder = (event: StoredEvent) => Frame;
+
+/** A batch's frames as the chunks to write: a Buffer for all of it, or strings. */
+type Chunks = readonly (string | Buffer)[];
+
+/** The last batch a format serialized ending at an event: its events, and their frames as bytes. */
+interface SharedBatch {
+  readonly events: readonly StoredEvent[];
+  readonly bytes: Buffer;
+}
 
 /**
- * A frame builder for one data format. A live event is one object shared by every subscriber, so
- * its frame is built once and remembered, not built once per client (at 1000 clients that was a
+ * The frames of one data format. A live event is one object shared by every subscriber, so its
+ * frame is built once and remembered, not built once per client (at 1000 clients that was a
  * seventh of the server's time); an event read from the store belongs to one stream and is not
  * remembered. A large event's frame stays in parts, so its data is not copied into one more
  * string per client. A line feed in the JSON (only possible inside JSON data kept as stored)
  * continues on another `data:` line; clients join them with LF (HTML §9.2.6), so the data
  * arrives byte for byte.
+ *
+ * The streams woken together for the same live events get the same batch: its frames are encoded
+ * to bytes once and that one Buffer is written to every socket (remembered by the batch's last
+ * event, for as long as that event lives), instead of each stream joining the frames into a string
+ * of its own that its socket then encodes again — at 1000 clients that was 1000 copies of every
+ * batch per wake-up, most of the young-generation garbage and so most of the GC pauses.
  */
-function frames(toParts: (event: StoredEvent) => JsonParts): FrameBuilder {
-  const cache = new WeakMap<StoredEvent, Frame>();
-  return (event) => {
-    let frame = cache.get(event);
+export class FrameFormat {
+  readonly #toParts: (event: StoredEvent) => JsonParts;
+  readonly #frames = new WeakMap<StoredEvent, Frame>();
+  readonly #batches = new WeakMap<StoredEvent, SharedBatch>();
+
+  constructor(toParts: (event: StoredEvent) => JsonParts) {
+    this.#toParts = toParts;
+  }
+
+  frame(event: StoredEvent): Frame {
+    let frame = this.#frames.get(event);
     if (frame !== undefined) return frame;
-    const { head, data, tail } = toParts(event);
+    const { head, data, tail } = this.#toParts(event);
     const lines = data.includes("\n") ? data.replaceAll("\n", "\ndata: ") : data;
     frame =
       event.data.length >= LARGE_FRAME_BYTES
         ? [`id: ${event.id}\ndata: ${head}`, lines, `${tail}\n\n`]
         : `id: ${event.id}\ndata: ${head}${lines}${tail}\n\n`;
-    if (secondsSincePublished(event) !== undefined) cache.set(event, frame);
+    if (secondsSincePublished(event) !== undefined) this.#frames.set(event, frame);
     return frame;
-  };
-}
+  }
 
-const simpleFrame = frames(simpleJsonParts);
-const cloudEventFrame = frames((event) => structuredJsonParts(event, { carriageReturns: false }));
-
-/** A batch's frames as the chunks to write: small frames joined, a large frame's parts as they are. */
-function framesOf(batch: readonly StoredEvent[], frame: FrameBuilder): string[] {
-  const chunks: string[] = [];
-  let text = "";
-  for (const event of batch) {
-    const next = frame(event);
-    if (typeof next === "string") {
-      text += next;
-      continue;
+  /** A batch's frames as the chunks to write: small frames joined, a large frame's parts as they are. */
+  chunks(batch: readonly StoredEvent[]): Chunks {
+    const last = batch.at(-1);
+    if (last === undefined) return [];
+    const shared = this.#batches.get(last);
+    if (shared !== undefined && sameEvents(shared.events, batch)) return [shared.bytes];
+    const chunks: string[] = [];
+    let text = "";
+    let live = true;
+    for (const event of batch) {
+      if (live && secondsSincePublished(event) === undefined) live = false;
+      const next = this.frame(event);
+      if (typeof next === "string") {
+        text += next;
+        continue;
+      }
+      if (text !== "") chunks.push(text);
+      text = "";
+      chunks.push(...next);
     }
     if (text !== "") chunks.push(text);
-    text = "";
-    chunks.push(...next);
+    // Live events of small frames only: a large event's data is not copied into one more buffer.
+    if (!live || chunks.length !== 1) return chunks;
+    const bytes = Buffer.from(chunks[0] as string, "utf8");
+    this.#batches.set(last, { events: batch, bytes });
+    return [bytes];
   }
-  if (text !== "") chunks.push(text);
-  return chunks;
 }
+
+/** Whether two batches hold the same event objects in the same order. */
+function sameEvents(a: readonly StoredEvent[], b: readonly StoredEvent[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const simpleFrames = new FrameFormat(simpleJsonParts);
+const cloudEventFrames = new FrameFormat((event) => structuredJsonParts(event, { carriageReturns: false }));
 
 /**
  * Writes SSE text to one response with heartbeats and backpressure. A client that stays
@@ -168,6 +206,8 @@ class SseWriter {
   readonly #res: ServerResponse;
   readonly #heartbeatMs: number;
   #heartbeat: NodeJS.Timeout | undefined;
+  /** When the last frame was written (performance.now()). */
+  #lastWrite = 0;
 
   constructor(res: ServerResponse, heartbeatIntervalSeconds: number) {
     this.#res = res;
@@ -178,7 +218,25 @@ class SseWriter {
   open(): void {
     this.#res.writeHead(200, sseHeaders(this.#res));
     this.#res.write(`retry: ${RETRY_MS}\n\n`);
-    this.#heartbeat = setInterval(() => this.#beat(), this.#heartbeatMs);
+    this.#lastWrite = performance.now();
+    this.#schedule(this.#heartbeatMs);
+  }
+
+  /**
+   * Any write counts as a heartbeat: the timer, when it fires, sends one only if nothing was
+   * written for a whole interval, else waits for the rest of it. A write only notes the time, so
+   * a thousand streams written to 50 times a second do not move a thousand timers each time.
+   */
+  #schedule(ms: number): void {
+    this.#heartbeat = setTimeout(() => {
+      const quiet = performance.now() - this.#lastWrite;
+      if (quiet < this.#heartbeatMs) {
+        this.#schedule(this.#heartbeatMs - quiet);
+        return;
+      }
+      this.#beat();
+      this.#schedule(this.#heartbeatMs);
+    }, ms);
     this.#heartbeat.unref();
   }
 
@@ -186,10 +244,10 @@ class SseWriter {
    * Writes the chunks at once; when the socket buffer is full, the promise waits for 'drain'
    * (holding nothing of what was written). False when the client is gone.
    */
-  write(chunks: readonly string[]): Promise<boolean> {
+  write(chunks: Chunks): Promise<boolean> {
     const res = this.#res;
     if (res.destroyed || res.writableEnded) return Promise.resolve(false);
-    this.#heartbeat?.refresh(); // any write counts as a heartbeat
+    this.#lastWrite = performance.now();
     let writable = true;
     for (const chunk of chunks) writable = res.write(chunk);
     if (writable) return Promise.resolve(true);
@@ -219,7 +277,7 @@ class SseWriter {
   }
 
   end(): void {
-    clearInterval(this.#heartbeat);
+    clearTimeout(this.#heartbeat);
     if (!this.#res.destroyed && !this.#res.writableEnded) this.#res.end();
   }
 }
