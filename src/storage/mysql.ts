@@ -12,7 +12,6 @@ import {
 import type * as Mysql2 from "mysql2";
 import type { Connection, Pool, PoolConnection, PoolOptions } from "mysql2";
 import { fromSqlDateTime, toSqlDateTime } from "../events/time.js";
-import { loadDriver } from "./driver.js";
 import { INSERT_BYTES, insertChunks } from "./chunks.js";
 import {
   type AppendState,
@@ -23,6 +22,7 @@ import {
   stateAfter,
   stateOf,
 } from "./dialect.js";
+import { loadDriver } from "./driver.js";
 import type { Database } from "./schema.js";
 import { StoreTimeoutError, withTimeout } from "./timeout.js";
 
@@ -57,7 +57,11 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
     // Fail fast when the server is gone: callers get 503 instead of waiting 10 s.
     connectTimeout: Math.min(CONNECT_TIMEOUT_MS, timeoutMs),
   };
-  const pool: Pool = mysql2().createPool({ ...options, connectionLimit: poolSize, queueLimit: POOL_QUEUE_LIMIT });
+  const pool: Pool = mysql2().createPool({
+    ...options,
+    connectionLimit: poolSize,
+    queueLimit: POOL_QUEUE_LIMIT,
+  });
   const writer = new WriterConnection(options, timeoutMs);
   const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool: new BoundedPool(pool, timeoutMs) }) });
   let closed = false;
