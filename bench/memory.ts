@@ -380,7 +380,8 @@ interface IdleReading {
   /** After a full GC (memory-probe.mjs): RSS and V8 heap used, bytes. */
   gcRss: number;
   gcHeapUsed: number;
-  /** VmRSS with the idle streams open for STREAMS_HOLD_MS, and how many were answered 200. */
+  /** VmRSS just before the idle streams open, and with them open for STREAMS_HOLD_MS; how many were answered 200. */
+  beforeStreamsKb: number;
   streamsKb: number;
   streamsOpen: number;
 }
@@ -401,8 +402,10 @@ async function idleRun(cli: string, options: Options, cleanup: Cleanup): Promise
     await sleep(options.settleSeconds * 1000 - 2000);
     const settledKb = await rssKb(server.pid);
     const probe = await probeMemory(server);
+    await sleep(1000);
+    const beforeStreamsKb = await rssKb(server.pid);
     const streams = await idleStreams(server, options.idleStreams, cleanup);
-    return { startKb, settledKb, gcRss: probe.rss, gcHeapUsed: probe.heapUsed, ...streams };
+    return { startKb, settledKb, gcRss: probe.rss, gcHeapUsed: probe.heapUsed, beforeStreamsKb, ...streams };
   } finally {
     await server.stop();
   }
@@ -511,7 +514,7 @@ async function idle(options: Options, cleanup: Cleanup): Promise<ScenarioResult>
     kbRow(`RSS with ${streams} idle SSE streams (after ${STREAMS_HOLD_MS / 1000} s)`, (r) => r.streamsKb),
     kbRow(
       `RSS added per idle SSE stream`,
-      (r) => (r.streamsKb - r.gcRss / 1024) / streams,
+      (r) => (r.streamsKb - r.beforeStreamsKb) / streams,
       (kb) => `${kb.toFixed(1)} KiB`,
     ),
     kbRow(`SSE streams answered 200`, (r) => r.streamsOpen, String),
