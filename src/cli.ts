@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 import { randomBytes } from "node:crypto";
-import v8 from "node:v8";
 import { Command, Option } from "commander";
 import { stringify } from "yaml";
 import type { addClientCommands } from "./client/commands.js";
@@ -118,15 +117,12 @@ async function serve(options: Record<string, unknown>): Promise<void> {
     ...(process.stdout.isTTY ? { stream: await prettyStream() } : {}),
   };
   let server: Awaited<ReturnType<typeof startServer>>;
-  const unpin = pinYoungGeneration();
   try {
     const { startServer } = await import("./server.js");
     server = await startServer(config, { logger });
   } catch (error) {
     exitIfUnusable(error);
     throw error;
-  } finally {
-    unpin();
   }
   if (config.auth.token === undefined && config.auth.file === undefined) {
     server.app.log.warn("AUTH_TOKEN is not set: the API is open to anyone who can reach it");
@@ -171,26 +167,6 @@ async function serve(options: Record<string, unknown>): Promise<void> {
   });
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
-}
-
-/** V8's default --semi-space-growth-factor (Node 20's V8 11.3). */
-const SEMI_SPACE_GROWTH_FACTOR = 2;
-
-/**
- * Keeps V8's young generation at its initial size (1 MiB per semi-space) while the server starts,
- * and returns what lets it grow again. Loading and compiling the modules is a burst of short-lived
- * allocations that otherwise grows the young generation to its 16 MiB cap: 32 MiB of RSS an idle
- * server keeps until V8's memory reducer runs, tens of seconds later. Once it listens the factor
- * is V8's default again, so under load the young generation grows as it always did (`npm run
- * bench -- ingest` side by side: README, Performance). Not done when the operator set the flag
- * (NODE_OPTIONS or node's arguments): theirs stands.
- */
-function pinYoungGeneration(): () => void {
-  const flag = "--semi-space-growth-factor";
-  if ([...process.execArgv, process.env.NODE_OPTIONS ?? ""].some((arg) => arg.includes(flag)))
-    return () => {};
-  v8.setFlagsFromString(`${flag}=1`);
-  return () => v8.setFlagsFromString(`${flag}=${SEMI_SPACE_GROWTH_FACTOR}`);
 }
 
 /** pino-pretty as a stream in this thread, for a person at a terminal. */

@@ -6,7 +6,7 @@ import { DIALECTS } from "../support/dialects.js";
 import { killServerProcesses, removeTempDirs, startServerProcess, tempDir } from "../support/process.js";
 
 // Issue 16, memory: a process loads the database driver of its store and not the other one, and
-// no pretty-printer when its output is not a terminal (each is megabytes an idle server would hold;
+// neither the client commands nor a pretty-printer when its output is not a terminal (each is megabytes an idle server would hold;
 // `npm run bench -- memory --scenario idle` measures them). Which packages loaded is read from
 // the server child itself (test/fixtures/loaded-packages.mjs), after a request that used the store.
 
@@ -41,5 +41,7 @@ describe.each(DIALECTS)("a serve start on $name", (dialect) => {
     expect(loaded).not.toContain(other);
     // Not a terminal: JSON lines, no pino-pretty.
     expect(loaded).not.toContain("pino-pretty");
+    // `serve` registers no client commands: their progress bar (cli-progress) stays out.
+    expect(loaded).not.toContain("cli-progress");
   });
 });
