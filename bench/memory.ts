@@ -1,3 +1,4 @@
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import http2 from "node:http2";
@@ -5,14 +6,18 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import type { ServerProcess } from "../test/support/process.js";
+import { pathToFileURL } from "node:url";
+import { promisify } from "node:util";
+import { type ServerProcess, startServerProcess } from "../test/support/process.js";
 import {
   buildDist,
   Cleanup,
   checkArguments,
+  checkoutBuild,
   formatTable,
   machineInfo,
   parseCountOption,
+  ROOT,
   RssSampler,
   rssKb,
   serverEnv,
@@ -22,8 +27,20 @@ import {
   writeResults,
 } from "./support.js";
 
-const OPTION_FLAGS = ["--scenario", "--streams", "--connections", "--pipelined", "--sessions"] as const;
-const SCENARIOS = ["stalled", "historic", "unread"] as const;
+const OPTION_FLAGS = [
+  "--scenario",
+  "--streams",
+  "--connections",
+  "--pipelined",
+  "--sessions",
+  "--idle-streams",
+  "--rounds",
+  "--settle",
+  "--baseline",
+] as const;
+const SCENARIOS = ["idle", "stalled", "historic", "unread"] as const;
+/** The build the idle scenario compares with: main before issue 16's memory work. */
+const IDLE_BASELINE = "7a3d16a";
 type Scenario = (typeof SCENARIOS)[number];
 const MiB = 1024 * 1024;
 /** How long memory is watched once the load is in place. */
@@ -35,6 +52,10 @@ interface Options {
   connections: number;
   pipelined: number;
   sessions: number;
+  idleStreams: number;
+  rounds: number;
+  settleSeconds: number;
+  baseline: string;
 }
 
 function parseOptions(args: readonly string[]): Options {
@@ -49,6 +70,10 @@ function parseOptions(args: readonly string[]): Options {
     connections: parseCountOption(args, "--connections", 10, 0),
     pipelined: parseCountOption(args, "--pipelined", 20, 1),
     sessions: parseCountOption(args, "--sessions", 2, 0),
+    idleStreams: parseCountOption(args, "--idle-streams", 1000, 1),
+    rounds: parseCountOption(args, "--rounds", 3, 1),
+    settleSeconds: parseCountOption(args, "--settle", 30, 1),
+    baseline: textOption(args, "--baseline") ?? IDLE_BASELINE,
   };
 }
 
@@ -63,6 +88,10 @@ function parseOptions(args: readonly string[]): Options {
  * - unread: 1000 events of 10 KB, then `--connections` (10) HTTP/1.1 connections pipelining
  *   `--pipelined` (20) GET /events?limit=1000 each and `--sessions` (2) HTTP/2 sessions with a
  *   zero window opening as many, none of them reading; /healthz is timed meanwhile.
+ * - idle (issue 16): the default start (`serve`, SQLite, no auth) of this build beside
+ *   `--baseline` (7a3d16a), `--rounds` (3) times interleaved: RSS once started, after `--settle`
+ *   (30) seconds, V8 heap after a full GC, and with `--idle-streams` (1000) SSE streams open; then
+ *   the RSS and heap each module adds to a bare node process (see idle()).
  */
 export async function runMemory(args: readonly string[]): Promise<void> {
   const options = parseOptions(args);
@@ -74,6 +103,12 @@ export async function runMemory(args: readonly string[]): Promise<void> {
     const rows: string[][] = [];
     const results: Record<string, unknown> = {};
     for (const scenario of options.scenarios) {
+      if (scenario === "idle") {
+        const result = await idle(options, cleanup);
+        results[scenario] = result;
+        rows.push(...result.rows);
+        continue;
+      }
       const dir = await mkdtemp(path.join(os.tmpdir(), "eventsdb-memory-"));
       cleanup.add(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
       const env = serverEnv(`sqlite:${path.join(dir, "events.db")}`);
@@ -93,7 +128,7 @@ export async function runMemory(args: readonly string[]): Promise<void> {
       "",
       `memory: server VmRSS under clients that read little; SQLite; ${machineInfo().cpus} × ${machineInfo().cpuModel}, Node ${process.version}`,
       "",
-      formatTable(["measure", "measured"], rows),
+      rows.length > 0 ? formatTable(["measure", "measured"], rows) : "(idle: see its tables above)",
       "",
     ];
     process.stdout.write(`${lines.join("\n")}\n`);
@@ -303,4 +338,212 @@ async function unread(server: ServerProcess, options: Options, cleanup: Cleanup)
     healthz,
     failed,
   };
+}
+
+// ---- idle (issue 16) ------------------------------------------------------------------------------
+
+/** The modules whose cost the idle table lists: each alone in a bare node process. */
+const PACKAGES = [
+  "mysql2",
+  "better-sqlite3",
+  "kysely",
+  "fastify",
+  "@fastify/cors",
+  "pino",
+  "pino-pretty",
+  "prom-client",
+  "yaml",
+  "commander",
+  "@bufbuild/protobuf",
+  "@connectrpc/connect",
+  "@connectrpc/connect-node",
+  "@connectrpc/connect-fastify",
+] as const;
+/** Files of a build, measured for this build and the baseline. */
+const BUILD_FILES = [
+  "gen/grpc/eventsdb_pb.js",
+  "transports/grpc/reflection.js",
+  "ui/console.js",
+  "storage/open.js",
+  "metrics.js",
+  "app.js",
+  "server.js",
+] as const;
+/** How long the idle streams are held before RSS is read. */
+const STREAMS_HOLD_MS = 10_000;
+
+interface IdleReading {
+  /** VmRSS 2 s after the start line. */
+  startKb: number;
+  /** VmRSS after --settle seconds. */
+  settledKb: number;
+  /** After a full GC (memory-probe.mjs): RSS and V8 heap used, bytes. */
+  gcRss: number;
+  gcHeapUsed: number;
+  /** VmRSS just before the idle streams open, and with them open for STREAMS_HOLD_MS; how many were answered 200. */
+  beforeStreamsKb: number;
+  streamsKb: number;
+  streamsOpen: number;
+}
+
+const PROBE = path.join(ROOT, "bench", "memory-probe.mjs");
+const MODULE_COST = path.join(ROOT, "bench", "module-cost.mjs");
+
+/** One default start of `cli`: its readings (see IdleReading). */
+async function idleRun(cli: string, options: Options, cleanup: Cleanup): Promise<IdleReading> {
+  const cwd = await mkdtemp(path.join(os.tmpdir(), "eventsdb-idle-"));
+  cleanup.add(`remove ${cwd}`, () => rm(cwd, { recursive: true, force: true }));
+  // The default start: no DATABASE_URL (SQLite under cwd), no token, LOG_LEVEL=info, JSON lines.
+  const server = await startServerProcess({ cli, cwd, nodeArgs: ["--expose-gc", "--import", PROBE] });
+  cleanup.add("stop the idle server", () => server.stop());
+  try {
+    await sleep(2000);
+    const startKb = await rssKb(server.pid);
+    await sleep(options.settleSeconds * 1000 - 2000);
+    const settledKb = await rssKb(server.pid);
+    const probe = await probeMemory(server);
+    await sleep(1000);
+    const beforeStreamsKb = await rssKb(server.pid);
+    const streams = await idleStreams(server, options.idleStreams, cleanup);
+    return { startKb, settledKb, gcRss: probe.rss, gcHeapUsed: probe.heapUsed, beforeStreamsKb, ...streams };
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Asks memory-probe.mjs in the server for its memory after a full GC. */
+async function probeMemory(server: ServerProcess): Promise<{ rss: number; heapUsed: number }> {
+  const seen = server.logLines().length;
+  server.signal("SIGUSR2");
+  const deadline = performance.now() + 10_000;
+  while (performance.now() < deadline) {
+    const line = server
+      .logLines()
+      .slice(seen)
+      .find((text) => text.startsWith("memory-probe "));
+    if (line !== undefined) {
+      return (
+        JSON.parse(line.slice("memory-probe ".length)) as { afterGc: { rss: number; heapUsed: number } }
+      ).afterGc;
+    }
+    await sleep(50);
+  }
+  throw new Error("the server's memory probe did not answer");
+}
+
+/** Opens `count` SSE streams that read what comes (heartbeats) and holds them; RSS meanwhile. */
+async function idleStreams(
+  server: ServerProcess,
+  count: number,
+  cleanup: Cleanup,
+): Promise<{ streamsKb: number; streamsOpen: number }> {
+  let open = 0;
+  const sockets: net.Socket[] = [];
+  for (let i = 0; i < count; i++) {
+    const socket = net.connect(server.restPort, "127.0.0.1");
+    socket.on("error", () => {});
+    socket.once("data", (chunk: Buffer) => {
+      if (chunk.toString("latin1").startsWith("HTTP/1.1 200")) open++;
+    });
+    socket.resume();
+    socket.write("GET /events/stream?subject=idle HTTP/1.1\r\nHost: bench\r\n\r\n");
+    sockets.push(socket);
+    // A few at a time, as clients arrive, not one burst of SYNs the backlog drops.
+    if (i % 100 === 99) await sleep(50);
+  }
+  cleanup.add("close the idle streams", async () => {
+    for (const socket of sockets) socket.destroy();
+  });
+  await sleep(STREAMS_HOLD_MS);
+  const streamsKb = await rssKb(server.pid);
+  for (const socket of sockets) socket.destroy();
+  return { streamsKb, streamsOpen: open };
+}
+
+/** RSS and heap bytes that importing `specifier` adds to a bare node process (median of `times`). */
+async function moduleCost(specifier: string, times: number): Promise<{ rss: number; heap: number }> {
+  const runs: { rss: number; heap: number }[] = [];
+  for (let i = 0; i < times; i++) {
+    const { stdout } = await promisify(execFile)(process.execPath, ["--expose-gc", MODULE_COST, specifier], {
+      cwd: ROOT,
+      timeout: 30_000,
+    });
+    runs.push(JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as { rss: number; heap: number });
+  }
+  const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+  return { rss: median(runs.map((run) => run.rss)), heap: median(runs.map((run) => run.heap)) };
+}
+
+const spread = (values: readonly number[], unit: (value: number) => string) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)] ?? 0;
+  return sorted.length > 1
+    ? `${unit(median)} (${unit(sorted[0] ?? 0)}–${unit(sorted[sorted.length - 1] ?? 0)})`
+    : unit(median);
+};
+
+async function idle(options: Options, cleanup: Cleanup): Promise<ScenarioResult> {
+  const baseDir = await mkdtemp(path.join(os.tmpdir(), "eventsdb-idle-baseline-"));
+  await rm(baseDir, { recursive: true, force: true });
+  const baselineCli = await checkoutBuild(options.baseline, baseDir, cleanup);
+  const builds = [
+    { name: "this build", cli: path.join(ROOT, "dist", "cli.js"), dist: path.join(ROOT, "dist") },
+    { name: `baseline ${options.baseline}`, cli: baselineCli, dist: path.dirname(baselineCli) },
+  ];
+  const readings: IdleReading[][] = builds.map(() => []);
+  for (let round = 0; round < options.rounds; round++) {
+    // Interleaved, the order flipped each round: a busy moment of the shared machine hits both.
+    const order = round % 2 === 0 ? [0, 1] : [1, 0];
+    for (const index of order) {
+      const build = builds[index] as (typeof builds)[number];
+      process.stderr.write(`bench: idle: round ${round + 1}/${options.rounds}, ${build.name}\n`);
+      (readings[index] as IdleReading[]).push(await idleRun(build.cli, options, cleanup));
+    }
+  }
+  const mibOf = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
+  const kbRow = (label: string, pick: (reading: IdleReading) => number, unit = mib) => [
+    label,
+    ...readings.map((runs) => spread(runs.map(pick), unit)),
+  ];
+  const streams = options.idleStreams;
+  const rows: string[][] = [
+    kbRow("RSS 2 s after the start line", (r) => r.startKb),
+    kbRow(`RSS after ${options.settleSeconds} s idle`, (r) => r.settledKb),
+    kbRow("RSS after a full GC", (r) => r.gcRss, mibOf),
+    kbRow("V8 heap used after a full GC", (r) => r.gcHeapUsed, mibOf),
+    kbRow(`RSS with ${streams} idle SSE streams (after ${STREAMS_HOLD_MS / 1000} s)`, (r) => r.streamsKb),
+    kbRow(
+      `RSS added per idle SSE stream`,
+      (r) => (r.streamsKb - r.beforeStreamsKb) / streams,
+      (kb) => `${kb.toFixed(1)} KiB`,
+    ),
+    kbRow(`SSE streams answered 200`, (r) => r.streamsOpen, String),
+  ];
+  process.stderr.write("bench: idle: the cost of each module alone\n");
+  const moduleRows: string[][] = [];
+  const modules: Record<string, unknown> = {};
+  const cell = (cost: { rss: number; heap: number }) => `${mibOf(cost.rss)} / ${mibOf(cost.heap)}`;
+  for (const name of PACKAGES) {
+    const cost = await moduleCost(name, options.rounds);
+    modules[name] = cost;
+    moduleRows.push([name, cell(cost), "(same)"]);
+  }
+  for (const file of BUILD_FILES) {
+    const costs = [];
+    for (const build of builds)
+      costs.push(await moduleCost(pathToFileURL(path.join(build.dist, file)).href, options.rounds));
+    modules[`dist/${file}`] = costs;
+    moduleRows.push([`dist/${file}`, ...costs.map(cell)]);
+  }
+  const header = ["default start (SQLite, no auth), median (range)", ...builds.map((build) => build.name)];
+  const table = [
+    "",
+    `idle: ${options.rounds} rounds, interleaved; RSS = VmRSS of the server child`,
+    formatTable(header, rows),
+    "",
+    "idle: RSS / V8 heap (after GC) each module adds when imported alone into a bare node process",
+    formatTable(["module", ...builds.map((build) => build.name)], moduleRows),
+  ].join("\n");
+  process.stdout.write(`${table}\n`);
+  return { rows: [], builds: builds.map((build) => build.name), readings, modules };
 }

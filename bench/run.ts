@@ -31,8 +31,8 @@ function usage(): string {
     "              [--server-cli PATH]\n" +
     "       npm run bench -- grpc [--duration S] [--connections N] [--processes N] [--retries N]\n" +
     "              [--no-grpc-js] [--no-bare]\n" +
-    "       npm run bench -- memory [--scenario stalled|historic|unread] [--streams N] [--connections N]\n" +
-    "              [--pipelined N] [--sessions N]\n" +
+    "       npm run bench -- memory [--scenario idle|stalled|historic|unread] [--streams N] [--connections N]\n" +
+    "              [--pipelined N] [--sessions N] [--idle-streams N] [--rounds N] [--settle S] [--baseline REV]\n" +
     "       npm run bench -- chain [--duration S] [--rounds N] [--store mysql|sqlite] [--baseline REV]\n" +
     "       npm run bench -- scale [--instances 1,3,10] [--duration S] [--rate N] [--idle S]\n" +
     "              [--baseline REV | --no-baseline]\n" +

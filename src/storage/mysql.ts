@@ -9,14 +9,8 @@ import {
   type MysqlStreamOptions,
   sql,
 } from "kysely";
-import {
-  type Connection,
-  createConnection,
-  createPool,
-  type Pool,
-  type PoolConnection,
-  type PoolOptions,
-} from "mysql2";
+import type * as Mysql2 from "mysql2";
+import type { Connection, Pool, PoolConnection, PoolOptions } from "mysql2";
 import { fromSqlDateTime, toSqlDateTime } from "../events/time.js";
 import { INSERT_BYTES, insertChunks } from "./chunks.js";
 import {
@@ -28,9 +22,13 @@ import {
   stateAfter,
   stateOf,
 } from "./dialect.js";
+import { loadDriver } from "./driver.js";
 import { withLocalLock } from "./local-lock.js";
 import type { Database } from "./schema.js";
 import { StoreTimeoutError, withTimeout } from "./timeout.js";
+
+/** mysql2, loaded when a MySQL store is opened: a SQLite start never loads it (see driver.ts). */
+const mysql2 = () => loadDriver<typeof Mysql2>("mysql2");
 
 /**
  * Callers that may wait for a pool connection at once; beyond it a read fails at once (503)
@@ -63,7 +61,11 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
     // Fail fast when the server is gone: callers get 503 instead of waiting 10 s.
     connectTimeout: Math.min(CONNECT_TIMEOUT_MS, timeoutMs),
   };
-  const pool: Pool = createPool({ ...options, connectionLimit: poolSize, queueLimit: POOL_QUEUE_LIMIT });
+  const pool: Pool = mysql2().createPool({
+    ...options,
+    connectionLimit: poolSize,
+    queueLimit: POOL_QUEUE_LIMIT,
+  });
   const writer = new WriterConnection(options, timeoutMs);
   const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool: new BoundedPool(pool, timeoutMs) }) });
   let closed = false;
@@ -355,7 +357,7 @@ class WriterConnection {
       using(this.#connection);
       return this.#connection;
     }
-    const conn = createConnection({ ...this.#options, multipleStatements: true });
+    const conn = mysql2().createConnection({ ...this.#options, multipleStatements: true });
     using(conn);
     // Current from the start, so a timeout during the handshake drops it too.
     this.#connection = conn;

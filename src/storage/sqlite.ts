@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
-import SqliteDatabase from "better-sqlite3";
+import type SqliteDatabase from "better-sqlite3";
 import {
   CompiledQuery,
   type DatabaseConnection,
@@ -21,6 +21,7 @@ import {
   stateAfter,
   stateOf,
 } from "./dialect.js";
+import { loadDriver } from "./driver.js";
 import { withLocalLock } from "./local-lock.js";
 import type { Database } from "./schema.js";
 
@@ -29,7 +30,8 @@ const INSERT_EVENT = `INSERT INTO events (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?,
 /** Embedded SQLite (better-sqlite3) in WAL mode: the default store, one file, no server. */
 export function createSqliteDialect(file: string, timeoutMs: number): StorageDialect {
   if (file !== ":memory:") fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  const database = new SqliteDatabase(file);
+  // better-sqlite3 loads when a SQLite store is opened: a MySQL start never loads it (see driver.ts).
+  const database = new (loadDriver<typeof SqliteDatabase>("better-sqlite3"))(file);
   // WAL lets readers run beside the writer; FULL sync because nothing acknowledged may be lost.
   database.pragma("journal_mode = WAL");
   database.pragma("synchronous = FULL");

@@ -35,20 +35,17 @@ interface Asset {
 }
 
 /**
- * The web console at `/ui/`: an allow-list of files read once at start, with a strict
- * Content-Security-Policy. The files need no authentication (auth/credentials.ts leaves routes under
- * /ui open); the console's API calls carry the session cookie like any other request.
+ * The web console at `/ui/`: an allow-list of files, each read on its first request and kept, with
+ * a strict Content-Security-Policy. The files need no authentication (auth/credentials.ts leaves
+ * routes under /ui open); the console's API calls carry the session cookie like any other request.
+ * A server nobody opens the console of holds none of them (they were read at start before).
  */
 export async function consoleRoutes(app: FastifyInstance): Promise<void> {
-  const assets = new Map<string, Asset>();
-  for (const [name, type] of Object.entries(TYPES)) {
-    const body = readFileSync(new URL(name, CONSOLE_ASSETS));
-    assets.set(name, asset(body, type));
-  }
-  const library = new Map<string, Asset>();
-  for (const name of libraryFiles()) {
-    library.set(name, asset(readFileSync(new URL(name, CLIENT_LIBRARY)), JAVASCRIPT));
-  }
+  const assets = new LazyAssets(CONSOLE_ASSETS, new Map(Object.entries(TYPES)));
+  const library = new LazyAssets(
+    CLIENT_LIBRARY,
+    new Map(libraryFiles().map((name) => [name, JAVASCRIPT] as const)),
+  );
 
   // This plugin's own scope: the headers apply to /ui responses only (also redirects and 404s).
   app.addHook("onSend", async (_request, reply, payload) => {
@@ -75,6 +72,29 @@ export async function consoleRoutes(app: FastifyInstance): Promise<void> {
   app.get("/ui/client/:file", (request, reply) =>
     serve((request.params as { file: string }).file, request, reply, library),
   );
+}
+
+/** Files of one directory by name, from an allow-list fixed at start; each read once, when first asked for. */
+class LazyAssets {
+  readonly #dir: URL;
+  readonly #types: ReadonlyMap<string, string>;
+  readonly #read = new Map<string, Asset>();
+
+  constructor(dir: URL, types: ReadonlyMap<string, string>) {
+    this.#dir = dir;
+    this.#types = types;
+  }
+
+  get(name: string): Asset | undefined {
+    const type = this.#types.get(name);
+    if (type === undefined) return undefined;
+    let found = this.#read.get(name);
+    if (found === undefined) {
+      found = asset(readFileSync(new URL(name, this.#dir)), type);
+      this.#read.set(name, found);
+    }
+    return found;
+  }
 }
 
 function asset(body: Buffer, type: string): Asset {
