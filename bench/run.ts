@@ -4,6 +4,7 @@ import { runGrpc } from "./grpc.js";
 import { runIngest } from "./ingest.js";
 import { runMemory } from "./memory.js";
 import { runScale } from "./scale.js";
+import { runVolume } from "./volume.js";
 import { runWebhooks } from "./webhooks.js";
 
 /** A benchmark suite: gets the arguments after its name (e.g. `--duration 5`). */
@@ -18,6 +19,7 @@ const SUITES: Readonly<Record<string, Suite>> = {
   chain: runChain,
   scale: runScale,
   webhooks: runWebhooks,
+  volume: runVolume,
 };
 
 const EXIT_USAGE = 2;
@@ -34,6 +36,8 @@ function usage(): string {
     "       npm run bench -- scale [--instances 1,3,10] [--duration S] [--rate N] [--idle S]\n" +
     "              [--baseline REV | --no-baseline]\n" +
     "       npm run bench -- webhooks [--events N] [--sinks N] [--duration S] [--store mysql|sqlite]\n" +
+    "       npm run bench -- volume [--sizes 10k,1m,5m] [--store mysql|sqlite] [--keep DIR] [--reads N]\n" +
+    "              [--seed N] [--limit N]\n" +
     `suites: ${Object.keys(SUITES).join(", ")}\n`
   );
 }
