@@ -2,6 +2,7 @@ import { type Kysely, sql } from "kysely";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { type LoadResult, loadVolume } from "../bench/volume/load.js";
 import { EventsDbClient } from "../src/client/lib/client.js";
+import { migrate } from "../src/storage/migrate.js";
 import { openDialect } from "../src/storage/open.js";
 import type { Database } from "../src/storage/schema.js";
 import { DIALECTS } from "./support/dialects.js";
@@ -102,6 +103,18 @@ describe.each(DIALECTS)("the volume bench's loader on $name", { timeout: 120_000
     const checked = await verify(server.url);
     expect(checked.code).toBe(1);
     expect(checked.stderr).toContain("chain broken at event 150: hash");
+  });
+
+  it("refuses a store with a table it does not know how to fill (a later migration's derived rows)", async () => {
+    const databaseUrl = await dialect.url();
+    const store = openDialect(testConfig(databaseUrl).store, 10_000);
+    try {
+      await migrate(store);
+      await sql`CREATE TABLE event_ancestors (ancestor VARCHAR(255), id BIGINT)`.execute(store.db);
+    } finally {
+      await store.close();
+    }
+    await expect(loadVolume(databaseUrl, { events: 10, seed: 7 })).rejects.toThrow(/event_ancestors/);
   });
 
   it("refuses a store that already has events", async () => {
