@@ -165,7 +165,14 @@ export async function runVolume(args: readonly string[]): Promise<void> {
       } else {
         process.stderr.write(`bench: reusing the ${sizeLabel(size)} store in ${dir}\n`);
       }
-      results.push(await measure(store.url, size, load, loaded, { reads, limit }));
+      const result = await measure(store.url, size, load, loaded, { reads, limit });
+      results.push(result);
+      // Each size as it is done, so that a long run interrupted later still leaves these figures.
+      for (const [name, t] of Object.entries(result.timings)) {
+        process.stderr.write(
+          `bench: ${sizeLabel(size)}: ${name}: p99 ${fmt(t.p99)} (p50 ${fmt(t.p50)}) ms\n`,
+        );
+      }
     }
 
     const machine = machineInfo();
