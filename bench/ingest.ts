@@ -401,13 +401,13 @@ export function batchBodies(): Request[] {
 }
 
 /** `YYYY-MM-DD HH:MM:SS.mmm` in UTC, as DATETIME(6) takes it. */
-function sqlTime(date: Date): string {
+export function sqlTime(date: Date): string {
   return date.toISOString().replace("T", " ").replace("Z", "");
 }
 
 type RawRow = [number, string, string, string, string, Buffer];
 
-function rawRow(id: number, time: string): RawRow {
+export function rawRow(id: number, time: string): RawRow {
   return [id, "bench", "bench.created", `bench/${id % SUBJECTS}`, time, randomBytes(DATA_BYTES)];
 }
 
@@ -438,36 +438,46 @@ export async function rawInserts(connection: Connection): Promise<{ multi: RawRe
   }
   const multiSeconds = (performance.now() - multiStart) / 1000;
 
-  const singleLatencies: number[] = [];
-  let id = RAW_ROWS;
-  const singleStart = performance.now();
-  const singleEnd = singleStart + SINGLE_ROW_SECONDS * 1000;
-  let now = singleStart;
-  while (now < singleEnd) {
-    const row = rawRow(++id, time);
-    await connection.query(`${RAW_INSERT} (?, ?, ?, ?, ?, ?)`, row);
-    const after = performance.now();
-    singleLatencies.push(after - now);
-    now = after;
-  }
-  const singleSeconds = (now - singleStart) / 1000;
+  const single = await rawSingleInserts(connection, RAW_ROWS + 1, SINGLE_ROW_SECONDS);
 
   const [countRows] = await connection.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM events");
   const stored = Number(countRows[0]?.n);
-  if (stored !== id) throw new Error(`raw table holds ${stored} rows, expected ${id}`);
+  if (stored !== RAW_ROWS + single.rows) {
+    throw new Error(`raw table holds ${stored} rows, expected ${RAW_ROWS + single.rows}`);
+  }
   await connection.query("USE eventsdb");
+  return { multi: rawResult(RAW_ROWS, multiSeconds, multiLatencies), single };
+}
 
-  const result = (rows: number, seconds: number, latencies: number[]): RawResult => ({
+/**
+ * Single-row autocommit INSERTs, one after the other, for `seconds`, into the current database's
+ * events table (the raw one rawInserts makes), ids from `firstId`: what the Go service does per
+ * request. `npm run bench -- onecon` runs it again between its server runs.
+ */
+export async function rawSingleInserts(connection: Connection, firstId: number, seconds: number) {
+  const time = sqlTime(new Date());
+  const latencies: number[] = [];
+  let id = firstId;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  let now = start;
+  while (now < end) {
+    await connection.query(`${RAW_INSERT} (?, ?, ?, ?, ?, ?)`, rawRow(id++, time));
+    const after = performance.now();
+    latencies.push(after - now);
+    now = after;
+  }
+  return rawResult(latencies.length, (now - start) / 1000, latencies);
+}
+
+function rawResult(rows: number, seconds: number, latencies: number[]): RawResult {
+  return {
     rows,
     statements: latencies.length,
     seconds,
     rowsPerSecond: rows / seconds,
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
-  });
-  return {
-    multi: result(RAW_ROWS, multiSeconds, multiLatencies),
-    single: result(singleLatencies.length, singleSeconds, singleLatencies),
   };
 }
 

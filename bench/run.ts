@@ -3,6 +3,7 @@ import { runFanout } from "./fanout/index.js";
 import { runGrpc } from "./grpc.js";
 import { runIngest } from "./ingest.js";
 import { runMemory } from "./memory.js";
+import { runOneConnection } from "./one-connection.js";
 import { runScale } from "./scale.js";
 import { runVolume } from "./volume.js";
 import { runWebhooks } from "./webhooks.js";
@@ -19,6 +20,7 @@ const SUITES: Readonly<Record<string, Suite>> = {
   chain: runChain,
   scale: runScale,
   webhooks: runWebhooks,
+  onecon: runOneConnection,
   volume: runVolume,
 };
 
@@ -36,6 +38,8 @@ function usage(): string {
     "       npm run bench -- scale [--instances 1,3,10] [--duration S] [--rate N] [--idle S]\n" +
     "              [--baseline REV | --no-baseline]\n" +
     "       npm run bench -- webhooks [--events N] [--sinks N] [--duration S] [--store mysql|sqlite]\n" +
+    "       npm run bench -- onecon [--duration S] [--rounds N] [--store mysql|sqlite|both]\n" +
+    "              [--baseline REV | --no-baseline]\n" +
     "       npm run bench -- volume [--sizes 10k,1m,5m] [--store mysql|sqlite] [--keep DIR] [--reads N]\n" +
     "              [--seed N] [--limit N]\n" +
     `suites: ${Object.keys(SUITES).join(", ")}\n`

@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { type MariaDb, startMariaDb } from "./support/mariadb.js";
 
@@ -11,6 +14,10 @@ import { type MariaDb, startMariaDb } from "./support/mariadb.js";
  * every worker gets the same server, and a failed start is answered to all of them alike.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  // Every temporary file of the run (test stores, auth files, the MariaDB, servers' own) goes
+  // under one directory, removed at the end: workers and the processes they start inherit TMPDIR.
+  const runDir = mkdtempSync(join(tmpdir(), "eventsdb-run-"));
+  process.env.TMPDIR = runDir;
   let mariadb: Promise<MariaDb> | undefined;
   const broker = createServer((request, response) => {
     if (request.url !== "/mysql") {
@@ -36,5 +43,6 @@ export default async function setup(project: TestProject): Promise<() => Promise
     broker.closeAllConnections();
     await new Promise<void>((resolve) => broker.close(() => resolve()));
     await (await mariadb?.catch(() => undefined))?.stop();
+    rmSync(runDir, { recursive: true, force: true });
   };
 }

@@ -116,6 +116,12 @@ export interface StorageDialect {
   append(reads: readonly CompiledQuery[], plan: AppendPlanner): Promise<AppendState>;
   /** Runs `fn` holding a lock that serializes migrations across processes. */
   withMigrationLock<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` holding the lock `name`, for a read-then-write that must not interleave with another
+   * (e.g. a count checked against a cap, then the insert): across processes on MySQL (GET_LOCK,
+   * waiting at most the store's timeout), within this process on SQLite (one process per file).
+   */
+  withLock<T>(name: string, fn: () => Promise<T>): Promise<T>;
   /** Runs one migration file's statements. */
   runScript(sql: string): Promise<void>;
   /** Index hint for one subject's pages (`FORCE INDEX (…)`), or "" to leave it to the planner. */

@@ -28,6 +28,7 @@ import {
   stateAfter,
   stateOf,
 } from "./dialect.js";
+import { withLocalLock } from "./local-lock.js";
 import type { Database } from "./schema.js";
 import { StoreTimeoutError, withTimeout } from "./timeout.js";
 
@@ -39,6 +40,9 @@ import { StoreTimeoutError, withTimeout } from "./timeout.js";
 export const POOL_QUEUE_LIMIT = 1000;
 /** A new connection that has not finished its handshake by then is given up (at most --db-timeout). */
 const CONNECT_TIMEOUT_MS = 2000;
+/** How long a start waits for another process's migrations. */
+const MIGRATION_LOCK_SECONDS = 120;
+let nextInstance = 0;
 
 /**
  * MySQL 8 or MariaDB 10.11+ through a mysql2 pool (reads) and one writer connection. Every wait —
@@ -63,6 +67,8 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
   const writer = new WriterConnection(options, timeoutMs);
   const db = new Kysely<Database>({ dialect: new MysqlDialect({ pool: new BoundedPool(pool, timeoutMs) }) });
   let closed = false;
+  /** This store's own key for withLocalLock: another store in this process stands for another process. */
+  const instance = nextInstance++;
 
   /**
    * The chain's end after this process's last append, while nothing says another process appended
@@ -75,6 +81,26 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
 
   const getConnection = (): Promise<Connection & { release(): void }> =>
     new Promise((resolve, reject) => pool.getConnection((err, conn) => (err ? reject(err) : resolve(conn))));
+
+  /**
+   * Runs `fn` holding the named lock (GET_LOCK, server-wide: every process on this database), on a
+   * connection of its own that only holds the lock; `fn`'s queries use the pool. Fails when the
+   * lock is not had within `seconds`.
+   */
+  const withNamedLock = async <T>(name: string, seconds: number, fn: () => Promise<T>): Promise<T> => {
+    const conn = await getConnection();
+    try {
+      const rows = (await run(conn, "SELECT GET_LOCK(?, ?) AS got", [name, seconds])) as { got: number }[];
+      if (rows[0]?.got !== 1) throw new Error(`timed out after ${seconds} s waiting for the lock ${name}`);
+      try {
+        return await fn();
+      } finally {
+        await run(conn, "SELECT RELEASE_LOCK(?)", [name]);
+      }
+    } finally {
+      conn.release();
+    }
+  };
 
   return {
     name: "mysql",
@@ -113,22 +139,14 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
       expected = end;
       return end;
     },
-    async withMigrationLock(fn) {
-      const conn = await getConnection();
-      try {
-        const rows = (await run(conn, "SELECT GET_LOCK('eventsdb_migrations', 120) AS got")) as {
-          got: number;
-        }[];
-        if (rows[0]?.got !== 1) throw new Error("timed out waiting for another process's migrations");
-        try {
-          return await fn();
-        } finally {
-          await run(conn, "SELECT RELEASE_LOCK('eventsdb_migrations')");
-        }
-      } finally {
-        conn.release();
-      }
-    },
+    withMigrationLock: (fn) => withNamedLock("eventsdb_migrations", MIGRATION_LOCK_SECONDS, fn),
+    // Bounded by --db-timeout like every other wait on the store (whole seconds: GET_LOCK's unit).
+    // One waiter per process for GET_LOCK: the others queue here, holding no pool connection
+    // (waiters holding them all would starve the holder's own queries).
+    withLock: (name, fn) =>
+      withLocalLock(`mysql\0${instance}\0${name}`, () =>
+        withNamedLock(`eventsdb_${name}`, Math.max(1, Math.ceil(timeoutMs / 1000)), fn),
+      ),
     async runScript(script) {
       const conn = await getConnection();
       try {

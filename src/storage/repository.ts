@@ -108,13 +108,23 @@ export class EventRepository {
    */
   async appendJobs(jobs: readonly AppendJob[], now: string): Promise<GroupOutcome> {
     let read = false;
+    // Without preconditions the stored keys are not looked up first: the unique index on (source,
+    // ce_id) refuses a key stored already, and only then is the group tried again with the lookup
+    // (a retry's answer is its stored ids). A new event, the common case, saves that round trip.
+    // With preconditions they are looked up: a retry must be answered without checking them.
+    let lookUp = jobs.some((job) => job.preconditions.length > 0);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#appendOnce(jobs, now, read);
+        return await this.#appendOnce(jobs, now, read, lookUp);
       } catch (error) {
         // Planned from known subject heads, but the store had moved on: read them under the lock.
         if (error instanceof StaleHeads && !read) {
           read = true;
+          continue;
+        }
+        if (!lookUp && this.#dialect.isDuplicateKey(error)) {
+          lookUp = true;
+          attempt--;
           continue;
         }
         // A writer in another process stored one of our keys between our check and our INSERT;
@@ -127,14 +137,20 @@ export class EventRepository {
   }
 
   /**
-   * One attempt. The stored keys are looked up before the append, and preconditions are checked
+   * One attempt. The stored keys are looked up before the append (with `lookUp`; else the unique
+   * index is what finds a stored one, see appendJobs), and preconditions are checked
    * against the subject heads this process knows (see SubjectHeads), when it knows them all: the
    * append then needs no reads, one round trip on MySQL. Otherwise (or with `read`) the stored keys
    * and the subjects' last events are read inside the append transaction, after its lock, so
    * nothing can commit between the check and the INSERT — neither another writer's event that
    * breaks a precondition nor a concurrent store of a retry's keys.
    */
-  async #appendOnce(jobs: readonly AppendJob[], now: string, read: boolean): Promise<GroupOutcome> {
+  async #appendOnce(
+    jobs: readonly AppendJob[],
+    now: string,
+    read: boolean,
+    lookUp: boolean,
+  ): Promise<GroupOutcome> {
     const subjects = [...new Set(jobs.flatMap((job) => job.preconditions.map((p) => p.subject)))];
     const checked = subjects.length > 0;
     const fromHeads = checked && !read && this.#heads.covers(subjects);
@@ -144,7 +160,8 @@ export class EventRepository {
     const subjectReads = underLock
       ? chunk(subjects, LAST_ID_SUBJECTS).map((part) => lastIdsQuery(part).compile(this.#dialect.db))
       : [];
-    const known = underLock || keys.length === 0 ? new Map<string, number>() : await this.#existing(keys);
+    const known =
+      underLock || !lookUp || keys.length === 0 ? new Map<string, number>() : await this.#existing(keys);
     let outcome: GroupOutcome | undefined;
     let from: AppendState | undefined;
     let lastRead = new Map<string, number>();

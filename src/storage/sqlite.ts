@@ -21,6 +21,7 @@ import {
   stateAfter,
   stateOf,
 } from "./dialect.js";
+import { withLocalLock } from "./local-lock.js";
 import type { Database } from "./schema.js";
 
 const INSERT_EVENT = `INSERT INTO events (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
@@ -44,6 +45,42 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
   let expected: AppendState | undefined;
 
   let advance: SqliteDatabase.Statement | undefined;
+  /** The fast path's statements (see appendPlanned), prepared once. */
+  let fast:
+    | { begin: SqliteDatabase.Statement; state: SqliteDatabase.Statement; commit: SqliteDatabase.Statement }
+    | undefined;
+
+  /**
+   * Rows planned from `guess` appended in one synchronous transaction on cached statements: BEGIN
+   * IMMEDIATE, the sequence row read, the INSERTs, COMMIT, with no await between them, so no other
+   * query can run on the connection meanwhile. Through Kysely the same took a prepare of each of
+   * BEGIN, the read and COMMIT and a few promise turns on every append. Undefined, with nothing
+   * stored, when another process appended since `guess` (the caller plans again under the lock).
+   */
+  function appendPlanned(rows: readonly ChainedRow[], guess: AppendState): AppendState | undefined {
+    fast ??= {
+      begin: database.prepare("BEGIN IMMEDIATE"),
+      state: database.prepare(
+        "SELECT last_id, last_hash, deletions FROM event_sequence WHERE name = 'events'",
+      ),
+      commit: database.prepare("COMMIT"),
+    };
+    fast.begin.run();
+    try {
+      const state = stateOf(fast.state.get() as Record<string, unknown> | undefined);
+      if (!sameState(state, guess)) {
+        database.exec("ROLLBACK");
+        return undefined;
+      }
+      if (rows.length > 0) insertRows(rows);
+      fast.commit.run();
+      return stateAfter(state, rows);
+    } catch (error) {
+      // Some errors (SQLITE_FULL, SQLITE_IOERR…) have rolled the transaction back already.
+      if (database.inTransaction) database.exec("ROLLBACK");
+      throw error;
+    }
+  }
 
   /** Inserts planned rows and records the chain's end, inside the transaction Kysely holds. */
   function insertRows(rows: readonly ChainedRow[]): void {
@@ -69,6 +106,15 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
       const guess = reads.length === 0 ? expected : undefined;
       const early = guess === undefined ? undefined : await plan(guess, []);
       expected = undefined;
+      // Not inside a transaction Kysely holds open on the connection (the slow path below, a
+      // migration): that one has the connection until it ends, so this append waits its turn there.
+      if (early !== undefined && guess !== undefined && !database.inTransaction) {
+        const end = appendPlanned(early, guess);
+        if (end !== undefined) {
+          expected = end;
+          return end;
+        }
+      }
       // BEGIN IMMEDIATE holds the database's write lock from the start: every read below sees
       // every append committed before, and no other append commits until this one has.
       const end = await db.transaction().execute(async (trx) => {
@@ -105,6 +151,9 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
         throw error;
       }
     },
+    // One process per file (see dialect.ts), so a lock of this process, per file: two stores
+    // opened on one file in this process share it.
+    withLock: (name, fn) => withLocalLock(`${path.resolve(file)}\0${name}`, fn),
     async runScript(script) {
       database.exec(script);
     },

@@ -72,25 +72,31 @@ export class SubscriptionService {
     const parsed = parseSubscription(body, "create");
     this.#checkSink(parsed.spec.sink);
     requireReadable(principal, parsed.spec);
-    const count = await this.#call(() => this.#count());
-    if (count >= this.#options.maxSubscriptions) {
+    const spec = { ...parsed.spec, sinkcredential: credential(parsed, undefined) };
+    const lastId = await this.#lastId();
+    const from = parsed.from ?? "now";
+    // The count and the insert under one lock: concurrent creates (here or in another process)
+    // would otherwise all pass the same count and go past the cap together.
+    const record = await this.#call(() =>
+      this.#options.dialect.withLock("subscriptions_create", async () => {
+        const count = await this.#count();
+        if (count >= this.#options.maxSubscriptions) return count;
+        return this.#store.create({
+          id: randomUUID(),
+          spec,
+          owner: principal.name,
+          ownerScopes: [...principal.read],
+          position: from === "now" ? lastId : from,
+        });
+      }),
+    );
+    if (typeof record === "number") {
       this.#options.onRefused?.();
       throw new EventsDbError(
         "too_many_requests",
-        `this server holds ${count} subscriptions, its limit (--max-subscriptions ${this.#options.maxSubscriptions}); delete some first`,
+        `this server holds ${record} subscriptions, its limit (--max-subscriptions ${this.#options.maxSubscriptions}); delete some first`,
       );
     }
-    const lastId = await this.#lastId();
-    const from = parsed.from ?? "now";
-    const record = await this.#call(() =>
-      this.#store.create({
-        id: randomUUID(),
-        spec: { ...parsed.spec, sinkcredential: credential(parsed, undefined) },
-        owner: principal.name,
-        ownerScopes: [...principal.read],
-        position: from === "now" ? lastId : from,
-      }),
-    );
     this.#options.onChanged?.();
     return renderSubscription(record, lastId);
   }

@@ -72,7 +72,7 @@ export interface DeliveryRequest {
 
 /**
  * The request for one event: the subscription's method and headers, `Authorization: Bearer` with
- * its sink credential, WebHook-Request-Origin (§4.1.2: on every delivery after the handshake), and
+ * its sink credential (else its own Authorization header, if it has one), WebHook-Request-Origin (§4.1.2: on every delivery after the handshake), and
  * the event in the content mode — structured: the store's CloudEvents JSON (formats.ts renders it,
  * for streams and reads alike); binary: every attribute as a `ce-` header (taken from that same
  * rendering, without data), the data as the body with its datacontenttype as Content-Type.
@@ -81,8 +81,10 @@ export function deliveryRequest(spec: SubscriptionSpec, event: StoredEvent, orig
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(spec.protocolsettings.headers)) {
     const lower = name.toLowerCase();
-    // The parser refused these already (spec.ts); Authorization is the sink credential's.
-    if (!isReservedHeader(lower) && lower !== "authorization") headers[lower] = value;
+    // The parser refused reserved names already (spec.ts). Authorization is sent as given (e.g.
+    // Basic) unless the subscription has a sink credential, which sets it (the service refuses both).
+    if (isReservedHeader(lower) || (lower === "authorization" && spec.sinkcredential !== undefined)) continue;
+    headers[lower] = value;
   }
   headers["webhook-request-origin"] = origin;
   if (spec.sinkcredential !== undefined) {

@@ -4,6 +4,7 @@ import { EventsDbError } from "../../../src/errors.js";
 import { FailureLog } from "../../../src/failure-log.js";
 import { SILENT_LOGGER } from "../../../src/log.js";
 import { requireReadable, SubscriptionService } from "../../../src/subscriptions/service.js";
+import { DIALECTS } from "../../support/dialects.js";
 import { removeTempDirs, tempDir } from "../../support/process.js";
 import { openTestStore } from "../../support/server.js";
 
@@ -110,6 +111,44 @@ describe("SubscriptionService and private sinks", () => {
     } finally {
       await allowed.store.close();
       await strict.store.close();
+    }
+  });
+});
+
+describe.each(DIALECTS)("SubscriptionService's cap under concurrent creates on $name", (dialect) => {
+  it("never holds more than --max-subscriptions, whichever of two services (processes) creates", async () => {
+    const url = await dialect.url();
+    // Two stores on one database: two processes' pools and services.
+    const stores = await Promise.all([openTestStore(url), openTestStore(url)]);
+    try {
+      const [first, second] = stores.map(
+        ({ store }) =>
+          new SubscriptionService({
+            dialect: store.dialect,
+            lastId: () => store.repository.lastId(),
+            maxSubscriptions: 5,
+            allowPrivateSinks: true,
+            failures: new FailureLog(SILENT_LOGGER, () => {}),
+          }),
+      ) as [SubscriptionService, SubscriptionService];
+      const body = (i: number) => ({
+        sink: `http://sink.test/${i}`,
+        protocol: "HTTP",
+        config: { subject: "o" },
+      });
+      const outcomes = await Promise.all(
+        Array.from({ length: 24 }, (_, i) =>
+          (i % 2 === 0 ? first : second).create(ANYONE, body(i)).then(
+            () => "created",
+            (error: unknown) => (error as EventsDbError).code,
+          ),
+        ),
+      );
+      expect(outcomes.filter((o) => o === "created")).toHaveLength(5);
+      expect(outcomes.filter((o) => o === "too_many_requests")).toHaveLength(19);
+      expect(await first.list(ANYONE)).toHaveLength(5);
+    } finally {
+      await Promise.all(stores.map(({ store }) => store.close()));
     }
   });
 });

@@ -68,6 +68,18 @@ describe("delivery requests", () => {
     expect(request.headers.host).toBeUndefined();
   });
 
+  it("sends an Authorization header of the subscription's own when it has no sink credential", () => {
+    const basic = { ...spec("structured"), sinkcredential: undefined };
+    basic.protocolsettings = { ...basic.protocolsettings, headers: { authorization: "Basic dTpw" } };
+    expect(deliveryRequest(basic, event, "events.example").headers.authorization).toBe("Basic dTpw");
+    // With a credential, the credential's: never both (the service refuses that pair on write).
+    const both = {
+      ...basic,
+      sinkcredential: { credentialtype: "ACCESSTOKEN" as const, accesstoken: "s3cret" },
+    };
+    expect(deliveryRequest(both, event, "events.example").headers.authorization).toBe("Bearer s3cret");
+  });
+
   it("percent-encodes space, quote, percent and non-ASCII only", () => {
     expect(encodeHeaderValue('a "b" 100%/é~')).toBe("a%20%22b%22%20100%25/%C3%A9~");
   });
