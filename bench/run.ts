@@ -5,6 +5,7 @@ import { runIngest } from "./ingest.js";
 import { runMemory } from "./memory.js";
 import { runOneConnection } from "./one-connection.js";
 import { runScale } from "./scale.js";
+import { runVolume } from "./volume.js";
 import { runWebhooks } from "./webhooks.js";
 
 /** A benchmark suite: gets the arguments after its name (e.g. `--duration 5`). */
@@ -20,6 +21,7 @@ const SUITES: Readonly<Record<string, Suite>> = {
   scale: runScale,
   webhooks: runWebhooks,
   onecon: runOneConnection,
+  volume: runVolume,
 };
 
 const EXIT_USAGE = 2;
@@ -39,6 +41,8 @@ function usage(): string {
     "       npm run bench -- webhooks [--events N] [--sinks N] [--duration S] [--store mysql|sqlite]\n" +
     "       npm run bench -- onecon [--duration S] [--rounds N] [--store mysql|sqlite|both]\n" +
     "              [--baseline REV | --no-baseline]\n" +
+    "       npm run bench -- volume [--sizes 10k,1m,5m] [--store mysql|sqlite] [--keep DIR] [--reads N]\n" +
+    "              [--seed N] [--limit N]\n" +
     `suites: ${Object.keys(SUITES).join(", ")}\n`
   );
 }

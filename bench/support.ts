@@ -305,12 +305,16 @@ export function checkArguments(
   }
 }
 
-/** What every suite starts with: dist/ built, a throwaway MariaDB, an admin connection to it. */
-export async function startBenchDatabase(cleanup: Cleanup, database?: string) {
+/**
+ * What every suite starts with: dist/ built, a throwaway MariaDB, an admin connection to it.
+ * `mariadbArgs` go to mariadbd after the defaults (e.g. a larger buffer pool, or `--datadir` of a
+ * kept data directory, which then wins over the fresh one).
+ */
+export async function startBenchDatabase(cleanup: Cleanup, database?: string, mariadbArgs: string[] = []) {
   process.stderr.write("bench: building dist/ (tsc -p tsconfig.build.json)\n");
   await buildDist();
   process.stderr.write("bench: starting MariaDB\n");
-  const mariadb = await startMariaDb();
+  const mariadb = await startMariaDb({ extraArgs: mariadbArgs });
   cleanup.add("stop MariaDB", () => mariadb.stop());
   const admin = await createConnection({
     host: "127.0.0.1",
@@ -414,5 +418,30 @@ export function postEvent(url: URL, agent: Agent, body: string): Promise<{ statu
     req.once("timeout", () => req.destroy(new Error("POST timed out after 30 s")));
     req.once("error", reject);
     req.end(body);
+  });
+}
+
+/** GET `path` on `agent` (keep-alive), bounded by 30 s: the status and the body's byte count. */
+export function getBody(
+  url: URL,
+  agent: Agent,
+  pathAndQuery: string,
+): Promise<{ status: number; bytes: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: url.hostname, port: url.port, path: pathAndQuery, method: "GET", agent, timeout: 30_000 },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.once("end", () => {
+          const body = Buffer.concat(chunks);
+          resolve({ status: res.statusCode ?? 0, bytes: body.length, body: body.toString("utf8") });
+        });
+        res.once("error", reject);
+      },
+    );
+    req.once("timeout", () => req.destroy(new Error(`GET ${pathAndQuery} timed out after 30 s`)));
+    req.once("error", reject);
+    req.end();
   });
 }

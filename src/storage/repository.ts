@@ -271,21 +271,7 @@ export class EventRepository {
   }
 
   #toChainedRow(event: StoredEvent): ChainedRow {
-    return {
-      id: event.id,
-      source: event.source,
-      type: event.type,
-      subject: event.subject ?? NO_SUBJECT,
-      ce_id: event.ceId ?? null,
-      time: this.#dialect.writeTime(event.time),
-      datacontenttype: event.datacontenttype ?? null,
-      dataschema: event.dataschema ?? null,
-      extensions: event.extensions === undefined ? null : JSON.stringify(event.extensions),
-      data: event.data,
-      hash: event.hash as Buffer,
-      prev_hash: event.prevHash as Buffer,
-      signature: event.signature ?? null,
-    };
+    return toChainedRow(event, this.#dialect.writeTime);
   }
 
   /** One event by server id, or undefined. */
@@ -596,6 +582,29 @@ export class EventRepository {
       deleted: Number(row.tombstone) === 1 ? true : undefined,
     } as StoredEvent;
   }
+}
+
+/**
+ * A chained event's row as every dialect inserts it (values in INSERT_COLUMNS order via
+ * chainedValues), `writeTime` being the dialect's; exported for the volume bench's loader, which
+ * writes rows directly and must store exactly what an append stores.
+ */
+export function toChainedRow(event: StoredEvent, writeTime: (canonical: string) => string): ChainedRow {
+  return {
+    id: event.id,
+    source: event.source,
+    type: event.type,
+    subject: event.subject ?? NO_SUBJECT,
+    ce_id: event.ceId ?? null,
+    time: writeTime(event.time),
+    datacontenttype: event.datacontenttype ?? null,
+    dataschema: event.dataschema ?? null,
+    extensions: event.extensions === undefined ? null : JSON.stringify(event.extensions),
+    data: event.data,
+    hash: event.hash as Buffer,
+    prev_hash: event.prevHash as Buffer,
+    signature: event.signature ?? null,
+  };
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
