@@ -3,7 +3,7 @@ import { GENESIS_HASH } from "../events/chain.js";
 import type { Database, EventsTable } from "./schema.js";
 
 /** The events indexes a read may force (sql/mysql/001, 006 and 009). */
-export type EventsIndex = "events_subject_id" | "events_subject_type_id";
+export type EventsIndex = "events_subject_id" | "events_subject_type_id" | "PRIMARY";
 
 /** A row to append; the dialect assigns its id. */
 export type NewRow = Omit<Insertable<EventsTable>, "id" | "hash" | "prev_hash" | "signature" | "tombstone">;
@@ -125,7 +125,7 @@ export interface StorageDialect {
   readonly hintsSubjectPages: boolean;
   /** Whether both subject indexes carry event_size (MariaDB: stored; SQLite's is computed from the row). */
   readonly subjectIndexesCarrySize: boolean;
-  /** The clause after `FROM events` that makes a read use `index`: FORCE INDEX, INDEXED BY. */
+  /** The clause after `FROM events` that makes a read use `index`: FORCE INDEX, INDEXED BY (NOT INDEXED). */
   forceIndex(index: EventsIndex): string;
   /**
    * How many index entries a read of `query` examines as the planner estimates it (MariaDB: EXPLAIN's

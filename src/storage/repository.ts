@@ -34,7 +34,7 @@ const LOOKUP_KEYS = 500;
 /** A concurrent append of the same (source, id) by another process surfaces as a duplicate key: retry. */
 const DUPLICATE_RETRIES = 3;
 
-/** MariaDB's range estimates ran this many times a subtree's true size (see #readsSubtreeByIndex). */
+/** MariaDB's range estimates ran this many times a subtree's true size (see #subtreeRead). */
 const ESTIMATE_BIAS = 2;
 
 /** Subjects whose last event one statement reads (one column each). */
@@ -303,18 +303,20 @@ export class EventRepository {
    */
   async page(query: PageQuery): Promise<Page> {
     const maxBytes = query.maxBytes ?? Number.POSITIVE_INFINITY;
-    const subtree = (await this.#readsSubtreeByIndex(query, query.limit + 1)) ? query : undefined;
+    const read = await this.#subtreeRead(query, query.limit + 1);
+    const subtree = read === "index" ? query : undefined;
+    const walk = read === "walk";
     let rows: Selectable<EventsTable>[];
     let hasMore: boolean;
     if (maxBytes === Number.POSITIVE_INFINITY) {
       rows = await (subtree === undefined
-        ? this.#select(query, query.limit + 1, undefined)
+        ? this.#select(query, query.limit + 1, undefined, undefined, walk)
         : this.#selectOfSubtree(subtree, query.limit + 1));
       hasMore = rows.length > query.limit;
       if (hasMore) rows = rows.slice(0, query.limit);
     } else {
       const sizes = await (subtree === undefined
-        ? this.#select(query, query.limit + 1, undefined, ["id", "event_size"])
+        ? this.#select(query, query.limit + 1, undefined, ["id", "event_size"], walk)
         : this.#selectOfSubtree(subtree, query.limit + 1, ["id", "event_size"]));
       let count = 0;
       let bytes = 0;
@@ -327,7 +329,8 @@ export class EventRepository {
       hasMore = sizes.length > count;
       const last = sizes[count - 1];
       if (last === undefined) rows = [];
-      else if (subtree === undefined) rows = await this.#select(query, count, Number(last.id));
+      else if (subtree === undefined)
+        rows = await this.#select(query, count, Number(last.id), undefined, walk);
       // The rows the first read found, by id: reading the subtree's range again would cost as much.
       else
         rows = await this.#selectByIds(
@@ -340,26 +343,50 @@ export class EventRepository {
     return { events, hasMore, nextFromId: last === undefined ? query.fromId : last.id };
   }
 
-  /** Up to `limit` matching rows with fromId < id (≤ upTo), in id order: every column, or some. */
-  #select(query: PageQuery, limit: number, upTo: number | undefined): Promise<Selectable<EventsTable>[]>;
+  /**
+   * Up to `limit` matching rows with fromId < id (≤ upTo), in id order: every column, or some.
+   * With `walk`, a recursive read walks the table in id order (the primary key) whatever the
+   * planner would choose (see #subtreeRead).
+   */
+  #select(
+    query: PageQuery,
+    limit: number,
+    upTo: number | undefined,
+    columns?: undefined,
+    walk?: boolean,
+  ): Promise<Selectable<EventsTable>[]>;
   #select<C extends keyof EventsTable>(
     query: PageQuery,
     limit: number,
     upTo: number | undefined,
     columns: readonly C[],
+    walk?: boolean,
   ): Promise<Pick<Selectable<EventsTable>, C>[]>;
   #select(
     query: PageQuery,
     limit: number,
     upTo: number | undefined,
     columns?: readonly (keyof EventsTable)[],
+    walk = false,
   ): Promise<Partial<Selectable<EventsTable>>[]> {
+    if (walk) {
+      const what = columns === undefined ? sql`*` : sql.join(columns.map((c) => sql.ref(c)));
+      const below = upTo === undefined ? sql`` : sql`AND id <= ${upTo}`;
+      return sql<Partial<Selectable<EventsTable>>>`
+        SELECT ${what} FROM events ${sql.raw(this.#dialect.forceIndex("PRIMARY"))}
+        WHERE ${subtreeWhere(query)} AND id > ${query.fromId} ${below} ORDER BY id LIMIT ${limit}
+      `
+        .execute(this.#dialect.db)
+        .then((result) => result.rows);
+    }
     const [subject] = query.subjects;
+    // With a type, SQLite's planner too needs telling: it chose the (type, id) index, which reads
+    // every event of the type to find the subject's.
     if (
       subject !== undefined &&
       query.subjects.length === 1 &&
       !query.recursive &&
-      this.#dialect.hintsSubjectPages
+      (this.#dialect.hintsSubjectPages || query.type !== undefined)
     ) {
       return this.#selectOfSubject(subject, query, limit, upTo, columns);
     }
@@ -400,8 +427,11 @@ export class EventRepository {
   }
 
   /**
-   * Whether a recursive page reads its subtree's ids from the subject index (#selectOfSubtree)
-   * rather than walking the table in id order until the page is full. The index read examines
+   * How a recursive page reads its subtree: "index", its ids from the subject index
+   * (#selectOfSubtree), or "walk", the table in id order until the page is full (the planners'
+   * choice without a hint: MariaDB's always, SQLite's sometimes; SQLite also sorted whole large
+   * subtrees), or undefined, the planner's choice (not recursive; or large with a type, where the
+   * (type, id) index may serve better than either). The index read examines
    * every entry of the subtree (S of them; entries are small) and sorts their ids; the walk
    * examines rows until `limit` match: about limit × N / S of N events when the subtree is spread
    * over the ids, and never more than the rows after the cursor. So the index wins while
@@ -409,22 +439,26 @@ export class EventRepository {
    * index dives, which ran 1.5–2.5× the true count on the bench data: halved), or, on SQLite, an
    * index-only count that stops at the threshold.
    */
-  async #readsSubtreeByIndex(query: PageQuery, limit: number): Promise<boolean> {
-    if (!query.recursive || query.subjects.length === 0 || query.tombstones === true) return false;
+  async #subtreeRead(query: PageQuery, limit: number): Promise<"index" | "walk" | undefined> {
+    if (!query.recursive || query.subjects.length === 0 || query.tombstones === true) return undefined;
+    const large = query.type === undefined ? "walk" : undefined;
     const after = (await this.lastCommitted()) - query.fromId;
     // A page near the end (a live stream's next one): the walk reads at most what follows.
-    if (after <= limit) return false;
+    if (after <= limit) return large;
     const threshold = Math.ceil(Math.min(Math.sqrt(limit * (query.fromId + after)), after));
     const where = subtreeWhere(query);
     const hint = sql.raw(this.#dialect.forceIndex(subtreeIndex(query)));
     const estimate = await this.#dialect.estimateRows(
       sql`SELECT id FROM events ${hint} WHERE ${where}`.compile(this.#dialect.db),
     );
-    if (estimate !== undefined) return estimate / ESTIMATE_BIAS < threshold;
-    const counted = await sql<{ n: number | bigint }>`
-      SELECT COUNT(*) AS n FROM (SELECT 1 FROM events ${hint} WHERE ${where} LIMIT ${threshold}) AS probe
-    `.execute(this.#dialect.db);
-    return Number(counted.rows[0]?.n ?? threshold) < threshold;
+    let size = estimate === undefined ? undefined : estimate / ESTIMATE_BIAS;
+    if (size === undefined) {
+      const counted = await sql<{ n: number | bigint }>`
+        SELECT COUNT(*) AS n FROM (SELECT 1 FROM events ${hint} WHERE ${where} LIMIT ${threshold}) AS probe
+      `.execute(this.#dialect.db);
+      size = Number(counted.rows[0]?.n ?? threshold);
+    }
+    return size < threshold ? "index" : large;
   }
 
   /**
@@ -866,7 +900,9 @@ function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter)
       filter.recursive
         ? eb.or(
             subtreeRanges(filter.subjects).map(({ from, to }) =>
-              eb.and([eb("subject", ">=", from), eb("subject", "<", to)]),
+              to === `${from}\u0001`
+                ? eb("subject", "=", from)
+                : eb.and([eb("subject", ">=", from), eb("subject", "<", to)]),
             ),
           )
         : eb.or(filter.subjects.map((subject) => eb("subject", "=", subject))),
@@ -880,8 +916,8 @@ function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter)
 
 /** A recursive filter's subjects and type as one condition (its subtree's ranges; see matches). */
 function subtreeWhere(filter: EventFilter) {
-  const ranges = subtreeRanges(filter.subjects).map(
-    ({ from, to }) => sql`(subject >= ${from} AND subject < ${to})`,
+  const ranges = subtreeRanges(filter.subjects).map(({ from, to }) =>
+    to === `${from}\u0001` ? sql`subject = ${from}` : sql`(subject >= ${from} AND subject < ${to})`,
   );
   const byType = filter.type === undefined ? sql`` : sql` AND type = ${filter.type}`;
   return sql<boolean>`(${sql.join(ranges, sql` OR `)})${byType}`;
@@ -895,8 +931,9 @@ function subtreeIndex(filter: EventFilter): EventsIndex {
 /**
  * The index ranges of some subjects and everything below them, in order and disjoint: per
  * subject, itself alone (nothing sorts between it and itself + U+0001 but "subject\0…", never
- * stored) and `subject/` up to `subject0`, "0" being the code point after "/". Subjects below
- * another one are dropped. The one place both a recursive read (matches, #selectOfSubtree) and a
+ * stored; reads write it `subject = S`, which the (subject, type, id) index seeks with the type)
+ * and `subject/` up to `subject0`, "0" being the code point after "/". Subjects below another one
+ * are dropped. The one place both a recursive read (matches, #selectOfSubtree) and a
  * narrow token's subject pages (subjectRanges) cut the subject order into scopes.
  */
 export function subtreeRanges(subjects: readonly string[]): Required<SubjectRange>[] {
