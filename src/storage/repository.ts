@@ -85,6 +85,11 @@ export class EventRepository {
   readonly #signing: Signing | undefined;
   /** Subjects' last ids as this process last saw them: preconditions checked without a read. */
   readonly #heads = new SubjectHeads();
+  /**
+   * The highest last id this process has seen committed (its appends, lastCommitted, which the
+   * hub calls every few milliseconds): the table's size for #subtreeRead, without a read of its own.
+   */
+  #lastSeen: number | undefined;
 
   /** With `signing`, new events' chain hashes are signed: each one's, or each commit's last. */
   constructor(dialect: StorageDialect, signing?: Signing) {
@@ -187,6 +192,7 @@ export class EventRepository {
     });
     if (outcome === undefined || from === undefined) throw new Error("the append transaction made no plan");
     this.#heads.advance(from, end, lastRead, subjectsOf(outcome.created));
+    this.#lastSeen = Math.max(this.#lastSeen ?? 0, end.lastId);
     return outcome;
   }
 
@@ -442,7 +448,7 @@ export class EventRepository {
   async #subtreeRead(query: PageQuery, limit: number): Promise<"index" | "walk" | undefined> {
     if (!query.recursive || query.subjects.length === 0 || query.tombstones === true) return undefined;
     const large = query.type === undefined ? "walk" : undefined;
-    const after = (await this.lastCommitted()) - query.fromId;
+    const after = (this.#lastSeen ?? (await this.lastCommitted())) - query.fromId;
     // A page near the end (a live stream's next one): the walk reads at most what follows.
     if (after <= limit) return large;
     const threshold = Math.ceil(Math.min(Math.sqrt(limit * (query.fromId + after)), after));
@@ -685,7 +691,9 @@ export class EventRepository {
       .select("last_id")
       .where("name", "=", "events")
       .executeTakeFirst();
-    return row === undefined ? 0 : Number(row.last_id);
+    const last = row === undefined ? 0 : Number(row.last_id);
+    this.#lastSeen = Math.max(this.#lastSeen ?? 0, last);
+    return last;
   }
 
   /** A cheap round trip for readiness. */
