@@ -3,7 +3,7 @@ import { GENESIS_HASH } from "../events/chain.js";
 import type { Database, EventsTable } from "./schema.js";
 
 /** The events indexes a read may force (sql/mysql/001, 006 and 009). */
-export type EventsIndex = "events_subject_id" | "events_subject_type_id" | "PRIMARY";
+export type EventsIndex = "events_subject_id" | "events_subject_type_id" | "events_type_id" | "PRIMARY";
 
 /** A row to append; the dialect assigns its id. */
 export type NewRow = Omit<Insertable<EventsTable>, "id" | "hash" | "prev_hash" | "signature" | "tombstone">;

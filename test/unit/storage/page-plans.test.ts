@@ -164,6 +164,7 @@ describe.each(DIALECTS)("page plans at scale on $name", (dialect) => {
       { subjects: ["small"], small: true },
       { subjects: ["small/b", "small/a"], small: true },
       { subjects: ["hot"], type: "rare", small: true },
+      { subjects: ["small"], type: "common", small: true },
       { subjects: ["big"], small: false },
     ];
     for (const { subjects, type, small } of cases) {
