@@ -139,6 +139,7 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
     },
     hintsSubjectPages: true,
     subjectIndexesCarrySize: true,
+    entriesPerRow: 2,
     forceIndex: (index) => `FORCE INDEX (${index})`,
     async estimateRows(query) {
       const rows = await db.executeQuery<{ rows?: unknown }>(

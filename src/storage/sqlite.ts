@@ -111,6 +111,7 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
     // SQLite's planner seeks (subject, id) and (subject, type, id) by itself.
     hintsSubjectPages: false,
     subjectIndexesCarrySize: false,
+    entriesPerRow: 1,
     // The primary key is the rowid: NOT INDEXED leaves it the only way.
     forceIndex: (index) => (index === "PRIMARY" ? "NOT INDEXED" : `INDEXED BY ${index}`),
     // No estimate to ask for: the repository counts, bounded (an index-only count, in process).
