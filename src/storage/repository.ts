@@ -437,13 +437,13 @@ export class EventRepository {
    * (#selectOfSubtree), or "walk", the table in id order until the page is full (the planners'
    * choice without a hint: MariaDB's always, SQLite's sometimes; SQLite also sorted whole large
    * subtrees), or undefined, the planner's choice (not recursive; or large with a type, where the
-   * (type, id) index may serve better than either). The index read examines
-   * every entry of the subtree (S of them; entries are small) and sorts their ids; the walk
+   * (type, id) index may serve better than either). The index read examines every entry of the
+   * subtree (S of them; entries are small) and sorts their ids; the walk
    * examines rows until `limit` match: about limit × N / S of N events when the subtree is spread
    * over the ids, and never more than the rows after the cursor. So the index wins while
    * S² < limit × N × the dialect's entriesPerRow: below 2 % of 5M events for pages of 1000 on
-   * MariaDB, below 3 % of 1M on SQLite. S is MariaDB's range estimate (cheap
-   * index dives, which ran 1.5–2.5× the true count on the bench data: halved), or, on SQLite, an
+   * MariaDB, below 3 % of 1M on SQLite. S is MariaDB's range estimate (cheap index dives, which
+   * ran 1.5–2.5× the true count on the bench data: halved), or, on SQLite, an
    * index-only count that stops at the threshold. With a type of at most `limit` events in all,
    * the (type, id) index answers at once (SQLite's planner picks it; a subtree count would cost more).
    */
@@ -908,8 +908,9 @@ function failedPrecondition(
 
 /**
  * Subject filter as index ranges, not LIKE: `recursive` = the subject itself or any subject in
- * [S + "/", S + "0"), "0" being the code point after "/" (subtreeRanges). So `%`, `_` and `\` are plain characters,
- * `orders` never matches `orders-archive`, and both engines range-scan the (subject, id) index.
+ * [S + "/", S + "0"), "0" being the code point after "/" (subtreeRanges). So `%`, `_` and `\` are
+ * plain characters, `orders` never matches `orders-archive`, and both engines range-scan the
+ * (subject, id) index.
  */
 function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter) {
   const conditions = [];
