@@ -157,7 +157,17 @@ export function createMysqlDialect(url: string, poolSize: number, timeoutMs: num
         conn.release();
       }
     },
-    subjectIndexHint: "FORCE INDEX (events_subject_id)",
+    hintsSubjectPages: true,
+    subjectIndexesCarrySize: true,
+    entriesPerRow: 2,
+    forceIndex: (index) => `FORCE INDEX (${index})`,
+    async estimateRows(query) {
+      const rows = await db.executeQuery<{ rows?: unknown }>(
+        CompiledQuery.raw(`EXPLAIN ${query.sql}`, [...query.parameters]),
+      );
+      const estimate = Number(rows.rows[0]?.rows);
+      return Number.isFinite(estimate) ? estimate : undefined;
+    },
     readTime: fromSqlDateTime,
     writeTime: toSqlDateTime,
     isDuplicateKey: (error) =>

@@ -1,4 +1,11 @@
-import { type CompiledQuery, type ExpressionBuilder, type Kysely, type Selectable, sql } from "kysely";
+import {
+  type CompiledQuery,
+  type ExpressionBuilder,
+  type Kysely,
+  type RawBuilder,
+  type Selectable,
+  sql,
+} from "kysely";
 import { EventsDbError } from "../errors.js";
 import { chainHash, contentDigest, GENESIS_HASH, linkHash } from "../events/chain.js";
 import type {
@@ -11,7 +18,7 @@ import type {
   StoredEvent,
 } from "../events/event.js";
 import type { Signer } from "../events/signing.js";
-import type { AppendState, ChainedRow, StorageDialect } from "./dialect.js";
+import type { AppendState, ChainedRow, EventsIndex, StorageDialect } from "./dialect.js";
 import type { Database, EventsTable } from "./schema.js";
 import { SubjectHeads } from "./subject-heads.js";
 
@@ -26,6 +33,9 @@ const NO_SUBJECT = "";
 const LOOKUP_KEYS = 500;
 /** A concurrent append of the same (source, id) by another process surfaces as a duplicate key: retry. */
 const DUPLICATE_RETRIES = 3;
+
+/** MariaDB's range estimates ran this many times a subtree's true size (see #subtreeRead). */
+const ESTIMATE_BIAS = 2;
 
 /** Subjects whose last event one statement reads (one column each). */
 const LAST_ID_SUBJECTS = 500;
@@ -75,6 +85,11 @@ export class EventRepository {
   readonly #signing: Signing | undefined;
   /** Subjects' last ids as this process last saw them: preconditions checked without a read. */
   readonly #heads = new SubjectHeads();
+  /**
+   * The highest last id this process has seen committed (its appends, lastCommitted, which the
+   * hub calls every few milliseconds): the table's size for #subtreeRead, without a read of its own.
+   */
+  #lastSeen: number | undefined;
 
   /** With `signing`, new events' chain hashes are signed: each one's, or each commit's last. */
   constructor(dialect: StorageDialect, signing?: Signing) {
@@ -194,6 +209,7 @@ export class EventRepository {
     });
     if (outcome === undefined || from === undefined) throw new Error("the append transaction made no plan");
     this.#heads.advance(from, end, lastRead, subjectsOf(outcome.created));
+    this.#lastSeen = Math.max(this.#lastSeen ?? 0, end.lastId);
     return outcome;
   }
 
@@ -296,14 +312,21 @@ export class EventRepository {
    */
   async page(query: PageQuery): Promise<Page> {
     const maxBytes = query.maxBytes ?? Number.POSITIVE_INFINITY;
+    const read = await this.#subtreeRead(query, query.limit + 1);
+    const subtree = read === "index" ? query : undefined;
+    const walk = read === "walk";
     let rows: Selectable<EventsTable>[];
     let hasMore: boolean;
     if (maxBytes === Number.POSITIVE_INFINITY) {
-      rows = await this.#select(query, query.limit + 1, undefined);
+      rows = await (subtree === undefined
+        ? this.#select(query, query.limit + 1, undefined, undefined, walk)
+        : this.#selectOfSubtree(subtree, query.limit + 1));
       hasMore = rows.length > query.limit;
       if (hasMore) rows = rows.slice(0, query.limit);
     } else {
-      const sizes = await this.#select(query, query.limit + 1, undefined, ["id", "event_size"]);
+      const sizes = await (subtree === undefined
+        ? this.#select(query, query.limit + 1, undefined, ["id", "event_size"], walk)
+        : this.#selectOfSubtree(subtree, query.limit + 1, ["id", "event_size"]));
       let count = 0;
       let bytes = 0;
       for (const row of sizes) {
@@ -314,33 +337,65 @@ export class EventRepository {
       }
       hasMore = sizes.length > count;
       const last = sizes[count - 1];
-      rows = last === undefined ? [] : await this.#select(query, count, Number(last.id));
+      if (last === undefined) rows = [];
+      else if (subtree === undefined)
+        rows = await this.#select(query, count, Number(last.id), undefined, walk);
+      // The rows the first read found, by id: reading the subtree's range again would cost as much.
+      else
+        rows = await this.#selectByIds(
+          subtree,
+          sizes.slice(0, count).map((row) => Number(row.id)),
+        );
     }
     const events = rows.map((row) => this.#fromRow(row));
     const last = events.at(-1);
     return { events, hasMore, nextFromId: last === undefined ? query.fromId : last.id };
   }
 
-  /** Up to `limit` matching rows with fromId < id (≤ upTo), in id order: every column, or some. */
-  #select(query: PageQuery, limit: number, upTo: number | undefined): Promise<Selectable<EventsTable>[]>;
+  /**
+   * Up to `limit` matching rows with fromId < id (≤ upTo), in id order: every column, or some.
+   * With `walk`, a recursive read walks the table in id order (the primary key) whatever the
+   * planner would choose (see #subtreeRead).
+   */
+  #select(
+    query: PageQuery,
+    limit: number,
+    upTo: number | undefined,
+    columns?: undefined,
+    walk?: boolean,
+  ): Promise<Selectable<EventsTable>[]>;
   #select<C extends keyof EventsTable>(
     query: PageQuery,
     limit: number,
     upTo: number | undefined,
     columns: readonly C[],
+    walk?: boolean,
   ): Promise<Pick<Selectable<EventsTable>, C>[]>;
   #select(
     query: PageQuery,
     limit: number,
     upTo: number | undefined,
     columns?: readonly (keyof EventsTable)[],
+    walk = false,
   ): Promise<Partial<Selectable<EventsTable>>[]> {
+    if (walk) {
+      const what = columns === undefined ? sql`*` : sql.join(columns.map((c) => sql.ref(c)));
+      const below = upTo === undefined ? sql`` : sql`AND id <= ${upTo}`;
+      return sql<Partial<Selectable<EventsTable>>>`
+        SELECT ${what} FROM events ${sql.raw(this.#dialect.forceIndex("PRIMARY"))}
+        WHERE ${subtreeWhere(query)} AND id > ${query.fromId} ${below} ORDER BY id LIMIT ${limit}
+      `
+        .execute(this.#dialect.db)
+        .then((result) => result.rows);
+    }
     const [subject] = query.subjects;
+    // With a type, SQLite's planner too needs telling: it chose the (type, id) index, which reads
+    // every event of the type to find the subject's.
     if (
       subject !== undefined &&
       query.subjects.length === 1 &&
       !query.recursive &&
-      this.#dialect.subjectIndexHint !== ""
+      (this.#dialect.hintsSubjectPages || query.type !== undefined)
     ) {
       return this.#selectOfSubject(subject, query, limit, upTo, columns);
     }
@@ -357,7 +412,8 @@ export class EventRepository {
    * One subject's rows with the dialect's index hint. MariaDB 10.11 otherwise reads the
    * (subject, id) index by subject alone and skips ids up to the cursor row by row, so each page
    * of a long catch-up cost more than the last (4 ms at 1k, 60 ms at 750k); with the hint it
-   * seeks to (subject, cursor): about 2 ms per page at any depth.
+   * seeks to (subject, cursor): about 2 ms per page at any depth. With a type it seeks to
+   * (subject, type, cursor) instead, and reads none of the subject's events of other types.
    */
   #selectOfSubject(
     subject: string,
@@ -369,13 +425,107 @@ export class EventRepository {
     const what = columns === undefined ? sql`*` : sql.join(columns.map((c) => sql.ref(c)));
     const byType = query.type === undefined ? sql`` : sql`AND type = ${query.type}`;
     const below = upTo === undefined ? sql`` : sql`AND id <= ${upTo}`;
+    const index = query.type === undefined ? "events_subject_id" : "events_subject_type_id";
     return sql<Partial<Selectable<EventsTable>>>`
-      SELECT ${what} FROM events ${sql.raw(this.#dialect.subjectIndexHint)}
+      SELECT ${what} FROM events ${sql.raw(this.#dialect.forceIndex(index))}
       WHERE subject = ${subject} AND id > ${query.fromId} ${below} ${byType}
       ORDER BY id LIMIT ${limit}
     `
       .execute(this.#dialect.db)
       .then((result) => result.rows);
+  }
+
+  /**
+   * How a recursive page reads its subtree: "index", its ids from the subject index
+   * (#selectOfSubtree), or "walk", the table in id order until the page is full (the planners'
+   * choice without a hint: MariaDB's always, SQLite's sometimes; SQLite also sorted whole large
+   * subtrees), or undefined, the planner's choice (not recursive; or large with a type, where the
+   * (type, id) index may serve better than either). The index read examines every entry of the
+   * subtree (S of them; entries are small) and sorts their ids; the walk
+   * examines rows until `limit` match: about limit × N / S of N events when the subtree is spread
+   * over the ids, and never more than the rows after the cursor. So the index wins while
+   * S² < limit × N × the dialect's entriesPerRow: below 2 % of 5M events for pages of 1000 on
+   * MariaDB, below 3 % of 1M on SQLite. S is MariaDB's range estimate (cheap index dives, which
+   * ran 1.5–2.5× the true count on the bench data: halved), or, on SQLite, an
+   * index-only count that stops at the threshold. With a type of at most `limit` events in all,
+   * the (type, id) index answers at once (SQLite's planner picks it; a subtree count would cost more).
+   */
+  async #subtreeRead(query: PageQuery, limit: number): Promise<"index" | "walk" | undefined> {
+    if (!query.recursive || query.subjects.length === 0 || query.tombstones === true) return undefined;
+    const large = query.type === undefined ? "walk" : undefined;
+    const after = (this.#lastSeen ?? (await this.lastCommitted())) - query.fromId;
+    // A page near the end (a live stream's next one): the walk reads at most what follows.
+    if (after <= limit) return large;
+    const total = query.fromId + after;
+    const threshold = Math.ceil(Math.min(Math.sqrt(limit * total * this.#dialect.entriesPerRow), after));
+    if (query.type !== undefined) {
+      const ofType = await this.#size("events_type_id", sql<boolean>`type = ${query.type}`, limit + 1);
+      if (ofType <= limit) return undefined;
+    }
+    return (await this.#size(subtreeIndex(query), subtreeWhere(query), threshold)) < threshold
+      ? "index"
+      : large;
+  }
+
+  /** About how many entries of `index` match `where`: MariaDB's estimate, or a count up to `bound`. */
+  async #size(index: EventsIndex, where: RawBuilder<boolean>, bound: number): Promise<number> {
+    const hint = sql.raw(this.#dialect.forceIndex(index));
+    const estimate = await this.#dialect.estimateRows(
+      sql`SELECT id FROM events ${hint} WHERE ${where}`.compile(this.#dialect.db),
+    );
+    if (estimate !== undefined) return estimate / ESTIMATE_BIAS;
+    const counted = await sql<{ n: number | bigint }>`
+      SELECT COUNT(*) AS n FROM (SELECT 1 FROM events ${hint} WHERE ${where} LIMIT ${bound}) AS probe
+    `.execute(this.#dialect.db);
+    return Number(counted.rows[0]?.n ?? bound);
+  }
+
+  /**
+   * A recursive page by a late row lookup: the ids of the next `limit` events of the subtree,
+   * read from the subject index alone (each scope's two ranges; with a type, the
+   * (subject, type, id) index), sorted, then only those rows. Costs the subtree's index entries,
+   * whatever the cursor, and no row beyond the page.
+   */
+  #selectOfSubtree(query: PageQuery, limit: number): Promise<Selectable<EventsTable>[]>;
+  #selectOfSubtree<C extends keyof EventsTable>(
+    query: PageQuery,
+    limit: number,
+    columns: readonly C[],
+  ): Promise<Pick<Selectable<EventsTable>, C>[]>;
+  #selectOfSubtree(
+    query: PageQuery,
+    limit: number,
+    columns?: readonly (keyof EventsTable)[],
+  ): Promise<Partial<Selectable<EventsTable>>[]> {
+    const hint = sql.raw(this.#dialect.forceIndex(subtreeIndex(query)));
+    const execute = (query: RawBuilder<Partial<Selectable<EventsTable>>>) =>
+      query.execute(this.#dialect.db).then((result) => result.rows);
+    // A page's weighing (ids and sizes) from the index alone, where it carries the sizes.
+    if (columns?.every((c) => c === "id" || c === "event_size") && this.#dialect.subjectIndexesCarrySize) {
+      return execute(sql`
+        SELECT ${sql.join(columns.map((c) => sql.ref(c)))} FROM events ${hint}
+        WHERE ${subtreeWhere(query)} AND id > ${query.fromId} ORDER BY id LIMIT ${limit}
+      `);
+    }
+    const what = columns === undefined ? sql`events.*` : sql.join(columns.map((c) => sql.ref(`events.${c}`)));
+    return execute(sql`
+      SELECT ${what} FROM events JOIN (
+        SELECT id FROM events ${hint} WHERE ${subtreeWhere(query)} AND id > ${query.fromId}
+        ORDER BY id LIMIT ${limit}
+      ) AS page ON page.id = events.id
+      ORDER BY events.id
+    `);
+  }
+
+  /** The rows of some ids that still match a recursive filter (not deleted meanwhile), in id order. */
+  #selectByIds(query: PageQuery, ids: readonly number[]): Promise<Selectable<EventsTable>[]> {
+    return this.#dialect.db
+      .selectFrom("events")
+      .selectAll()
+      .where("id", "in", ids)
+      .where(() => subtreeWhere(query))
+      .orderBy("id")
+      .execute();
   }
 
   /** Deletes events with id > fromId matching the filter; returns how many. */
@@ -554,7 +704,9 @@ export class EventRepository {
       .select("last_id")
       .where("name", "=", "events")
       .executeTakeFirst();
-    return row === undefined ? 0 : Number(row.last_id);
+    const last = row === undefined ? 0 : Number(row.last_id);
+    this.#lastSeen = Math.max(this.#lastSeen ?? 0, last);
+    return last;
   }
 
   /** A cheap round trip for readiness. */
@@ -782,23 +934,23 @@ function failedPrecondition(
 
 /**
  * Subject filter as index ranges, not LIKE: `recursive` = the subject itself or any subject in
- * [S + "/", S + "0"), "0" being the code point after "/". So `%`, `_` and `\` are plain characters,
- * `orders` never matches `orders-archive`, and both engines range-scan the (subject, id) index.
+ * [S + "/", S + "0"), "0" being the code point after "/" (subtreeRanges). So `%`, `_` and `\` are
+ * plain characters, `orders` never matches `orders-archive`, and both engines range-scan the
+ * (subject, id) index.
  */
 function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter) {
   const conditions = [];
   if (filter.subjects.length > 0) {
     conditions.push(
-      eb.or(
-        filter.subjects.flatMap((subject) =>
-          filter.recursive
-            ? [
-                eb("subject", "=", subject),
-                eb.and([eb("subject", ">=", `${subject}/`), eb("subject", "<", `${subject}0`)]),
-              ]
-            : [eb("subject", "=", subject)],
-        ),
-      ),
+      filter.recursive
+        ? eb.or(
+            subtreeRanges(filter.subjects).map(({ from, to }) =>
+              to === `${from}\u0001`
+                ? eb("subject", "=", from)
+                : eb.and([eb("subject", ">=", from), eb("subject", "<", to)]),
+            ),
+          )
+        : eb.or(filter.subjects.map((subject) => eb("subject", "=", subject))),
     );
   }
   if (filter.type !== undefined) conditions.push(eb("type", "=", filter.type));
@@ -807,10 +959,39 @@ function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter)
   return eb.and(conditions);
 }
 
+/** A recursive filter's subjects and type as one condition (its subtree's ranges; see matches). */
+function subtreeWhere(filter: EventFilter) {
+  const ranges = subtreeRanges(filter.subjects).map(({ from, to }) =>
+    to === `${from}\u0001` ? sql`subject = ${from}` : sql`(subject >= ${from} AND subject < ${to})`,
+  );
+  const byType = filter.type === undefined ? sql`` : sql` AND type = ${filter.type}`;
+  return sql<boolean>`(${sql.join(ranges, sql` OR `)})${byType}`;
+}
+
+/** The index a recursive read of the filter examines: by subject, or by subject and type. */
+function subtreeIndex(filter: EventFilter): EventsIndex {
+  return filter.type === undefined ? "events_subject_id" : "events_subject_type_id";
+}
+
 /**
- * The smallest string greater than every string starting with `prefix`, in code point order:
- * the prefix with its last code point incremented (skipping surrogates), or undefined if none.
+ * The index ranges of some subjects and everything below them, in order and disjoint: per
+ * subject, itself alone (nothing sorts between it and itself + U+0001 but "subject\0…", never
+ * stored; reads write it `subject = S`, which the (subject, type, id) index seeks with the type)
+ * and `subject/` up to `subject0`, "0" being the code point after "/". Subjects below another one
+ * are dropped. The one place both a recursive read (matches, #selectOfSubtree) and a
+ * narrow token's subject pages (subjectRanges) cut the subject order into scopes.
  */
+export function subtreeRanges(subjects: readonly string[]): Required<SubjectRange>[] {
+  const distinct = [...new Set(subjects)];
+  return distinct
+    .filter((s) => !distinct.some((o) => o !== s && s.startsWith(`${o}/`)))
+    .flatMap((subject) => [
+      { from: subject, open: false, to: `${subject}\u0001` },
+      { from: `${subject}/`, open: false, to: `${subject}0` },
+    ])
+    .sort((a, b) => compare(a.from, b.from));
+}
+
 /** What one page of subjects selects (see Repository.subjects). */
 export interface SubjectsQuery {
   readonly prefix: string;
@@ -847,17 +1028,9 @@ export function subjectRanges(query: SubjectsQuery): SubjectRange[] {
   const base: SubjectRange = { from: query.prefix, open: false, to: prefixUpperBound(query.prefix) };
   let ranges: SubjectRange[] = [base];
   if (query.scopes !== undefined && !query.scopes.includes("*")) {
-    const scopes = [...new Set(query.scopes)];
-    const kept = scopes.filter((s) => !scopes.some((o) => o !== s && s.startsWith(`${o}/`)));
-    ranges = kept
-      .flatMap((scope): SubjectRange[] => [
-        // The scope alone: nothing sorts between it and itself + U+0001 but "scope\0…" (never stored).
-        { from: scope, open: false, to: `${scope}\u0001` },
-        { from: `${scope}/`, open: false, to: `${scope}0` },
-      ])
+    ranges = subtreeRanges(query.scopes)
       .map((range) => intersect(range, base))
-      .filter((range): range is SubjectRange => range !== undefined)
-      .sort((a, b) => compare(a.from, b.from));
+      .filter((range): range is SubjectRange => range !== undefined);
   }
   const floor: SubjectRange = { from: query.after === "" ? NO_SUBJECT : query.after, open: true };
   return ranges
@@ -894,6 +1067,10 @@ function compare(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
+/**
+ * The smallest string greater than every string starting with `prefix`, in code point order:
+ * the prefix with its last code point incremented (skipping surrogates), or undefined if none.
+ */
 export function prefixUpperBound(prefix: string): string | undefined {
   const points = [...prefix];
   while (points.length > 0) {

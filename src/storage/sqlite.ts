@@ -159,8 +159,14 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
     async runScript(script) {
       database.exec(script);
     },
-    // SQLite's planner seeks (subject, id) by itself.
-    subjectIndexHint: "",
+    // SQLite's planner seeks (subject, id) and (subject, type, id) by itself.
+    hintsSubjectPages: false,
+    subjectIndexesCarrySize: false,
+    entriesPerRow: 1,
+    // The primary key is the rowid: NOT INDEXED leaves it the only way.
+    forceIndex: (index) => (index === "PRIMARY" ? "NOT INDEXED" : `INDEXED BY ${index}`),
+    // No estimate to ask for: the repository counts, bounded (an index-only count, in process).
+    estimateRows: async () => undefined,
     readTime: (value) => value,
     writeTime: (canonical) => canonical,
     isDuplicateKey: (error) =>
