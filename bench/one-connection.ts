@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { Agent, request } from "node:http";
+import { Agent } from "node:http";
 import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
@@ -31,6 +31,7 @@ import {
   parseCountOption,
   parseDuration,
   percentile,
+  postEvent,
   ROOT,
   serverEnv,
   startBenchDatabase,
@@ -386,27 +387,10 @@ function restCaller(base: string, mode: Mode): Caller {
   const contentType = mode === "REST structured" ? "application/cloudevents+json" : "application/json";
   return {
     send: (payload) =>
-      new Promise((resolve) => {
-        const req = request(
-          {
-            host: url.hostname,
-            port: url.port,
-            path: "/events",
-            method: "POST",
-            agent,
-            headers: { "content-type": contentType, "content-length": Buffer.byteLength(payload) },
-            timeout: REQUEST_TIMEOUT_MS,
-          },
-          (res) => {
-            res.resume();
-            res.once("end", () => resolve(res.statusCode === 200 || res.statusCode === 201));
-            res.once("error", () => resolve(false));
-          },
-        );
-        req.once("timeout", () => req.destroy(new Error("timed out")));
-        req.once("error", () => resolve(false));
-        req.end(payload);
-      }),
+      postEvent(url, agent, payload, contentType).then(
+        ({ status }) => status === 200 || status === 201,
+        () => false,
+      ),
     close: () => agent.destroy(),
   };
 }

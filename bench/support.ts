@@ -392,8 +392,16 @@ export async function checkoutBuild(revision: string, dir: string, cleanup: Clea
   return path.join(dir, "dist", "cli.js");
 }
 
-/** POST /events of one JSON body on `agent` (keep-alive), bounded by 30 s; the status and the answer's text. */
-export function postEvent(url: URL, agent: Agent, body: string): Promise<{ status: number; body: string }> {
+/**
+ * POST /events of one body (JSON unless `contentType` says otherwise) on `agent` (keep-alive),
+ * bounded by 30 s; the status and the answer's text.
+ */
+export function postEvent(
+  url: URL,
+  agent: Agent,
+  body: string,
+  contentType = "application/json",
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
@@ -402,7 +410,7 @@ export function postEvent(url: URL, agent: Agent, body: string): Promise<{ statu
         path: "/events",
         method: "POST",
         agent,
-        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+        headers: { "content-type": contentType, "content-length": Buffer.byteLength(body) },
         timeout: 30_000,
       },
       (res) => {
