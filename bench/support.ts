@@ -399,7 +399,7 @@ export async function checkoutBuild(revision: string, dir: string, cleanup: Clea
 export function postEvent(
   url: URL,
   agent: Agent,
-  body: string,
+  body: string | Buffer,
   contentType = "application/json",
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
