@@ -53,6 +53,8 @@ export class DeliveryManager {
   /** Parked subscriptions, as of the last tick (for the parked gauge). */
   #parked: readonly string[] = [];
   #timer: NodeJS.Timeout | undefined;
+  /** The tick a poke during a tick asked for, after that one. */
+  #again: Promise<void> | undefined;
   #unlisten: (() => void) | undefined;
   #ticking: Promise<void> | undefined;
   /** When a renewal last succeeded (performance.now()). */
@@ -73,13 +75,24 @@ export class DeliveryManager {
     this.#timer.unref();
   }
 
-  /** Renews and claims now (a subscription was created or redriven): no wait for the next tick. */
+  /**
+   * Renews and claims now (a subscription was created or redriven): no wait for the next tick.
+   * A tick already under way may have read the table before the change, so a poke during one
+   * runs one more tick after it (pokes during the same tick share it); its promise settles then.
+   */
   poke(): Promise<void> {
     if (this.#closed || this.#options.maxSubscriptions === 0) return Promise.resolve();
-    this.#ticking ??= this.#tick().finally(() => {
-      this.#ticking = undefined;
+    if (this.#ticking === undefined) {
+      this.#ticking = this.#tick().finally(() => {
+        this.#ticking = undefined;
+      });
+      return this.#ticking;
+    }
+    this.#again ??= this.#ticking.then(() => {
+      this.#again = undefined;
+      return this.poke();
     });
-    return this.#ticking;
+    return this.#again;
   }
 
   /** The subscriptions delivered here (ids). */
