@@ -943,13 +943,7 @@ function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter)
   if (filter.subjects.length > 0) {
     conditions.push(
       filter.recursive
-        ? eb.or(
-            subtreeRanges(filter.subjects).map(({ from, to }) =>
-              to === `${from}\u0001`
-                ? eb("subject", "=", from)
-                : eb.and([eb("subject", ">=", from), eb("subject", "<", to)]),
-            ),
-          )
+        ? subtreeCondition(filter.subjects)
         : eb.or(filter.subjects.map((subject) => eb("subject", "=", subject))),
     );
   }
@@ -959,13 +953,22 @@ function matches(eb: ExpressionBuilder<Database, "events">, filter: EventFilter)
   return eb.and(conditions);
 }
 
-/** A recursive filter's subjects and type as one condition (its subtree's ranges; see matches). */
-function subtreeWhere(filter: EventFilter) {
-  const ranges = subtreeRanges(filter.subjects).map(({ from, to }) =>
+/**
+ * Some subjects and everything below them as one condition on `subject`, from their index ranges
+ * (subtreeRanges): `subject = S` for a subject itself, a range below it. The one form of a
+ * recursive subject filter, in Kysely's queries (matches) and the raw ones (subtreeWhere).
+ */
+function subtreeCondition(subjects: readonly string[]) {
+  const ranges = subtreeRanges(subjects).map(({ from, to }) =>
     to === `${from}\u0001` ? sql`subject = ${from}` : sql`(subject >= ${from} AND subject < ${to})`,
   );
+  return sql<boolean>`(${sql.join(ranges, sql` OR `)})`;
+}
+
+/** A recursive filter's subjects and type as one condition (see subtreeCondition). */
+function subtreeWhere(filter: EventFilter) {
   const byType = filter.type === undefined ? sql`` : sql` AND type = ${filter.type}`;
-  return sql<boolean>`(${sql.join(ranges, sql` OR `)})${byType}`;
+  return sql<boolean>`${subtreeCondition(filter.subjects)}${byType}`;
 }
 
 /** The index a recursive read of the filter examines: by subject, or by subject and type. */
