@@ -210,15 +210,9 @@ export class Hub {
    * before it is committed, so the read sees it.
    */
   #sharedPage(query: PageQuery): Promise<Page> {
-    const key = JSON.stringify([
-      query.subjects,
-      query.recursive,
-      query.type ?? null,
-      query.fromId,
-      query.limit,
-      query.maxBytes ?? null,
-      query.tombstones ?? false,
-    ]);
+    // Every field of the query, whatever fields PageQuery has: a read is shared only by one asking
+    // the very same (keys sorted, so the order they were written in does not matter).
+    const key = JSON.stringify(query, Object.keys(query).sort());
     const shared = this.#reads.get(key);
     if (shared !== undefined && shared.generation === this.#generation) return shared.page;
     const page = this.#page(query);
