@@ -36,17 +36,22 @@ export interface GroupOpened {
   seconds: number;
 }
 
-export interface GroupResult {
+/** What a group counts of its clients' receipts; the run adds them up over the groups. */
+export const GROUP_COUNTS = [
+  "lost",
+  "clientsMissingEvents",
+  "duplicates",
+  "outOfOrder",
+  "unexpected",
+  "badFrames",
+  "streamsEndedEarly",
+] as const;
+export type GroupCounts = Record<(typeof GROUP_COUNTS)[number], number>;
+
+export interface GroupResult extends GroupCounts {
   /** Per first receipt: receive time − the event's sentAt (ms), and the event's slot (id − base − 1). */
   latencies: Float64Array;
   slots: Int32Array;
-  lost: number;
-  clientsMissingEvents: number;
-  duplicates: number;
-  outOfOrder: number;
-  unexpected: number;
-  badFrames: number;
-  streamsEndedEarly: number;
   /** CPU time of this process over the measured window, as a fraction of one core. */
   cpu: number;
   loop: LoopDelay;

@@ -4,7 +4,14 @@ import type { Connection, RowDataPacket } from "mysql2/promise";
 import type { ServerProcess } from "../../test/support/process.js";
 import { nowMs } from "../sse-clients.js";
 import { type Cleanup, CpuMeter, RssSampler, rssKb, sleep } from "../support.js";
-import { type GroupOpened, type GroupResult, type LoopDelay, loopDelay } from "./clients.js";
+import {
+  GROUP_COUNTS,
+  type GroupCounts,
+  type GroupOpened,
+  type GroupResult,
+  type LoopDelay,
+  loopDelay,
+} from "./clients.js";
 import { type ClientHost, childHost, localHost } from "./hosts.js";
 import {
   assertAlive,
@@ -240,16 +247,7 @@ export interface FanResult {
   latencyMs: { count: number; p50: number; p90: number; p99: number; p999: number; max: number; min: number };
   /** Receive − the moment the publisher had the POST's answer: the part after the commit. */
   afterAnswerMs: { p50: number; p99: number; max: number };
-  completeness: {
-    expectedPerClient: number;
-    lost: number;
-    clientsMissingEvents: number;
-    duplicates: number;
-    outOfOrder: number;
-    unexpected: number;
-    badFrames: number;
-    streamsEndedEarly: number;
-  };
+  completeness: GroupCounts & { expectedPerClient: number };
   deliveredAfterLastPostMs: number | undefined;
   /** server, mariadb, bench (the publishers' process, with the clients when clientProcesses is 0), system. */
   cpu: Record<string, number>;
@@ -418,13 +416,7 @@ export async function fanOut(
     afterAnswerMs: { p50: afterSorted.p50, p99: afterSorted.p99, max: afterSorted.max },
     completeness: {
       expectedPerClient: ids.length,
-      lost: sum((r) => r.lost),
-      clientsMissingEvents: sum((r) => r.clientsMissingEvents),
-      duplicates: sum((r) => r.duplicates),
-      outOfOrder: sum((r) => r.outOfOrder),
-      unexpected: sum((r) => r.unexpected),
-      badFrames: sum((r) => r.badFrames),
-      streamsEndedEarly: sum((r) => r.streamsEndedEarly),
+      ...(Object.fromEntries(GROUP_COUNTS.map((count) => [count, sum((r) => r[count])])) as GroupCounts),
     },
     deliveredAfterLastPostMs: delivered ? Math.max(0, deliveredAt - lastPostAt) : undefined,
     cpu: cpuUse,
