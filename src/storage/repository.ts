@@ -379,7 +379,7 @@ export class EventRepository {
     walk = false,
   ): Promise<Partial<Selectable<EventsTable>>[]> {
     if (walk) {
-      const what = columns === undefined ? sql`*` : sql.join(columns.map((c) => sql.ref(c)));
+      const what = selectList(columns);
       const below = upTo === undefined ? sql`` : sql`AND id <= ${upTo}`;
       return sql<Partial<Selectable<EventsTable>>>`
         SELECT ${what} FROM events ${sql.raw(this.#dialect.forceIndex("PRIMARY"))}
@@ -422,7 +422,7 @@ export class EventRepository {
     upTo: number | undefined,
     columns: readonly (keyof EventsTable)[] | undefined,
   ): Promise<Partial<Selectable<EventsTable>>[]> {
-    const what = columns === undefined ? sql`*` : sql.join(columns.map((c) => sql.ref(c)));
+    const what = selectList(columns);
     const byType = query.type === undefined ? sql`` : sql`AND type = ${query.type}`;
     const below = upTo === undefined ? sql`` : sql`AND id <= ${upTo}`;
     const index = query.type === undefined ? "events_subject_id" : "events_subject_type_id";
@@ -503,11 +503,11 @@ export class EventRepository {
     // A page's weighing (ids and sizes) from the index alone, where it carries the sizes.
     if (columns?.every((c) => c === "id" || c === "event_size") && this.#dialect.subjectIndexesCarrySize) {
       return execute(sql`
-        SELECT ${sql.join(columns.map((c) => sql.ref(c)))} FROM events ${hint}
+        SELECT ${selectList(columns)} FROM events ${hint}
         WHERE ${subtreeWhere(query)} AND id > ${query.fromId} ORDER BY id LIMIT ${limit}
       `);
     }
-    const what = columns === undefined ? sql`events.*` : sql.join(columns.map((c) => sql.ref(`events.${c}`)));
+    const what = selectList(columns, "events.");
     return execute(sql`
       SELECT ${what} FROM events JOIN (
         SELECT id FROM events ${hint} WHERE ${subtreeWhere(query)} AND id > ${query.fromId}
@@ -969,6 +969,11 @@ function subtreeCondition(subjects: readonly string[]) {
 function subtreeWhere(filter: EventFilter) {
   const byType = filter.type === undefined ? sql`` : sql` AND type = ${filter.type}`;
   return sql<boolean>`${subtreeCondition(filter.subjects)}${byType}`;
+}
+
+/** A raw read's select list: every column, or these (qualified with `table`, e.g. "events.", when given). */
+function selectList(columns: readonly (keyof EventsTable)[] | undefined, table = "") {
+  return columns === undefined ? sql.raw(`${table}*`) : sql.join(columns.map((c) => sql.ref(`${table}${c}`)));
 }
 
 /** The index a recursive read of the filter examines: by subject, or by subject and type. */
