@@ -64,6 +64,8 @@ export class Hub {
   #pending = new Set<Subscription>();
   #lastWake = 0;
   #wakeTimer: NodeJS.Timeout | undefined;
+  /** A wake-up is going through its slices: the next one starts after it (see #wakeSlice). */
+  #waking = false;
   /** Counts publish() calls: a page read may be shared only by reads issued with no publish between. */
   #generation = 0;
   /** Page reads in flight, by query (at most one per subscription: bounded by --max-total-clients). */
@@ -250,7 +252,7 @@ export class Hub {
    * the loop) never wait for the timer: waking them costs less than the delay would.
    */
   #scheduleWake(now: number): void {
-    if (this.#pending.size === 0 || this.#wakeTimer !== undefined) return;
+    if (this.#pending.size === 0 || this.#wakeTimer !== undefined || this.#waking) return;
     const due = this.#lastWake + this.#config.flushMs - now;
     if (due <= 0 || this.#pending.size <= WAKE_SLICE) this.#wakeAll(now);
     else {
@@ -266,18 +268,34 @@ export class Hub {
     this.#lastWake = now;
     const pending = [...this.#pending];
     this.#pending = new Set();
+    this.#waking = true;
     this.#wakeSlice(pending, 0);
   }
 
   /**
    * Wakes subscriptions a slice at a time, yielding to the event loop between slices: each woken
    * consumer writes to its socket in the same microtask run, and a thousand of them in one run
-   * would keep appends (and everything else) waiting for the whole burst.
+   * would keep appends (and everything else) waiting for the whole burst. Only one wake-up goes
+   * through its slices at a time; what was published meanwhile waits for the next, scheduled when
+   * this one ends. Two wake-ups running side by side would write two slices per turn of the loop,
+   * three slices, and so on: longer turns made the next flush overlap too, until every turn wrote
+   * to every stream. Node accepts one new connection per turn (libuv since 1.45), so a POST on a
+   * new connection then waited in the accept queue for a hundred turns of 20–70 ms each.
    */
   #wakeSlice(pending: readonly Subscription[], start: number): void {
     const end = Math.min(pending.length, start + WAKE_SLICE);
     for (let i = start; i < end; i++) (pending[i] as Subscription).wake();
-    if (end < pending.length) setImmediate(() => this.#wakeSlice(pending, end));
+    if (end < pending.length) {
+      setImmediate(() => this.#wakeSlice(pending, end));
+      return;
+    }
+    const next = () => {
+      this.#waking = false;
+      if (!this.#closed) this.#scheduleWake(performance.now());
+    };
+    // A wake-up of one slice ended in the turn it began; after a longer one, this turn had its slice.
+    if (start === 0) next();
+    else setImmediate(next);
   }
 
   /** Ends every subscription (shutdown): streams finish and clients resume by id. */

@@ -1,8 +1,9 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { loadConfig } from "../../../src/config.js";
 import { eventSize, type Page, type PageQuery, type StoredEvent } from "../../../src/events/event.js";
 import { Hub, WAKE_SLICE } from "../../../src/hub/hub.js";
 import { SubjectIndex } from "../../../src/hub/subject-index.js";
+import { Subscription } from "../../../src/hub/subscription.js";
 import { Metrics } from "../../../src/metrics.js";
 import { matchesSubjects, newEvent } from "../../support/events.js";
 
@@ -246,6 +247,45 @@ describe("hub and subscription engine", () => {
     for (let i = 0; i < 5; i++) hub.publish([log.append("s")]); // separate commits within the window
     for (const second of seconds) expect((await second).value?.map((e) => e.id)).toEqual([2, 3, 4, 5, 6]);
     for (const sub of subs) sub.close();
+  });
+
+  it("runs one wake-up at a time: what is published during one waits for the next, never a second slice in a turn", async () => {
+    const log = new MemoryLog();
+    // No flush window: every commit is due at once, as on a server whose turns take longer than it.
+    const { hub } = hubFor(log, { "stream-flush-ms": "0" });
+    const count = WAKE_SLICE * 4;
+    const subs = Array.from({ length: count }, () =>
+      hub.subscribe({ filter: { subjects: ["s"], recursive: false, type: undefined }, fromId: 0 }),
+    );
+    const received = subs.map(() => [] as number[]);
+    const consumers = subs.map(async (sub, i) => {
+      for await (const batch of sub) {
+        for (const event of batch) (received[i] as number[]).push(event.id);
+        if ((received[i] as number[]).length === 3) return;
+      }
+    });
+    await new Promise((r) => setTimeout(r, 10)); // all caught up, waiting live
+    const wake = vi.spyOn(Subscription.prototype, "wake");
+    try {
+      // Three commits in one turn of the loop: the first wakes a slice now and the rest over the
+      // next turns; the two after it join the next wake-up instead of starting slices of their own.
+      for (let i = 0; i < 3; i++) {
+        hub.publish([log.append("s")]);
+        for (let j = 0; j < 10; j++) await Promise.resolve();
+      }
+      const perTurn = [wake.mock.calls.length];
+      while (received.some((ids) => ids.length < 3) && perTurn.length <= count) {
+        const before = wake.mock.calls.length;
+        await new Promise((r) => setImmediate(r));
+        perTurn.push(wake.mock.calls.length - before);
+      }
+      expect(perTurn[0]).toBe(WAKE_SLICE);
+      expect(Math.max(...perTurn)).toBe(WAKE_SLICE);
+    } finally {
+      wake.mockRestore();
+    }
+    await Promise.all(consumers);
+    for (const ids of received) expect(ids).toEqual([1, 2, 3]); // nothing lost, in order
   });
 
   it("wakes a slice of consumers or fewer at once, every commit", async () => {
