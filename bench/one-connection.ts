@@ -9,7 +9,8 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import SqliteDatabase from "better-sqlite3";
 import { CreateEventRequestSchema } from "../src/gen/grpc/eventsdb_pb.js";
 import { grpcFrame } from "../src/transports/grpc/fast-path.js";
-import type { ServerProcess } from "../test/support/process.js";
+import { freePort } from "../test/support/ports.js";
+import { type ServerProcess, startServerProcess } from "../test/support/process.js";
 import {
   DATA_BYTES,
   type RawResult,
@@ -52,6 +53,8 @@ const REQUEST_TIMEOUT_MS = 30_000;
 type Mode = "REST simple" | "REST structured" | "gRPC CreateEvent";
 const MODES: readonly Mode[] = ["REST simple", "REST structured", "gRPC CreateEvent"];
 type Build = "this build" | "baseline";
+/** The bare hop (bench/onecon-hop.ts): a node:http server doing the raw INSERT and nothing else. */
+const HOP = "bare Node HTTP + INSERT";
 
 /** One measured loop: rate, latencies. */
 interface Loop {
@@ -243,10 +246,25 @@ async function runStore(
   const add = (name: string, loop: Loop) => {
     results[name] = [...(results[name] ?? []), loop];
   };
-  const steps: (Build | "raw")[] = ["raw", ...servers.keys()];
+  const hop = await startServerProcess({
+    env: { DATABASE_URL: await setup.databaseUrl("onecon_hop") },
+    cli: path.join(ROOT, "bench", "onecon-hop.ts"),
+    command: [],
+    nodeArgs: ["--import", "tsx"],
+    cwd: ROOT,
+    ports: { rest: await freePort(), grpc: await freePort() },
+  });
+  cleanup.add("stop the bare hop", () => hop.stop());
+  await clientLoop(hop, "REST simple", WARMUP_SECONDS);
+  const steps: (Build | "raw" | "hop")[] = ["raw", "hop", ...servers.keys()];
   for (let round = 0; round < rounds; round++) {
-    const order = steps.map((_, i) => steps[(i + round) % steps.length] as Build | "raw");
+    const order = steps.map((_, i) => steps[(i + round) % steps.length] as Build | "raw" | "hop");
     for (const step of order) {
+      if (step === "hop") {
+        process.stderr.write(`bench: round ${round + 1}/${rounds}: ${HOP}\n`);
+        add(HOP, await clientLoop(hop, "REST simple", seconds));
+        continue;
+      }
       if (step === "raw") {
         process.stderr.write(
           `bench: ${setup.label.split(" (")[0]}: round ${round + 1}/${rounds}: raw INSERT\n`,
@@ -264,11 +282,13 @@ async function runStore(
     }
   }
   const rawMedian = median((results["raw INSERT"] ?? []).map((l) => l.eventsPerSecond));
+  const hopMedian = median((results[HOP] ?? []).map((l) => l.eventsPerSecond));
   const rows: string[][] = [];
   for (const [name, loops] of Object.entries(results)) {
     const rates = loops.map((l) => l.eventsPerSecond);
     const rate = median(rates);
     const isServer = name !== "raw INSERT";
+    const isBuild = isServer && name !== HOP;
     const baselineName = name.replace(", this build", ", baseline");
     const baselineRate =
       name.endsWith(", this build") && results[baselineName] !== undefined
@@ -282,8 +302,9 @@ async function runStore(
       median(loops.map((l) => l.p99Ms)).toFixed(2),
       String(loops.reduce((n, l) => n + l.errors, 0)),
       isServer && rawMedian > 0 ? `${Math.round((rate / rawMedian) * 100)} %` : "-",
+      isBuild && hopMedian > 0 ? `${Math.round((rate / hopMedian) * 100)} %` : "-",
       baselineRate === undefined || baselineRate === 0 ? "-" : `${(rate / baselineRate).toFixed(2)}×`,
-      !isServer || name.endsWith(", baseline")
+      !isBuild || name.endsWith(", baseline")
         ? "-"
         : rate >= rawMedian * ONECON_TARGET_FRACTION
           ? "ok"
@@ -291,7 +312,18 @@ async function runStore(
     ]);
   }
   const table = formatTable(
-    ["run", "ev/s (median)", "range", "p50 ms", "p99 ms", "errors", "of raw", "vs baseline", "≥ 70 %"],
+    [
+      "run",
+      "ev/s (median)",
+      "range",
+      "p50 ms",
+      "p99 ms",
+      "errors",
+      "of raw",
+      "of hop",
+      "vs baseline",
+      "≥ 70 %",
+    ],
     rows,
   );
   return { label: setup.label, table, results: { ...extra, ...results } };
