@@ -13,9 +13,7 @@ import { FailureLog } from "./failure-log.js";
 import { type Logger, SILENT_LOGGER } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { SubscriptionService } from "./subscriptions/service.js";
-import { healthRoutes } from "./transports/grpc/health.js";
-import { reflectionRoutes } from "./transports/grpc/reflection.js";
-import { connectRoutes } from "./transports/grpc/service.js";
+import { lazyConnectRoutes, RPC_PATHS } from "./transports/grpc/lazy.js";
 import { chainRoutes } from "./transports/http/chain.js";
 import { operationsRoutes } from "./transports/http/operations.js";
 import { restRoutes } from "./transports/http/rest.js";
@@ -115,17 +113,28 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     heartbeatIntervalSeconds: config.streams.heartbeatIntervalSeconds,
     clientBufferSize: config.streams.clientBufferSize,
   });
-  await app.register(connectRoutes, {
-    config,
-    eventLog,
-    metrics,
-    outbound,
-    pump,
-    pipeline,
-    subscriptions,
-    extraRoutes: (router) => {
-      healthRoutes(router, () => eventLog.readiness());
-      reflectionRoutes(router);
+  // gRPC, gRPC-Web and Connect: the routes now, Connect and the services with the first call.
+  await app.register(lazyConnectRoutes, {
+    paths: RPC_PATHS,
+    load: async (scope) => {
+      const [{ connectRoutes }, { healthRoutes }, { reflectionRoutes }] = await Promise.all([
+        import("./transports/grpc/service.js"),
+        import("./transports/grpc/health.js"),
+        import("./transports/grpc/reflection.js"),
+      ]);
+      return connectRoutes(scope.log, {
+        config,
+        eventLog,
+        metrics,
+        outbound,
+        pump,
+        pipeline,
+        subscriptions,
+        extraRoutes: (router) => {
+          healthRoutes(router, () => eventLog.readiness());
+          reflectionRoutes(router);
+        },
+      });
     },
   });
   await app.register(consoleRoutes);
