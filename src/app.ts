@@ -1,8 +1,10 @@
+import { createRequire } from "node:module";
 import fastifyCors from "@fastify/cors";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyServerFactory,
+  type FastifyServerOptions,
   LogController,
 } from "fastify";
 import type { BrowserSessions } from "./auth/sessions.js";
@@ -61,6 +63,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // The same rule as the gRPC unary fast path's (client-address.ts): request.ip is the client.
     trustProxy: pipeline.trust ?? false,
     ...(deps.serverFactory === undefined ? {} : { serverFactory: deps.serverFactory }),
+    schemaController: { compilersFactory: SCHEMA_COMPILERS },
   });
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).send(restErrorBody(notFound(`no route ${request.method} ${request.url.split("?")[0]}`))),
@@ -140,6 +143,30 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(consoleRoutes);
   return app;
 }
+
+/**
+ * Fastify's own schema compilers (@fastify/ajv-compiler, @fastify/fast-json-stringify-compiler),
+ * loaded when a route with a schema is first compiled instead of when the app is built. No route
+ * has one (bodies are read by the transports' own readers), so a server does not load ajv and
+ * fast-json-stringify (~110 modules) just to hold them. Fastify treats a factory given here as a
+ * custom compiler, which changes one thing only: a `headers` schema would not be lower-cased first.
+ */
+const SCHEMA_COMPILERS = (() => {
+  // Resolved from fastify itself: they are its dependencies, not ours.
+  const fastifyRequire = createRequire(createRequire(import.meta.url).resolve("fastify"));
+  type Factory = (...args: unknown[]) => unknown;
+  const lazy = (name: string) => {
+    let factory: Factory | undefined;
+    return (...args: unknown[]) => {
+      factory ??= (fastifyRequire(name) as () => Factory)();
+      return factory(...args);
+    };
+  };
+  return {
+    buildValidator: lazy("@fastify/ajv-compiler"),
+    buildSerializer: lazy("@fastify/fast-json-stringify-compiler"),
+  } as unknown as NonNullable<NonNullable<FastifyServerOptions["schemaController"]>["compilersFactory"]>;
+})();
 
 /**
  * The subscription service of a process: over its store, with --max-subscriptions, counted in
