@@ -395,6 +395,8 @@ interface IdleReading {
   firstConnectKb: number;
   firstGrpcKb: number;
   firstGrpcAppendKb: number;
+  /** VmRSS --settle seconds after those calls (the young generation their imports grew given back, or not). */
+  calledSettledKb: number;
   calledHeapUsed: number;
   /** VmRSS just before the idle streams open, and with them open for STREAMS_HOLD_MS; how many were answered 200. */
   beforeStreamsKb: number;
@@ -419,6 +421,8 @@ async function idleRun(cli: string, options: Options, cleanup: Cleanup): Promise
     const settledKb = await rssKb(server.pid);
     const probe = await probeMemory(server);
     const first = await firstCalls(server);
+    await sleep(options.settleSeconds * 1000);
+    const calledSettledKb = await rssKb(server.pid);
     const called = await probeMemory(server);
     await sleep(1000);
     const beforeStreamsKb = await rssKb(server.pid);
@@ -429,6 +433,7 @@ async function idleRun(cli: string, options: Options, cleanup: Cleanup): Promise
       gcRss: probe.rss,
       gcHeapUsed: probe.heapUsed,
       ...first,
+      calledSettledKb,
       calledHeapUsed: called.heapUsed,
       beforeStreamsKb,
       ...streams,
@@ -598,6 +603,7 @@ async function idle(options: Options, cleanup: Cleanup): Promise<ScenarioResult>
     kbRow("RSS 1 s after the first Connect call (JSON GetEventByID)", (r) => r.firstConnectKb),
     kbRow("RSS 1 s after the first gRPC call (GetEventByID)", (r) => r.firstGrpcKb),
     kbRow("RSS 1 s after the first gRPC append (CreateEvent, fast path)", (r) => r.firstGrpcAppendKb),
+    kbRow(`RSS ${options.settleSeconds} s after those calls`, (r) => r.calledSettledKb),
     kbRow("V8 heap used after a full GC, all transports called", (r) => r.calledHeapUsed, mibOf),
     kbRow(`RSS with ${streams} idle SSE streams (after ${STREAMS_HOLD_MS / 1000} s)`, (r) => r.streamsKb),
     kbRow(
