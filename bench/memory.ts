@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import http2 from "node:http2";
 import net from "node:net";
@@ -8,6 +9,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
+import { grpcMessage, rawGrpcCall } from "../test/support/grpc.js";
 import { type ServerProcess, startServerProcess } from "../test/support/process.js";
 import {
   buildDist,
@@ -354,6 +356,9 @@ const PACKAGES = [
   "prom-client",
   "yaml",
   "commander",
+  "semver",
+  "@opentelemetry/api",
+  "@fastify/ajv-compiler",
   "@bufbuild/protobuf",
   "@connectrpc/connect",
   "@connectrpc/connect-node",
@@ -362,6 +367,7 @@ const PACKAGES = [
 /** Files of a build, measured for this build and the baseline. */
 const BUILD_FILES = [
   "gen/grpc/eventsdb_pb.js",
+  "transports/grpc/service.js",
   "transports/grpc/reflection.js",
   "ui/console.js",
   "storage/open.js",
@@ -380,6 +386,18 @@ interface IdleReading {
   /** After a full GC (memory-probe.mjs): RSS and V8 heap used, bytes. */
   gcRss: number;
   gcHeapUsed: number;
+  /**
+   * VmRSS 1 s after the first requests of each transport, in this order: REST (a POST, a GET, a
+   * 404), one Connect JSON call, one gRPC call through Connect (GetEventByID) and one gRPC append
+   * (the fast path); then the V8 heap after a full GC with all of them loaded.
+   */
+  firstRestKb: number;
+  firstConnectKb: number;
+  firstGrpcKb: number;
+  firstGrpcAppendKb: number;
+  /** VmRSS --settle seconds after those calls (the young generation their imports grew given back, or not). */
+  calledSettledKb: number;
+  calledHeapUsed: number;
   /** VmRSS just before the idle streams open, and with them open for STREAMS_HOLD_MS; how many were answered 200. */
   beforeStreamsKb: number;
   streamsKb: number;
@@ -402,13 +420,83 @@ async function idleRun(cli: string, options: Options, cleanup: Cleanup): Promise
     await sleep(options.settleSeconds * 1000 - 2000);
     const settledKb = await rssKb(server.pid);
     const probe = await probeMemory(server);
+    const first = await firstCalls(server);
+    await sleep(options.settleSeconds * 1000);
+    const calledSettledKb = await rssKb(server.pid);
+    const called = await probeMemory(server);
     await sleep(1000);
     const beforeStreamsKb = await rssKb(server.pid);
     const streams = await idleStreams(server, options.idleStreams, cleanup);
-    return { startKb, settledKb, gcRss: probe.rss, gcHeapUsed: probe.heapUsed, beforeStreamsKb, ...streams };
+    return {
+      startKb,
+      settledKb,
+      gcRss: probe.rss,
+      gcHeapUsed: probe.heapUsed,
+      ...first,
+      calledSettledKb,
+      calledHeapUsed: called.heapUsed,
+      beforeStreamsKb,
+      ...streams,
+    };
   } finally {
     await server.stop();
   }
+}
+
+/** The first calls of each transport (see IdleReading), each followed by the RSS 1 s later. */
+async function firstCalls(server: ServerProcess): Promise<{
+  firstRestKb: number;
+  firstConnectKb: number;
+  firstGrpcKb: number;
+  firstGrpcAppendKb: number;
+}> {
+  const rssAfter = async (call: () => Promise<void>) => {
+    await call();
+    await sleep(1000);
+    return rssKb(server.pid);
+  };
+  const expect = (what: string, got: unknown, wanted: unknown) => {
+    if (got !== wanted) throw new Error(`idle: ${what} answered ${String(got)}, not ${String(wanted)}`);
+  };
+  const firstRestKb = await rssAfter(async () => {
+    const posted = await fetch(`${server.url}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ source: "bench", type: "idle", subject: "idle", data: "aGk=" }),
+    });
+    expect("POST /events", posted.status, 200);
+    await posted.arrayBuffer();
+    const read = await fetch(`${server.url}/events?subject=idle`);
+    expect("GET /events", read.status, 200);
+    await read.arrayBuffer();
+    const missing = await fetch(`${server.url}/events/999999`);
+    expect("GET /events/999999", missing.status, 404);
+    await missing.arrayBuffer();
+  });
+  const firstConnectKb = await rssAfter(async () => {
+    const res = await fetch(`${server.url}/grpc.EventsDB/GetEventByID`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ id: "1" }),
+    });
+    expect("Connect GetEventByID", res.status, 200);
+    await res.arrayBuffer();
+  });
+  // GetEventByID{id: 1} and CreateEvent{source: "b", type: "t"} as protobuf.
+  const firstGrpcKb = await rssAfter(async () => {
+    const answer = await rawGrpcCall(
+      server.url,
+      "/grpc.EventsDB/GetEventByID",
+      grpcMessage(Buffer.from([8, 1])),
+    );
+    expect("gRPC GetEventByID", answer.grpcStatus, "0");
+  });
+  const firstGrpcAppendKb = await rssAfter(async () => {
+    const message = Buffer.from([0x0a, 0x01, 0x62, 0x12, 0x01, 0x74]);
+    const answer = await rawGrpcCall(server.url, "/grpc.EventsDB/CreateEvent", grpcMessage(message));
+    expect("gRPC CreateEvent", answer.grpcStatus, "0");
+  });
+  return { firstRestKb, firstConnectKb, firstGrpcKb, firstGrpcAppendKb };
 }
 
 /** Asks memory-probe.mjs in the server for its memory after a full GC. */
@@ -511,6 +599,12 @@ async function idle(options: Options, cleanup: Cleanup): Promise<ScenarioResult>
     kbRow(`RSS after ${options.settleSeconds} s idle`, (r) => r.settledKb),
     kbRow("RSS after a full GC", (r) => r.gcRss, mibOf),
     kbRow("V8 heap used after a full GC", (r) => r.gcHeapUsed, mibOf),
+    kbRow("RSS 1 s after the first REST requests (POST, GET, a 404)", (r) => r.firstRestKb),
+    kbRow("RSS 1 s after the first Connect call (JSON GetEventByID)", (r) => r.firstConnectKb),
+    kbRow("RSS 1 s after the first gRPC call (GetEventByID)", (r) => r.firstGrpcKb),
+    kbRow("RSS 1 s after the first gRPC append (CreateEvent, fast path)", (r) => r.firstGrpcAppendKb),
+    kbRow(`RSS ${options.settleSeconds} s after those calls`, (r) => r.calledSettledKb),
+    kbRow("V8 heap used after a full GC, all transports called", (r) => r.calledHeapUsed, mibOf),
     kbRow(`RSS with ${streams} idle SSE streams (after ${STREAMS_HOLD_MS / 1000} s)`, (r) => r.streamsKb),
     kbRow(
       `RSS added per idle SSE stream`,
@@ -530,10 +624,15 @@ async function idle(options: Options, cleanup: Cleanup): Promise<ScenarioResult>
   }
   for (const file of BUILD_FILES) {
     const costs = [];
-    for (const build of builds)
-      costs.push(await moduleCost(pathToFileURL(path.join(build.dist, file)).href, options.rounds));
+    for (const build of builds) {
+      const built = path.join(build.dist, file);
+      costs.push(existsSync(built) ? await moduleCost(pathToFileURL(built).href, options.rounds) : undefined);
+    }
     modules[`dist/${file}`] = costs;
-    moduleRows.push([`dist/${file}`, ...costs.map(cell)]);
+    moduleRows.push([
+      `dist/${file}`,
+      ...costs.map((cost) => (cost === undefined ? "(no such file)" : cell(cost))),
+    ]);
   }
   const header = ["default start (SQLite, no auth), median (range)", ...builds.map((build) => build.name)];
   const table = [

@@ -1,8 +1,10 @@
+import { createRequire } from "node:module";
 import fastifyCors from "@fastify/cors";
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyServerFactory,
+  type FastifyServerOptions,
   LogController,
 } from "fastify";
 import type { BrowserSessions } from "./auth/sessions.js";
@@ -13,9 +15,7 @@ import { FailureLog } from "./failure-log.js";
 import { type Logger, SILENT_LOGGER } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { SubscriptionService } from "./subscriptions/service.js";
-import { healthRoutes } from "./transports/grpc/health.js";
-import { reflectionRoutes } from "./transports/grpc/reflection.js";
-import { connectRoutes } from "./transports/grpc/service.js";
+import { lazyConnectRoutes, RPC_PATHS } from "./transports/grpc/lazy.js";
 import { chainRoutes } from "./transports/http/chain.js";
 import { operationsRoutes } from "./transports/http/operations.js";
 import { restRoutes } from "./transports/http/rest.js";
@@ -63,6 +63,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // The same rule as the gRPC unary fast path's (client-address.ts): request.ip is the client.
     trustProxy: pipeline.trust ?? false,
     ...(deps.serverFactory === undefined ? {} : { serverFactory: deps.serverFactory }),
+    schemaController: { compilersFactory: SCHEMA_COMPILERS },
   });
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).send(restErrorBody(notFound(`no route ${request.method} ${request.url.split("?")[0]}`))),
@@ -115,22 +116,57 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     heartbeatIntervalSeconds: config.streams.heartbeatIntervalSeconds,
     clientBufferSize: config.streams.clientBufferSize,
   });
-  await app.register(connectRoutes, {
-    config,
-    eventLog,
-    metrics,
-    outbound,
-    pump,
-    pipeline,
-    subscriptions,
-    extraRoutes: (router) => {
-      healthRoutes(router, () => eventLog.readiness());
-      reflectionRoutes(router);
+  // gRPC, gRPC-Web and Connect: the routes now, Connect and the services with the first call.
+  await app.register(lazyConnectRoutes, {
+    paths: RPC_PATHS,
+    load: async (scope) => {
+      const [{ connectRoutes }, { healthRoutes }, { reflectionRoutes }] = await Promise.all([
+        import("./transports/grpc/service.js"),
+        import("./transports/grpc/health.js"),
+        import("./transports/grpc/reflection.js"),
+      ]);
+      return connectRoutes(scope.log, {
+        config,
+        eventLog,
+        metrics,
+        outbound,
+        pump,
+        pipeline,
+        subscriptions,
+        extraRoutes: (router) => {
+          healthRoutes(router, () => eventLog.readiness());
+          reflectionRoutes(router);
+        },
+      });
     },
   });
   await app.register(consoleRoutes);
   return app;
 }
+
+/**
+ * Fastify's own schema compilers (@fastify/ajv-compiler, @fastify/fast-json-stringify-compiler),
+ * loaded when a route with a schema is first compiled instead of when the app is built. No route
+ * has one (bodies are read by the transports' own readers), so a server does not load ajv and
+ * fast-json-stringify (~110 modules) just to hold them. Fastify treats a factory given here as a
+ * custom compiler, which changes one thing only: a `headers` schema would not be lower-cased first.
+ */
+const SCHEMA_COMPILERS = (() => {
+  // Resolved from fastify itself: they are its dependencies, not ours.
+  const fastifyRequire = createRequire(createRequire(import.meta.url).resolve("fastify"));
+  type Factory = (...args: unknown[]) => unknown;
+  const lazy = (name: string) => {
+    let factory: Factory | undefined;
+    return (...args: unknown[]) => {
+      factory ??= (fastifyRequire(name) as () => Factory)();
+      return factory(...args);
+    };
+  };
+  return {
+    buildValidator: lazy("@fastify/ajv-compiler"),
+    buildSerializer: lazy("@fastify/fast-json-stringify-compiler"),
+  } as unknown as NonNullable<NonNullable<FastifyServerOptions["schemaController"]>["compilersFactory"]>;
+})();
 
 /**
  * The subscription service of a process: over its store, with --max-subscriptions, counted in

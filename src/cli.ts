@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import { randomBytes } from "node:crypto";
 import { Command, Option } from "commander";
-import { stringify } from "yaml";
 import type { addClientCommands } from "./client/commands.js";
 import type { Progress, progress } from "./client/progress.js";
 import {
@@ -24,6 +23,7 @@ import type { BackfillProgress } from "./storage/repository.js";
 import { SchemaTooNewError } from "./storage/schema-too-new.js";
 import { suggestion } from "./suggest.js";
 import { version } from "./version.js";
+import { yaml } from "./yaml.js";
 
 const EXIT_USAGE = 2;
 
@@ -288,12 +288,14 @@ export function describeConfig(config: Config): string {
             ? ["true", "1", "yes"].includes(value.trim().toLowerCase())
             : Number(value.trim());
     const from = source.kind === "default" ? "default" : settingName(spec.flag, source);
-    out += `${stringify({ [spec.flag]: shown }).trimEnd()}  # ${from}\n`;
+    out += `${yaml()
+      .stringify({ [spec.flag]: shown })
+      .trimEnd()}  # ${from}\n`;
   }
   if (config.auth.token !== undefined) out += "# AUTH_TOKEN is set: one more token with full access\n";
   if (config.auth.tokens !== undefined) {
     const tokens = config.auth.tokens.list.map((entry) => ({ ...(entry as object), sha256: "***" }));
-    out += `# tokens from ${config.auth.tokens.where}\n${stringify({ tokens })}`;
+    out += `# tokens from ${config.auth.tokens.where}\n${yaml().stringify({ tokens })}`;
   }
   return out;
 }

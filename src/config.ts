@@ -2,9 +2,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import proxyAddr from "@fastify/proxy-addr";
-import { parse as parseYaml } from "yaml";
 import { type InlineTokens, parseTokens } from "./auth/tokens.js";
 import { suggestion } from "./suggest.js";
+import { yaml } from "./yaml.js";
 
 /** Where events live: the embedded SQLite file (default) or a MySQL-compatible server. */
 export type StoreConfig =
@@ -741,7 +741,7 @@ export function readConfigFile(file: string): ConfigFile {
   try {
     // The YAML parser reads JSON too; its message's first line names the place, not the text
     // (JSON.parse quotes the text, which may hold a password).
-    doc = parseYaml(text);
+    doc = yaml().parse(text);
   } catch (error) {
     const reason = ((error as Error).message.split("\n")[0] ?? "").trim().replace(/:$/, "");
     throw new ConfigError(`config file ${file} is not valid ${json ? "JSON" : "YAML"}: ${reason}`);

@@ -1,8 +1,8 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import fs from "node:fs";
-import { parse as parseYaml } from "yaml";
 import { EventsDbError } from "../errors.js";
 import type { EventFilter } from "../events/event.js";
+import { yaml } from "../yaml.js";
 
 /** What a caller may do: read and write scopes as subject prefixes ("*" = every subject). */
 export interface Principal {
@@ -166,7 +166,7 @@ function readAuthFile(file: string): TokenEntry[] {
   }
   let doc: unknown;
   try {
-    doc = file.endsWith(".json") ? JSON.parse(text) : parseYaml(text);
+    doc = file.endsWith(".json") ? JSON.parse(text) : yaml().parse(text);
   } catch {
     throw new Error(`--auth-file ${file} is not valid ${file.endsWith(".json") ? "JSON" : "YAML"}`);
   }

@@ -1,9 +1,7 @@
 import { constants, type Http2ServerRequest, type ServerHttp2Stream } from "node:http2";
-import { ConnectError } from "@connectrpc/connect";
-import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { EventsDbError, invalidArgument } from "../errors.js";
-import { connectCode, httpStatus } from "./status.js";
+import { type Code, connectCode, connectCodeName, connectHttpStatus, httpStatus } from "./status.js";
 
 /**
  * One renderer per wire format for errors the transports' own handlers do not answer: those
@@ -11,6 +9,7 @@ import { connectCode, httpStatus } from "./status.js";
  * unreadable bodies) and the gRPC unary fast path's. The app's error handler, the Connect plugin's
  * error handler and the fast path all answer through here, so a gRPC client gets a gRPC status, a
  * Connect client a Connect error, and REST the JSON error — with the retry delay in each shape.
+ * No Connect import here (nor in status.ts): REST answers errors without loading Connect.
  */
 export type WireFormat = "rest" | "connect" | "connect-stream" | "grpc" | "grpc-web";
 
@@ -73,7 +72,9 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: E
   if (format === "connect-stream") {
     // Connect streaming: HTTP 200 and the error in the end-of-stream message (flag 0b10); a
     // non-200 status would only let the client guess a code from the HTTP status.
-    const json = Buffer.from(JSON.stringify({ error: { code: codeToString(code), message: error.message } }));
+    const json = Buffer.from(
+      JSON.stringify({ error: { code: connectCodeName(code), message: error.message } }),
+    );
     const envelope = Buffer.alloc(5 + json.length);
     envelope[0] = 0b10;
     envelope.writeUInt32BE(json.length, 1);
@@ -85,9 +86,9 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: E
   }
   if (format === "connect") {
     return reply
-      .code(codeToHttpStatus(code))
+      .code(connectHttpStatus(code))
       .type("application/json")
-      .send({ code: codeToString(code), message: error.message });
+      .send({ code: connectCodeName(code), message: error.message });
   }
   if (error.code === "unauthenticated") void reply.header("www-authenticate", 'Bearer realm="eventsdb"');
   return reply.code(httpStatus(error.code)).send(restErrorBody(error));
@@ -100,7 +101,7 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: E
  */
 export function sendGrpcError(
   stream: ServerHttp2Stream,
-  error: EventsDbError | ConnectError,
+  error: EventsDbError | WireError,
   contentType = "application/grpc",
 ): void {
   if (stream.destroyed || stream.closed) return;
@@ -115,12 +116,11 @@ export function sendGrpcError(
 /**
  * The status fields of a gRPC or gRPC-Web error: grpc-status, grpc-message and, when the client
  * should wait, grpc-retry-pushback-ms (the server pushback of gRPC's retry design, gRFC A6). A
- * ConnectError is an error of the gRPC wire itself (the fast path's framing), which has no
- * domain code.
+ * WireError is an error of the gRPC wire itself (the fast path's framing), which has no domain code.
  */
-export function grpcStatus(error: EventsDbError | ConnectError): Record<string, string> {
-  if (error instanceof ConnectError) {
-    return { "grpc-status": String(error.code), "grpc-message": encodeGrpcMessage(error.rawMessage) };
+export function grpcStatus(error: EventsDbError | WireError): Record<string, string> {
+  if (error instanceof WireError) {
+    return { "grpc-status": String(error.code), "grpc-message": encodeGrpcMessage(error.message) };
   }
   const fields: Record<string, string> = {
     "grpc-status": String(connectCode(error.code)),
@@ -130,6 +130,21 @@ export function grpcStatus(error: EventsDbError | ConnectError): Record<string, 
     fields["grpc-retry-pushback-ms"] = String(error.retryAfterSeconds * 1000);
   }
   return fields;
+}
+
+/**
+ * A failure of the gRPC wire itself (the fast path's framing: no message, two, a cut envelope), not
+ * of the request's content: it has a gRPC code and no domain code, and its message is the one
+ * upstream's Connect path gives for the same body.
+ */
+export class WireError extends Error {
+  readonly code: Code;
+
+  constructor(message: string, code: Code) {
+    super(message);
+    this.name = "WireError";
+    this.code = code;
+  }
 }
 
 /**

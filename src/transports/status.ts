@@ -1,5 +1,32 @@
-import { Code } from "@connectrpc/connect";
 import type { ErrorCode } from "../errors.js";
+
+// The one table of error codes and statuses for every transport. No Connect import: REST's error
+// renderer uses it, and a default start loads Connect only with the first gRPC/Connect request
+// (transports/grpc/lazy.ts); the Connect adapter corrects upstream's errors with the same table.
+// test/unit/status.test.ts pins it to @connectrpc/connect's Code and tables.
+
+/** The gRPC status codes (the gRPC spec's numbers; @connectrpc/connect's `Code` has the same values). */
+export const Code = {
+  Canceled: 1,
+  Unknown: 2,
+  InvalidArgument: 3,
+  DeadlineExceeded: 4,
+  NotFound: 5,
+  AlreadyExists: 6,
+  PermissionDenied: 7,
+  ResourceExhausted: 8,
+  FailedPrecondition: 9,
+  Aborted: 10,
+  OutOfRange: 11,
+  Unimplemented: 12,
+  Internal: 13,
+  Unavailable: 14,
+  DataLoss: 15,
+  Unauthenticated: 16,
+} as const;
+
+/** A gRPC status code other than OK. */
+export type Code = (typeof Code)[keyof typeof Code];
 
 /** The one mapping from domain error codes to HTTP status (REST and SSE). */
 export function httpStatus(code: ErrorCode): number {
@@ -51,5 +78,58 @@ export function connectCode(code: ErrorCode): Code {
       return Code.Unavailable;
     case "internal":
       return Code.Internal;
+  }
+}
+
+/** A code's name in the Connect protocol: snake case (`invalid_argument`). */
+export function connectCodeName(code: Code): string {
+  return CODE_NAMES.get(code) ?? String(code);
+}
+
+/** The code of a Connect protocol name, or undefined for a name that is none. */
+export function codeFromConnectName(name: string): Code | undefined {
+  return NAMED_CODES.get(name);
+}
+
+const CODE_NAMES: ReadonlyMap<number, string> = new Map(
+  Object.entries(Code).map(([name, code]) => [
+    code,
+    name.replace(/[A-Z]/g, (c, at) => (at === 0 ? "" : "_") + c.toLowerCase()),
+  ]),
+);
+const NAMED_CODES: ReadonlyMap<string, Code> = new Map(
+  Object.values(Code).map((code) => [connectCodeName(code), code]),
+);
+
+/** The HTTP status of a Connect unary error (the Connect protocol's table). */
+export function connectHttpStatus(code: Code): number {
+  switch (code) {
+    case Code.Canceled:
+      return 499; // Client Closed Request
+    case Code.Unknown:
+    case Code.Internal:
+    case Code.DataLoss:
+      return 500;
+    case Code.InvalidArgument:
+    case Code.FailedPrecondition:
+    case Code.OutOfRange:
+      return 400;
+    case Code.DeadlineExceeded:
+      return 504;
+    case Code.NotFound:
+      return 404;
+    case Code.AlreadyExists:
+    case Code.Aborted:
+      return 409;
+    case Code.PermissionDenied:
+      return 403;
+    case Code.ResourceExhausted:
+      return 429;
+    case Code.Unimplemented:
+      return 501;
+    case Code.Unavailable:
+      return 503;
+    case Code.Unauthenticated:
+      return 401;
   }
 }

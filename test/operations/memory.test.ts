@@ -3,7 +3,14 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { DIALECTS } from "../support/dialects.js";
-import { killServerProcesses, removeTempDirs, startServerProcess, tempDir } from "../support/process.js";
+import { grpcMessage, rawGrpcCall } from "../support/grpc.js";
+import {
+  killServerProcesses,
+  removeTempDirs,
+  type ServerProcess,
+  startServerProcess,
+  tempDir,
+} from "../support/process.js";
 
 // Issue 16, memory: a process loads the database driver of its store and not the other one, and
 // neither the client commands nor a pretty-printer when its output is not a terminal (each is megabytes an idle server would hold;
@@ -43,5 +50,81 @@ describe.each(DIALECTS)("a serve start on $name", (dialect) => {
     expect(loaded).not.toContain("pino-pretty");
     // `serve` registers no client commands: their progress bar (cli-progress) stays out.
     expect(loaded).not.toContain("cli-progress");
+  });
+});
+
+// Connect, @bufbuild/protobuf, the generated descriptors and the gRPC services load with the first
+// gRPC/Connect call (src/transports/grpc/lazy.ts), Fastify's schema compilers (ajv) with the first
+// route schema (there is none) and yaml with the first YAML file: a default start that only
+// serves REST holds none of them.
+
+/** What a default start (SQLite under its cwd, no auth) loaded by the time it stopped, after `use`. */
+async function loadedBy(use: (server: ServerProcess) => Promise<void>): Promise<string[]> {
+  const file = path.join(tempDir(), "loaded.json");
+  const server = await startServerProcess({
+    nodeArgs: ["--import", RECORDER],
+    env: { EVENTSDB_LOADED_PACKAGES_FILE: file },
+  });
+  await use(server);
+  expect((await server.stop()).code).toBe(0);
+  return JSON.parse(readFileSync(file, "utf8")) as string[];
+}
+
+/** Loaded only for gRPC, gRPC-Web and Connect calls. */
+const RPC_ONLY = [
+  "@connectrpc/connect",
+  "@connectrpc/connect-node",
+  "@connectrpc/connect-fastify",
+  "@bufbuild/protobuf",
+];
+const RPC_FILES = ["dist/gen/grpc/eventsdb_pb.js", "dist/transports/grpc/service.js", "dist/events/proto.js"];
+
+async function restCalls(server: ServerProcess): Promise<void> {
+  const res = await fetch(`${server.url}/events`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ source: "test", type: "test.memory", subject: "memory", data: "aGk=" }),
+  });
+  expect(res.status).toBe(200);
+  expect((await fetch(`${server.url}/events?subject=memory`)).status).toBe(200);
+  // An error answer too: REST's error renderer must not need Connect's code table.
+  expect((await fetch(`${server.url}/events/999`)).status).toBe(404);
+}
+
+describe("a default start (SQLite, no auth)", () => {
+  it("serves REST without loading Connect, protobuf, the descriptors, ajv or yaml", async () => {
+    const loaded = await loadedBy(restCalls);
+    // ES modules are seen too (kysely is imported as one): the list is not CommonJS only.
+    expect(loaded).toContain("kysely");
+    expect(loaded).toContain("dist/transports/grpc/lazy.js");
+    for (const name of [...RPC_ONLY, ...RPC_FILES, "ajv", "@fastify/ajv-compiler", "yaml"]) {
+      expect(loaded).not.toContain(name);
+    }
+  });
+
+  it("loads Connect and the descriptors with the first Connect call", async () => {
+    const loaded = await loadedBy(async (server) => {
+      const res = await fetch(`${server.url}/grpc.EventsDB/GetEventByID`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ id: "999" }),
+      });
+      expect(res.status).toBe(404);
+      expect(((await res.json()) as { code: string }).code).toBe("not_found");
+    });
+    for (const name of [...RPC_ONLY, ...RPC_FILES]) expect(loaded).toContain(name);
+  });
+
+  it("loads protobuf and the descriptors, not Connect, with the first gRPC append on the fast path", async () => {
+    const loaded = await loadedBy(async (server) => {
+      // CreateEvent{source: "s", type: "t"}: fields 1 and 2, length-delimited.
+      const message = Buffer.from([0x0a, 0x01, 0x73, 0x12, 0x01, 0x74]);
+      const answer = await rawGrpcCall(server.url, "/grpc.EventsDB/CreateEvent", grpcMessage(message));
+      expect(answer.grpcStatus).toBe("0");
+    });
+    expect(loaded).toContain("@bufbuild/protobuf");
+    expect(loaded).toContain("dist/gen/grpc/eventsdb_pb.js");
+    expect(loaded).not.toContain("@connectrpc/connect-fastify");
+    expect(loaded).not.toContain("dist/transports/grpc/service.js");
   });
 });

@@ -1,7 +1,5 @@
-import type { IncomingMessage } from "node:http";
-import type { Http2ServerRequest } from "node:http2";
 import type { JsonReadOptions } from "@bufbuild/protobuf";
-import { Code, ConnectError, type ConnectRouter, type ContextValues } from "@connectrpc/connect";
+import { ConnectError, type ConnectRouter, type ContextValues } from "@connectrpc/connect";
 import {
   type Compression,
   createAsyncIterable,
@@ -11,13 +9,14 @@ import {
   type UniversalServerRequest,
   type UniversalServerResponse,
 } from "@connectrpc/connect/protocol";
-import { codeFromString, codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import { trailerFlag, trailerParse, trailerSerialize } from "@connectrpc/connect/protocol-grpc-web";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
-import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { FastifyInstance, FastifyRequest, RouteHandlerMethod } from "fastify";
 import { jsonMessageText } from "../../events/json-body.js";
 import { encodeGrpcMessage } from "../render-error.js";
+import { Code, codeFromConnectName, connectCodeName, connectHttpStatus } from "../status.js";
+import type { RpcHandlers } from "./lazy.js";
 
 export interface ConnectAdapterOptions {
   readonly readMaxBytes: number;
@@ -31,23 +30,43 @@ export interface ConnectAdapterOptions {
  * app's error handler, which answers in the call's protocol (render-error.ts). Where upstream
  * answers against its own contracts, test/transports/connect-adapter.test.ts pins upstream's
  * answer: when that test fails, upstream has changed and the override here can go.
+ *
+ * Returns upstream's route handler for each RPC path instead of registering them: the routes are
+ * registered at start without Connect (lazy.ts), and this runs with the first call.
  */
-export async function connectAdapter(app: FastifyInstance, options: ConnectAdapterOptions): Promise<void> {
-  app.addHook("onRequest", async (request) => drainUnreadBodyAfterAnswer(request.raw));
-  await app.register(fastifyConnectPlugin, {
-    routes: (router) => {
-      options.routes(router);
-      router.handlers.forEach((handler, i) => {
-        router.handlers[i] = withClientErrorsAsInvalid(handler);
-      });
+export function connectHandlers(options: ConnectAdapterOptions): RpcHandlers {
+  const handlers = new Map<string, RouteHandlerMethod>();
+  // The plugin as upstream writes it, on a stand-in for its Fastify scope that keeps the route
+  // handlers. Its no-op content-type parsers are in place already (lazy.ts); it adds hooks only
+  // for options not given here.
+  const scope = {
+    all: (path: string, _options: unknown, handler: RouteHandlerMethod) => handlers.set(path, handler),
+    addContentTypeParser: () => {},
+    addHook: (name: string) => {
+      throw new Error(`@connectrpc/connect-fastify added a ${name} hook the lazy routes do not run`);
     },
-    contextValues: options.contextValues,
-    readMaxBytes: options.readMaxBytes,
-    acceptCompression: [compressionGzip, compressionBrotli].map(withDecompressFailuresAsInvalid),
-    // Connect compresses replies from 1 KiB; a list of ids or one event is not worth the CPU.
-    compressMinBytes: 16 * 1024,
-    jsonOptions,
-  });
+  };
+  fastifyConnectPlugin(
+    scope as unknown as FastifyInstance,
+    {
+      routes: (router) => {
+        options.routes(router);
+        router.handlers.forEach((handler, i) => {
+          router.handlers[i] = withClientErrorsAsInvalid(handler);
+        });
+      },
+      contextValues: options.contextValues,
+      readMaxBytes: options.readMaxBytes,
+      acceptCompression: [compressionGzip, compressionBrotli].map(withDecompressFailuresAsInvalid),
+      // Connect compresses replies from 1 KiB; a list of ids or one event is not worth the CPU.
+      compressMinBytes: 16 * 1024,
+      jsonOptions,
+    },
+    (error) => {
+      if (error) throw error;
+    },
+  );
+  return handlers;
 }
 
 /**
@@ -58,25 +77,6 @@ export async function connectAdapter(app: FastifyInstance, options: ConnectAdapt
 const jsonOptions: Partial<JsonReadOptions> & { textDecoder: { decode(bytes?: Uint8Array): string } } = {
   textDecoder: { decode: jsonMessageText },
 };
-
-/**
- * After the answer, an HTTP/2 request body the client is still sending (answered early: over the
- * size limit, say) is read into nothing until the client has sent it, so the call ends. Connect
- * stops reading such a body and destroys the request object, and node's compatibility layer then
- * pauses the stream at every chunk it cannot deliver: the stream would stay open (holding a
- * graceful stop) until the client gave up.
- */
-function drainUnreadBodyAfterAnswer(raw: IncomingMessage | Http2ServerRequest): void {
-  if (!("stream" in raw)) return;
-  const stream = raw.stream;
-  // 'finish': the answer has been handed to the session.
-  stream.once("finish", () => {
-    if (raw.readableEnded || stream.readableEnded || stream.destroyed) return;
-    stream.removeAllListeners("data");
-    stream.on("data", () => {});
-    stream.resume();
-  });
-}
 
 /** Upstream: a body that does not decompress is INTERNAL but for two zlib codes. It is the client's. */
 function withDecompressFailuresAsInvalid(compression: Compression): Compression {
@@ -112,7 +112,7 @@ function withClientErrorsAsInvalid(handler: UniversalHandler): UniversalHandler 
       const error = correctedConnectError(Buffer.concat(chunks), (json) => json);
       if (error === undefined) return { ...response, body: createAsyncIterable(chunks) };
       response.header?.set("content-length", String(error.json.length));
-      return { ...response, status: codeToHttpStatus(error.code), body: createAsyncIterable([error.json]) };
+      return { ...response, status: connectHttpStatus(error.code), body: createAsyncIterable([error.json]) };
     }
     const type = response.header?.get("content-type") ?? "";
     const envelopes = async function* (chunks: AsyncIterable<Uint8Array>) {
@@ -127,7 +127,7 @@ function withClientErrorsAsInvalid(handler: UniversalHandler): UniversalHandler 
 
 /** The HTTP statuses of the Connect unary errors corrected (INTERNAL and RESOURCE_EXHAUSTED). */
 const CONNECT_ERROR_STATUSES: ReadonlySet<number> = new Set(
-  [Code.Internal, Code.ResourceExhausted].map(codeToHttpStatus),
+  [Code.Internal, Code.ResourceExhausted].map(connectHttpStatus),
 );
 
 /** The flag of the Connect protocol's end-of-stream message. */
@@ -163,7 +163,7 @@ function correctGrpcStatus(fields: Headers): Headers {
   const encoded = fields.get("grpc-message");
   if (encoded === null) return fields;
   const message = decodeURIComponent(encoded);
-  const found = correction(Number(fields.get("grpc-status")), message);
+  const found = correction(Number(fields.get("grpc-status")) as Code, message);
   if (found !== undefined) fields.set("grpc-status", String(found.code));
   fields.set("grpc-message", encodeGrpcMessage(found?.message ?? message));
   return fields;
@@ -176,11 +176,11 @@ function correctedConnectError(
 ): { code: Code; json: Buffer } | undefined {
   const json: unknown = JSON.parse(Buffer.from(bytes).toString("utf8"));
   const found = error(json) as { code?: string; message?: string } | undefined;
-  const code = codeFromString(found?.code ?? "");
+  const code = codeFromConnectName(found?.code ?? "");
   if (found === undefined || code === undefined) return undefined;
   const fixed = correction(code, found.message ?? "");
   if (fixed === undefined) return undefined;
-  found.code = codeToString(fixed.code);
+  found.code = connectCodeName(fixed.code);
   found.message = fixed.message;
   return { code: fixed.code, json: Buffer.from(JSON.stringify(json)) };
 }

@@ -1,14 +1,11 @@
 import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
-import { toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { ANYONE, type Principal } from "../../auth/tokens.js";
 import { EventsDbError } from "../../errors.js";
-import { appendReply, decodeAppend, parseAppend } from "../../events/proto.js";
-import { CreateEventReplySchema, CreateEventsReplySchema } from "../../gen/grpc/eventsdb_pb.js";
 import { type AppendDeps, append } from "../append.js";
 import type { Pipeline } from "../pipeline.js";
-import { sendGrpcError } from "../render-error.js";
-import { connectCode } from "../status.js";
+import { sendGrpcError, WireError } from "../render-error.js";
+import { Code, connectCode } from "../status.js";
+import { lazyImport } from "./lazy.js";
 
 export interface GrpcFastPathDeps extends AppendDeps {
   /** The steps every request passes (credentials, CSRF, throttle, rate limit, log line, errors). */
@@ -26,7 +23,8 @@ const CREATE_EVENTS = "/grpc.EventsDB/CreateEvents";
  * every other (pipeline.ts: credentials, CSRF, throttle, --rate-limit, the log line, the error
  * renderer) and the same append core (append.ts, events/proto.ts: validation, scopes, metrics).
  * Everything else — other RPCs, gRPC-Web, Connect, compression — goes the usual way. Returns
- * whether it took the stream.
+ * whether it took the stream. The protobuf codec (fast-path-codec.ts) loads with the first call
+ * that is admitted.
  */
 export function grpcFastPath(
   deps: GrpcFastPathDeps,
@@ -45,18 +43,17 @@ export function grpcFastPath(
     const call: Call = { path, started: performance.now(), principal: undefined };
     const batch = path === CREATE_EVENTS;
     // Read from the start: a body that ends before anyone listens would end unseen.
-    const message = readMessage(stream, deps.eventLog.limits.maxBodyBytes, batch);
+    const message = readMessage(stream, deps.eventLog.limits.maxBodyBytes);
     const reply = pipeline.admit(pipeline.streamRequest(stream, headers)).then(async (principal) => {
       call.principal = principal;
       const body = await message;
+      const codec = await loadCodec();
+      const request = oneMessage(body, batch, codec.parseAppend);
       return append(deps, {
         batch,
         principal,
-        decode: () => decodeAppend(batch, body, deps.eventLog.limits),
-        encode: (ids) =>
-          batch
-            ? toBinary(CreateEventsReplySchema, appendReply(true, ids))
-            : toBinary(CreateEventReplySchema, appendReply(false, ids)),
+        decode: () => codec.decodeAppend(batch, request, deps.eventLog.limits),
+        encode: (ids) => codec.encodeAppendReply(batch, ids),
       });
     });
     void respond(deps, stream, reply, call);
@@ -65,6 +62,8 @@ export function grpcFastPath(
 }
 
 function ignore(): void {}
+
+const loadCodec = lazyImport(() => import("./fast-path-codec.js"));
 
 interface Call {
   readonly path: string;
@@ -97,11 +96,11 @@ async function respond(
       grpcStatus = 0;
     }
   } catch (error) {
-    // A ConnectError is the wire's own (framing); anything else goes through the pipeline.
-    const failure = error instanceof ConnectError ? error : pipeline.failure(error);
+    // A WireError is the wire's own (framing); anything else goes through the pipeline.
+    const failure = error instanceof WireError ? error : pipeline.failure(error);
     // An over-limit message is still arriving: sendGrpcError then resets the stream (NO_ERROR).
     sendGrpcError(stream, failure);
-    grpcStatus = failure instanceof ConnectError ? failure.code : connectCode(failure.code);
+    grpcStatus = failure instanceof WireError ? failure.code : connectCode(failure.code);
   }
   pipeline.logLine({
     method: "POST",
@@ -123,16 +122,14 @@ export function grpcFrame(message: Uint8Array): Buffer {
 }
 
 /**
- * The one length-prefixed message of a unary call (gRPC over HTTP/2, "Length-Prefixed-Message").
- * Beyond the size limit it stops reading and fails at once. A body that is not exactly one
- * uncompressed message fails with the gRPC wire's own error ({@link wireError}). Never an
- * unhandled rejection: a call refused before its message is read answers the refusal and leaves
- * this one unawaited.
+ * The body of a unary call (gRPC over HTTP/2: one "Length-Prefixed-Message", see oneMessage).
+ * Beyond the size limit it stops reading and fails at once. Never an unhandled rejection: a call
+ * refused before its message is read answers the refusal and leaves this one unawaited.
  */
-function readMessage(stream: ServerHttp2Stream, maxBytes: number, batch: boolean): Promise<Uint8Array> {
-  let done!: (error: Error | undefined, message?: Uint8Array) => void;
-  const read = new Promise<Uint8Array>((resolve, reject) => {
-    done = (error, message) => (error === undefined ? resolve(message as Uint8Array) : reject(error));
+function readMessage(stream: ServerHttp2Stream, maxBytes: number): Promise<Buffer> {
+  let done!: (error: Error | undefined, body?: Buffer) => void;
+  const read = new Promise<Buffer>((resolve, reject) => {
+    done = (error, body) => (error === undefined ? resolve(body as Buffer) : reject(error));
   });
   read.catch(ignore);
   const chunks: Buffer[] = [];
@@ -149,14 +146,7 @@ function readMessage(stream: ServerHttp2Stream, maxBytes: number, batch: boolean
     }
     chunks.push(chunk);
   };
-  const onEnd = () => {
-    const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-    try {
-      done(undefined, oneMessage(body, batch));
-    } catch (error) {
-      done(error as Error);
-    }
-  };
+  const onEnd = () => done(undefined, chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
   stream.on("data", onData);
   stream.on("end", onEnd);
   return read;
@@ -176,14 +166,19 @@ function overLimit(size: number, maxBytes: number): EventsDbError {
  * before it reads a second. The gRPC status codes document counts zero or two messages as a
  * cardinality violation (UNIMPLEMENTED); a cut envelope is the client's (INVALID_ARGUMENT); a
  * compressed flag without a grpc-encoding cannot be read (INTERNAL, as grpc-go answers too).
+ * `parse` is the codec's parseAppend (it throws for a first message that is not one).
  */
-function oneMessage(body: Buffer, batch: boolean): Uint8Array {
+function oneMessage(
+  body: Buffer,
+  batch: boolean,
+  parse: (batch: boolean, message: Uint8Array) => unknown,
+): Uint8Array {
   if (body.length === 0)
     throw wireError("protocol error: missing input message for unary method", Code.Unimplemented);
   const message = envelope(body);
   const end = 5 + message.length;
   if (body.length > end) {
-    parseAppend(batch, message);
+    parse(batch, message);
     envelope(body.subarray(end));
     throw wireError("protocol error: received extra input message for unary method", Code.Unimplemented);
   }
@@ -200,6 +195,6 @@ function envelope(body: Buffer): Uint8Array {
 }
 
 /** A failure of the gRPC wire itself, not of the request's content: it has no domain code. */
-function wireError(message: string, code: Code): ConnectError {
-  return new ConnectError(message, code);
+function wireError(message: string, code: Code): WireError {
+  return new WireError(message, code);
 }

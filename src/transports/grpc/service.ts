@@ -9,7 +9,7 @@ import {
   createContextValues,
   type HandlerContext,
 } from "@connectrpc/connect";
-import type { FastifyBaseLogger, FastifyInstance } from "fastify";
+import type { FastifyBaseLogger } from "fastify";
 import { ANYONE, type Principal } from "../../auth/tokens.js";
 import type { Config } from "../../config.js";
 import type { StoredEvent } from "../../events/event.js";
@@ -29,7 +29,8 @@ import type { Outbound } from "../outbound.js";
 import type { Pipeline } from "../pipeline.js";
 import { connectCode } from "../status.js";
 import type { StreamPump } from "../stream-pump.js";
-import { connectAdapter } from "./connect-adapter.js";
+import { connectHandlers } from "./connect-adapter.js";
+import type { RpcHandlers } from "./lazy.js";
 import { subscriptionFromProto, subscriptionToProto } from "./subscriptions.js";
 
 export interface ConnectDeps extends AppendDeps {
@@ -49,10 +50,11 @@ export interface ConnectDeps extends AppendDeps {
 /**
  * `grpc.EventsDB` over gRPC (HTTP/2), gRPC-Web and the Connect protocol, on the same Fastify app.
  * Handlers are thin: they translate messages and call the same EventLog and subscription engine
- * as REST and SSE. Registered in a scope of its own: the plugin's no-op content-type parsers must
- * not reach the REST routes.
+ * as REST and SSE. The route handler of each RPC path, for lazy.ts's routes (registered in a scope
+ * of their own: the no-op content-type parsers must not reach the REST routes); `log` is that
+ * scope's logger.
  */
-export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Promise<void> {
+export function connectRoutes(log: FastifyBaseLogger, deps: ConnectDeps): RpcHandlers {
   const { config, eventLog, metrics, outbound, pump, pipeline, subscriptions } = deps;
   const limits = eventLog.limits;
   /** Domain errors keep their message with the mapped code; bugs are logged and INTERNAL without detail. */
@@ -174,12 +176,12 @@ export async function connectRoutes(app: FastifyInstance, deps: ConnectDeps): Pr
             .then(subscriptionToProto),
         ),
       streamEventsFromSubject: (request, context) =>
-        streamEvents({ pump, config, log: app.log, toConnectError }, request, context),
+        streamEvents({ pump, config, log, toConnectError }, request, context),
     });
     deps.extraRoutes?.(router);
   };
 
-  await app.register(connectAdapter, {
+  return connectHandlers({
     routes,
     readMaxBytes: limits.maxBodyBytes,
     contextValues: (request) =>
