@@ -25,22 +25,7 @@ afterAll(removeTempDirs);
 
 describe.each(DIALECTS)("a serve start on $name", (dialect) => {
   it("loads its own database driver and not the other dialect's", async () => {
-    const file = path.join(tempDir(), "loaded.json");
-    const server = await startServerProcess({
-      databaseUrl: await dialect.url(),
-      nodeArgs: ["--import", RECORDER],
-      env: { EVENTSDB_LOADED_PACKAGES_FILE: file },
-    });
-    const res = await fetch(`${server.url}/events`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ source: "test", type: "test.memory", subject: "memory", data: "aGk=" }),
-    });
-    expect(res.status).toBe(200);
-    expect((await fetch(`${server.url}/events?subject=memory`)).status).toBe(200);
-    expect((await server.stop()).code).toBe(0);
-
-    const loaded = JSON.parse(readFileSync(file, "utf8")) as string[];
+    const loaded = await loadedBy(restCalls, await dialect.url());
     // The recorder sees CommonJS packages that ES modules imported: it would see a driver.
     expect(loaded).toContain("fastify");
     expect(loaded).toContain(DRIVER[dialect.name]);
@@ -58,10 +43,17 @@ describe.each(DIALECTS)("a serve start on $name", (dialect) => {
 // route schema (there is none) and yaml with the first YAML file: a default start that only
 // serves REST holds none of them.
 
-/** What a default start (SQLite under its cwd, no auth) loaded by the time it stopped, after `use`. */
-async function loadedBy(use: (server: ServerProcess) => Promise<void>): Promise<string[]> {
+/**
+ * What a start (no auth; on `databaseUrl`, or the default SQLite under its cwd) loaded by the time
+ * it stopped, after `use`.
+ */
+async function loadedBy(
+  use: (server: ServerProcess) => Promise<void>,
+  databaseUrl?: string,
+): Promise<string[]> {
   const file = path.join(tempDir(), "loaded.json");
   const server = await startServerProcess({
+    ...(databaseUrl === undefined ? {} : { databaseUrl }),
     nodeArgs: ["--import", RECORDER],
     env: { EVENTSDB_LOADED_PACKAGES_FILE: file },
   });
