@@ -3,6 +3,7 @@ import http from "node:http";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
 import { createConnection } from "mysql2/promise";
+import { sqlTime } from "./ingest.js";
 import { ROOT } from "./support.js";
 
 /**
@@ -50,7 +51,7 @@ const server = http.createServer((req, res) => {
   req.on("data", (chunk: Buffer) => chunks.push(chunk));
   req.on("end", () => {
     const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as Record<string, string>;
-    const time = new Date().toISOString().replace("T", " ").replace("Z", "");
+    const time = sqlTime(new Date());
     const values: [string, string, string, string, Buffer] = [
       String(body.source),
       String(body.type),
