@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { type Agent, request } from "node:http";
 import os from "node:os";
@@ -53,20 +54,32 @@ export function parseCountOption(args: readonly string[], name: string, fallback
   return Number(text);
 }
 
-/** Compiles src/ to dist/ with the build tsconfig (incremental, so cheap when nothing changed). */
-export function buildDist(root: string = ROOT): Promise<void> {
-  const tsc = path.join(ROOT, "node_modules", "typescript", "bin", "tsc");
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [tsc, "-p", "tsconfig.build.json"],
-      { cwd: root, maxBuffer: 16 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        if (error === null) resolve();
-        else reject(new Error(`build failed (tsc -p tsconfig.build.json):\n${stdout}${stderr}`));
-      },
-    );
-  });
+/**
+ * Builds `root` as `npm run build` does: src/ to dist/ with the build tsconfig (incremental, so
+ * cheap when nothing changed), then the bundled binary dist/bin/ where the revision has one
+ * (scripts/bundle.mjs; builds before it have only dist/cli.js).
+ */
+export async function buildDist(root: string = ROOT): Promise<void> {
+  const run = (args: string[]) =>
+    new Promise<void>((resolve, reject) => {
+      execFile(
+        process.execPath,
+        args,
+        { cwd: root, maxBuffer: 16 * 1024 * 1024 },
+        (error, stdout, stderr) => {
+          if (error === null) resolve();
+          else reject(new Error(`build failed (${args.join(" ")}):\n${stdout}${stderr}`));
+        },
+      );
+    });
+  await run([path.join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"]);
+  if (existsSync(path.join(root, "scripts", "bundle.mjs"))) await run([path.join("scripts", "bundle.mjs")]);
+}
+
+/** The command line a build at `root` runs: its bundled binary, or dist/cli.js before there was one. */
+export function builtCli(root: string): string {
+  const bundled = path.join(root, "dist", "bin", "cli.js");
+  return existsSync(bundled) ? bundled : path.join(root, "dist", "cli.js");
 }
 
 /** Cleanup steps run once, last registered first, on normal end, on error and on SIGINT/SIGTERM. */
@@ -129,7 +142,7 @@ export function nodeArgs(variable: "BENCH_SERVER_NODE_ARGS" | "BENCH_LOAD_NODE_A
 }
 
 /**
- * A bench's server child (`node dist/cli.js serve`, through the one spawner of
+ * A bench's server child (`node dist/bin/cli.js serve`, through the one spawner of
  * test/support/process.ts): on free ports, from the repository root, with BENCH_SERVER_NODE_ARGS,
  * its lines echoed to stderr as `[server] …`; ready when GET /readyz answers 200, since a bench
  * server logs at warn and so prints no start line.
@@ -378,7 +391,7 @@ export class RssSampler {
 
 /**
  * Builds `revision` of this repository in a detached worktree at `dir` (removed by `cleanup`),
- * sharing this checkout's node_modules, and returns its dist/cli.js: the baseline a suite compares
+ * sharing this checkout's node_modules, and returns its command line (builtCli): the baseline a suite compares
  * this checkout with, in the same run.
  */
 export async function checkoutBuild(revision: string, dir: string, cleanup: Cleanup): Promise<string> {
@@ -389,7 +402,7 @@ export async function checkoutBuild(revision: string, dir: string, cleanup: Clea
   );
   await symlink(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
   await buildDist(dir);
-  return path.join(dir, "dist", "cli.js");
+  return builtCli(dir);
 }
 
 /**

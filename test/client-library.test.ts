@@ -380,6 +380,9 @@ void EventsDbError;
     ]) {
       expect(files).toContain(`dist/client/lib/${name}`);
     }
+    // The binary, bundled, with the metafile the bundle's tests read, and the modules it is built from.
+    expect(files).toContain("dist/bin/cli.js");
+    expect(files).toContain("dist/bin/meta.json");
     expect(files).toContain("dist/cli.js");
   });
 });

@@ -11,8 +11,11 @@ import type { StoredEvent } from "../../src/client/lib/types.js";
  * (`startServerProcess`) or a command run to its end (`runCli`).
  */
 
-/** The built command line (`npm run build` first). */
-export const CLI = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
+/**
+ * The built command line (`npm run build` first): the bundled binary that `npm start` and the
+ * package's `eventsdb` run (scripts/bundle.mjs), so the tests try what users run.
+ */
+export const CLI = fileURLToPath(new URL("../../dist/bin/cli.js", import.meta.url));
 
 /** Log text kept per process: enough for the start line and any error, bounded under load. */
 const MAX_LOG_CHARS = 1_000_000;
@@ -49,7 +52,7 @@ export interface CliOptions {
   readonly input?: string | Buffer;
 }
 
-/** Runs `node dist/cli.js …args` to its end (SIGKILL after CLI_TIMEOUT_MS) and collects its output. */
+/** Runs `node dist/bin/cli.js …args` to its end (SIGKILL after CLI_TIMEOUT_MS) and collects its output. */
 export function runCli(args: readonly string[], options: CliOptions = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], {
@@ -127,7 +130,7 @@ export interface StartOptions {
   readonly ports?: { readonly rest: number; readonly grpc: number };
   /** Called with every line the server writes (it is kept in log() either way). */
   readonly onLine?: (line: string) => void;
-  /** The CLI script to run: this checkout's dist/cli.js by default (a bench may run another build). */
+  /** The CLI script to run: this checkout's dist/bin/cli.js by default (a bench may run another build). */
   readonly cli?: string;
 }
 
@@ -146,7 +149,7 @@ export function isAlive(pid: number): boolean {
 const START_LINE = /eventsdb listening on ports (\d+) \(REST\) and (\d+) \(gRPC\)/;
 const INFO_LEVELS = new Set(["trace", "debug", "info"]);
 
-/** Spawns `node dist/cli.js serve` on 127.0.0.1 and resolves once it is ready (see StartOptions.ports). */
+/** Spawns `node dist/bin/cli.js serve` on 127.0.0.1 and resolves once it is ready (see StartOptions.ports). */
 export async function startServerProcess(options: StartOptions = {}): Promise<ServerProcess> {
   const env = cleanEnv({
     LOG_LEVEL: "info",
