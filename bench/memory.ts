@@ -13,6 +13,7 @@ import { grpcMessage, rawGrpcCall } from "../test/support/grpc.js";
 import { type ServerProcess, startServerProcess } from "../test/support/process.js";
 import {
   buildDist,
+  builtCli,
   Cleanup,
   checkArguments,
   checkoutBuild,
@@ -575,8 +576,10 @@ async function idle(options: Options, cleanup: Cleanup): Promise<ScenarioResult>
   await rm(baseDir, { recursive: true, force: true });
   const baselineCli = await checkoutBuild(options.baseline, baseDir, cleanup);
   const builds = [
-    { name: "this build", cli: path.join(ROOT, "dist", "cli.js"), dist: path.join(ROOT, "dist") },
-    { name: `baseline ${options.baseline}`, cli: baselineCli, dist: path.dirname(baselineCli) },
+    // Each build's command line as users run it (the bundle where the build has one, builtCli);
+    // `dist` is where its modules are, imported one by one for the per-module table.
+    { name: "this build", cli: builtCli(ROOT), dist: path.join(ROOT, "dist") },
+    { name: `baseline ${options.baseline}`, cli: baselineCli, dist: path.join(baseDir, "dist") },
   ];
   const readings: IdleReading[][] = builds.map(() => []);
   for (let round = 0; round < options.rounds; round++) {

@@ -2,7 +2,7 @@
 // `npm run build`'s second step: bundles the command-line program (dist/cli.js, which tsc just
 // wrote, and everything it imports) into dist/bin/, the `eventsdb` binary and `npm start`.
 //
-// Why: a start from dist/ loads some 700 ES and CommonJS modules one file at a time (kysely alone
+// Why: a start from dist/ loads some 630 ES and CommonJS modules one file at a time (kysely alone
 // is 262), and Node keeps per-module records, source text and compiled code for each. The same
 // code in a few chunks holds ~9 MiB less at idle (README, Measured: idle memory). Every dynamic
 // import stays a chunk of its own (splitting), so what a start does not load (Connect, protobuf and

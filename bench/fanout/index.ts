@@ -184,7 +184,7 @@ export async function runFanout(args: readonly string[]): Promise<void> {
       table,
       "",
       `reference: ${REFERENCE}`,
-      `server: ${options.serverCli ?? "this checkout's dist/cli.js"}`,
+      `server: ${options.serverCli ?? "this checkout's dist/bin/cli.js"}`,
       options.pin
         ? `CPUs pinned: server on CPU 0 alone, bench process and MariaDB on CPUs ${othersCpus}`
         : "CPUs not pinned: server, bench process and MariaDB share all CPUs (--pin separates them)",

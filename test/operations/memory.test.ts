@@ -123,7 +123,7 @@ describe("a default start (SQLite, no auth)", () => {
 });
 
 // The binary users run (`npm start`, the package's `eventsdb`) is the bundle scripts/bundle.mjs
-// builds: the same modules in a few chunks instead of ~700 files, ~9 MiB less at idle (README,
+// builds: the same modules in a few chunks instead of ~630 files, ~9 MiB less at idle (README,
 // Measured). The tests above run it too (test/support/process.ts), through its metafile.
 describe("the bundled binary", () => {
   const root = fileURLToPath(new URL("../..", import.meta.url));
