@@ -7,7 +7,6 @@ import {
   type Driver,
   Kysely,
   SqliteDialect,
-  type SqliteDialectConfig,
   SqliteDriver,
   sql,
 } from "kysely";
@@ -24,6 +23,7 @@ import {
 import { loadDriver } from "./driver.js";
 import { withLocalLock } from "./local-lock.js";
 import type { Database } from "./schema.js";
+import { withFastRows } from "./sqlite-rows.js";
 
 const INSERT_EVENT = `INSERT INTO events (${INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
@@ -187,24 +187,25 @@ export function createSqliteDialect(file: string, timeoutMs: number): StorageDia
  * SQLITE_BUSY when another process holds the write lock; IMMEDIATE waits for it (busy_timeout).
  */
 class ImmediateSqliteDialect extends SqliteDialect {
-  readonly #config: SqliteDialectConfig & { database: SqliteDatabase.Database };
+  readonly #database: SqliteDatabase.Database;
 
-  constructor(config: SqliteDialectConfig & { database: SqliteDatabase.Database }) {
+  constructor(config: { database: SqliteDatabase.Database }) {
     super(config);
-    this.#config = config;
+    this.#database = config.database;
   }
 
   override createDriver(): Driver {
-    return new ImmediateSqliteDriver(this.#config);
+    return new ImmediateSqliteDriver(this.#database);
   }
 }
 
 class ImmediateSqliteDriver extends SqliteDriver {
   readonly #database: SqliteDatabase.Database;
 
-  constructor(config: SqliteDialectConfig & { database: SqliteDatabase.Database }) {
-    super(config);
-    this.#database = config.database;
+  /** Kysely's queries go through withFastRows; the transaction state is the database's own. */
+  constructor(database: SqliteDatabase.Database) {
+    super({ database: withFastRows(database) });
+    this.#database = database;
   }
 
   override async beginTransaction(connection: DatabaseConnection): Promise<void> {

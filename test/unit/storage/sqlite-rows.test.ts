@@ -1,0 +1,56 @@
+import Database from "better-sqlite3";
+import { afterEach, describe, expect, it } from "vitest";
+import { withFastRows } from "../../../src/storage/sqlite-rows.js";
+
+// withFastRows makes the rows of reading statements from better-sqlite3's raw arrays: they must
+// be the very rows better-sqlite3 makes itself, keys in the same order, every kind of value.
+describe("withFastRows", () => {
+  const open: Database.Database[] = [];
+  afterEach(() => {
+    for (const database of open.splice(0)) database.close();
+  });
+
+  function database(): Database.Database {
+    const db = new Database(":memory:");
+    open.push(db);
+    db.exec(`CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, data BLOB, size REAL, note TEXT NULL,
+      "constructor" TEXT, "has space" TEXT, "quote""d" TEXT)`);
+    const insert = db.prepare("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    insert.run(1, "a", Buffer.from([0, 1, 2]), 1.5, null, "c", "s", "q");
+    insert.run(2, "b\u2028é", Buffer.alloc(0), -0.25, "n", "", " ", "\\");
+    return db;
+  }
+
+  const queries: [string, unknown[]][] = [
+    ["SELECT * FROM t WHERE id > ? ORDER BY id", [0]],
+    ["SELECT id, data, name FROM t ORDER BY id DESC", []],
+    // A repeated name keeps the last value, as better-sqlite3's own rows do.
+    ["SELECT id AS x, name AS x FROM t", []],
+    ["SELECT count(*) AS n, sum(length(data)) AS bytes FROM t WHERE name = ?", ["a"]],
+    // A name an object literal would take as the prototype is left to better-sqlite3.
+    ['SELECT id AS "__proto__", name FROM t', []],
+    ["SELECT id FROM t WHERE id > 5", []],
+  ];
+
+  it.each(queries)("answers %s with better-sqlite3's own rows", (sql, parameters) => {
+    const db = database();
+    const expected = db.prepare(sql).all(parameters);
+    const rows = withFastRows(db).prepare(sql).all(parameters) as Record<string, unknown>[];
+    expect(rows).toEqual(expected);
+    expect(rows.map((row) => Object.keys(row))).toEqual(expected.map((row) => Object.keys(row as object)));
+    for (const row of rows) expect(Object.getPrototypeOf(row)).toBe(Object.prototype);
+  });
+
+  it("runs writes and iterates as better-sqlite3 does", () => {
+    const db = database();
+    const fast = withFastRows(db);
+    const insert = fast.prepare("INSERT INTO t (id, name) VALUES (?, ?)");
+    expect(insert.reader).toBe(false);
+    expect(insert.run([3, "c"])).toMatchObject({ changes: 1, lastInsertRowid: 3 });
+    const select = fast.prepare("SELECT id, name FROM t ORDER BY id");
+    expect(select.reader).toBe(true);
+    expect([...select.iterate([])]).toEqual(db.prepare("SELECT id, name FROM t ORDER BY id").all());
+    // all() after iterate() on the same statement, and the other way round.
+    expect(select.all([])).toEqual([...select.iterate([])]);
+  });
+});
