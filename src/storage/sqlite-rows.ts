@@ -49,7 +49,14 @@ function rowMaker(names: readonly string[]): ((values: unknown[]) => Record<stri
   else {
     // JSON.stringify quotes each name as a JavaScript string literal: nothing of it runs as code.
     const fields = names.map((name, i) => `${JSON.stringify(name)}: values[${i}]`).join(", ");
-    make = new Function("values", `return { ${fields} };`) as (values: unknown[]) => Record<string, unknown>;
+    try {
+      make = new Function("values", `return { ${fields} };`) as (
+        values: unknown[],
+      ) => Record<string, unknown>;
+    } catch {
+      // node --disallow-code-generation-from-strings: better-sqlite3's own rows, as before.
+      make = null;
+    }
   }
   if (makers.size >= MAX_MAKERS) makers.delete(makers.keys().next().value as string);
   makers.set(key, make);

@@ -1,3 +1,5 @@
+import { execFileSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { withFastRows } from "../../../src/storage/sqlite-rows.js";
@@ -39,6 +41,26 @@ describe("withFastRows", () => {
     expect(rows).toEqual(expected);
     expect(rows.map((row) => Object.keys(row))).toEqual(expected.map((row) => Object.keys(row as object)));
     for (const row of rows) expect(Object.getPrototypeOf(row)).toBe(Object.prototype);
+  });
+
+  it("falls back to better-sqlite3's own rows where code generation is disallowed", () => {
+    const module = fileURLToPath(new URL("../../../src/storage/sqlite-rows.ts", import.meta.url));
+    const script = `
+      import Database from "better-sqlite3";
+      const { withFastRows } = await import(${JSON.stringify(module)});
+      const db = new Database(":memory:");
+      db.exec("CREATE TABLE t (id INTEGER, name TEXT)");
+      db.exec("INSERT INTO t VALUES (1, 'a'), (2, 'b')");
+      console.log(JSON.stringify(withFastRows(db).prepare("SELECT id, name FROM t ORDER BY id").all([])));`;
+    const out = execFileSync(
+      process.execPath,
+      ["--disallow-code-generation-from-strings", "--import", "tsx", "--input-type=module", "-e", script],
+      { encoding: "utf8", timeout: 20_000 },
+    );
+    expect(JSON.parse(out)).toEqual([
+      { id: 1, name: "a" },
+      { id: 2, name: "b" },
+    ]);
   });
 
   it("runs writes and iterates as better-sqlite3 does", () => {
