@@ -51,10 +51,12 @@ describe.each(DIALECTS)("a serve start on $name", (dialect) => {
 async function loadedBy(
   use: (server: ServerProcess) => Promise<void>,
   databaseUrl?: string,
+  cli?: string,
 ): Promise<string[]> {
   const file = path.join(tempDir(), "loaded.json");
   const server = await startServerProcess({
     ...(databaseUrl === undefined ? {} : { databaseUrl }),
+    ...(cli === undefined ? {} : { cli }),
     nodeArgs: ["--import", RECORDER],
     env: { EVENTSDB_LOADED_PACKAGES_FILE: file },
   });
@@ -131,6 +133,14 @@ describe("the bundled binary", () => {
     bin: Record<string, string>;
     scripts: Record<string, string>;
   };
+
+  it("loads the same packages and modules as a start from the modules it is built from", async () => {
+    const bundled = await loadedBy(restCalls);
+    const unbundled = await loadedBy(restCalls, undefined, path.join(root, "dist", "cli.js"));
+    // A package nested in another's node_modules counts by its own name in both.
+    expect(unbundled).toContain("cookie");
+    expect(bundled).toEqual(unbundled);
+  });
 
   it("is what npm start, the package's binary and the tests run", () => {
     expect(manifest.bin.eventsdb).toBe("dist/bin/cli.js");
