@@ -38,25 +38,21 @@ export function withFastRows(database: SqliteDatabase.Database): KyselySqliteDat
 }
 
 /**
- * `(values) => ({ "name0": values[0], … })` for these column names, or null for a name an object
- * literal would not take as an own property (`__proto__` sets the prototype instead).
+ * `(values) => ({ "name0": values[0], … })` for these column names, or null where code cannot be
+ * generated. A column named `__proto__` sets the row's prototype, as it does in better-sqlite3's
+ * own rows.
  */
 function rowMaker(names: readonly string[]): ((values: unknown[]) => Record<string, unknown>) | null {
   const key = names.join("\0");
   let make = makers.get(key);
   if (make !== undefined) return make;
-  if (names.includes("__proto__")) make = null;
-  else {
-    // JSON.stringify quotes each name as a JavaScript string literal: nothing of it runs as code.
-    const fields = names.map((name, i) => `${JSON.stringify(name)}: values[${i}]`).join(", ");
-    try {
-      make = new Function("values", `return { ${fields} };`) as (
-        values: unknown[],
-      ) => Record<string, unknown>;
-    } catch {
-      // node --disallow-code-generation-from-strings: better-sqlite3's own rows, as before.
-      make = null;
-    }
+  // JSON.stringify quotes each name as a JavaScript string literal: nothing of it runs as code.
+  const fields = names.map((name, i) => `${JSON.stringify(name)}: values[${i}]`).join(", ");
+  try {
+    make = new Function("values", `return { ${fields} };`) as (values: unknown[]) => Record<string, unknown>;
+  } catch {
+    // node --disallow-code-generation-from-strings: better-sqlite3's own rows, as before.
+    make = null;
   }
   if (makers.size >= MAX_MAKERS) makers.delete(makers.keys().next().value as string);
   makers.set(key, make);

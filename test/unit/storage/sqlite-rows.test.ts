@@ -29,7 +29,6 @@ describe("withFastRows", () => {
     // A repeated name keeps the last value, as better-sqlite3's own rows do.
     ["SELECT id AS x, name AS x FROM t", []],
     ["SELECT count(*) AS n, sum(length(data)) AS bytes FROM t WHERE name = ?", ["a"]],
-    // A name an object literal would take as the prototype is left to better-sqlite3.
     ['SELECT id AS "__proto__", name FROM t', []],
     ["SELECT id FROM t WHERE id > 5", []],
   ];
@@ -41,6 +40,19 @@ describe("withFastRows", () => {
     expect(rows).toEqual(expected);
     expect(rows.map((row) => Object.keys(row))).toEqual(expected.map((row) => Object.keys(row as object)));
     for (const row of rows) expect(Object.getPrototypeOf(row)).toBe(Object.prototype);
+  });
+
+  it("sets the prototype from a column named __proto__, as better-sqlite3's own rows do", () => {
+    const db = database();
+    const sql = 'SELECT data AS "__proto__", name FROM t ORDER BY id';
+    const expected = db.prepare(sql).all() as object[];
+    const rows = withFastRows(db).prepare(sql).all([]) as object[];
+    expect(rows.map((row) => Object.keys(row))).toEqual(expected.map((row) => Object.keys(row)));
+    rows.forEach((row, i) => {
+      const prototype = Object.getPrototypeOf(row) as Buffer;
+      expect(Buffer.isBuffer(prototype)).toBe(true);
+      expect(prototype.equals(Object.getPrototypeOf(expected[i]) as Buffer)).toBe(true);
+    });
   });
 
   it("falls back to better-sqlite3's own rows where code generation is disallowed", () => {
